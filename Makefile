@@ -1,0 +1,56 @@
+# Everyday commands. `make demo` and `make test` work on a fresh machine with only
+# Python, make and the package registries: they create .venv and install from the lock.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+LOCK   := constraints.txt
+
+DEMO_DIR   ?= data/synthetic/demo
+DEMO_LEADS ?= 20000
+SEED       ?= 7
+
+.PHONY: demo test install install-test lock bench clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[test,bench]'
+	@touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed  ## create .venv and install leadscore from the lock
+
+install-test: $(VENV)/.installed-test  ## install leadscore with what the tests need
+
+demo: install  ## generate synthetic data and run every stage that exists, end to end
+	$(BIN)/leadscore synth --leads $(DEMO_LEADS) --seed $(SEED) --out $(DEMO_DIR)
+	$(BIN)/leadscore validate --data $(DEMO_DIR)
+	$(BIN)/leadscore funnel --data $(DEMO_DIR)
+	@echo
+	@echo "Results:"
+	@echo "  synthetic CRM tables   $(DEMO_DIR)/{leads,activities,lifecycle}.parquet"
+	@echo "  ground truth (oracle)  $(DEMO_DIR)/truth.parquet, $(DEMO_DIR)/latent_*.parquet"
+	@echo "  generator manifest     $(DEMO_DIR)/manifest.json"
+
+test: install-test  ## run the whole test suite
+	$(BIN)/python -m pytest
+
+bench: install-test  ## run the benchmarks (big data; minutes)
+	$(BIN)/python benchmarks/bench_synth.py
+
+lock:  ## re-resolve the lock file from pyproject.toml lower bounds (newest allowed versions)
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet -e '.[test,bench]'
+	.venv-lock/bin/python -m pip freeze --exclude-editable | grep -v '^leadscore' > $(LOCK)
+	rm -rf .venv-lock
+
+clean:  ## remove the virtual environment and generated data
+	rm -rf $(VENV) data/synthetic

@@ -1,0 +1,433 @@
+"""The data contract: the three CRM tables every stage reads, and their validation.
+
+Tables (Parquet or CSV, one file each in a data directory):
+
+* ``leads``      one row per lead: id, creation time, fit attributes.
+* ``activities`` one row per tracked action of a lead (page views, downloads, e-mails ...).
+* ``lifecycle``  the stage history of a lead (mql, sql, disqualified, opportunity, won, lost).
+
+Validation is split in two: per-table column rules are declared as pandera schemas;
+rules across tables (unknown leads, events before the lead existed) are set operations
+in pandas. Every failure is a :class:`Violation` naming table, column, rule and rows, so
+that a caller can report it and quarantine exactly those rows (rows in = clean + quarantined).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+# ---------------------------------------------------------------------------
+# Vocabularies
+# ---------------------------------------------------------------------------
+
+ACTIVITY_TYPES: dict[str, str] = {
+    "page_view_pricing": "viewed a pricing page",
+    "page_view_product": "viewed a product page",
+    "page_view_blog": "read a blog post (detail: post id)",
+    "page_view_careers": "viewed the careers pages (job seekers, rarely buyers)",
+    "page_view_docs": "read product documentation",
+    "content_download": "downloaded gated content: e-book, guide, case study (detail: asset id)",
+    "webinar_registration": "registered for a webinar (detail: webinar id)",
+    "webinar_attendance": "attended a webinar (detail: webinar id)",
+    "email_open": "opened a marketing e-mail",
+    "email_click": "clicked a link in a marketing e-mail",
+    "email_unsubscribe": "unsubscribed from marketing e-mail",
+    "email_bounce": "a marketing e-mail to the lead bounced",
+    "trial_signup": "signed up for a product trial",
+    "demo_request": "requested a demo",
+    "contact_sales": "asked to be contacted by sales",
+    "chat": "started a chat conversation on the website",
+    "form_submit": "submitted a web form (e.g. the sign-up that created the lead)",
+}
+
+STAGES: dict[str, str] = {
+    "mql": "marketing qualified: handed to sales",
+    "sql": "sales qualified: sales accepted the lead as sales-ready",
+    "disqualified": "sales rejected the MQL (back to nurture, or for good)",
+    "opportunity": "a deal was opened (amount = expected deal value)",
+    "won": "the deal closed as won (amount = deal value)",
+    "lost": "the deal (or the SQL) closed as lost",
+}
+
+SENIORITY_LEVELS = ("c_level", "vp", "director", "manager", "individual_contributor", "student")
+DEPARTMENTS = (
+    "executive", "sales", "marketing", "it", "engineering", "product",
+    "finance", "operations", "hr", "other",
+)
+EMAIL_DOMAIN_TYPES = ("corporate", "free", "student", "competitor")
+
+TABLES = ("leads", "activities", "lifecycle")
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    kind: str  # "string" | "timestamp" | "integer" | "number"
+    required: bool = True  # the column must be present
+    nullable: bool = False
+    description: str = ""
+
+
+COLUMNS: dict[str, tuple[ColumnSpec, ...]] = {
+    "leads": (
+        ColumnSpec("lead_id", "string", description="unique lead identifier"),
+        ColumnSpec("created_at", "timestamp", description="when the lead was created (UTC)"),
+        ColumnSpec("job_title", "string", nullable=True, description="free-text job title"),
+        ColumnSpec("seniority", "string", nullable=True, description="one of SENIORITY_LEVELS"),
+        ColumnSpec("department", "string", nullable=True, description="one of DEPARTMENTS"),
+        ColumnSpec("company_size", "integer", nullable=True, description="employees (>= 1)"),
+        ColumnSpec("industry", "string", nullable=True, description="industry name"),
+        ColumnSpec("country", "string", nullable=True, description="ISO 3166-1 alpha-2 code"),
+        ColumnSpec("lead_source", "string", nullable=True, description="acquisition channel"),
+        ColumnSpec("email_domain_type", "string", nullable=True, description="one of EMAIL_DOMAIN_TYPES"),
+    ),
+    "activities": (
+        ColumnSpec("lead_id", "string", description="the lead that acted"),
+        ColumnSpec("occurred_at", "timestamp", description="when (UTC)"),
+        ColumnSpec("activity_type", "string", description="one of ACTIVITY_TYPES"),
+        ColumnSpec("detail", "string", required=False, nullable=True, description="asset / page / webinar id"),
+    ),
+    "lifecycle": (
+        ColumnSpec("lead_id", "string", description="the lead"),
+        ColumnSpec("stage", "string", description="one of STAGES"),
+        ColumnSpec("occurred_at", "timestamp", description="when the lead entered the stage (UTC)"),
+        ColumnSpec("amount", "number", required=False, nullable=True, description="deal value (>= 0)"),
+    ),
+}
+
+# The column that identifies a table's rows in messages.
+ROW_KEY = {"leads": "lead_id", "activities": "lead_id", "lifecycle": "lead_id"}
+TIME_COLUMN = {"leads": "created_at", "activities": "occurred_at", "lifecycle": "occurred_at"}
+
+
+class ContractError(Exception):
+    """A table cannot be checked row by row at all (missing file or required column)."""
+
+
+# ---------------------------------------------------------------------------
+# Violations and the report
+# ---------------------------------------------------------------------------
+
+MAX_KEYS_SHOWN = 10
+
+
+@dataclass
+class Violation:
+    table: str
+    column: str
+    rule: str
+    message: str
+    rows: np.ndarray  # positions (0-based) in the table as read
+
+    @property
+    def count(self) -> int:
+        return int(len(self.rows))
+
+    def describe(self, frame: pd.DataFrame) -> str:
+        shown = self.rows[:MAX_KEYS_SHOWN]
+        key = ROW_KEY[self.table]
+        keys = frame[key].iloc[shown] if key in frame.columns else pd.Series([None] * len(shown))
+        parts = [f"row {int(r)} ({key}={_show(k)})" for r, k in zip(shown, keys)]
+        more = f" and {self.count - len(shown)} more" if self.count > len(shown) else ""
+        noun = "row" if self.count == 1 else "rows"
+        return (
+            f"{self.table}.{self.column} [{self.rule}] {self.message}: "
+            f"{self.count} {noun}: {', '.join(parts)}{more}"
+        )
+
+
+def _show(value) -> str:
+    return "<missing>" if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA else str(value)
+
+
+@dataclass
+class ValidationReport:
+    tables: dict[str, pd.DataFrame]  # as read and typed (positions match Violation.rows)
+    violations: list[Violation] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def failing_rows(self, table: str) -> np.ndarray:
+        rows = [v.rows for v in self.violations if v.table == table]
+        return np.unique(np.concatenate(rows)) if rows else np.array([], dtype=np.int64)
+
+    def reasons(self, table: str) -> pd.Series:
+        """One reason string per failing row of ``table`` (all rules it breaks, '; '-joined)."""
+        pieces: dict[int, list[str]] = {}
+        for v in self.violations:
+            if v.table != table:
+                continue
+            for r in v.rows:
+                pieces.setdefault(int(r), []).append(f"{v.column}: {v.message} [{v.rule}]")
+        return pd.Series({r: "; ".join(p) for r, p in sorted(pieces.items())}, dtype="object")
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out = {}
+        for name, frame in self.tables.items():
+            bad = len(self.failing_rows(name))
+            out[name] = {"rows_in": len(frame), "clean": len(frame) - bad, "quarantined": bad}
+        return out
+
+    def lines(self) -> list[str]:
+        return [v.describe(self.tables[v.table]) for v in self.violations]
+
+    def split(self) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+        """(clean, quarantined) tables; quarantined rows carry ``source_row`` and ``quarantine_reason``."""
+        clean, quarantined = {}, {}
+        for name, frame in self.tables.items():
+            bad = self.failing_rows(name)
+            mask = np.zeros(len(frame), dtype=bool)
+            mask[bad] = True
+            clean[name] = frame.loc[~mask].reset_index(drop=True)
+            q = frame.loc[mask].copy()
+            q.insert(0, "source_row", bad.astype(np.int64))
+            q["quarantine_reason"] = self.reasons(name).reindex(bad).to_numpy()
+            quarantined[name] = q.reset_index(drop=True)
+        return clean, quarantined
+
+
+# ---------------------------------------------------------------------------
+# Reading and typing
+# ---------------------------------------------------------------------------
+
+
+def table_path(data_dir: Path | str, name: str) -> Path:
+    data_dir = Path(data_dir)
+    candidates = [p for p in (data_dir / f"{name}.parquet", data_dir / f"{name}.csv") if p.exists()]
+    if not candidates:
+        raise ContractError(f"{name}: no {name}.parquet or {name}.csv in {data_dir}")
+    if len(candidates) > 1:
+        raise ContractError(f"{name}: both {candidates[0].name} and {candidates[1].name} in {data_dir}; keep one")
+    return candidates[0]
+
+
+def read_raw(data_dir: Path | str, name: str) -> pd.DataFrame:
+    """Read one contract table as stored (CSV cells stay text until :func:`type_table`)."""
+    path = table_path(data_dir, name)
+    if path.suffix == ".csv":
+        try:
+            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        except Exception as exc:  # pandas raises several parser errors
+            raise ContractError(f"{name}: cannot parse {path}: {exc}") from exc
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:
+        raise ContractError(f"{name}: cannot read {path}: {exc}") from exc
+
+
+def type_table(name: str, raw: pd.DataFrame) -> tuple[pd.DataFrame, list[Violation]]:
+    """Cast a raw table to the contract dtypes; cells that do not parse become violations.
+
+    Naive timestamps are taken as UTC; zoned ones are converted to UTC.
+    """
+    missing = [c.name for c in COLUMNS[name] if c.required and c.name not in raw.columns]
+    if missing:
+        raise ContractError(
+            f"{name}: required column(s) missing: {', '.join(missing)} "
+            f"(found: {', '.join(map(str, raw.columns))})"
+        )
+    frame = raw.reset_index(drop=True).copy()
+    violations: list[Violation] = []
+    for spec in COLUMNS[name]:
+        if spec.name not in frame.columns:
+            frame[spec.name] = pd.Series([None] * len(frame), dtype=_empty_dtype(spec.kind))
+            continue
+        col = frame[spec.name]
+        typed, bad_message = _cast(col, spec.kind)
+        bad = col.notna().to_numpy() & typed.isna().to_numpy()
+        if bad.any():
+            violations.append(Violation(name, spec.name, "type", bad_message, np.flatnonzero(bad)))
+        frame[spec.name] = typed
+    return frame, violations
+
+
+def _empty_dtype(kind: str):
+    return {"string": "str", "timestamp": "datetime64[us, UTC]", "integer": "Int64", "number": "float64"}[kind]
+
+
+def _cast(col: pd.Series, kind: str) -> tuple[pd.Series, str]:
+    if kind == "string":
+        return col.astype("str").where(col.notna()), "not text"
+    if kind == "timestamp":
+        if isinstance(col.dtype, pd.DatetimeTZDtype):
+            return col.dt.tz_convert("UTC").astype("datetime64[us, UTC]"), "not a timestamp"
+        if pd.api.types.is_datetime64_dtype(col.dtype):
+            return col.dt.tz_localize("UTC").astype("datetime64[us, UTC]"), "not a timestamp"
+        parsed = pd.to_datetime(col, utc=True, errors="coerce", format="ISO8601")
+        return parsed.astype("datetime64[us, UTC]"), "not an ISO 8601 timestamp"
+    if kind == "integer":
+        num = pd.to_numeric(col, errors="coerce")
+        whole = num.where(np.isfinite(num) & (num == np.round(num)))
+        return whole.astype("Int64"), "not a whole number"
+    if kind == "number":
+        num = pd.to_numeric(col, errors="coerce").astype("float64")
+        return num.where(np.isfinite(num)), "not a number"
+    raise ValueError(kind)
+
+
+# ---------------------------------------------------------------------------
+# Per-table rules (pandera)
+# ---------------------------------------------------------------------------
+
+
+def _vocabulary(values) -> pa.Check:
+    values = tuple(values)
+    shown = ", ".join(values) if len(values) <= 8 else ", ".join(values[:8]) + ", ..."
+    return pa.Check.isin(values, name="vocabulary", error=f"unknown value (allowed: {shown})")
+
+
+SCHEMAS: dict[str, pa.DataFrameSchema] = {
+    "leads": pa.DataFrameSchema(
+        {
+            "lead_id": pa.Column(nullable=False, unique=True),
+            "created_at": pa.Column(nullable=False),
+            "seniority": pa.Column(checks=_vocabulary(SENIORITY_LEVELS), nullable=True),
+            "department": pa.Column(checks=_vocabulary(DEPARTMENTS), nullable=True),
+            "company_size": pa.Column(
+                checks=pa.Check.ge(1, name="positive", error="employees must be >= 1"), nullable=True
+            ),
+            "email_domain_type": pa.Column(checks=_vocabulary(EMAIL_DOMAIN_TYPES), nullable=True),
+        }
+    ),
+    "activities": pa.DataFrameSchema(
+        {
+            "lead_id": pa.Column(nullable=False),
+            "occurred_at": pa.Column(nullable=False),
+            "activity_type": pa.Column(checks=_vocabulary(ACTIVITY_TYPES), nullable=False),
+        }
+    ),
+    "lifecycle": pa.DataFrameSchema(
+        {
+            "lead_id": pa.Column(nullable=False),
+            "stage": pa.Column(checks=_vocabulary(STAGES), nullable=False),
+            "occurred_at": pa.Column(nullable=False),
+            "amount": pa.Column(
+                checks=pa.Check.ge(0, name="non_negative", error="amount must be >= 0"), nullable=True
+            ),
+        }
+    ),
+}
+
+_PANDERA_RULES = {
+    "not_nullable": ("required", "required value is missing"),
+    "field_uniqueness": ("unique", "duplicate value"),
+}
+
+
+def _schema_violations(name: str, frame: pd.DataFrame, already_bad: dict[str, set]) -> list[Violation]:
+    try:
+        SCHEMAS[name].validate(frame, lazy=True)
+        return []
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+    cases = cases[cases["index"].notna()]
+    out = []
+    for (column, check), group in cases.groupby(["column", "check"], sort=False):
+        rows = np.unique(group["index"].astype(np.int64).to_numpy())
+        if check == "not_nullable":
+            # A cell that failed to parse is already reported as a type violation.
+            rows = np.setdiff1d(rows, np.fromiter(already_bad.get(column, ()), dtype=np.int64))
+            if len(rows) == 0:
+                continue
+        if check in _PANDERA_RULES:
+            rule, message = _PANDERA_RULES[check]
+        else:
+            rule, message = _check_rule(name, column, check)
+        out.append(Violation(name, column, rule, message, rows))
+    return out
+
+
+def _check_rule(table: str, column: str, check: str) -> tuple[str, str]:
+    for c in SCHEMAS[table].columns[column].checks:
+        if c.error == check or c.name == check:
+            return c.name, c.error
+    return check, check
+
+
+# ---------------------------------------------------------------------------
+# Rules across tables
+# ---------------------------------------------------------------------------
+
+
+def _time_violations(name: str, frame: pd.DataFrame, now: pd.Timestamp) -> list[Violation]:
+    col = TIME_COLUMN[name]
+    future = (frame[col] > now).fillna(False).to_numpy()
+    if future.any():
+        return [Violation(name, col, "not_in_future", f"timestamp after now ({now.isoformat()})", np.flatnonzero(future))]
+    return []
+
+
+def _reference_violations(
+    name: str, frame: pd.DataFrame, leads: pd.DataFrame, bad_lead_rows: np.ndarray
+) -> list[Violation]:
+    out = []
+    ids = frame["lead_id"]
+    known = ids.isin(leads["lead_id"].dropna()).to_numpy()
+    present = ids.notna().to_numpy()
+    unknown = present & ~known
+    if unknown.any():
+        out.append(Violation(name, "lead_id", "known_lead", "lead_id not in leads", np.flatnonzero(unknown)))
+
+    bad_ids = leads["lead_id"].iloc[bad_lead_rows].dropna()
+    quarantined = (present & known & ids.isin(bad_ids)).to_numpy()
+    if quarantined.any():
+        out.append(
+            Violation(name, "lead_id", "lead_quarantined", "its lead failed the contract", np.flatnonzero(quarantined))
+        )
+
+    good = leads.drop(index=bad_lead_rows)
+    created = good.set_index("lead_id")["created_at"]
+    lead_created = ids.map(created)
+    col = TIME_COLUMN[name]
+    early = (frame[col] < lead_created).fillna(False).to_numpy()
+    if early.any():
+        out.append(
+            Violation(name, col, "after_lead_created", "timestamp before the lead's created_at", np.flatnonzero(early))
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Entry points
+# ---------------------------------------------------------------------------
+
+
+def validate_tables(raw: dict[str, pd.DataFrame], now: pd.Timestamp | None = None) -> ValidationReport:
+    """Check the three tables against the contract. ``now`` bounds timestamps (default: current UTC time)."""
+    now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
+    now = now.tz_localize("UTC") if now.tzinfo is None else now.tz_convert("UTC")
+    typed: dict[str, pd.DataFrame] = {}
+    violations: list[Violation] = []
+    for name in TABLES:
+        frame, type_bad = type_table(name, raw[name])
+        typed[name] = frame
+        violations += type_bad
+        already = {}
+        for v in type_bad:
+            already.setdefault(v.column, set()).update(v.rows.tolist())
+        violations += _schema_violations(name, frame, already)
+        violations += _time_violations(name, frame, now)
+
+    report = ValidationReport(tables=typed, violations=violations)
+    bad_leads = report.failing_rows("leads")
+    for name in ("activities", "lifecycle"):
+        report.violations += _reference_violations(name, typed[name], typed["leads"], bad_leads)
+    return report
+
+
+def validate_dir(data_dir: Path | str, now: pd.Timestamp | None = None) -> ValidationReport:
+    return validate_tables({name: read_raw(data_dir, name) for name in TABLES}, now=now)
+
+
+def load_clean(data_dir: Path | str, now: pd.Timestamp | None = None) -> tuple[dict[str, pd.DataFrame], ValidationReport]:
+    """Read, type and validate a data directory; return the clean tables and the report."""
+    report = validate_dir(data_dir, now=now)
+    clean, _ = report.split()
+    return clean, report

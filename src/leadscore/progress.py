@@ -1,0 +1,43 @@
+"""Progress for long runs: a live bar on a terminal, plain lines in logs and CI."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Progress:
+    """``with Progress(total, "generating") as p: p.advance(k)``. Writes to stderr."""
+
+    def __init__(self, total: int, description: str, unit: str = "items", enabled: bool = True):
+        self.total, self.description, self.unit, self.enabled = total, description, unit, enabled
+        self.done = 0
+        self._bar = None
+        self._next_line = 0.1
+        self._start = time.perf_counter()
+
+    def __enter__(self) -> "Progress":
+        if self.enabled and sys.stderr.isatty():
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task(self.description, total=self.total)
+        return self
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.update(self._task, advance=n)
+        elif self.total and self.done / self.total >= self._next_line - 1e-9:
+            elapsed = time.perf_counter() - self._start
+            print(f"{self.description}: {self.done:,}/{self.total:,} {self.unit} "
+                  f"({100 * self.done / self.total:.0f} %, {elapsed:.1f} s)", file=sys.stderr, flush=True)
+            while self._next_line <= self.done / self.total:
+                self._next_line += 0.1
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
