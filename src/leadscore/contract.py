@@ -383,10 +383,10 @@ def _reference_violations(
         )
 
     good = leads.drop(index=bad_lead_rows)
-    created = good.set_index("lead_id")["created_at"]
-    lead_created = ids.map(created)
+    created = good.set_index("lead_id")["created_at"]  # unique: duplicates are quarantined
+    lead_created = created.reindex(ids.to_numpy()).to_numpy()
     col = TIME_COLUMN[name]
-    early = (frame[col] < lead_created).fillna(False).to_numpy()
+    early = (frame[col].to_numpy() < lead_created)  # NaT compares False
     if early.any():
         out.append(
             Violation(name, col, "after_lead_created", "timestamp before the lead's created_at", np.flatnonzero(early))

@@ -32,9 +32,11 @@ class Events:
     def concat(parts) -> "Events":
         return Events(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("lead", "time_s", "kind", "detail")))
 
-    def sorted(self) -> "Events":
-        order = np.lexsort((self.kind, self.time_s, self.lead))
-        return self.keep(order)
+    def sorted(self, mask=None) -> "Events":
+        """The events (where ``mask``) ordered by lead, time, kind - one packed int64 sort key."""
+        idx = np.arange(len(self.lead)) if mask is None else np.flatnonzero(mask)
+        key = (self.lead[idx].astype(np.int64) << 37) | (self.time_s[idx] << 5) | self.kind[idx]
+        return self.keep(idx[np.argsort(key, kind="stable")])
 
 
 def _days(rng, shape, scale, size):
@@ -83,7 +85,7 @@ def lifecycle_events(rng, pop: Population, path_lead, path_state, path_s, end_s)
     parts.append(Events(closed, close_s[closed], kind, np.where(won[closed], deal_amount[closed], np.nan)))
 
     events = Events.concat(parts)
-    return events.keep(events.time_s < end_s).sorted()
+    return events.sorted(events.time_s < end_s)
 
 
 def _mql_events(rng, pop, path_lead, path_state, path_s, first_of_lead, sql_s) -> Events:
@@ -207,7 +209,7 @@ def activity_events(rng, pop: Population, path_lead, path_state, path_s, start_s
     ok = ~(email & (time_s > stop_s[lead])) & (time_s < end_s) & (time_s >= pop.created_s[lead])
 
     detail = _details(rng, kind, session)
-    return Events(lead, time_s, kind, detail).keep(ok).sorted()
+    return Events(lead, time_s, kind, detail).sorted(ok)
 
 
 def _details(rng, kind, session) -> np.ndarray:

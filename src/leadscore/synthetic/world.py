@@ -140,7 +140,7 @@ _BASE = {  # awareness, consideration, decision, cold, sql(win), sql(lose), won,
     "page_view_pricing":    (0.006, 0.035, 0.22, 0.0015, 0.10, 0.10, 0.01, 0.005),
     "page_view_product":    (0.030, 0.130, 0.25, 0.0050, 0.10, 0.10, 0.05, 0.005),
     "page_view_blog":       (0.120, 0.150, 0.08, 0.0120, 0.03, 0.03, 0.03, 0.010),
-    "page_view_careers":    (0.004, 0.004, 0.004, 0.0030, 0.002, 0.002, 0.002, 0.002),
+    "page_view_careers":    (0.0006, 0.0006, 0.0005, 0.0006, 0.0003, 0.0003, 0.0005, 0.0005),
     "page_view_docs":       (0.010, 0.060, 0.12, 0.0020, 0.15, 0.15, 0.20, 0.005),
     "content_download":     (0.020, 0.050, 0.04, 0.0020, 0.02, 0.02, 0.01, 0.002),
     "webinar_registration": (0.006, 0.020, 0.015, 0.0010, 0.005, 0.005, 0.005, 0.001),
@@ -159,7 +159,7 @@ for _name, _rates in _BASE.items():
 # Multipliers per persona on each activity kind (1 where not listed).
 _PERSONA_MULT = {
     "student": {"page_view_pricing": 0.2, "demo_request": 0.0, "contact_sales": 0.0, "trial_signup": 0.3,
-                "content_download": 2.2, "page_view_blog": 1.5, "page_view_careers": 4.0,
+                "content_download": 2.2, "page_view_blog": 1.5, "page_view_careers": 6.0,
                 "webinar_registration": 1.5},
     "competitor": {"page_view_pricing": 2.5, "page_view_docs": 2.0, "page_view_product": 1.5,
                    "demo_request": 0.0, "contact_sales": 0.0, "trial_signup": 0.5, "email_open": 0.5},

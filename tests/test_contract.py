@@ -1,0 +1,238 @@
+"""The data contract, rule by rule; quarantine keeps every row."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from leadscore import contract
+from leadscore.contract import ContractError, validate_tables
+
+from .conftest import ts
+
+NOW = ts("2026-01-01")
+
+
+def rules(report):
+    return {(v.table, v.column, v.rule) for v in report.violations}
+
+
+def only_violation(report):
+    """The single rule broken, apart from the cascade onto rows of quarantined leads."""
+    own = [v for v in report.violations if v.rule != "lead_quarantined"]
+    assert len(own) == 1, report.lines()
+    return own[0]
+
+
+def test_clean_tables_pass(tables):
+    report = validate_tables(tables, now=NOW)
+    assert report.ok, report.lines()
+    assert report.counts()["activities"] == {"rows_in": 4, "clean": 4, "quarantined": 0}
+
+
+def test_synthetic_data_satisfies_contract(synthetic_dir):
+    report = contract.validate_dir(synthetic_dir)
+    assert report.ok, report.lines()[:5]
+
+
+def test_duplicate_lead_id_names_column_and_rows(tables):
+    tables["leads"].loc[2, "lead_id"] = "B"
+    report = validate_tables(tables, now=NOW)
+    v = next(v for v in report.violations if v.rule == "unique")
+    assert (v.table, v.column) == ("leads", "lead_id")
+    assert list(v.rows) == [1, 2]
+    line = v.describe(report.tables["leads"])
+    assert line.startswith("leads.lead_id [unique]") and "row 1 (lead_id=B)" in line and "row 2 (lead_id=B)" in line
+    # Both duplicates are ambiguous: their activities and lifecycle rows are quarantined with them.
+    assert ("activities", "lead_id", "lead_quarantined") in rules(report)
+    assert report.counts()["leads"]["quarantined"] == 2
+
+
+def test_activity_for_unknown_lead(tables):
+    tables["activities"].loc[1, "lead_id"] = "ZZZ"
+    v = only_violation(validate_tables(tables, now=NOW))
+    assert (v.table, v.column, v.rule, list(v.rows)) == ("activities", "lead_id", "known_lead", [1])
+    assert "lead_id=ZZZ" in v.describe(tables["activities"])
+
+
+def test_activity_in_the_future(tables):
+    tables["activities"].loc[2, "occurred_at"] = ts("2026-03-01")
+    v = only_violation(validate_tables(tables, now=NOW))
+    assert (v.table, v.column, v.rule, list(v.rows)) == ("activities", "occurred_at", "not_in_future", [2])
+
+
+def test_unknown_activity_type(tables):
+    tables["activities"].loc[0, "activity_type"] = "page_view_prcing"
+    v = only_violation(validate_tables(tables, now=NOW))
+    assert (v.table, v.column, v.rule, list(v.rows)) == ("activities", "activity_type", "vocabulary", [0])
+    assert "page_view_pricing" in v.message  # the message lists the allowed values
+
+
+def test_lifecycle_event_before_lead_created(tables):
+    tables["lifecycle"].loc[2, "occurred_at"] = ts("2025-01-04")  # lead B created 2025-01-05
+    v = only_violation(validate_tables(tables, now=NOW))
+    assert (v.table, v.column, v.rule, list(v.rows)) == ("lifecycle", "occurred_at", "after_lead_created", [2])
+
+
+def test_activity_before_lead_created(tables):
+    tables["activities"].loc[3, "occurred_at"] = ts("2025-01-31")
+    v = only_violation(validate_tables(tables, now=NOW))
+    assert (v.table, v.rule, list(v.rows)) == ("activities", "after_lead_created", [3])
+
+
+def test_unknown_stage(tables):
+    tables["lifecycle"].loc[0, "stage"] = "marketing_qualified"
+    v = only_violation(validate_tables(tables, now=NOW))
+    assert (v.table, v.column, v.rule) == ("lifecycle", "stage", "vocabulary")
+
+
+@pytest.mark.parametrize("column,value", [("seniority", "intern"), ("email_domain_type", "gmail"),
+                                          ("department", "legal")])
+def test_unknown_fit_vocabulary(tables, column, value):
+    tables["leads"].loc[0, column] = value
+    v = only_violation(validate_tables(tables, now=NOW))
+    assert (v.table, v.column, v.rule, list(v.rows)) == ("leads", column, "vocabulary", [0])
+
+
+def test_company_size_must_be_positive(tables):
+    tables["leads"]["company_size"] = pd.array([0, None, None], dtype="Int64")
+    v = only_violation(validate_tables(tables, now=NOW))
+    assert (v.column, v.rule) == ("company_size", "positive")
+
+
+def test_negative_amount(tables):
+    tables["lifecycle"]["amount"] = [None, -5.0, None]
+    v = only_violation(validate_tables(tables, now=NOW))
+    assert (v.table, v.column, v.rule, list(v.rows)) == ("lifecycle", "amount", "non_negative", [1])
+
+
+def test_missing_required_value(tables):
+    tables["activities"].loc[0, "activity_type"] = None
+    v = only_violation(validate_tables(tables, now=NOW))
+    assert (v.column, v.rule) == ("activity_type", "required")
+
+
+def test_missing_required_column_is_a_table_error(tables):
+    tables["lifecycle"] = tables["lifecycle"].drop(columns=["stage"])
+    with pytest.raises(ContractError, match=r"lifecycle: required column\(s\) missing: stage"):
+        validate_tables(tables, now=NOW)
+
+
+def test_optional_columns_may_be_absent(tables):
+    tables["activities"] = tables["activities"].drop(columns=["detail"])
+    tables["lifecycle"] = tables["lifecycle"].drop(columns=["amount"])
+    assert validate_tables(tables, now=NOW).ok
+
+
+def test_unparseable_cells_are_type_violations_not_dropped(tables, tmp_path):
+    for name, frame in tables.items():
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+    text = (tmp_path / "activities.csv").read_text().replace("2025-01-03", "yesterday", 1)
+    (tmp_path / "activities.csv").write_text(text)
+    report = contract.validate_dir(tmp_path, now=NOW)
+    v = only_violation(report)
+    assert (v.table, v.column, v.rule, list(v.rows)) == ("activities", "occurred_at", "type", [1])
+    clean, quarantined = report.split()
+    assert len(clean["activities"]) + len(quarantined["activities"]) == 4
+
+
+def test_csv_and_parquet_read_the_same(tables, tmp_path):
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "pq").mkdir()
+    for name, frame in tables.items():
+        frame.to_csv(tmp_path / "csv" / f"{name}.csv", index=False)
+        frame.to_parquet(tmp_path / "pq" / f"{name}.parquet")
+    a = contract.validate_dir(tmp_path / "csv", now=NOW)
+    b = contract.validate_dir(tmp_path / "pq", now=NOW)
+    assert a.ok and b.ok
+    for name in contract.TABLES:
+        pd.testing.assert_frame_equal(a.tables[name], b.tables[name], check_dtype=False)
+
+
+def test_naive_timestamps_are_utc_and_zoned_ones_converted(tables):
+    tables["leads"]["created_at"] = pd.to_datetime(["2025-01-01 10:00", "2025-01-05 00:00", "2025-02-01 00:00"])
+    tables["activities"]["occurred_at"] = pd.to_datetime(
+        ["2025-01-02", "2025-01-03", "2025-01-06", "2025-02-02"]).tz_localize("Europe/Berlin")
+    report = validate_tables(tables, now=NOW)
+    assert report.ok
+    assert report.tables["leads"]["created_at"].iloc[0] == ts("2025-01-01 10:00")
+    assert report.tables["activities"]["occurred_at"].iloc[0] == ts("2025-01-01 23:00")
+
+
+def test_both_csv_and_parquet_present_is_an_error(tables, tmp_path):
+    tables["leads"].to_csv(tmp_path / "leads.csv", index=False)
+    tables["leads"].to_parquet(tmp_path / "leads.parquet")
+    with pytest.raises(ContractError, match="both leads.parquet and leads.csv"):
+        contract.table_path(tmp_path, "leads")
+
+
+def test_at_most_ten_rows_shown(tables):
+    acts = pd.concat([tables["activities"]] * 10, ignore_index=True)
+    acts["activity_type"] = "nonsense"
+    tables["activities"] = acts
+    v = only_violation(validate_tables(tables, now=NOW))
+    line = v.describe(acts)
+    assert line.count("row ") == 10 and "40 rows" in line and "and 30 more" in line
+
+
+def test_quarantine_split_keeps_every_row_with_reasons(tables):
+    tables["leads"].loc[1, "seniority"] = "boss"
+    tables["activities"].loc[0, "activity_type"] = "unknown"
+    tables["activities"].loc[0, "occurred_at"] = ts("2027-01-01")
+    report = validate_tables(tables, now=NOW)
+    clean, quarantined = report.split()
+    for name in contract.TABLES:
+        assert len(clean[name]) + len(quarantined[name]) == len(tables[name])
+    q = quarantined["activities"]
+    # Row 0 breaks two rules; row 2 belongs to lead B, which was quarantined.
+    reasons = dict(zip(q["source_row"], q["quarantine_reason"]))
+    assert "[vocabulary]" in reasons[0] and "[not_in_future]" in reasons[0]
+    assert "[lead_quarantined]" in reasons[2]
+    assert validate_tables(clean, now=NOW).ok
+
+
+# --- property: whatever is corrupted, nothing is lost and the clean part is clean ------
+
+corruptions = st.lists(
+    st.tuples(
+        st.sampled_from(["dup_lead", "unknown_lead", "future", "bad_type", "before_created", "bad_stage",
+                         "null_id", "neg_amount"]),
+        st.integers(min_value=0, max_value=10_000),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(corruptions)
+def test_rows_in_equals_clean_plus_quarantined(tables, ops):
+    t = {k: v.copy() for k, v in tables.items()}
+    t["lifecycle"]["amount"] = t["lifecycle"]["amount"].astype("float64")
+    for op, r in ops:
+        if op == "dup_lead":
+            t["leads"].loc[r % 3, "lead_id"] = t["leads"]["lead_id"].iloc[(r + 1) % 3]
+        elif op == "unknown_lead":
+            t["activities"].loc[r % 4, "lead_id"] = "nobody"
+        elif op == "future":
+            t["activities"].loc[r % 4, "occurred_at"] = ts("2030-01-01")
+        elif op == "bad_type":
+            t["activities"].loc[r % 4, "activity_type"] = "teleport"
+        elif op == "before_created":
+            t["lifecycle"].loc[r % 3, "occurred_at"] = ts("2020-01-01")
+        elif op == "bad_stage":
+            t["lifecycle"].loc[r % 3, "stage"] = "maybe"
+        elif op == "null_id":
+            t["lifecycle"].loc[r % 3, "lead_id"] = None
+        elif op == "neg_amount":
+            t["lifecycle"].loc[r % 3, "amount"] = -1.0
+    report = validate_tables(t, now=NOW)
+    clean, quarantined = report.split()
+    for name in contract.TABLES:
+        assert len(clean[name]) + len(quarantined[name]) == len(t[name])
+        assert quarantined[name]["quarantine_reason"].notna().all()
+    assert validate_tables(clean, now=NOW).ok
+    assert report.ok == (not ops or all(len(quarantined[n]) == 0 for n in contract.TABLES))
+    assert np.array_equal(np.sort(quarantined["activities"]["source_row"]), report.failing_rows("activities"))
