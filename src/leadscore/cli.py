@@ -127,16 +127,137 @@ def funnel(
     data: Path = typer.Option(..., "--data", help="Directory with leads, activities, lifecycle."),
 ) -> None:
     """Print the funnel: leads, MQLs, SQLs, won; MQL->SQL and SQL->won rates (clean rows only)."""
+    clean = _load_clean(data)
+    typer.echo(f"funnel of {data}:")
+    typer.echo(format_funnel(funnel_summary(clean["leads"], clean["lifecycle"])))
+
+
+def _load_clean(data: Path) -> dict[str, pd.DataFrame]:
+    """Contract-checked tables; rows that break the contract are left out and counted."""
     try:
         clean, report = contract.load_clean(data)
     except contract.ContractError as exc:
         _err(f"error: {exc}")
         raise typer.Exit(EXIT_UNUSABLE) from exc
-    quarantined = {k: v["quarantined"] for k, v in report.counts().items() if v["quarantined"]}
-    if quarantined:
-        _err(f"note: rows breaking the contract are left out: {quarantined} (run `leadscore validate` for details)")
-    typer.echo(f"funnel of {data}:")
-    typer.echo(format_funnel(funnel_summary(clean["leads"], clean["lifecycle"])))
+    for name, c in report.counts().items():
+        if c["quarantined"]:
+            _err(f"note: {name}: {c['quarantined']:,} of {c['rows_in']:,} rows break the contract and are left out "
+                 "(run `leadscore validate --quarantine DIR` to see them)")
+    return clean
+
+
+def _config_error(exc: Exception) -> typer.Exit:
+    _err(f"error: {exc}")
+    return typer.Exit(EXIT_UNUSABLE)
+
+
+def _catalogue_path(out: Path) -> Path:
+    return out.with_name(f"{out.stem}.catalogue.csv")
+
+
+@app.command()
+def features(
+    data: Path = typer.Option(..., "--data", help="Directory with leads, activities, lifecycle."),
+    as_of: str = typer.Option(..., "--as-of", help="The moment to score at (UTC); only data strictly before it is used."),
+    out: Path = typer.Option(..., "--out", help="Output file (.parquet or .csv)."),
+    config: Path | None = typer.Option(None, "--config", help="Pipeline YAML whose `features` section to use."),
+) -> None:
+    """Write the feature rows of every lead open at --as-of (the scoring-time table).
+
+    One row per lead that exists and is not yet SQL or closed at that moment, with the
+    columns of the feature catalogue (written next to the output as NAME.catalogue.csv).
+    """
+    from leadscore.config import ConfigError, load_pipeline
+    from leadscore.features import FeatureConfig, feature_catalogue, features_as_of
+    from leadscore.io import write_table
+
+    ts = _parse_now(as_of)
+    try:
+        feature_config = load_pipeline(config).features if config else FeatureConfig()
+    except ConfigError as exc:
+        raise _config_error(exc) from exc
+    tables = _load_clean(data)
+    t0 = time.perf_counter()
+    rows = features_as_of(tables, as_of=ts, config=feature_config)
+    write_table(rows, out)
+    write_table(feature_catalogue(feature_config), _catalogue_path(out))
+    typer.echo(f"{len(rows):,} open leads as of {ts:%Y-%m-%d %H:%M} (of {len(tables['leads']):,} leads), "
+               f"{rows.shape[1] - 2} features, in {time.perf_counter() - t0:.1f} s")
+    typer.echo(f"wrote {out} and {_catalogue_path(out)}")
+
+
+@app.command()
+def examples(
+    config: Path = typer.Option(Path("pipelines/train.yaml"), "--config", help="Pipeline YAML (examples, features, leakage)."),
+    data: Path | None = typer.Option(None, "--data", help="Data directory (overrides `data` in the config)."),
+    out: Path = typer.Option(..., "--out", help="Output file (.parquet or .csv)."),
+) -> None:
+    """Build the training table: (lead, as_of) examples with features and matured labels.
+
+    Prints how many examples are immature (their horizon reaches past the observed data;
+    left unlabelled, never counted as negatives) and the leakage audit of the features
+    against `became_sql`.
+    """
+    from leadscore.config import ConfigError, load_pipeline
+    from leadscore.examples import build_examples, matured
+    from leadscore.features import feature_catalogue, feature_names
+    from leadscore.io import write_table
+    from leadscore.leakage import format_audit, leakage_audit
+
+    try:
+        pipeline = load_pipeline(config)
+    except ConfigError as exc:
+        raise _config_error(exc) from exc
+    data = data or (Path(pipeline.data) if pipeline.data else None)
+    if data is None:
+        raise typer.BadParameter("no data directory: give --data or set `data` in the config", param_hint="--data")
+    tables = _load_clean(data)
+    t0 = time.perf_counter()
+    try:
+        table, report = build_examples(tables, pipeline.examples, pipeline.features)
+    except ValueError as exc:
+        raise _config_error(exc) from exc
+    write_table(table, out)
+    write_table(feature_catalogue(pipeline.features), _catalogue_path(out))
+    for line in report.lines():
+        typer.echo(line)
+    typer.echo(f"built in {time.perf_counter() - t0:.1f} s; wrote {out} and {_catalogue_path(out)}")
+    labelled = matured(table, "became_sql")
+    if labelled["became_sql"].nunique() == 2:
+        lk = pipeline.leakage
+        audit = leakage_audit(labelled[feature_names(pipeline.features)], labelled["became_sql"].astype(bool),
+                              lk.threshold, lk.min_support, lk.n_bins)
+        typer.echo(format_audit(audit, threshold=lk.threshold))
+
+
+@app.command()
+def audit(
+    flat: Path = typer.Option(..., "--flat", help="Dataset YAML of a flat export (e.g. pipelines/xeducation.yaml)."),
+    data: Path | None = typer.Option(None, "--data", help="The export file (overrides `path` in the YAML)."),
+    include_excluded: bool = typer.Option(False, "--include-excluded", help="Audit the excluded columns too."),
+    threshold: float = typer.Option(0.9, help="Single-feature ROC AUC at which a column is suspected leakage."),
+    min_support: int = typer.Option(30, help="Fewest rows a value needs to keep its own positive rate."),
+    top: int = typer.Option(15, help="How many columns to list."),
+) -> None:
+    """Leakage audit of a flat one-row-per-lead export: single-feature ROC AUC per column.
+
+    Exit 0 when no column reaches the threshold, 1 when some do (they are named).
+    """
+    from leadscore.config import ConfigError
+    from leadscore.flat import load_config, load_flat
+    from leadscore.leakage import format_audit, leakage_audit
+
+    try:
+        flat_data = load_flat(load_config(flat), data, include_excluded=include_excluded)
+    except ConfigError as exc:
+        raise _config_error(exc) from exc
+    result = leakage_audit(flat_data.features, flat_data.y, threshold=threshold, min_support=min_support)
+    typer.echo(f"{len(flat_data.features):,} leads, {flat_data.y.mean():.1%} positive, "
+               f"{flat_data.features.shape[1]} columns audited"
+               + ("" if include_excluded else f", {len(flat_data.excluded)} excluded by the config"))
+    typer.echo(format_audit(result, top=top, threshold=threshold))
+    if result["suspected"].any():
+        raise typer.Exit(EXIT_VIOLATIONS)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,0 +1,93 @@
+"""Leakage audit: a feature that alone predicts the label almost perfectly is suspect.
+
+For each feature, the single-feature ROC AUC against the label: categorical values (and
+quantile bins of numeric features, plus a bin for missing) are replaced by their positive
+rate, and that rate is the score. Values seen fewer than ``min_support`` times are pooled, so
+an id-like column cannot look predictive by memorising rows. Any feature at or above
+``threshold`` (default 0.9) is reported as suspected leakage, e.g. a status the sales team
+fills in after contacting the lead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+RARE = "__rare__"
+
+
+def _binned(values: pd.Series, min_support: int, n_bins: int) -> pd.Series:
+    if isinstance(values.dtype, pd.CategoricalDtype) or not pd.api.types.is_numeric_dtype(values) \
+            or pd.api.types.is_bool_dtype(values):
+        keys = values.astype("object").where(values.notna(), "__missing__").astype(str)
+    else:
+        numeric = values.astype("float64")
+        keys = pd.Series("__missing__", index=values.index, dtype=object)
+        present = numeric.notna()
+        if present.any():
+            bins = pd.qcut(numeric[present].rank(method="dense"), q=min(n_bins, int(present.sum())),
+                           labels=False, duplicates="drop")
+            keys[present] = bins.astype(int).astype(str)
+    counts = keys.map(keys.value_counts())
+    return keys.where(counts >= min_support, RARE)
+
+
+def single_feature_auc(values: pd.Series, y: np.ndarray, min_support: int = 30, n_bins: int = 20) -> float:
+    """ROC AUC of the feature's per-value positive rate as a score (0.5 = no signal)."""
+    keys = _binned(values.reset_index(drop=True), min_support, n_bins)
+    y = pd.Series(np.asarray(y, dtype="float64"))
+    score = keys.map(y.groupby(keys).mean())
+    auc = roc_auc_score(y, score)
+    return float(max(auc, 1.0 - auc))
+
+
+def leakage_audit(features: pd.DataFrame, y, threshold: float = 0.9, min_support: int = 30,
+                  n_bins: int = 20) -> pd.DataFrame:
+    """feature, auc, suspected (auc >= threshold) - sorted by AUC, highest first."""
+    y = np.asarray(y)
+    if len(y) != len(features):
+        raise ValueError(f"{len(features)} feature rows but {len(y)} labels")
+    if len(np.unique(y)) < 2:
+        raise ValueError("the leakage audit needs both positive and negative labels")
+    rows = [{"feature": col, "auc": single_feature_auc(features[col], y, min_support, n_bins)}
+            for col in features.columns]
+    out = pd.DataFrame(rows).sort_values("auc", ascending=False, kind="stable").reset_index(drop=True)
+    out["suspected"] = out["auc"] >= threshold
+    return out
+
+
+def format_audit(audit: pd.DataFrame, top: int = 10, threshold: float = 0.9) -> str:
+    suspects = audit[audit["suspected"]]
+    width = max([len(str(f)) for f in audit["feature"].head(top)] + [10])
+    lines = [f"leakage audit: single-feature ROC AUC, top {min(top, len(audit))} of {len(audit)} features "
+             f"(suspected at >= {threshold:g})"]
+    for row in audit.head(top).itertuples():
+        flag = "  <- suspected leakage" if row.suspected else ""
+        lines.append(f"  {row.feature:<{width}} {row.auc:.3f}{flag}")
+    if len(suspects):
+        lines.append("suspected leakage: " + ", ".join(suspects["feature"])
+                     + " (a feature this predictive on its own is often filled in after the outcome; "
+                       "exclude it unless you know it is available at scoring time)")
+    else:
+        lines.append("no feature above the leakage threshold")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class LeakageConfig:
+    """``threshold``: single-feature AUC at which a feature is suspected; ``min_support``:
+    fewest rows a value (or bin) needs to keep its own positive rate; ``n_bins``: quantile
+    bins for numeric features."""
+
+    threshold: float = 0.9
+    min_support: int = 30
+    n_bins: int = 20
+
+    def __post_init__(self):
+        if not 0.5 < self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0.5, 1], got {self.threshold!r}")
+        if self.min_support < 1 or self.n_bins < 2:
+            raise ValueError("min_support must be >= 1 and n_bins >= 2")
