@@ -26,7 +26,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from leadscore.contract import ACTIVITY_TYPES
+from leadscore.contract import ACTIVITY_TYPES, COLUMNS
 
 MISSING = "missing"
 US_PER_DAY = 86_400_000_000
@@ -183,12 +183,31 @@ def connect(tables: Mapping[str, TableSource]) -> duckdb.DuckDBPyConnection:
             raise KeyError(f"missing table {name!r}")
         src = tables[name]
         if isinstance(src, pd.DataFrame):
-            con.register(f"_{name}_df", src)
-            con.execute(f"CREATE VIEW {name} AS SELECT * FROM _{name}_df")
+            con.register(f"_{name}_src", src)
+            relation = f"_{name}_src"
         else:
-            path = str(src).replace("'", "''")
-            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{path}')")
+            relation = "read_parquet('" + str(src).replace("'", "''") + "')"
+        present = {d[0] for d in con.execute(f"SELECT * FROM {relation} LIMIT 0").description}
+        # Typed view of the contract columns: empty or object-typed inputs behave like typed ones,
+        # and an absent optional column reads as NULL.
+        cols = []
+        for spec in COLUMNS[name]:
+            sql_type = _SQL_TYPES[spec.kind]
+            if spec.name in present:
+                cols.append(f"CAST({_quote(spec.name)} AS {sql_type}) AS {spec.name}")
+            elif spec.required:
+                raise KeyError(f"{name}: missing required column {spec.name!r}")
+            else:
+                cols.append(f"CAST(NULL AS {sql_type}) AS {spec.name}")
+        con.execute(f"CREATE VIEW {name} AS SELECT {', '.join(cols)} FROM {relation}")
     return con
+
+
+_SQL_TYPES = {"string": "VARCHAR", "timestamp": "TIMESTAMPTZ", "integer": "BIGINT", "number": "DOUBLE"}
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
 
 
 def _sql_list(values: Sequence[str]) -> str:

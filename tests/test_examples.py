@@ -1,0 +1,225 @@
+"""Examples and labels, maturity, the grouped out-of-time split, the leakage audit, flat exports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from leadscore.cli import app
+from leadscore.config import ConfigError, load_pipeline
+from leadscore.examples import ExampleConfig, build_examples, matured, split_out_of_time
+from leadscore.flat import load_config, load_flat
+from leadscore.leakage import leakage_audit
+
+from .conftest import ts
+from .test_features import _lead, _tables
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _labels_tables():
+    leads = [_lead(x, "2025-01-01") for x in ("EARLY", "EDGE", "LATE", "NEVER", "WON")]
+    lc = [
+        ("EARLY", "sql", ts("2025-03-11"), None),  # 10 days after the as_of of 2025-03-01
+        ("EDGE", "sql", ts("2025-04-12"), None),  # exactly as_of + 42 days: inside (as_of, as_of + H]
+        ("LATE", "sql", ts("2025-04-12 00:00:01"), None),  # one second past the horizon
+        ("WON", "sql", ts("2025-03-05"), None),
+        ("WON", "won", ts("2025-05-01"), None),
+    ]
+    acts = [("NEVER", ts("2025-09-01"), "email_open", None)]  # data observed until 2025-09-01
+    return _tables(leads, acts, lc)
+
+
+def test_labels_read_the_horizon_window():
+    cfg = ExampleConfig(start="2025-03-01", end="2025-03-01", horizon_days=42, won_horizon_days=120)
+    ex, report = build_examples(_labels_tables(), cfg)
+    got = ex.set_index("lead_id")
+    assert got.loc["EARLY", "became_sql"] and got.loc["EDGE", "became_sql"]
+    assert not got.loc["LATE", "became_sql"] and not got.loc["NEVER", "became_sql"]
+    assert got.loc["WON", "became_sql"] and got.loc["WON", "won"]
+    assert not got.loc["EARLY", "won"]
+    assert report.positives == {"became_sql": 3, "won": 1}
+    assert report.immature == {"became_sql": 0, "won": 0}
+
+
+def test_immature_examples_are_unlabelled_and_counted():
+    # Observed until 2025-09-01: as-of dates after 2025-07-21 cannot see 42 days ahead,
+    # and after 2025-05-04 cannot see 120 days ahead.
+    cfg = ExampleConfig(start="2025-06-01", end="2025-08-31", cadence_days=7)
+    ex, report = build_examples(_labels_tables(), cfg)
+    end = ts("2025-09-01")
+    expect_sql = ex["as_of"] + pd.Timedelta(days=42) > end
+    expect_won = ex["as_of"] + pd.Timedelta(days=120) > end
+    assert expect_sql.any() and (~expect_sql).any()
+    assert (ex["became_sql"].isna() == expect_sql).all()
+    assert (ex["won"].isna() == expect_won).all()
+    assert report.immature == {"became_sql": int(expect_sql.sum()), "won": int(expect_won.sum())}
+    assert len(matured(ex, "became_sql")) == int((~expect_sql).sum())
+    # An explicit observed_until moves the boundary.
+    ex2, report2 = build_examples(_labels_tables(), ExampleConfig(start="2025-06-01", end="2025-08-31",
+                                                                  observed_until="2025-12-31"))
+    assert report2.immature["became_sql"] == 0
+
+
+def test_examples_cover_open_leads_at_every_date(synthetic_dir):
+    tables = {n: synthetic_dir / f"{n}.parquet" for n in ("leads", "activities", "lifecycle")}
+    ex, report = build_examples(tables, ExampleConfig(start="2025-01-06", end="2025-03-31", cadence_days=14))
+    assert len(report.as_of_dates) == 7 and report.examples == len(ex)
+    assert not ex.duplicated(["lead_id", "as_of"]).any()
+    # A positive never appears for a lead after its SQL: it is no longer open.
+    lc = pd.read_parquet(synthetic_dir / "lifecycle.parquet")
+    first_sql = lc[lc["stage"] == "sql"].groupby("lead_id")["occurred_at"].min()
+    joined = ex.join(first_sql.rename("sql_at"), on="lead_id")
+    assert (joined["sql_at"].isna() | (joined["sql_at"] >= joined["as_of"])).all()
+
+
+def test_split_keeps_leads_on_one_side_and_time_in_order(synthetic_dir):
+    tables = {n: synthetic_dir / f"{n}.parquet" for n in ("leads", "activities", "lifecycle")}
+    ex, _ = build_examples(tables, ExampleConfig(cadence_days=14))
+    split = split_out_of_time(ex, "2025-01-01", "2025-04-01", horizon_days=42)
+    parts = split.parts
+    leads = {name: set(p["lead_id"]) for name, p in parts.items()}
+    assert not (leads["train"] & leads["calibration"] or leads["train"] & leads["test"]
+                or leads["calibration"] & leads["test"])
+    assert (parts["train"]["as_of"] + pd.Timedelta(days=42) <= ts("2025-01-01")).all()
+    assert (parts["calibration"]["as_of"] >= ts("2025-01-01")).all()
+    assert (parts["calibration"]["as_of"] + pd.Timedelta(days=42) <= ts("2025-04-01")).all()
+    assert (parts["test"]["as_of"] >= ts("2025-04-01")).all()
+    assert sum(len(p) for p in parts.values()) + sum(split.dropped.values()) == len(ex)
+    # Stable: the same lead lands in the same part when the data grows or shrinks.
+    again = split_out_of_time(ex.sample(frac=0.5, random_state=1), "2025-01-01", "2025-04-01", horizon_days=42)
+    for name in parts:
+        assert set(again.parts[name]["lead_id"]) <= leads[name]
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    rows=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 60)), min_size=1, max_size=200),
+    b1=st.integers(5, 30), gap=st.integers(1, 20), horizon=st.integers(1, 20),
+)
+def test_split_never_puts_a_lead_on_two_sides(rows, b1, gap, horizon):
+    start = ts("2025-01-01")
+    ex = pd.DataFrame({"lead_id": [f"L{lead}" for lead, _ in rows],
+                       "as_of": [start + pd.Timedelta(days=7 * week) for _, week in rows]})
+    c1 = start + pd.Timedelta(days=7 * b1)
+    c2 = c1 + pd.Timedelta(days=7 * gap)
+    split = split_out_of_time(ex, c1, c2, horizon_days=horizon)
+    owner = {}
+    for name, part in split.parts.items():
+        for lead in part["lead_id"]:
+            assert owner.setdefault(lead, name) == name
+    assert sum(len(p) for p in split.parts.values()) + sum(split.dropped.values()) == len(ex)
+
+
+# --- leakage audit ------------------------------------------------------------------------
+
+
+def test_audit_flags_a_planted_leak_and_not_noise():
+    rng = np.random.default_rng(0)
+    y = rng.random(4000) < 0.3
+    frame = pd.DataFrame({
+        "status_after_call": np.where(y, rng.choice(["closed", "won"], 4000), rng.choice(["junk", "lost"], 4000)),
+        "noise": rng.normal(size=4000),
+        "row_id": np.arange(4000).astype(str),  # unique per row: pooled, no signal
+        "weak": rng.normal(size=4000) + 0.3 * y,
+    })
+    audit = leakage_audit(frame, y).set_index("feature")
+    assert audit.loc["status_after_call", "suspected"] and audit.loc["status_after_call", "auc"] > 0.99
+    assert not audit.loc[["noise", "row_id", "weak"], "suspected"].any()
+    assert audit.loc["row_id", "auc"] == pytest.approx(0.5)
+    assert 0.55 < audit.loc["weak", "auc"] < 0.75
+
+
+# --- flat exports: X Education ------------------------------------------------------------
+
+
+def _xeducation() -> Path:
+    for base in (REPO.parent / "shared", Path("/work/shared")):
+        path = base / "datasets" / "xeducation" / "Leads.csv"
+        if path.exists():
+            return path
+    pytest.skip("X Education export not found next to the repository (../shared/datasets/xeducation)")
+
+
+def test_xeducation_config_loads_with_select_as_missing():
+    path = _xeducation()
+    data = load_flat(load_config(REPO / "pipelines" / "xeducation.yaml"), path)
+    raw = pd.read_csv(path)
+    assert len(data.features) == len(raw) and data.y.mean() == pytest.approx(raw["Converted"].mean())
+    assert "Tags" not in data.features.columns and "Tags" in data.excluded
+    assert not data.features.isin(["Select"]).any().any()
+    n_select = int((raw["Specialization"] == "Select").sum())
+    assert n_select > 0
+    assert (data.features["Specialization"] == "missing").sum() == n_select + int(raw["Specialization"].isna().sum())
+    assert set(data.catalogue["group"]) == {"fit", "engagement"}
+
+
+def test_xeducation_audit_with_nothing_excluded_names_tags():
+    path = _xeducation()
+    res = runner.invoke(app, ["audit", "--flat", str(REPO / "pipelines" / "xeducation.yaml"), "--data", str(path),
+                              "--include-excluded"])
+    assert res.exit_code == 1, res.output
+    assert "suspected leakage: Tags" in res.output
+    clean = runner.invoke(app, ["audit", "--flat", str(REPO / "pipelines" / "xeducation.yaml"), "--data", str(path)])
+    assert clean.exit_code == 0, clean.output
+    assert "no feature above the leakage threshold" in clean.output
+
+
+def test_flat_config_errors_name_the_column(tmp_path):
+    csv = tmp_path / "x.csv"
+    pd.DataFrame({"id": ["a", "b"], "y": [1, 0], "size": ["10", "ten"], "extra": ["p", "q"]}).to_csv(csv, index=False)
+    cfg = tmp_path / "x.yaml"
+    cfg.write_text("dataset: x\npath: x.csv\nid_column: id\nlabel_column: y\nnumeric: [size]\n")
+    with pytest.raises(ConfigError, match=r"neither categorical, numeric nor excluded: \['extra'\]"):
+        load_flat(load_config(cfg))
+    cfg.write_text("dataset: x\npath: x.csv\nid_column: id\nlabel_column: y\nnumeric: [size]\ncategorical: [extra]\n")
+    with pytest.raises(ConfigError, match=r"numeric column 'size' has non-numbers in rows \[1\]"):
+        load_flat(load_config(cfg))
+    cfg.write_text("dataset: x\npath: x.csv\nid_column: id\nlabel_column: y\ncategorical: [size, extra, nope]\n")
+    with pytest.raises(ConfigError, match=r"not in the file: \['nope'\]"):
+        load_flat(load_config(cfg))
+
+
+# --- pipeline config and CLI --------------------------------------------------------------
+
+
+def test_pipeline_config_errors_name_file_and_key(tmp_path):
+    bad = tmp_path / "train.yaml"
+    bad.write_text("examples:\n  cadence_days: 7\n  horizon: 42\n")
+    with pytest.raises(ConfigError, match=r"train.yaml: examples: unknown key\(s\) horizon"):
+        load_pipeline(bad)
+    bad.write_text("examples:\n  cadence_days: [7\n")
+    with pytest.raises(ConfigError, match=r"line \d+"):
+        load_pipeline(bad)
+    bad.write_text("features:\n  half_life_days: -3\n")
+    with pytest.raises(ConfigError, match="half_life_days"):
+        load_pipeline(bad)
+    assert load_pipeline(REPO / "pipelines" / "train.yaml").examples.horizon_days == 42
+
+
+def test_cli_features_and_examples(synthetic_dir, tmp_path):
+    out = tmp_path / "features.parquet"
+    res = runner.invoke(app, ["features", "--data", str(synthetic_dir), "--as-of", "2025-06-01", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = pd.read_parquet(out)
+    cat = pd.read_csv(tmp_path / "features.catalogue.csv")
+    assert list(rows.columns[2:]) == list(cat["name"])
+    assert f"{len(rows):,} open leads" in res.output
+
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("examples:\n  cadence_days: 28\n  max_lead_age_days: 200\nleakage:\n  threshold: 0.95\n")
+    ex_out = tmp_path / "examples.parquet"
+    res = runner.invoke(app, ["examples", "--config", str(cfg), "--data", str(synthetic_dir), "--out", str(ex_out)])
+    assert res.exit_code == 0, res.output
+    ex = pd.read_parquet(ex_out)
+    assert ex["lead_age_days"].max() <= 200
+    n_immature = int(ex["became_sql"].isna().sum())
+    assert f"{n_immature:,} immature" in res.output
+    assert "leakage audit" in res.output
