@@ -260,6 +260,55 @@ def audit(
         raise typer.Exit(EXIT_VIOLATIONS)
 
 
+@app.command()
+def baseline(
+    data: Path = typer.Option(..., "--data", help="Directory with leads, activities, lifecycle."),
+    as_of: str = typer.Option(..., "--as-of", help="The moment to score at (UTC); only data strictly before it is used."),
+    rules: Path = typer.Option(Path("pipelines/rules.yaml"), "--rules", help="Rule set YAML."),
+    out: Path = typer.Option(..., "--out", help="Output file (.parquet or .csv)."),
+    horizon_days: int = typer.Option(42, min=1, help="Horizon for the realised SQL rate per tier (when observed)."),
+) -> None:
+    """Score every lead open at --as-of with the rule-based points baseline.
+
+    Writes per lead fit_points, engagement_points, total_points, baseline_tier (lead / MQL /
+    SQL), grid (A1 best .. C3) and fired_rules. Prints the tier shares and, when the data
+    reaches --horizon-days past --as-of, the share of each tier that became an SQL within it.
+    """
+    from leadscore.baseline import TIERS, load_rules, score_baseline
+    from leadscore.config import ConfigError
+    from leadscore.examples import ExampleConfig, data_bounds, label_examples
+    from leadscore.features import connect
+    from leadscore.io import write_table
+
+    ts = _parse_now(as_of)
+    try:
+        rule_set = load_rules(rules)
+    except ConfigError as exc:
+        raise _config_error(exc) from exc
+    con = connect(_load_clean(data))
+    scores = score_baseline(con, rule_set, as_of=ts)
+    write_table(scores, out)
+    typer.echo(f"{len(scores):,} open leads as of {ts:%Y-%m-%d %H:%M} scored with {len(rule_set.rule_names)} rules "
+               f"from {rules}; wrote {out}")
+    _, observed_until = data_bounds(con)
+    labels = None
+    if ts + pd.Timedelta(days=horizon_days) <= observed_until:
+        labels = label_examples(con, scores[["lead_id", "as_of"]], ExampleConfig(horizon_days=horizon_days),
+                                observed_until)["became_sql"].astype(bool)
+    typer.echo("tier     leads      share" + (f"   SQL within {horizon_days} days" if labels is not None else ""))
+    for tier in TIERS:
+        mask = scores["baseline_tier"] == tier
+        line = f"{tier:<6}{int(mask.sum()):>9,}   {mask.mean():7.1%}"
+        if labels is not None:
+            line += f"   {labels[mask].mean():6.2%} ({int(labels[mask].sum()):,})" if mask.any() else "   -"
+        typer.echo(line)
+    if labels is not None:
+        qualified = scores["baseline_tier"] != "lead"
+        typer.echo(f"MQL or better converts at {labels[qualified].mean():.2%}, the rest at {labels[~qualified].mean():.2%}")
+    else:
+        typer.echo(f"(outcomes not yet observed {horizon_days} days past {ts:%Y-%m-%d}: no realised rates)")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app(prog_name="leadscore")
 

@@ -142,8 +142,14 @@ def build_examples(
     tables: dict[str, TableSource] | duckdb.DuckDBPyConnection,
     config: ExampleConfig | None = None,
     feature_config: FeatureConfig | None = None,
+    rules=None,
 ) -> tuple[pd.DataFrame, ExampleReport]:
-    """Feature rows with labels for every open lead at every as-of date of the window."""
+    """Feature rows with labels for every open lead at every as-of date of the window.
+
+    With ``rules`` (a :class:`leadscore.baseline.RuleSet`) the rule baseline's
+    ``baseline_points`` and ``baseline_tier`` of each example are added, so the baseline is
+    evaluated on exactly the model's rows (they are not model features).
+    """
     config = config or ExampleConfig()
     con = tables if isinstance(tables, duckdb.DuckDBPyConnection) else connect(tables)
     first_created, last_seen = data_bounds(con)
@@ -155,6 +161,13 @@ def build_examples(
         features = features[features["lead_age_days"] <= config.max_lead_age_days].reset_index(drop=True)
     labels = label_examples(con, features[["lead_id", "as_of"]], config, observed_until)
     examples = pd.concat([features, labels], axis=1)
+    if rules is not None:
+        from leadscore.baseline import score_baseline
+
+        points = score_baseline(con, rules, features[["lead_id", "as_of"]])
+        points = points[["lead_id", "as_of", "total_points", "baseline_tier"]].rename(
+            columns={"total_points": "baseline_points"})
+        examples = examples.merge(points, on=["lead_id", "as_of"], how="left", validate="one_to_one")
     report = ExampleReport(
         as_of_dates=dates, observed_until=observed_until, examples=len(examples),
         leads=int(examples["lead_id"].nunique()),
