@@ -6,6 +6,7 @@ BIN    := $(VENV)/bin
 LOCK   := constraints.txt
 
 DEMO_DIR   ?= data/synthetic/demo
+DEMO_OUT   ?= data/demo-output
 DEMO_LEADS ?= 20000
 SEED       ?= 7
 
@@ -33,11 +34,16 @@ demo: install  ## generate synthetic data and run every stage that exists, end t
 	$(BIN)/leadscore synth --leads $(DEMO_LEADS) --seed $(SEED) --out $(DEMO_DIR)
 	$(BIN)/leadscore validate --data $(DEMO_DIR)
 	$(BIN)/leadscore funnel --data $(DEMO_DIR)
+	$(BIN)/leadscore features --data $(DEMO_DIR) --as-of 2025-10-01 --out $(DEMO_OUT)/features.parquet
+	$(BIN)/leadscore baseline --data $(DEMO_DIR) --as-of 2025-06-01 --rules pipelines/rules.yaml \
+		--out $(DEMO_OUT)/baseline.parquet
 	@echo
 	@echo "Results:"
 	@echo "  synthetic CRM tables   $(DEMO_DIR)/{leads,activities,lifecycle}.parquet"
 	@echo "  ground truth (oracle)  $(DEMO_DIR)/truth.parquet, $(DEMO_DIR)/latent_*.parquet"
 	@echo "  generator manifest     $(DEMO_DIR)/manifest.json"
+	@echo "  features (as of end)   $(DEMO_OUT)/features.parquet (+ features.catalogue.csv)"
+	@echo "  rule baseline          $(DEMO_OUT)/baseline.parquet"
 
 test: install-test  ## run the whole test suite
 	$(BIN)/python -m pytest
