@@ -164,7 +164,7 @@ def build_examples(
     if rules is not None:
         from leadscore.baseline import score_baseline
 
-        points = score_baseline(con, rules, features[["lead_id", "as_of"]])
+        points = score_baseline(con, rules, features[["lead_id", "as_of"]], explain=False)
         points = points[["lead_id", "as_of", "total_points", "baseline_tier"]].rename(
             columns={"total_points": "baseline_points"})
         examples = examples.merge(points, on=["lead_id", "as_of"], how="left", validate="one_to_one")
