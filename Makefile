@@ -48,8 +48,11 @@ demo: install  ## generate synthetic data and run every stage that exists, end t
 test: install-test  ## run the whole test suite
 	$(BIN)/python -m pytest
 
-bench: install-test  ## run the benchmarks (big data; minutes)
-	$(BIN)/python benchmarks/bench_synth.py
+BENCH_DIR ?= data/synthetic/bench
+
+bench: install-test  ## run the benchmarks on 1M synthetic leads (big data; minutes)
+	$(BIN)/python benchmarks/bench_synth.py --out $(BENCH_DIR)
+	$(BIN)/python benchmarks/bench_features.py --data $(BENCH_DIR)
 
 lock:  ## re-resolve the lock file from pyproject.toml lower bounds (newest allowed versions)
 	rm -rf .venv-lock
