@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -352,6 +353,7 @@ def main() -> None:
             while f.read(1 << 24):
                 pass
 
+    load_before = os.getloadavg()[0]  # 2-core machines: other work skews the timings
     results: dict[str, dict | str] = {}
     for name in ("ours", "duckdb") + (() if args.skip_pandas else ("pandas",)):
         runs = [spawn(name, args.data, args.as_of) for _ in range(args.repeat if name != "pandas" else 1)]
@@ -363,7 +365,7 @@ def main() -> None:
             results[name] = runs[0]
 
     print(f"features_as_of {args.as_of} on {args.data}: {n_leads:,} leads, {n_events:,} activity events"
-          + (f" (best of {args.repeat})" if args.repeat > 1 else ""))
+          + (f" (best of {args.repeat})" if args.repeat > 1 else "") + f"; load average before {load_before:.1f}")
     print(f"  {'':24}{'wall s':>8}{'peak RSS MB':>13}{'rows':>11}{'cols':>6}")
     for name, r in results.items():
         if isinstance(r, str):
