@@ -326,7 +326,7 @@ def disagreements(ref: dict, ours: dict) -> tuple[int, list[str]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path("/tmp/bench1m"),
+    ap.add_argument("--data", type=Path, default=Path("data/synthetic/bench"),
                     help="directory with leads/activities/lifecycle.parquet (generated if missing)")
     ap.add_argument("--leads", type=int, default=1_000_000, help="leads to generate if --data is missing")
     ap.add_argument("--as-of", default="2025-06-01", help="the as_of date (UTC midnight)")
