@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -24,7 +24,7 @@ from sklearn.isotonic import IsotonicRegression
 
 from leadscore.config import ConfigError, load_yaml
 from leadscore.contract import ACTIVITY_TYPES, DEPARTMENTS, EMAIL_DOMAIN_TYPES, SENIORITY_LEVELS
-from leadscore.features import TableSource, _pairs_frame, _quote, _with_as_of, connect, open_leads
+from leadscore.features import TableSource, _quote, _resolve_pairs, _with_as_of
 
 FIT_ATTRIBUTES = {  # attribute -> vocabulary (None: open vocabulary)
     "seniority": SENIORITY_LEVELS,
@@ -260,12 +260,7 @@ def score_baseline(
     rule, ``rule: NAME``, with its (capped) points. ``explain=False`` skips ``fired_rules``
     (building the text is the slow part on millions of training examples).
     """
-    con = tables if isinstance(tables, duckdb.DuckDBPyConnection) else connect(tables)
-    if (pairs is None) == (as_of is None):
-        raise ValueError("give exactly one of pairs= or as_of=")
-    if pairs is None:
-        pairs = open_leads(con, [as_of])
-    frame = _pairs_frame(pairs)
+    con, frame = _resolve_pairs(tables, pairs, as_of)
     con.register("_pairs", frame)
     try:
         attrs = ", ".join(f"l.{_quote(a)}" for a in [*FIT_ATTRIBUTES, *NUMERIC_ATTRIBUTES])

@@ -34,10 +34,9 @@ def _parse_now(now: str | None) -> pd.Timestamp | None:
     if now is None:
         return None
     try:
-        ts = pd.Timestamp(now)
+        return contract.utc_timestamp(now)
     except ValueError as exc:
         raise typer.BadParameter(f"not a timestamp: {now!r} ({exc})", param_hint="--now") from exc
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 @app.command()

@@ -399,10 +399,15 @@ def _reference_violations(
 # ---------------------------------------------------------------------------
 
 
+def utc_timestamp(value) -> pd.Timestamp:
+    """A timestamp in UTC, by the contract's rule: naive means UTC, zoned is converted."""
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
 def validate_tables(raw: dict[str, pd.DataFrame], now: pd.Timestamp | None = None) -> ValidationReport:
     """Check the three tables against the contract. ``now`` bounds timestamps (default: current UTC time)."""
-    now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
-    now = now.tz_localize("UTC") if now.tzinfo is None else now.tz_convert("UTC")
+    now = pd.Timestamp.now(tz="UTC") if now is None else utc_timestamp(now)
     typed: dict[str, pd.DataFrame] = {}
     violations: list[Violation] = []
     for name in TABLES:

@@ -25,7 +25,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from leadscore.features import FeatureConfig, TableSource, _as_of_us, connect, features_as_of, open_leads
+from leadscore.contract import utc_timestamp
+from leadscore.features import FeatureConfig, TableSource, _as_of_us, _pairs_frame, connect, features_as_of, open_leads
 
 LABELS = ("became_sql", "won")
 
@@ -79,11 +80,6 @@ class ExampleReport:
         return out
 
 
-def _ts(value) -> pd.Timestamp:
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
 def data_bounds(con: duckdb.DuckDBPyConnection) -> tuple[pd.Timestamp, pd.Timestamp]:
     """(first lead created, latest timestamp of any table)."""
     first, last = con.execute("""
@@ -98,8 +94,8 @@ def data_bounds(con: duckdb.DuckDBPyConnection) -> tuple[pd.Timestamp, pd.Timest
 
 
 def as_of_dates(config: ExampleConfig, first_created: pd.Timestamp, observed_until: pd.Timestamp) -> list[pd.Timestamp]:
-    start = _ts(config.start) if config.start else (first_created + pd.Timedelta(days=config.warmup_days)).normalize()
-    end = _ts(config.end) if config.end else observed_until
+    start = utc_timestamp(config.start) if config.start else (first_created + pd.Timedelta(days=config.warmup_days)).normalize()
+    end = utc_timestamp(config.end) if config.end else observed_until
     if start > end:
         raise ValueError(f"as-of window is empty: start {start} is after end {end}")
     return list(pd.date_range(start, end, freq=f"{int(config.cadence_days)}D"))
@@ -108,11 +104,10 @@ def as_of_dates(config: ExampleConfig, first_created: pd.Timestamp, observed_unt
 def label_examples(con: duckdb.DuckDBPyConnection, pairs: pd.DataFrame, config: ExampleConfig,
                    observed_until: pd.Timestamp) -> pd.DataFrame:
     """``became_sql`` and ``won`` for each pair, pd.NA where the horizon is not yet observed."""
-    frame = pd.DataFrame({"lead_id": pairs["lead_id"].to_numpy(),
-                          "as_of_us": pairs["as_of"].astype("datetime64[us, UTC]").astype("int64").to_numpy()})
+    frame = _pairs_frame(pairs)
     con.register("_label_pairs", frame)
     try:
-        first = con.execute(f"""
+        first = con.execute("""
             SELECT p.lead_id, p.as_of_us,
                    min(epoch_us(e.occurred_at)) FILTER (WHERE e.stage = 'sql') AS next_sql_us,
                    min(epoch_us(e.occurred_at)) FILTER (WHERE e.stage = 'won') AS next_won_us
@@ -153,7 +148,7 @@ def build_examples(
     config = config or ExampleConfig()
     con = tables if isinstance(tables, duckdb.DuckDBPyConnection) else connect(tables)
     first_created, last_seen = data_bounds(con)
-    observed_until = _ts(config.observed_until) if config.observed_until else last_seen
+    observed_until = utc_timestamp(config.observed_until) if config.observed_until else last_seen
     dates = as_of_dates(config, first_created, observed_until)
     pairs = open_leads(con, dates)
     features = features_as_of(con, pairs, config=feature_config)
@@ -234,7 +229,7 @@ def split_out_of_time(examples: pd.DataFrame, calibration_start, test_start, hor
     So no training label is read from the calibration or test period, and the test slice
     holds leads of every age that the model never saw. Everything left out is counted.
     """
-    b1, b2 = _ts(calibration_start), _ts(test_start)
+    b1, b2 = utc_timestamp(calibration_start), utc_timestamp(test_start)
     if not b1 < b2:
         raise ValueError(f"calibration_start {b1} must be before test_start {b2}")
     part = lead_parts(examples["lead_id"], lead_fractions, salt)

@@ -19,14 +19,14 @@ Feature groups (see :func:`feature_catalogue` for every column):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
 
-from leadscore.contract import ACTIVITY_TYPES, COLUMNS
+from leadscore.contract import ACTIVITY_TYPES, COLUMNS, utc_timestamp
 
 MISSING = "missing"
 US_PER_DAY = 86_400_000_000
@@ -215,9 +215,7 @@ def _sql_list(values: Sequence[str]) -> str:
 
 
 def _as_of_us(as_of) -> int:
-    ts = pd.Timestamp(as_of)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return int(ts.value // 1000)  # Timestamp.value is in nanoseconds
+    return int(utc_timestamp(as_of).value // 1000)  # Timestamp.value is in nanoseconds
 
 
 def _pairs_frame(pairs: pd.DataFrame) -> pd.DataFrame:
@@ -227,6 +225,17 @@ def _pairs_frame(pairs: pd.DataFrame) -> pd.DataFrame:
     as_of = pd.to_datetime(pairs["as_of"], utc=True).astype("datetime64[us, UTC]")
     return pd.DataFrame({"lead_id": pairs["lead_id"].astype(str).to_numpy(),
                          "as_of_us": as_of.astype("int64").to_numpy()})
+
+
+def _resolve_pairs(tables, pairs: pd.DataFrame | None, as_of) -> tuple[duckdb.DuckDBPyConnection, pd.DataFrame]:
+    """The connection and the (lead_id, as_of_us) frame to compute for: the given pairs (training)
+    or every lead open at ``as_of`` (scoring) - exactly one of the two."""
+    con = tables if isinstance(tables, duckdb.DuckDBPyConnection) else connect(tables)
+    if (pairs is None) == (as_of is None):
+        raise ValueError("give exactly one of pairs= or as_of=")
+    if pairs is None:
+        pairs = open_leads(con, [as_of])
+    return con, _pairs_frame(pairs)
 
 
 # ---------------------------------------------------------------------------
@@ -399,12 +408,7 @@ def features_as_of(
     sorted by (as_of, lead_id).
     """
     config = config or FeatureConfig()
-    con = tables if isinstance(tables, duckdb.DuckDBPyConnection) else connect(tables)
-    if (pairs is None) == (as_of is None):
-        raise ValueError("give exactly one of pairs= or as_of=")
-    if pairs is None:
-        pairs = open_leads(con, [as_of])
-    frame = _pairs_frame(pairs)
+    con, frame = _resolve_pairs(tables, pairs, as_of)
     single = frame["as_of_us"].iloc[0] if len(frame) and frame["as_of_us"].nunique() == 1 else None
     con.register("_pairs", frame)
     try:

@@ -159,18 +159,16 @@ def fit_logistic(train: pd.DataFrame, label: str, features: list[str], categoric
             StandardScaler()), numeric),
     ])
     pipe = Pipeline([("prepare", pre), ("model", LogisticRegression(C=0.1, max_iter=2000, random_state=seed))])
-    X = train[features].copy()
-    for c in categorical:
-        X[c] = X[c].astype(str)
-    return pipe.fit(X, train[label].astype(bool).to_numpy())
+    return pipe.fit(_logistic_frame(train, features, categorical), train[label].astype(bool).to_numpy())
 
 
 def _signed_log1p(x):
     return np.sign(x) * np.log1p(np.abs(x))
 
 
+def _logistic_frame(frame: pd.DataFrame, features: list[str], categorical: list[str]) -> pd.DataFrame:
+    return frame[features].astype({c: str for c in categorical})
+
+
 def logistic_proba(pipe: Pipeline, frame: pd.DataFrame, features: list[str], categorical: list[str]) -> np.ndarray:
-    X = frame[features].copy()
-    for c in categorical:
-        X[c] = X[c].astype(str)
-    return pipe.predict_proba(X)[:, 1]
+    return pipe.predict_proba(_logistic_frame(frame, features, categorical))[:, 1]

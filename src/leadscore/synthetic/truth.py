@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from leadscore.contract import utc_timestamp
 from leadscore.synthetic import journey as J
 from leadscore.synthetic import world as W
 
@@ -33,8 +34,7 @@ def true_probabilities(latent: dict[str, pd.DataFrame], as_of, horizon_days: flo
 
     ``latent`` is what :func:`load_latent` returns.
     """
-    as_of = pd.Timestamp(as_of)
-    as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
+    as_of = utc_timestamp(as_of)
     params = latent["latent_leads"].merge(latent["leads"], on="lead_id", how="inner", validate="1:1")
     index = pd.Index(params["lead_id"])
     stages = latent["latent_stages"]
