@@ -1,0 +1,349 @@
+"""Bundles: round trip, refusal of tampered or incompatible bundles before unpickling, atomic writes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+from importlib import metadata
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+import leadscore
+from leadscore import bundle
+from leadscore.bundle import (
+    MANIFEST,
+    BundleError,
+    BundleVersionWarning,
+    check_versions,
+    load_bundle,
+    read_manifest,
+    sha256_file,
+    verify_bundle,
+    write_bundle,
+)
+
+
+class TouchOnUnpickle:
+    """Unpickling this creates ``marker``: the detector for "was anything unpickled?"."""
+
+    def __init__(self, marker: pathlib.Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return pathlib.Path.touch, (self.marker,)
+
+
+@pytest.fixture
+def marker(tmp_path):
+    return tmp_path / "unpickled.marker"
+
+
+@pytest.fixture
+def fitted():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    y = (X @ np.array([1.0, -2.0, 0.5]) + rng.normal(size=200) > 0).astype(int)
+    return LogisticRegression().fit(X, y), X
+
+
+@pytest.fixture
+def model_dir(tmp_path, fitted):
+    """A bundle with a fitted model, a dict and two extra files."""
+    model, _ = fitted
+    return write_bundle(tmp_path / "models" / "lead", {"scorer.joblib": model, "meta.joblib": {"a": [1, 2]}},
+                        {"metrics": {"auc": 0.8}}, {"report.html": "<h1>ok</h1>", "catalogue.csv": b"name\nx\n"})
+
+
+def flip_byte(path: pathlib.Path, at: int = -1) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def edit_manifest(directory: pathlib.Path, change) -> None:
+    manifest = json.loads((directory / MANIFEST).read_text())
+    change(manifest)
+    (directory / MANIFEST).write_text(json.dumps(manifest))
+
+
+# --- writing and reading back ---------------------------------------------------------------
+
+def test_round_trip_gives_equal_predictions(model_dir, fitted):
+    model, X = fitted
+    manifest, objects = load_bundle(model_dir)
+    assert sorted(objects) == ["meta.joblib", "scorer.joblib"]
+    np.testing.assert_array_equal(objects["scorer.joblib"].predict_proba(X), model.predict_proba(X))
+    assert objects["meta.joblib"] == {"a": [1, 2]}
+    assert manifest["metrics"] == {"auc": 0.8}
+    assert (model_dir / "report.html").read_text() == "<h1>ok</h1>"
+    assert (model_dir / "catalogue.csv").read_bytes() == b"name\nx\n"
+
+
+def test_manifest_records_format_versions_and_every_file(model_dir):
+    manifest = read_manifest(model_dir)
+    assert manifest["format"] == "leadscore-bundle/1"
+    assert manifest["created_at"].endswith("+00:00")
+    versions = manifest["versions"]
+    assert versions["leadscore"] == leadscore.__version__
+    assert versions["lightgbm"] == metadata.version("lightgbm")
+    assert versions["scikit-learn"] == metadata.version("scikit-learn")
+    assert {"python", "pandas", "numpy", "joblib"} <= set(versions)
+    on_disk = sorted(p.name for p in model_dir.iterdir() if p.name != MANIFEST)
+    assert sorted(manifest["files"]) == on_disk
+    for name, entry in manifest["files"].items():
+        assert entry == {"sha256": sha256_file(model_dir / name), "bytes": (model_dir / name).stat().st_size}
+    assert verify_bundle(model_dir) == manifest
+
+
+def test_sha256_file_streams_large_files(tmp_path):
+    data = os.urandom(3 * (1 << 20) + 17)  # more than one 1 MiB chunk, not a multiple of it
+    (tmp_path / "big").write_bytes(data)
+    assert sha256_file(tmp_path / "big") == hashlib.sha256(data).hexdigest()
+
+
+# --- refusing damaged bundles ---------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["scorer.joblib", "report.html"])
+def test_flipped_byte_is_refused_naming_the_file(model_dir, name):
+    flip_byte(model_dir / name, at=len((model_dir / name).read_bytes()) // 2)
+    with pytest.raises(BundleError, match=rf"{name}: contents differ") as err:
+        load_bundle(model_dir)
+    assert str(model_dir) in str(err.value)
+
+
+def test_tampered_manifest_hash_is_refused(model_dir):
+    edit_manifest(model_dir, lambda m: m["files"]["meta.joblib"].update(sha256="0" * 64))
+    with pytest.raises(BundleError, match=r"meta\.joblib: contents differ"):
+        verify_bundle(model_dir)
+
+
+def test_deleted_file_is_refused(model_dir):
+    (model_dir / "catalogue.csv").unlink()
+    with pytest.raises(BundleError, match=r"catalogue\.csv: listed in the manifest but missing"):
+        load_bundle(model_dir)
+
+
+@pytest.mark.parametrize("make", [lambda p: p.write_text("hello"), lambda p: p.mkdir()])
+def test_unlisted_file_or_directory_is_refused(model_dir, make):
+    make(model_dir / "extra.joblib")
+    with pytest.raises(BundleError, match=r"extra\.joblib: present but not listed"):
+        load_bundle(model_dir)
+
+
+def test_every_problem_is_reported_at_once(model_dir):
+    (model_dir / "catalogue.csv").unlink()
+    (model_dir / "notes.txt").write_text("x")
+    with pytest.raises(BundleError) as err:
+        verify_bundle(model_dir)
+    assert "catalogue.csv" in str(err.value) and "notes.txt" in str(err.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"format": "leadscore-bundle/1", "files": {', r"line 1, column \d+: not valid JSON"),
+    ("[1, 2]", "expected a JSON object, got list"),
+    ('{"format": "other/2"}', "format is 'other/2'"),
+    ('{"format": "leadscore-bundle/1", "versions": {}, "files": []}', "'files' must map"),
+    ('{"format": "leadscore-bundle/1", "versions": {"numpy": 2}, "files": {}}', "'versions' must map"),
+    ('{"format": "leadscore-bundle/1", "versions": {}, "files": {"../x": {"sha256": "%s", "bytes": 1}}}' % ("a" * 64),
+     r"'\.\./x', which is not a plain file name"),
+    ('{"format": "leadscore-bundle/1", "versions": {}, "files": {"x": {"sha256": "abc", "bytes": 1}}}',
+     "needs a 64-hex 'sha256'"),
+])
+def test_garbled_manifest_is_refused(model_dir, text, message):
+    (model_dir / MANIFEST).write_text(text)
+    with pytest.raises(BundleError, match=message) as err:
+        load_bundle(model_dir)
+    assert str(model_dir / MANIFEST) in str(err.value)
+
+
+def test_missing_manifest_or_directory_is_refused(model_dir, tmp_path):
+    (model_dir / MANIFEST).unlink()
+    with pytest.raises(BundleError, match=r"manifest\.json: missing"):
+        load_bundle(model_dir)
+    with pytest.raises(BundleError, match="not a directory"):
+        load_bundle(tmp_path / "nowhere")
+
+
+# --- refusal happens before anything is unpickled -------------------------------------------
+
+def test_positive_control_an_intact_bundle_is_unpickled(tmp_path, marker):
+    write_bundle(tmp_path / "b", {"x.joblib": TouchOnUnpickle(marker)}, {})
+    assert not marker.exists()  # writing does not unpickle
+    load_bundle(tmp_path / "b")
+    assert marker.exists()
+
+
+def _append_byte(directory, marker):
+    write_bundle(directory, {"x.joblib": TouchOnUnpickle(marker)}, {})
+    with open(directory / "x.joblib", "ab") as fh:  # trailing bytes: still a loadable pickle
+        fh.write(b"\0")
+
+
+def _swap_in_malicious(directory, marker):
+    write_bundle(directory, {"x.joblib": {"harmless": True}}, {})  # manifest has the honest hash
+    joblib.dump(TouchOnUnpickle(marker), directory / "x.joblib")
+
+
+@pytest.mark.parametrize("tamper", [_append_byte, _swap_in_malicious])
+def test_tampered_file_is_refused_before_unpickling(tmp_path, marker, tamper):
+    directory = tmp_path / "b"
+    tamper(directory, marker)
+    with pytest.raises(BundleError, match=r"x\.joblib: contents differ"):
+        load_bundle(directory)
+    assert not marker.exists()
+    joblib.load(directory / "x.joblib")  # the tampered file itself would have triggered the detector
+    assert marker.exists()
+
+
+def test_file_changed_after_verification_is_not_unpickled(tmp_path, marker, monkeypatch):
+    directory = write_bundle(tmp_path / "b", {"x.joblib": {"harmless": True}}, {})
+    real_verify = bundle.verify_bundle
+
+    def verify_then_swap(d):
+        manifest = real_verify(d)
+        joblib.dump(TouchOnUnpickle(marker), pathlib.Path(d) / "x.joblib")
+        return manifest
+
+    monkeypatch.setattr(bundle, "verify_bundle", verify_then_swap)
+    with pytest.raises(BundleError, match=r"x\.joblib changed after verification"):
+        load_bundle(directory)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("lib, recorded", [("lightgbm", "0.1.0"), ("scikit-learn", "1.0.2"),
+                                           ("python", "2.7.18"), ("leadscore", "99.0.0")])
+def test_incompatible_version_is_refused_before_unpickling(tmp_path, marker, lib, recorded):
+    directory = write_bundle(tmp_path / "b", {"x.joblib": TouchOnUnpickle(marker)}, {})
+    installed = read_manifest(directory)["versions"][lib]
+    edit_manifest(directory, lambda m: m["versions"].update({lib: recorded}))
+    with pytest.raises(BundleError) as err:
+        load_bundle(directory)
+    assert f"{lib}: bundle written with {recorded}, installed is {installed}" in str(err.value)
+    assert str(directory) in str(err.value)
+    assert not marker.exists()
+
+
+def test_soft_version_difference_warns_and_loads(tmp_path, marker):
+    directory = write_bundle(tmp_path / "b", {"x.joblib": TouchOnUnpickle(marker)}, {})
+    edit_manifest(directory, lambda m: m["versions"].update(pandas="0.0.1"))
+    with pytest.warns(BundleVersionWarning, match=r"pandas: bundle written with 0\.0\.1"):
+        load_bundle(directory)
+    assert marker.exists()
+
+
+# --- the version rule -----------------------------------------------------------------------
+
+INSTALLED = {"python": "3.11.7", "leadscore": "0.3.1", "lightgbm": "4.7.0", "scikit-learn": "1.9.1",
+             "pandas": "3.1.1", "numpy": "2.4.6"}
+
+
+def test_same_minor_and_patch_differences_pass_silently(recwarn):
+    recorded = {**INSTALLED, "python": "3.11.2", "leadscore": "0.1.0", "lightgbm": "4.7.3", "scikit-learn": "1.9.0"}
+    assert check_versions(recorded, INSTALLED) == []
+    assert not [w for w in recwarn if issubclass(w.category, BundleVersionWarning)]
+
+
+@pytest.mark.parametrize("lib, recorded", [("python", "3.12.0"), ("lightgbm", "4.6.0"), ("lightgbm", "3.7.0"),
+                                           ("scikit-learn", "1.8.2"), ("leadscore", "1.0.0")])
+def test_hard_mismatch_is_a_problem(lib, recorded):
+    problems = check_versions({**INSTALLED, lib: recorded}, INSTALLED)
+    assert len(problems) == 1 and problems[0].startswith(f"{lib}: bundle written with {recorded}, installed is")
+
+
+def test_hard_library_missing_on_either_side_is_a_problem():
+    assert check_versions(INSTALLED, {k: v for k, v in INSTALLED.items() if k != "lightgbm"}) == [
+        "lightgbm: bundle written with 4.7.0, but lightgbm is not installed"]
+    assert check_versions({k: v for k, v in INSTALLED.items() if k != "scikit-learn"}, INSTALLED) == [
+        "scikit-learn: the manifest records no version"]
+
+
+def test_other_libraries_only_warn():
+    with pytest.warns(BundleVersionWarning) as caught:
+        assert check_versions({**INSTALLED, "numpy": "1.26.4", "shap": "0.46.0"}, INSTALLED) == []
+    assert sorted(str(w.message).split(":")[0] for w in caught) == ["numpy", "shap"]
+
+
+# --- atomic writes --------------------------------------------------------------------------
+
+def test_replacing_a_bundle_leaves_only_the_new_one(model_dir, fitted):
+    write_bundle(model_dir, {"scorer.joblib": {"v": 2}}, {"run": 2})
+    manifest, objects = load_bundle(model_dir)
+    assert manifest["run"] == 2 and objects == {"scorer.joblib": {"v": 2}}
+    assert not (model_dir / "report.html").exists()
+    assert os.listdir(model_dir.parent) == [model_dir.name]
+
+
+def test_failure_during_write_keeps_the_old_bundle(model_dir, fitted, monkeypatch):
+    model, X = fitted
+    real_dump, calls = joblib.dump, []
+
+    def dump_then_fail(obj, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real_dump(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(joblib, "dump", dump_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_bundle(model_dir, {"scorer.joblib": {"v": 2}, "meta.joblib": {"v": 2}}, {"run": 2})
+    assert len(calls) == 2 and not str(calls[0]).startswith(str(model_dir) + os.sep)  # built elsewhere
+    monkeypatch.undo()
+    manifest, objects = load_bundle(model_dir)
+    assert manifest["metrics"] == {"auc": 0.8}
+    np.testing.assert_array_equal(objects["scorer.joblib"].predict(X), model.predict(X))
+    assert os.listdir(model_dir.parent) == [model_dir.name]
+
+
+def test_failure_renaming_the_new_bundle_in_restores_the_old(model_dir, monkeypatch):
+    real_rename = os.rename
+
+    def rename(src, dst):
+        if ".tmp-" in os.path.basename(src):
+            raise OSError("rename failed")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(bundle.os, "rename", rename)
+    with pytest.raises(OSError, match="rename failed"):
+        write_bundle(model_dir, {"scorer.joblib": {"v": 2}}, {})
+    monkeypatch.undo()
+    assert load_bundle(model_dir)[0]["metrics"] == {"auc": 0.8}
+    assert os.listdir(model_dir.parent) == [model_dir.name]
+
+
+def test_first_write_creates_parent_directories(tmp_path):
+    directory = write_bundle(tmp_path / "a" / "b", {"x.joblib": 1}, {})
+    assert load_bundle(directory)[1] == {"x.joblib": 1}
+    assert os.listdir(tmp_path / "a") == ["b"]
+
+
+# --- refusing to write ----------------------------------------------------------------------
+
+def test_refuses_to_replace_a_directory_that_is_not_a_bundle(tmp_path):
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "thesis.tex").write_text("years of work")
+    with pytest.raises(BundleError, match="is not a bundle"):
+        write_bundle(tmp_path / "precious", {"x.joblib": 1}, {})
+    assert (tmp_path / "precious" / "thesis.tex").read_text() == "years of work"
+
+
+@pytest.mark.parametrize("objects, extra", [
+    ({"scorer.pkl": 1}, {}), ({"x.joblib": 1}, {"x.joblib": b""}), ({}, {"sub/x.txt": b""}),
+    ({}, {MANIFEST: "{}"}), ({}, {".hidden": b""}), ({}, {"evil.joblib": b""}),
+])
+def test_bad_file_names_are_refused(tmp_path, objects, extra):
+    with pytest.raises(BundleError, match="bad file name"):
+        write_bundle(tmp_path / "b", objects, {}, extra)
+    assert not (tmp_path / "b").exists()
+
+
+def test_reserved_and_unserialisable_manifest_content_is_refused(tmp_path):
+    with pytest.raises(BundleError, match="files are written by write_bundle"):
+        write_bundle(tmp_path / "b", {"x.joblib": 1}, {"files": []})
+    with pytest.raises(BundleError, match="not JSON-serialisable"):
+        write_bundle(tmp_path / "b", {"x.joblib": 1}, {"when": object()})
+    assert os.listdir(tmp_path) == []
