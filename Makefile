@@ -7,7 +7,7 @@ LOCK   := constraints.txt
 
 DEMO_DIR   ?= data/synthetic/demo
 DEMO_OUT   ?= data/demo-output
-DEMO_LEADS ?= 20000
+DEMO_LEADS ?= 50000
 SEED       ?= 7
 
 .PHONY: demo test install install-test lock bench clean help
@@ -37,6 +37,7 @@ demo: install  ## generate synthetic data and run every stage that exists, end t
 	$(BIN)/leadscore features --data $(DEMO_DIR) --as-of 2025-10-01 --out $(DEMO_OUT)/features.parquet
 	$(BIN)/leadscore baseline --data $(DEMO_DIR) --as-of 2025-06-01 --rules pipelines/rules.yaml \
 		--out $(DEMO_OUT)/baseline.parquet
+	$(BIN)/leadscore train --config pipelines/train.yaml --data $(DEMO_DIR)
 	@echo
 	@echo "Results:"
 	@echo "  synthetic CRM tables   $(DEMO_DIR)/{leads,activities,lifecycle}.parquet"
@@ -44,6 +45,8 @@ demo: install  ## generate synthetic data and run every stage that exists, end t
 	@echo "  generator manifest     $(DEMO_DIR)/manifest.json"
 	@echo "  features (as of end)   $(DEMO_OUT)/features.parquet (+ features.catalogue.csv)"
 	@echo "  rule baseline          $(DEMO_OUT)/baseline.parquet"
+	@echo "  trained model bundle   models/leadscore/ (manifest.json, report.html)"
+	@echo "  MLflow runs + registry mlflow.db, mlartifacts/ (mlflow ui --backend-store-uri sqlite:///mlflow.db)"
 
 test: install-test  ## run the whole test suite
 	$(BIN)/python -m pytest
@@ -62,4 +65,4 @@ lock:  ## re-resolve the lock file from pyproject.toml lower bounds (newest allo
 	rm -rf .venv-lock
 
 clean:  ## remove the virtual environment and generated data
-	rm -rf $(VENV) data/synthetic
+	rm -rf $(VENV) data/synthetic data/demo-output models/leadscore models/leadscore-challenger mlflow.db mlartifacts

@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
-from sklearn.model_selection import GroupKFold
+from sklearn.model_selection import StratifiedGroupKFold
 
 EPS = 1e-6
 METHODS = ("isotonic", "sigmoid")
@@ -47,10 +47,14 @@ class MarginCalibrator(BaseEstimator):
         self.cv_logloss_ = {}
         if self.method == "auto":
             groups = np.arange(len(y)) if groups is None else np.asarray(groups)
-            folds = GroupKFold(n_splits=min(self.n_splits, len(np.unique(groups))))
+            n_splits = max(2, min(self.n_splits, len(np.unique(groups)), int(y.sum())))
+            folds = list(StratifiedGroupKFold(n_splits=n_splits).split(margin, y, groups))
             for method in METHODS:
                 pred = np.empty(len(y))
-                for tr, te in folds.split(margin, y, groups):
+                for tr, te in folds:
+                    if len(np.unique(y[tr])) < 2:  # too few positives for this fold: its base rate
+                        pred[te] = np.clip(y[tr].mean(), EPS, 1 - EPS)
+                        continue
                     pred[te] = self._apply(self._fit_one(method, margin[tr], y[tr]), margin[te])
                 self.cv_logloss_[method] = float(log_loss(y, pred, labels=[0, 1]))
             self.method_ = min(self.cv_logloss_, key=self.cv_logloss_.get)

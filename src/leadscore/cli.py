@@ -150,6 +150,20 @@ def _config_error(exc: Exception) -> typer.Exit:
     return typer.Exit(EXIT_UNUSABLE)
 
 
+def _pipeline_and_data(config: Path, data: Path | None):
+    """The pipeline config and the data directory (--data wins over the config's `data`)."""
+    from leadscore.config import ConfigError, load_pipeline
+
+    try:
+        pipeline = load_pipeline(config)
+    except ConfigError as exc:
+        raise _config_error(exc) from exc
+    data = data or (Path(pipeline.data) if pipeline.data else None)
+    if data is None:
+        raise typer.BadParameter("no data directory: give --data or set `data` in the config", param_hint="--data")
+    return pipeline, data
+
+
 def _catalogue_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.catalogue.csv")
 
@@ -197,19 +211,12 @@ def examples(
     left unlabelled, never counted as negatives) and the leakage audit of the features
     against `became_sql`.
     """
-    from leadscore.config import ConfigError, load_pipeline
     from leadscore.examples import build_examples, matured
     from leadscore.features import feature_catalogue, feature_names
     from leadscore.io import write_table
     from leadscore.leakage import format_audit, leakage_audit
 
-    try:
-        pipeline = load_pipeline(config)
-    except ConfigError as exc:
-        raise _config_error(exc) from exc
-    data = data or (Path(pipeline.data) if pipeline.data else None)
-    if data is None:
-        raise typer.BadParameter("no data directory: give --data or set `data` in the config", param_hint="--data")
+    pipeline, data = _pipeline_and_data(config, data)
     tables = _load_clean(data)
     t0 = time.perf_counter()
     try:
@@ -306,6 +313,169 @@ def baseline(
         typer.echo(f"MQL or better converts at {labels[qualified].mean():.2%}, the rest at {labels[~qualified].mean():.2%}")
     else:
         typer.echo(f"(outcomes not yet observed {horizon_days} days past {ts:%Y-%m-%d}: no realised rates)")
+
+
+METRIC_COLUMNS = ("auc", "pr_auc", "logloss", "brier", "ece", "lift_top_decile", "capture_top_decile")
+
+
+def _metric_table(comparison: pd.DataFrame) -> str:
+    cols = [c for c in METRIC_COLUMNS if c in comparison.columns]
+    lines = ["model     " + "".join(f"{c:>19}" for c in cols)]
+    for name, row in comparison.iterrows():
+        lines.append(f"{name:<10}" + "".join(f"{row[c]:>19.4f}" for c in cols))
+    return "\n".join(lines)
+
+
+def _is_flat_config(path: Path) -> bool:
+    from leadscore.config import load_yaml
+
+    return "dataset" in load_yaml(path)
+
+
+def _train_pipeline_run(config: Path, data: Path | None, models_dir: Path | None):
+    """Load the pipeline config and data, train; returns (pipeline, run, connection, bundle dir)."""
+    from leadscore.config import ConfigError
+    from leadscore.cutoffs import CutoffError
+    from leadscore.features import connect
+    from leadscore.pipeline import train_pipeline
+    from leadscore.train import InsufficientData
+
+    pipeline, data = _pipeline_and_data(config, data)
+    con = connect(_load_clean(data))
+    try:
+        run = train_pipeline(pipeline, con, data_dir=data, echo=typer.echo)
+    except InsufficientData as exc:
+        _err(f"not trained: {exc}")
+        raise typer.Exit(EXIT_UNUSABLE) from exc
+    except (CutoffError, ConfigError) as exc:
+        raise _config_error(exc) from exc
+    bundle_dir = (models_dir or Path(pipeline.models_dir)) / pipeline.name
+    return pipeline, run, con, bundle_dir
+
+
+def _print_run(run) -> None:
+    typer.echo("\nout-of-time test slice, became_sql:")
+    typer.echo(_metric_table(run.comparison))
+    if run.won_metrics:
+        typer.echo(f"won: auc {run.won_metrics['won_auc']:.4f}, ece {run.won_metrics['won_ece']:.4f}")
+    if "sql_auc_vs_oracle" in run.metrics:
+        typer.echo(f"model / oracle AUC: {run.metrics['sql_auc_vs_oracle']:.3f}")
+    typer.echo("cutoffs on the test slice (95 % bootstrap intervals, leads per week for the whole lead base):")
+    for _, r in run.cutoffs.iterrows():
+        typer.echo(f"  {r['cutoff']}: p_sql >= {r['threshold']:.4f}: {r['leads_per_week']:.0f} leads/week "
+                   f"({r['leads_per_week_low']:.0f}-{r['leads_per_week_high']:.0f}), conversion "
+                   f"{r['conversion_rate']:.1%} ({r['conversion_rate_low']:.1%}-{r['conversion_rate_high']:.1%}), "
+                   f"recall {r['recall']:.1%} ({r['recall_low']:.1%}-{r['recall_high']:.1%})")
+
+
+@app.command()
+def train(
+    config: Path = typer.Option(Path("pipelines/train.yaml"), "--config",
+                                help="Pipeline YAML (pipelines/train.yaml), or a flat-export dataset YAML "
+                                     "(pipelines/xeducation.yaml: k-fold evaluation)."),
+    data: Path | None = typer.Option(None, "--data", help="Data directory (overrides `data` in the config)."),
+    models_dir: Path | None = typer.Option(None, "--models-dir", help="Where bundles go (default: `models_dir` in the config, models/)."),
+    tracking: bool = typer.Option(True, help="Log the run to MLflow and register the model."),
+) -> None:
+    """Train, calibrate, cut off, evaluate and record a lead-scoring model.
+
+    Builds point-in-time examples, splits them out of time (grouped by lead), fits LightGBM
+    for `became_sql` and `won` with a logistic regression and the rule baseline beside it,
+    calibrates on the calibration slice, picks MQL/SQL cutoffs by the configured policy and
+    evaluates everything on the test slice (with the generator's oracle on synthetic data).
+    Writes the bundle `models/<name>/` (scorer, manifest.json with hashes, report.html), logs
+    the run to MLflow (SQLite store `mlflow.db` by default) and registers the scorer; the
+    first registered version becomes `champion`. With too few conversions to learn from it
+    refuses (exit 2) and the rule baseline stays in use.
+    """
+    if _is_flat_config(config):
+        return _train_flat(config, data)
+    from leadscore.pipeline import write_outputs
+
+    pipeline, run, _, bundle_dir = _train_pipeline_run(config, data, models_dir)
+    _print_run(run)
+    if not tracking or not pipeline.tracking.enabled:
+        report, _ = write_outputs(run, bundle_dir)
+        typer.echo(f"\nwrote the bundle {bundle_dir}/ and the report {report} (MLflow tracking off)")
+        return
+    import mlflow
+
+    from leadscore import tracking as T
+
+    client = T.configure(pipeline.tracking)
+    with mlflow.start_run(run_name=f"train {pipeline.name}") as active:
+        report, figures = write_outputs(run, bundle_dir, facts=[("MLflow run", active.info.run_id)])
+        T.log_run_record(run, report, figures, bundle_dir)
+        version = T.log_model_version(pipeline.tracking, bundle_dir, run.test_frame.head(5)[
+            ["lead_id", "as_of", *run.scorer.features]], run.scorer.predict(run.test_frame.head(5)))
+        name = pipeline.tracking.registered_model
+        if T.champion_version(client, name) is None:
+            T.set_alias(client, name, T.CHAMPION, version.version)
+            mlflow.set_tag("promotion", "first model: champion")
+            typer.echo(f"registered {name} version {version.version} as @{T.CHAMPION}")
+        else:
+            typer.echo(f"registered {name} version {version.version} (the champion is unchanged; "
+                       "`leadscore retrain` decides promotions)")
+    typer.echo(f"\nreport: {report}\nbundle: {bundle_dir}/\nMLflow run {active.info.run_id} in "
+               f"{pipeline.tracking.tracking_uri}")
+
+
+@app.command()
+def retrain(
+    config: Path = typer.Option(Path("pipelines/train.yaml"), "--config", help="Pipeline YAML."),
+    data: Path | None = typer.Option(None, "--data", help="Data directory with the newest outcomes."),
+    models_dir: Path | None = typer.Option(None, "--models-dir", help="Where bundles go."),
+) -> None:
+    """Train a challenger on data with newer outcomes; promote it only if it beats the champion.
+
+    Champion and challenger are evaluated on the same, most recent out-of-time test slice.
+    The challenger takes the `champion` alias only when it is better by the `promotion`
+    margins (AUC or log loss) without a worse ECE. The decision and both sets of metrics are
+    logged to MLflow either way; the challenger is registered with the alias `challenger`.
+    Exit 0 either way; the decision is printed on the last line.
+    """
+    import mlflow
+
+    from leadscore import tracking as T
+    from leadscore.pipeline import compare_on_test, promotion_decision, write_outputs
+
+    pipeline, run, con, bundle_dir = _train_pipeline_run(config, data, models_dir)
+    _print_run(run)
+    client = T.configure(pipeline.tracking)
+    name = pipeline.tracking.registered_model
+    champion = T.champion_version(client, name)
+    with mlflow.start_run(run_name=f"retrain {pipeline.name}") as active:
+        challenger_dir = bundle_dir.with_name(f"{bundle_dir.name}-challenger")
+        report, figures = write_outputs(run, challenger_dir, facts=[("MLflow run", active.info.run_id)])
+        T.log_run_record(run, report, figures, challenger_dir)
+        version = T.log_model_version(pipeline.tracking, challenger_dir, run.test_frame.head(5)[
+            ["lead_id", "as_of", *run.scorer.features]], run.scorer.predict(run.test_frame.head(5)))
+        T.set_alias(client, name, T.CHALLENGER, version.version)
+        challenger_metrics = {k[4:]: run.metrics[k] for k in ("sql_auc", "sql_logloss", "sql_ece")}
+        if champion is None:
+            promote, reason = True, "promote: there is no champion yet"
+        else:
+            scorer, _ = T.load_scorer(f"models:/{name}@{T.CHAMPION}")
+            champ = compare_on_test(run, scorer, con)
+            mlflow.log_metrics({f"champion_sql_{k}": v for k, v in champ.items()})
+            promote, reason = promotion_decision(champ, challenger_metrics, pipeline.promotion)
+        mlflow.set_tags({"promotion": "promoted" if promote else "kept champion", "promotion_reason": reason,
+                         "champion_version": champion.version if champion else "none",
+                         "challenger_version": version.version})
+        if promote:
+            T.set_alias(client, name, T.CHAMPION, version.version)
+            import shutil
+
+            write_outputs(run, bundle_dir, facts=[("MLflow run", active.info.run_id)])
+            shutil.rmtree(challenger_dir)
+    typer.echo(f"\nreport: {report if not promote else bundle_dir / 'report.html'}")
+    typer.echo(f"{name} version {version.version}: {reason}")
+
+
+def _train_flat(config: Path, data: Path | None) -> None:
+    _err(f"error: {config} is a flat-export dataset config; training on flat exports is not available yet "
+         "(use `leadscore audit --flat` for its leakage audit)")
+    raise typer.Exit(EXIT_UNUSABLE)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -57,6 +57,48 @@ def build(cls: type[T], mapping: Any, where: str) -> T:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
+@dataclasses.dataclass(frozen=True)
+class SplitConfig:
+    """Where the out-of-time split falls. Dates win; without them the as-of window of the
+    matured examples is cut by fractions of its length (calibration, then test, at the end)."""
+
+    calibration_start: str | None = None
+    test_start: str | None = None
+    calibration_fraction: float = 0.15
+    test_fraction: float = 0.25
+    lead_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    salt: int = 0
+
+    def __post_init__(self):
+        if (self.calibration_start is None) != (self.test_start is None):
+            raise ValueError("give both calibration_start and test_start, or neither (then fractions are used)")
+        if not (0 < self.calibration_fraction < 1 and 0 < self.test_fraction < 1
+                and self.calibration_fraction + self.test_fraction < 1):
+            raise ValueError(f"calibration_fraction and test_fraction must be in (0, 1) and sum to < 1, got "
+                             f"{self.calibration_fraction!r} and {self.test_fraction!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow: the embedded SQLite store by default (paths relative to the working directory)."""
+
+    tracking_uri: str = "sqlite:///mlflow.db"
+    artifact_location: str = "mlartifacts"
+    experiment: str = "leadscore"
+    registered_model: str = "leadscore"
+    enabled: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class PromotionConfig:
+    """When a retrained challenger replaces the champion: better by a margin on AUC or log
+    loss, and calibration (ECE) not worse by more than ``max_ece_increase``."""
+
+    min_auc_gain: float = 0.002
+    min_logloss_gain: float = 0.0002
+    max_ece_increase: float = 0.0
+
+
 @dataclasses.dataclass
 class PipelineConfig:
     """The training pipeline declaration (``pipelines/train.yaml``), section by section."""
@@ -67,15 +109,37 @@ class PipelineConfig:
     features: Any
     leakage: Any
     raw: dict
+    split: SplitConfig = dataclasses.field(default_factory=SplitConfig)
+    model: Any = None
+    calibration: str = "auto"
+    cutoffs: Any = None
+    rules: str | None = None
+    tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
+    models_dir: str = "models"
+    name: str = "leadscore"
+    promotion: PromotionConfig = dataclasses.field(default_factory=PromotionConfig)
+
+    def resolve(self, path: str | None) -> Path | None:
+        """A path from the config: as written if absolute or existing from the working
+        directory, else relative to the config file's directory."""
+        if path is None:
+            return None
+        p = Path(path)
+        if p.is_absolute() or p.exists():
+            return p
+        return self.path.parent / p
 
 
-PIPELINE_SECTIONS = ("data", "examples", "features", "leakage")
+PIPELINE_SECTIONS = ("data", "examples", "features", "leakage", "split", "model", "calibration", "cutoffs",
+                     "rules", "tracking", "models_dir", "name", "promotion")
 
 
 def load_pipeline(path: Path | str) -> PipelineConfig:
+    from leadscore.cutoffs import CutoffPolicy
     from leadscore.examples import ExampleConfig
     from leadscore.features import FeatureConfig
     from leadscore.leakage import LeakageConfig
+    from leadscore.train import ModelConfig
 
     path = Path(path)
     raw = load_yaml(path)
@@ -83,12 +147,22 @@ def load_pipeline(path: Path | str) -> PipelineConfig:
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; allowed: {', '.join(PIPELINE_SECTIONS)}")
     data = raw.get("data")
-    if data is not None:
-        data = str(data)
+    calibration = str(raw.get("calibration", "auto"))
+    if calibration not in ("auto", "isotonic", "sigmoid"):
+        raise ConfigError(f"{path}: calibration must be auto, isotonic or sigmoid, got {calibration!r}")
     return PipelineConfig(
-        path=path, data=data,
+        path=path, data=None if data is None else str(data),
         examples=build(ExampleConfig, raw.get("examples"), f"{path}: examples"),
         features=build(FeatureConfig, raw.get("features"), f"{path}: features"),
         leakage=build(LeakageConfig, raw.get("leakage"), f"{path}: leakage"),
         raw=raw,
+        split=build(SplitConfig, raw.get("split"), f"{path}: split"),
+        model=build(ModelConfig, raw.get("model"), f"{path}: model"),
+        calibration=calibration,
+        cutoffs=build(CutoffPolicy, raw.get("cutoffs"), f"{path}: cutoffs"),
+        rules=None if raw.get("rules") is None else str(raw["rules"]),
+        tracking=build(TrackingConfig, raw.get("tracking"), f"{path}: tracking"),
+        models_dir=str(raw.get("models_dir", "models")),
+        name=str(raw.get("name", "leadscore")),
+        promotion=build(PromotionConfig, raw.get("promotion"), f"{path}: promotion"),
     )

@@ -35,6 +35,8 @@ US_PER_DAY = 86_400_000_000
 CLOSED_STAGES = ("sql", "opportunity", "won", "lost")
 
 HAND_RAISER_TYPES = ("demo_request", "contact_sales", "trial_signup", "page_view_pricing")
+RECENCY_TYPES = ("page_view_pricing", "page_view_product", "page_view_docs", "demo_request", "contact_sales",
+                 "trial_signup", "chat", "email_click")
 NEGATIVE_TYPES = ("email_unsubscribe", "email_bounce")
 
 SIZE_BANDS = ((1, 10), (11, 50), (51, 200), (201, 1000), (1001, 5000))  # then 5001+
@@ -56,21 +58,25 @@ class FeatureConfig:
 
     ``windows_days``: look-back windows for per-kind counts. ``half_life_days``: an activity
     this old counts half in the decay-weighted scores. ``hand_raiser_types``: activity kinds
-    that signal explicit buying intent.
+    that signal explicit buying intent. ``recency_types``: activity kinds that get their own
+    "days since the last one" feature (where a lead is in its journey shows in how recently
+    it looked at prices or docs, not only in how often).
     """
 
     windows_days: tuple[int, ...] = (7, 30, 90)
     half_life_days: float = 14.0
     hand_raiser_types: tuple[str, ...] = HAND_RAISER_TYPES
+    recency_types: tuple[str, ...] = RECENCY_TYPES
 
     def __post_init__(self):
         if not self.windows_days or any(int(w) != w or w < 1 for w in self.windows_days):
             raise ValueError(f"windows_days must be positive whole days, got {self.windows_days!r}")
         if not self.half_life_days > 0:
             raise ValueError(f"half_life_days must be > 0, got {self.half_life_days!r}")
-        unknown = sorted(set(self.hand_raiser_types) - set(ACTIVITY_TYPES))
-        if unknown:
-            raise ValueError(f"hand_raiser_types: unknown activity types {unknown}; known: {sorted(ACTIVITY_TYPES)}")
+        for name in ("hand_raiser_types", "recency_types"):
+            unknown = sorted(set(getattr(self, name)) - set(ACTIVITY_TYPES))
+            if unknown:
+                raise ValueError(f"{name}: unknown activity types {unknown}; known: {sorted(ACTIVITY_TYPES)}")
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,10 @@ def _count_name(kind: str, window: int) -> str:
     return f"n_{kind}_{window}d"
 
 
+def _recency_name(kind: str) -> str:
+    return f"days_since_{kind}"
+
+
 def engagement_features(config: FeatureConfig) -> tuple[FeatureSpec, ...]:
     specs = []
     for window in config.windows_days:
@@ -120,6 +130,13 @@ def engagement_features(config: FeatureConfig) -> tuple[FeatureSpec, ...]:
         FeatureSpec("days_since_last_hand_raiser", "engagement", "numeric",
                     "days since the latest hand-raiser action: " + ", ".join(config.hand_raiser_types)
                     + " (empty if none)"),
+    ]
+    specs += [
+        FeatureSpec(_recency_name(kind), "engagement", "numeric",
+                    f"days since the lead last {ACTIVITY_TYPES[kind].split(' (')[0]} (empty if never)")
+        for kind in config.recency_types
+    ]
+    specs += [
         FeatureSpec("n_hand_raiser_total", "engagement", "count", "hand-raiser actions since the lead was created"),
         FeatureSpec("engagement_decayed", "engagement", "numeric",
                     f"activities (bounces and unsubscribes excluded) weighted by 0.5^(age / {hl:g} days)"),
@@ -317,6 +334,7 @@ def _activity_aggregates(config: FeatureConfig) -> str:
         aggs.append(f"sum(w{window}) AS n_activities_{window}d")
     aggs += [
         "sum(n) AS n_activities_total",
+        *(f"min(last_age) FILTER (WHERE k = '{kind}') AS {_recency_name(kind)}" for kind in config.recency_types),
         "min(last_age) AS days_since_last_activity",
         f"min(last_age) FILTER (WHERE k IN {hand}) AS days_since_last_hand_raiser",
         f"sum(n) FILTER (WHERE k IN {hand}) AS n_hand_raiser_total",
@@ -432,10 +450,11 @@ def _finish(raw: pd.DataFrame, config: FeatureConfig) -> pd.DataFrame:
     for col in ("engagement_decayed", "hand_raiser_decayed"):
         raw[col] = raw[col].fillna(0.0)
 
-    out = _with_as_of(raw[["lead_id", "as_of_us"]].copy())
+    keys = _with_as_of(raw[["lead_id", "as_of_us"]].copy())
+    columns = {}
     for spec in feature_specs(config):
         col = raw[spec.name]
         if spec.kind in ("count", "flag"):
             col = col.fillna(0)
-        out[spec.name] = col.astype(spec.dtype)
-    return out.reset_index(drop=True)
+        columns[spec.name] = col.astype(spec.dtype)
+    return pd.concat([keys, pd.DataFrame(columns, index=keys.index)], axis=1).reset_index(drop=True)

@@ -110,14 +110,19 @@ def _require_positives(y: np.ndarray, label: str, config: ModelConfig, where: st
             "The rule baseline remains in use; retrain when more outcomes have matured.")
 
 
+def validation_mask(train: pd.DataFrame, config: ModelConfig) -> np.ndarray:
+    """True for the examples of the training leads held out for early stopping (by lead)."""
+    f = config.validation_fraction
+    return lead_parts(train["lead_id"], (1 - f, f / 2, f / 2), salt=config.seed + 17) > 0
+
+
 def fit_lightgbm(train: pd.DataFrame, label: str, features: list[str], categorical: list[str],
                  config: ModelConfig) -> ConversionModel:
     """Fit on the training part; early stopping on a held-out group of training leads."""
     y = train[label].astype(bool).to_numpy()
     _require_positives(y, label, config, "training part")
     levels = categorical_levels(train, categorical)
-    held_out = lead_parts(train["lead_id"], (1 - config.validation_fraction, config.validation_fraction / 2,
-                                            config.validation_fraction / 2), salt=config.seed + 17) > 0
+    held_out = validation_mask(train, config)
     X = as_model_frame(train, features, levels)
     model = lgb.LGBMClassifier(
         objective="binary", n_estimators=config.n_estimators, learning_rate=config.learning_rate,
@@ -126,7 +131,7 @@ def fit_lightgbm(train: pd.DataFrame, label: str, features: list[str], categoric
         reg_lambda=config.reg_lambda, random_state=config.seed, n_jobs=config.n_jobs, verbose=-1,
         deterministic=True, force_row_wise=True,
     )
-    model.fit(X[~held_out], y[~held_out], eval_set=[(X[held_out], y[held_out])], eval_metric="binary_logloss",
+    model.fit(X[~held_out], y[~held_out], eval_X=(X[held_out],), eval_y=(y[held_out],), eval_metric="binary_logloss",
               categorical_feature=categorical,
               callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)])
     best = int(model.best_iteration_ or config.n_estimators)

@@ -1,0 +1,550 @@
+"""MQL and SQL cutoffs on calibrated ``p_sql``: chosen by a business policy, reported with intervals.
+
+Examples are (lead, as_of) pairs - every open lead at every weekly as-of date. Two cutoffs
+sort them into tiers: ``SQL`` when ``p >= sql``, ``MQL`` when ``mql <= p < sql``, else
+``lead``. "At or above" a threshold ``t`` always means the examples with ``p >= t``; the MQL
+figures below are for everything at or above the MQL cutoff (the MQL *and* SQL tiers).
+
+Cutoffs are *chosen* on one frame (the calibration slice) by the policy named in the
+``cutoffs:`` section of ``pipelines/train.yaml`` and *reported* on another (the out-of-time
+test slice) with bootstrap intervals. The policies, for each of the two targets:
+
+* ``conversion_rate`` - the target is a rate in (0, 1]. Candidate thresholds are the distinct
+  ``p`` values; a candidate is *supported* when at least ``min_rows`` examples are at or above
+  it. The cutoff is the smallest supported candidate ``t`` such that the examples at or above
+  every supported candidate ``t' >= t`` (``t`` included) convert at >= the target. So the
+  leads handed over convert at the target, and so would any stricter cut with enough rows;
+  the few highest-scored rows (under ``min_rows``), whose rate is noise, are never used on
+  their own. Consequently the next lower candidate converts below the target. When even the
+  highest supported candidate falls short, :class:`CutoffError` reports the best rate reachable.
+* ``capacity`` - a target ``>= 1`` is a number of leads per week: the cutoff is the lowest
+  candidate with at most that many leads per week at or above it. Leads per week = examples at
+  or above / number of distinct as-of dates x ``population_scale`` (the mean over as-of dates
+  of the count at or above, for the whole lead base). A target ``< 1`` is a share of examples:
+  the lowest candidate with at most that share at or above it. Ties at a candidate move
+  together, so the realised load can be below the target.
+* ``recall`` - the target is a share of positives in (0, 1]: the cutoff is the highest
+  candidate with at least that share of all positives at or above it.
+* ``expected_value`` - with calibrated probabilities, working a lead at cost ``c`` is worth
+  ``p x value_per_sql - c`` in expectation, positive exactly when ``p >= c / value_per_sql``.
+  Working every lead at or above that threshold, and none below, therefore maximises the total
+  expected value: ``sql = sql_cost / value_per_sql`` (a sales touch) and ``mql = mql_cost /
+  value_per_sql`` (a nurture touch), each clipped into ``[EPS, 1]`` (``EPS`` is the floor the
+  calibrators clip probabilities to). This needs no data and takes each tier's action as
+  paying for itself; it assumes the probabilities are calibrated on the population scored.
+
+Whatever the policy, the MQL cutoff must not exceed the SQL cutoff; targets that would put it
+above are refused (:class:`CutoffError`). Comparisons are exact (``rate >= target`` with the
+rate computed as positives / examples), so a target met exactly counts as met.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+POLICIES = ("conversion_rate", "capacity", "recall", "expected_value")
+TIERS = ("lead", "MQL", "SQL")
+EPS = 1e-6  # the calibrators clip probabilities to [EPS, 1 - EPS]; expected-value cutoffs are clipped to [EPS, 1]
+DEFAULT_TARGETS = {"mql": 0.04, "sql": 0.13}  # conversion_rate targets when the config gives neither
+MIN_BOOTSTRAP = 100  # fewer resamples give unstable 2.5 % / 97.5 % percentiles
+_EV_FIELDS = ("value_per_sql", "mql_cost", "sql_cost")
+_CHUNK_DRAWS = 4_000_000  # bootstrap draws held in memory at once
+
+
+class CutoffError(ValueError):
+    """A cutoff policy that is invalid, or that cannot be met on the data it is chosen on."""
+
+
+# ---------------------------------------------------------------------------
+# Policy and cutoffs
+# ---------------------------------------------------------------------------
+
+def _number(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise CutoffError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _integer(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise CutoffError(f"{name} must be a whole number, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class CutoffPolicy:
+    """How the cutoffs are chosen: the ``cutoffs:`` section of ``pipelines/train.yaml``.
+
+    ``policy`` is one of :data:`POLICIES` (semantics in the module docstring). ``mql`` / ``sql``
+    are the targets of the two cutoffs - a conversion rate, a capacity (leads per week if
+    ``>= 1``, share of examples if ``< 1``) or a recall; ``conversion_rate`` without either
+    target uses :data:`DEFAULT_TARGETS`. ``expected_value`` takes ``value_per_sql`` (value of
+    one SQL: deal value x win rate), ``mql_cost`` (one nurture touch) and ``sql_cost`` (one
+    sales touch) instead, in one currency. ``min_rows``: fewest examples at or above a
+    ``conversion_rate`` candidate for its rate to count. ``bootstrap``: resamples of leads
+    for the reported intervals, 0 for none, else at least :data:`MIN_BOOTSTRAP`;
+    ``confidence``: their coverage; ``seed`` makes them reproducible.
+    """
+
+    policy: str = "conversion_rate"
+    mql: float | None = None
+    sql: float | None = None
+    value_per_sql: float | None = None
+    mql_cost: float | None = None
+    sql_cost: float | None = None
+    bootstrap: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+    min_rows: int = 30
+
+    def _set(self, name, value):
+        object.__setattr__(self, name, value)
+
+    def __post_init__(self):
+        if not isinstance(self.policy, str) or self.policy not in POLICIES:
+            raise CutoffError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
+        for name in ("mql", "sql", *_EV_FIELDS):
+            value = getattr(self, name)
+            if value is not None:
+                self._set(name, _number(name, value))
+        if self.policy == "expected_value":
+            self._check_expected_value()
+        else:
+            self._check_targets()
+        self._set("bootstrap", _integer("bootstrap", self.bootstrap))
+        if self.bootstrap != 0 and self.bootstrap < MIN_BOOTSTRAP:
+            raise CutoffError(f"bootstrap must be 0 (no intervals) or at least {MIN_BOOTSTRAP} resamples, "
+                              f"got {self.bootstrap}")
+        self._set("confidence", _number("confidence", self.confidence))
+        if not 0 < self.confidence < 1:
+            raise CutoffError(f"confidence must be in (0, 1), e.g. 0.95, got {self.confidence!r}")
+        self._set("seed", _integer("seed", self.seed))
+        if self.seed < 0:
+            raise CutoffError(f"seed must be >= 0, got {self.seed}")
+        self._set("min_rows", _integer("min_rows", self.min_rows))
+        if self.min_rows < 1:
+            raise CutoffError(f"min_rows must be >= 1, got {self.min_rows}")
+
+    def _check_expected_value(self):
+        given = [name for name in ("mql", "sql") if getattr(self, name) is not None]
+        if given:
+            raise CutoffError(f"{' and '.join(given)} target(s) are not used by policy expected_value (its cutoffs "
+                              "come from value_per_sql, mql_cost and sql_cost); remove them")
+        missing = [name for name in _EV_FIELDS if getattr(self, name) is None]
+        if missing:
+            raise CutoffError(f"policy expected_value needs {', '.join(_EV_FIELDS)}; missing: {', '.join(missing)}")
+        if self.value_per_sql <= 0:
+            raise CutoffError(f"value_per_sql must be > 0 (deal value x win rate), got {self.value_per_sql!r}")
+        for name in ("mql_cost", "sql_cost"):
+            if getattr(self, name) < 0:
+                raise CutoffError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.mql_cost > self.sql_cost:
+            raise CutoffError(f"mql_cost ({self.mql_cost!r}) must not exceed sql_cost ({self.sql_cost!r}): "
+                              "a dearer nurture touch would put the MQL cutoff above the SQL cutoff")
+
+    def _check_targets(self):
+        given = [name for name in _EV_FIELDS if getattr(self, name) is not None]
+        if given:
+            raise CutoffError(f"{', '.join(given)}: only used by policy expected_value, not {self.policy}; "
+                              "remove them or set policy: expected_value")
+        if self.policy == "conversion_rate" and self.mql is None and self.sql is None:
+            self._set("mql", DEFAULT_TARGETS["mql"])
+            self._set("sql", DEFAULT_TARGETS["sql"])
+        missing = [name for name in ("mql", "sql") if getattr(self, name) is None]
+        if missing:
+            raise CutoffError(f"policy {self.policy} needs both an mql and an sql target; "
+                              f"missing: {', '.join(missing)}")
+        for name in ("mql", "sql"):
+            t = getattr(self, name)
+            if self.policy in ("conversion_rate", "recall") and not 0 < t <= 1:
+                what = "a conversion rate" if self.policy == "conversion_rate" else "a share of positives"
+                hint = f" (for {t:g} % write {t / 100:g})" if 1 < t <= 100 else ""
+                raise CutoffError(f"{name} must be {what} in (0, 1] for policy {self.policy}, got {t!r}{hint}")
+            if self.policy == "capacity" and not t > 0:
+                raise CutoffError(f"{name} must be > 0 for policy capacity (>= 1: leads per week, < 1: share of "
+                                  f"examples), got {t!r}")
+        if self.policy == "conversion_rate" and self.mql > self.sql:
+            raise CutoffError(f"mql ({self.mql!r}) must not exceed sql ({self.sql!r}) for policy conversion_rate: "
+                              "the MQL cutoff lets in more leads, so it converts at a lower rate")
+        if self.policy == "recall" and self.mql < self.sql:
+            raise CutoffError(f"mql ({self.mql!r}) must be at least sql ({self.sql!r}) for policy recall: the MQL "
+                              "cutoff is the lower one, so it holds the larger share of positives")
+        if self.policy == "capacity" and (self.mql >= 1) == (self.sql >= 1) and self.mql < self.sql:
+            raise CutoffError(f"mql ({self.mql!r}) must be at least sql ({self.sql!r}) for policy capacity: "
+                              "everything at or above the SQL cutoff is also at or above the MQL cutoff")
+
+    def target(self, name: str) -> float:
+        """The target of cutoff ``name`` (``"mql"`` or ``"sql"``); NaN for expected_value."""
+        value = getattr(self, name)
+        return float("nan") if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class Cutoffs:
+    """The chosen cutoffs on ``p_sql`` and the policy they were chosen by."""
+
+    policy: CutoffPolicy
+    mql: float
+    sql: float
+
+    def __post_init__(self):
+        if not isinstance(self.policy, CutoffPolicy):
+            raise CutoffError(f"policy must be a CutoffPolicy, got {type(self.policy).__name__}")
+        for name in ("mql", "sql"):
+            value = _number(f"{name} cutoff", getattr(self, name))
+            if not 0 <= value <= 1:
+                raise CutoffError(f"{name} cutoff must be a probability in [0, 1], got {value!r}")
+            object.__setattr__(self, name, value)
+        if self.mql > self.sql:
+            raise CutoffError(f"mql cutoff ({self.mql!r}) must not exceed sql cutoff ({self.sql!r})")
+
+    def tier(self, p) -> np.ndarray:
+        """``"SQL"`` where ``p >= sql``, ``"MQL"`` where ``mql <= p < sql``, else ``"lead"``."""
+        p = _probabilities(p, "p", allow_scalar=True)
+        return np.where(p >= self.sql, "SQL", np.where(p >= self.mql, "MQL", "lead"))
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable: ``{"mql": cutoff, "sql": cutoff, "policy": {policy fields}}``."""
+        return {"mql": self.mql, "sql": self.sql, "policy": dataclasses.asdict(self.policy)}
+
+    @classmethod
+    def from_dict(cls, d) -> Cutoffs:
+        """The inverse of :meth:`to_dict`."""
+        if not isinstance(d, dict):
+            raise CutoffError(f"expected the mapping Cutoffs.to_dict() writes, got {type(d).__name__}")
+        missing = sorted({"mql", "sql", "policy"} - set(d))
+        if missing or not isinstance(d["policy"], dict):
+            raise CutoffError(f"cutoffs record lacks {', '.join(missing) or 'a policy mapping'}; expected "
+                              "{'mql': ..., 'sql': ..., 'policy': {...}} as Cutoffs.to_dict() writes it")
+        fields = {f.name for f in dataclasses.fields(CutoffPolicy)}
+        unknown = sorted(set(d["policy"]) - fields)
+        if unknown:
+            raise CutoffError(f"cutoffs policy has unknown key(s) {', '.join(unknown)}; "
+                              f"allowed: {', '.join(sorted(fields))}")
+        return cls(policy=CutoffPolicy(**d["policy"]), mql=d["mql"], sql=d["sql"])
+
+
+# ---------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------
+
+def _probabilities(p, name: str = "p", allow_scalar: bool = False) -> np.ndarray:
+    try:
+        arr = np.asarray(p, dtype="float64")
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be numeric probabilities without missing values ({exc})") from exc
+    if arr.ndim != 1 and not (allow_scalar and arr.ndim == 0):
+        raise ValueError(f"{name} must be one-dimensional (one probability per example), got shape {arr.shape}")
+    bad = ~((arr >= 0) & (arr <= 1))  # also catches NaN
+    if bad.any():
+        first = arr[bad].ravel()[0]
+        raise ValueError(f"{name} must hold probabilities in [0, 1]; {int(bad.sum())} value(s) are not "
+                         f"(e.g. {float(first)!r})")
+    return arr
+
+
+def _length(values, name: str, n: int):
+    m = len(values)
+    if m != n:
+        raise ValueError(f"{name} has {m:,} values but p has {n:,}; give one per example")
+
+
+def _labels(y, n: int) -> np.ndarray:
+    _length(y, "y", n)
+    s = y if isinstance(y, pd.Series) else pd.Series(np.asarray(y))
+    if s.isna().any():
+        raise ValueError(f"y has {int(s.isna().sum()):,} missing label(s); give 0/1 or bool for every example")
+    try:
+        v = s.to_numpy(dtype="float64")
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"y must be 0/1 or bool, got dtype {s.dtype}") from exc
+    bad = (v != 0) & (v != 1)
+    if bad.any():
+        raise ValueError(f"y must be 0/1 or bool; {int(bad.sum()):,} value(s) are not (e.g. {float(v[bad][0])!r})")
+    return v.astype("int64")
+
+
+def _n_dates(as_of, n: int) -> int:
+    _length(as_of, "as_of", n)
+    s = as_of if isinstance(as_of, pd.Series) else pd.Series(as_of)
+    if not pd.api.types.is_datetime64_any_dtype(s):  # e.g. Timestamps in an object array; strings are refused
+        if pd.api.types.infer_dtype(s, skipna=True) not in ("datetime", "datetime64", "empty"):
+            raise ValueError(f"as_of must be timestamps (the examples' as-of dates), got {s.dtype} values "
+                             f"such as {s.iloc[0]!r}")
+        s = pd.to_datetime(s, utc=True)
+    if s.isna().any():
+        raise ValueError(f"as_of has {int(s.isna().sum()):,} missing value(s); every example needs its as-of date")
+    return int(s.nunique())
+
+
+def _lead_codes(lead_id, n: int) -> tuple[np.ndarray, int]:
+    _length(lead_id, "lead_id", n)
+    codes, uniques = pd.factorize(lead_id if isinstance(lead_id, pd.Series) else np.asarray(lead_id, dtype=object))
+    if (codes < 0).any():
+        raise ValueError(f"lead_id has {int((codes < 0).sum()):,} missing value(s); every example needs its lead")
+    return codes, len(uniques)
+
+
+def _scale(population_scale) -> float:
+    try:
+        value = _number("population_scale", population_scale)
+    except CutoffError as exc:
+        raise ValueError(str(exc)) from None
+    if value <= 0:
+        raise ValueError(f"population_scale must be > 0 (leads each example stands for), got {population_scale!r}")
+    return value
+
+
+def _inputs(p, y, as_of, population_scale):
+    p = _probabilities(p)
+    if len(p) == 0:
+        raise ValueError("p is empty; cutoffs need at least one example")
+    return p, _labels(y, len(p)), _n_dates(as_of, len(p)), _scale(population_scale)
+
+
+# ---------------------------------------------------------------------------
+# Counting at or above thresholds
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Sorted:
+    """``p`` sorted ascending with suffix sums of ``y``: counts at or above any threshold by bisection."""
+
+    p: np.ndarray
+    pos_from: np.ndarray  # pos_from[i]: positives among sorted rows i..n-1 (pos_from[n] = 0)
+
+    @classmethod
+    def of(cls, p: np.ndarray, y: np.ndarray) -> _Sorted:
+        order = np.argsort(p, kind="stable")
+        pos_from = np.zeros(len(p) + 1, dtype="int64")
+        pos_from[:-1] = np.cumsum(y[order][::-1])[::-1]
+        return cls(p[order], pos_from)
+
+    @property
+    def n(self) -> int:
+        return len(self.p)
+
+    @property
+    def positives(self) -> int:
+        return int(self.pos_from[0])
+
+    def at_or_above(self, thresholds) -> tuple[np.ndarray, np.ndarray]:
+        """(examples, positives) with ``p >= t`` for each threshold ``t``."""
+        i = np.searchsorted(self.p, np.asarray(thresholds, dtype="float64"), side="left")
+        return self.n - i, self.pos_from[i]
+
+    def candidates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Distinct ``p`` values ascending, with (examples, positives) at or above each."""
+        values = np.unique(self.p)
+        return (values, *self.at_or_above(values))
+
+
+def _per_week(count, n_dates: int, scale: float):
+    return np.asarray(count, dtype="float64") * scale / n_dates
+
+
+def _ratio(num, den):
+    num, den = np.asarray(num, dtype="float64"), np.asarray(den, dtype="float64")
+    return np.divide(num, den, out=np.full(np.broadcast(num, den).shape, np.nan), where=den > 0)
+
+
+# ---------------------------------------------------------------------------
+# Choosing
+# ---------------------------------------------------------------------------
+
+def _by_conversion_rate(s: _Sorted, target: float, name: str, min_rows: int) -> float:
+    values, n_ge, pos_ge = s.candidates()
+    supported = np.flatnonzero(n_ge >= min_rows)  # a prefix: n_ge falls as the threshold rises
+    if supported.size == 0:
+        raise CutoffError(f"the frame has {s.n:,} examples; policy conversion_rate needs at least min_rows="
+                          f"{min_rows} at or above a cutoff")
+    top = supported[-1]
+    rate = pos_ge[: top + 1] / n_ge[: top + 1]
+    if rate[top] < target:
+        best = int(np.argmax(rate))
+        if rate[best] < target:
+            raise CutoffError(
+                f"no p_sql cutoff converts at >= {target:.1%} ({name} target): the best rate with at least "
+                f"{min_rows} examples at or above is {rate[best]:.1%} (p_sql >= {values[best]:.4g}, "
+                f"{int(n_ge[best]):,} examples); lower the {name} target or choose on more data")
+        raise CutoffError(
+            f"no p_sql cutoff keeps the conversion rate at >= {target:.1%} ({name} target) for every stricter cut: "
+            f"p_sql >= {values[best]:.4g} reaches {rate[best]:.1%}, but the top {int(n_ge[top]):,} examples "
+            f"(p_sql >= {values[top]:.4g}) convert at only {rate[top]:.1%}; the scores are poorly ranked at the top - "
+            f"lower the {name} target, raise min_rows or choose on more data")
+    below = np.flatnonzero(rate < target)
+    return float(values[below[-1] + 1 if below.size else 0])
+
+
+def _by_capacity(s: _Sorted, target: float, name: str, n_dates: int, scale: float) -> float:
+    values, n_ge, _ = s.candidates()
+    if target >= 1:
+        load, what = _per_week(n_ge, n_dates, scale), f"{target:g} leads per week"
+        top_load = f"{load[-1]:.4g} leads per week"
+    else:
+        load, what = n_ge / s.n, f"{target:.2%} of examples"
+        top_load = f"{load[-1]:.2%} of examples"
+    ok = np.flatnonzero(load <= target)  # a suffix: load falls as the threshold rises
+    if ok.size == 0:
+        raise CutoffError(f"no p_sql cutoff keeps to {what} ({name} target): the {int(n_ge[-1]):,} examples tied at "
+                          f"the highest p_sql ({values[-1]:.4g}) already make {top_load}; raise the {name} target")
+    return float(values[ok[0]])
+
+
+def _by_recall(s: _Sorted, target: float, name: str) -> float:
+    if s.positives == 0:
+        raise CutoffError("policy recall needs positives, but y has none on the frame the cutoffs are chosen on")
+    values, _, pos_ge = s.candidates()
+    ok = np.flatnonzero(pos_ge / s.positives >= target)  # a prefix: recall falls as the threshold rises
+    return float(values[ok[-1]])
+
+
+def choose_cutoffs(p, y, as_of, policy: CutoffPolicy, population_scale: float = 1.0) -> Cutoffs:
+    """Choose the MQL and SQL cutoffs on ``p`` by ``policy`` (semantics: module docstring).
+
+    ``p``: calibrated ``p_sql`` per example; ``y``: 0/1 or bool outcomes; ``as_of``: each
+    example's as-of timestamp (leads per week divide by the number of distinct dates);
+    ``population_scale``: leads each example stands for (1 / the sampled share of leads).
+    Raises :class:`CutoffError` when a target cannot be met or the two cutoffs conflict.
+    """
+    if not isinstance(policy, CutoffPolicy):
+        raise TypeError(f"policy must be a CutoffPolicy, got {type(policy).__name__}")
+    p, y, n_dates, scale = _inputs(p, y, as_of, population_scale)
+    if policy.policy == "expected_value":
+        mql = float(np.clip(policy.mql_cost / policy.value_per_sql, EPS, 1.0))
+        sql = float(np.clip(policy.sql_cost / policy.value_per_sql, EPS, 1.0))
+        return Cutoffs(policy=policy, mql=mql, sql=sql)
+    s = _Sorted.of(p, y)
+    chosen = {}
+    for name in ("mql", "sql"):
+        target = getattr(policy, name)
+        if policy.policy == "conversion_rate":
+            chosen[name] = _by_conversion_rate(s, target, name, policy.min_rows)
+        elif policy.policy == "capacity":
+            chosen[name] = _by_capacity(s, target, name, n_dates, scale)
+        else:
+            chosen[name] = _by_recall(s, target, name)
+    if chosen["mql"] > chosen["sql"]:
+        raise CutoffError(
+            f"the targets conflict: the MQL cutoff (p_sql >= {chosen['mql']:.4g}, from mql={policy.mql:g}) is above "
+            f"the SQL cutoff (p_sql >= {chosen['sql']:.4g}, from sql={policy.sql:g}) under policy {policy.policy}; "
+            "set the MQL target so it admits at least the leads the SQL target does")
+    return Cutoffs(policy=policy, mql=chosen["mql"], sql=chosen["sql"])
+
+
+# ---------------------------------------------------------------------------
+# Reporting
+# ---------------------------------------------------------------------------
+
+def _bootstrap_sums(codes: np.ndarray, n_leads: int, columns: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """Per resample of leads (with replacement; a lead's examples move together): the column sums.
+
+    Sums per lead are taken once; a resample is then a vector of how often each lead was drawn,
+    so its sums are one matrix product. Returns ``(n_resamples, n_columns)``."""
+    per_lead = np.column_stack([np.bincount(codes, weights=c, minlength=n_leads) for c in columns.T])
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_resamples, per_lead.shape[1]))
+    chunk = max(1, min(n_resamples, _CHUNK_DRAWS // n_leads))
+    for start in range(0, n_resamples, chunk):
+        m = min(chunk, n_resamples - start)
+        draws = rng.integers(0, n_leads, size=(m, n_leads)) + (np.arange(m) * n_leads)[:, None]
+        counts = np.bincount(draws.ravel(), minlength=m * n_leads).reshape(m, n_leads)
+        out[start:start + m] = counts.astype("float64") @ per_lead
+    return out
+
+
+def _interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    alpha = 1 - confidence
+    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def cutoff_report(cutoffs: Cutoffs, p, y, as_of, lead_id, population_scale: float = 1.0) -> pd.DataFrame:
+    """The cutoffs on a frame (the test slice): one row per cutoff, ``MQL`` then ``SQL``.
+
+    Columns: ``cutoff``, ``policy``, ``threshold`` (the cutoff on p), ``target`` (the policy's
+    target, NaN for expected_value), ``examples`` (at or above, on this frame),
+    ``leads_per_week`` (at or above, per as-of date, x ``population_scale``),
+    ``share_of_examples``, ``conversion_rate`` (observed rate at or above), ``recall`` (share
+    of all positives at or above); and for the tier band alone (MQL row: ``mql <= p < sql``;
+    SQL row: ``p >= sql``, the same as at or above) ``band_leads_per_week``,
+    ``band_share_of_examples``, ``band_conversion_rate``. ``leads_per_week``,
+    ``conversion_rate``, ``recall`` and ``band_conversion_rate`` have ``_low`` / ``_high``:
+    the percentile bootstrap interval at ``policy.confidence`` from ``policy.bootstrap``
+    resamples of *leads* with replacement (a lead's examples are correlated, so they move
+    together), seeded by ``policy.seed``; the as-of dates stay fixed. NaN without resamples,
+    and where a rate has no examples (or no positives) to divide by.
+    """
+    if not isinstance(cutoffs, Cutoffs):
+        raise TypeError(f"cutoffs must be Cutoffs, got {type(cutoffs).__name__}")
+    p, y, n_dates, scale = _inputs(p, y, as_of, population_scale)
+    codes, n_leads = _lead_codes(lead_id, len(p))
+    policy = cutoffs.policy
+    n = len(p)
+
+    at_mql, at_sql = p >= cutoffs.mql, p >= cutoffs.sql
+    # columns summed per example: at or above mql / sql, positives there, all positives
+    columns = np.column_stack([at_mql, y * at_mql, at_sql, y * at_sql, y]).astype("float64")
+    point = columns.sum(axis=0)[None, :]
+    boot = (_bootstrap_sums(codes, n_leads, columns, policy.bootstrap, policy.seed)
+            if policy.bootstrap else np.full((0, columns.shape[1]), np.nan))
+
+    def stats(t: np.ndarray, k: int, band: bool = False) -> dict[str, np.ndarray]:
+        """Statistics of the rows counted in columns k (examples) and k + 1 (positives)."""
+        examples, positives = t[:, k], t[:, k + 1]
+        if band:
+            examples, positives = examples - t[:, 2], positives - t[:, 3]
+        return {"leads_per_week": _per_week(examples, n_dates, scale), "examples": examples,
+                "conversion_rate": _ratio(positives, examples), "recall": _ratio(positives, t[:, 4])}
+
+    rows = []
+    for name, k, threshold in (("MQL", 0, cutoffs.mql), ("SQL", 2, cutoffs.sql)):
+        est, band = stats(point, k), stats(point, k, band=name == "MQL")
+        row = {"cutoff": name, "policy": policy.policy, "threshold": threshold,
+               "target": policy.target(name.lower()), "examples": int(est["examples"][0])}
+        for key in ("leads_per_week", "share_of_examples", "conversion_rate", "recall"):
+            row[key] = float(est["examples"][0] / n) if key == "share_of_examples" else float(est[key][0])
+            if key != "share_of_examples":
+                row[f"{key}_low"], row[f"{key}_high"] = _interval(stats(boot, k)[key], policy.confidence)
+        row["band_leads_per_week"] = float(band["leads_per_week"][0])
+        row["band_share_of_examples"] = float(band["examples"][0] / n)
+        row["band_conversion_rate"] = float(band["conversion_rate"][0])
+        row["band_conversion_rate_low"], row["band_conversion_rate_high"] = _interval(
+            stats(boot, k, band=name == "MQL")["conversion_rate"], policy.confidence)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def tradeoff_curve(p, y, as_of, population_scale: float = 1.0, n_points: int = 50) -> pd.DataFrame:
+    """What each threshold would give on a frame: the data of the report's cutoff trade-off plot.
+
+    Thresholds are ``p`` values at the quantile levels 0, 1/n_points, ..., 1 - 1/n_points (the
+    threshold that keeps about the top 100 %, ..., the top 1/n_points of examples), duplicates
+    dropped, ascending. Columns: ``threshold``, ``examples``, ``leads_per_week``,
+    ``share_of_examples``, ``conversion_rate``, ``recall`` - all for the examples at or above
+    the threshold, as in :func:`cutoff_report`.
+    """
+    if isinstance(n_points, bool) or not isinstance(n_points, numbers.Integral) or n_points < 2:
+        raise ValueError(f"n_points must be a whole number >= 2, got {n_points!r}")
+    p, y, n_dates, scale = _inputs(p, y, as_of, population_scale)
+    s = _Sorted.of(p, y)
+    index = np.minimum((np.arange(n_points) * s.n) // n_points, s.n - 1)
+    thresholds = np.unique(s.p[index])
+    n_ge, pos_ge = s.at_or_above(thresholds)
+    return pd.DataFrame({
+        "threshold": thresholds,
+        "examples": n_ge,
+        "leads_per_week": _per_week(n_ge, n_dates, scale),
+        "share_of_examples": n_ge / s.n,
+        "conversion_rate": _ratio(pos_ge, n_ge),
+        "recall": _ratio(pos_ge, np.full(len(n_ge), s.positives)),
+    })

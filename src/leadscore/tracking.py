@@ -1,0 +1,131 @@
+"""MLflow: runs, the pyfunc scorer, the registry and the ``champion`` alias.
+
+The embedded SQLite store is the default (``sqlite:///mlflow.db`` and artifacts under
+``mlartifacts/`` in the working directory, no server); any tracking URI works by config.
+The pyfunc model carries the bundle directory as its artifact and loads it through
+:func:`leadscore.bundle.load_bundle`, so the registry copy is hash-checked before it is
+unpickled, exactly like ``models/<name>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from leadscore.bundle import load_bundle
+from leadscore.config import TrackingConfig
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+SCORER_FILE = "scorer.joblib"
+
+
+class LeadScoreModel(mlflow.pyfunc.PythonModel):
+    """Feature rows (what ``leadscore features`` writes) in; lead_id, as_of, p_sql, p_won,
+    score, tier out."""
+
+    def load_context(self, context):
+        self.manifest, objects = load_bundle(context.artifacts["bundle"])
+        self.scorer = objects[SCORER_FILE]
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return self.scorer.predict(model_input)
+
+
+def configure(tracking: TrackingConfig) -> MlflowClient:
+    """Point MLflow at the configured store; create the experiment (artifacts where configured)."""
+    mlflow.set_tracking_uri(tracking.tracking_uri)
+    client = MlflowClient()
+    if client.get_experiment_by_name(tracking.experiment) is None:
+        location = tracking.artifact_location
+        if "://" not in location:
+            location = Path(location).resolve().as_uri()
+        client.create_experiment(tracking.experiment, artifact_location=location)
+    mlflow.set_experiment(tracking.experiment)
+    return client
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("lightgbm", "scikit-learn", "pandas", "numpy", "scipy", "joblib",
+                                           "duckdb", "pyyaml", "mlflow")]
+
+
+def _json_artifact(obj, name: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_text(json.dumps(obj, indent=2, default=str))
+        mlflow.log_artifact(str(path))
+
+
+def log_model_version(tracking: TrackingConfig, bundle_dir: Path, input_example: pd.DataFrame,
+                      output_example: pd.DataFrame):
+    """Log the bundle as a pyfunc model in the active run and register it; returns the ModelVersion."""
+    from mlflow.models import infer_signature
+
+    example = _serialisable(input_example)
+    info = mlflow.pyfunc.log_model(
+        name="scorer", python_model=LeadScoreModel(), artifacts={"bundle": str(bundle_dir)},
+        signature=infer_signature(example, _serialisable(output_example)), input_example=example,
+        pip_requirements=_requirements(), registered_model_name=tracking.registered_model,
+    )
+    return MlflowClient().get_model_version(tracking.registered_model, str(info.registered_model_version))
+
+
+def _serialisable(frame: pd.DataFrame) -> pd.DataFrame:
+    """MLflow schemas take naive datetimes; our timestamps are UTC, so drop the zone."""
+    out = frame.copy()
+    for col in out.columns:
+        if isinstance(out[col].dtype, pd.DatetimeTZDtype):
+            out[col] = out[col].dt.tz_convert("UTC").dt.tz_localize(None)
+    return out
+
+
+def champion_version(client: MlflowClient, name: str):
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def set_alias(client: MlflowClient, name: str, alias: str, version) -> None:
+    client.set_registered_model_alias(name, alias, str(version))
+
+
+def log_run_record(run, report_path: Path | None, figures: dict[str, bytes], bundle_dir: Path) -> None:
+    """Config, parameters, fingerprint, metrics, plots and report into the active run."""
+    mlflow.log_params({k: v for k, v in run.params.items()})
+    mlflow.log_metrics({k: float(v) for k, v in run.metrics.items()})
+    mlflow.set_tags({"data_hash": run.fingerprint["hash"],
+                     "suspected_leakage": ", ".join(run.suspected_leakage) or "none"})
+    mlflow.log_artifact(str(run.config.path), artifact_path="config")
+    _json_artifact(run.fingerprint, "data_fingerprint.json")
+    _json_artifact(run.lines, "run_log.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, png in figures.items():
+            (Path(tmp) / name).write_bytes(png)
+            mlflow.log_artifact(str(Path(tmp) / name), artifact_path="plots")
+        for name, table in (("leakage_audit.csv", run.leakage), ("cutoffs.csv", run.cutoffs),
+                            ("comparison.csv", run.comparison)):
+            table.to_csv(Path(tmp) / name)
+            mlflow.log_artifact(str(Path(tmp) / name), artifact_path="tables")
+    if report_path is not None:
+        mlflow.log_artifact(str(report_path))
+    mlflow.log_artifact(str(bundle_dir / "manifest.json"), artifact_path="bundle")
+
+
+def load_scorer(uri: str, tracking_uri: str | None = None):
+    """A Scorer from a bundle directory or an MLflow model URI (``models:/leadscore@champion``)."""
+    if os.path.isdir(uri):
+        manifest, objects = load_bundle(uri)
+        return objects[SCORER_FILE], manifest
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+    return model.scorer, model.manifest

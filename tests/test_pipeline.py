@@ -1,0 +1,189 @@
+"""The training pipeline end to end: train, bundle, MLflow registry, retrain and promotion."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from leadscore.cli import app
+from leadscore.config import PromotionConfig, load_pipeline
+from leadscore.pipeline import promotion_decision, train_pipeline
+from leadscore.synthetic import SynthConfig, generate
+from leadscore.train import InsufficientData
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def train_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "data"
+    generate(SynthConfig(n_leads=8000, seed=3), out, progress=False)
+    return out
+
+
+def write_config(path: Path, data: Path, **overrides) -> Path:
+    raw = yaml.safe_load((REPO / "pipelines" / "train.yaml").read_text())
+    raw["data"] = str(data)
+    raw["rules"] = str(REPO / "pipelines" / "rules.yaml")
+    raw["models_dir"] = str(path.parent / "models")
+    raw["tracking"] = {"tracking_uri": f"sqlite:///{path.parent / 'mlflow.db'}",
+                       "artifact_location": str(path.parent / "mlartifacts")}
+    raw["cutoffs"]["bootstrap"] = 200
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            raw.setdefault(section, {}).update(values)
+        else:
+            raw[section] = values
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(train_dir, tmp_path_factory):
+    """One CLI training run into a fresh MLflow store: (config path, CLI output)."""
+    work = tmp_path_factory.mktemp("run")
+    config = write_config(work / "train.yaml", train_dir)
+    result = runner.invoke(app, ["train", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    return config, result.output
+
+
+def test_train_prints_metrics_and_writes_bundle_with_project_metric_names(trained):
+    config, output = trained
+    pipeline = load_pipeline(config)
+    bundle = Path(pipeline.models_dir) / pipeline.name
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for name in ("sql_auc", "sql_pr_auc", "sql_logloss", "sql_brier", "sql_ece", "sql_lift_top_decile",
+                 "logreg_sql_auc", "baseline_sql_auc", "baseline_sql_lift_top_decile", "oracle_sql_auc",
+                 "oracle_sql_logloss"):
+        assert np.isfinite(manifest["metrics"][name]), name
+    assert manifest["cutoffs"]["mql"] <= manifest["cutoffs"]["sql"]
+    assert set(manifest["files"]) >= {"scorer.joblib", "report.html"}
+    assert "report:" in output and "model / oracle AUC" in output
+    html = (bundle / "report.html").read_text()
+    assert "data:image/png;base64," in html and "http://" not in html
+
+
+def test_registered_champion_loads_in_a_fresh_process_and_scores_like_the_bundle(trained, train_dir, tmp_path):
+    from leadscore.features import features_as_of
+    from leadscore.tracking import load_scorer
+
+    config, _ = trained
+    pipeline = load_pipeline(config)
+    rows = features_as_of({n: train_dir / f"{n}.parquet" for n in ("leads", "activities", "lifecycle")},
+                          as_of="2025-06-01", config=pipeline.features).head(200)
+    rows_path = tmp_path / "rows.parquet"
+    # MLflow's schema takes zone-naive timestamps: the served model reads them as UTC
+    rows.assign(as_of=rows["as_of"].dt.tz_localize(None)).to_parquet(rows_path)
+    out_path = tmp_path / "scored.parquet"
+    code = ("import mlflow, pandas as pd, sys; m = mlflow.pyfunc.load_model('models:/leadscore@champion'); "
+            f"m.predict(pd.read_parquet({str(rows_path)!r})).to_parquet({str(out_path)!r})")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": pipeline.tracking.tracking_uri}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    served = pd.read_parquet(out_path)
+    scorer, _ = load_scorer(str(Path(pipeline.models_dir) / pipeline.name))
+    local = scorer.predict(rows)
+    np.testing.assert_allclose(served["p_sql"], local["p_sql"])
+    assert (pd.to_datetime(served["as_of"], utc=True) == local["as_of"]).all()
+    assert (served["tier"].to_numpy() == local["tier"].to_numpy()).all()
+    # score is monotone in p_sql and tiers follow the cutoffs
+    order = np.argsort(local["p_sql"].to_numpy())
+    assert (np.diff(local["score"].to_numpy()[order]) >= 0).all()
+    is_sql = local["p_sql"] >= scorer.cutoffs.sql
+    assert (local.loc[is_sql, "tier"] == "SQL").all() and (local.loc[~is_sql, "tier"] != "SQL").all()
+
+
+def test_tampered_registered_bundle_is_refused_by_name(trained, tmp_path):
+    import mlflow
+
+    from leadscore.bundle import BundleError
+
+    config, _ = trained
+    pipeline = load_pipeline(config)
+    mlflow.set_tracking_uri(pipeline.tracking.tracking_uri)
+    local = Path(mlflow.artifacts.download_artifacts("models:/leadscore@champion", dst_path=str(tmp_path)))
+    scorer_file = next(local.rglob("scorer.joblib"))
+    data = bytearray(scorer_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    scorer_file.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="scorer.joblib"):
+        mlflow.pyfunc.load_model(str(local))
+
+
+def test_too_few_positives_is_refused_and_names_the_count(train_dir, tmp_path):
+    config = write_config(tmp_path / "train.yaml", train_dir, model={"min_positives": 10**6})
+    with pytest.raises(InsufficientData, match=r"only \d+ positive.*rule baseline remains in use"):
+        train_pipeline(load_pipeline(config), {n: train_dir / f"{n}.parquet" for n in
+                                               ("leads", "activities", "lifecycle")})
+    result = runner.invoke(app, ["train", "--config", str(config)])
+    assert result.exit_code == 2 and "rule baseline remains in use" in result.output
+
+
+def _alias_version(config: Path, alias: str) -> str:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(load_pipeline(config).tracking.tracking_uri)
+    return str(MlflowClient().get_model_version_by_alias("leadscore", alias).version)
+
+
+def _last_run_tags(config: Path) -> dict:
+    import mlflow
+
+    mlflow.set_tracking_uri(load_pipeline(config).tracking.tracking_uri)
+    runs = mlflow.search_runs(experiment_names=["leadscore"], order_by=["start_time DESC"], max_results=1)
+    return {k[len("tags."):]: v for k, v in runs.iloc[0].items() if k.startswith("tags.")} | {
+        k[len("metrics."):]: v for k, v in runs.iloc[0].items() if k.startswith("metrics.")}
+
+
+def test_retrain_on_newer_outcomes_records_a_decision_and_a_worse_challenger_is_not_promoted(train_dir, tmp_path):
+    old = write_config(tmp_path / "old.yaml", train_dir, examples={"observed_until": "2025-07-01"},
+                       split={"calibration_start": "2024-11-15", "test_start": "2025-02-01"})
+    result = runner.invoke(app, ["train", "--config", str(old)])
+    assert result.exit_code == 0, result.output
+    champion = _alias_version(old, "champion")
+
+    newer = write_config(tmp_path / "new.yaml", train_dir)
+    result = runner.invoke(app, ["retrain", "--config", str(newer)])
+    assert result.exit_code == 0, result.output
+    tags = _last_run_tags(newer)
+    assert tags["promotion"] in ("promoted", "kept champion")
+    assert np.isfinite(tags["champion_sql_auc"]) and np.isfinite(tags["sql_auc"])
+    assert tags["challenger_version"] == _alias_version(newer, "challenger")
+    champion = _alias_version(newer, "champion")
+
+    worse = write_config(tmp_path / "worse.yaml", train_dir,
+                         model={"n_estimators": 2, "learning_rate": 0.001, "early_stopping_rounds": 1,
+                                "min_positives": 1})
+    result = runner.invoke(app, ["retrain", "--config", str(worse)])
+    assert result.exit_code == 0, result.output
+    tags = _last_run_tags(worse)
+    assert tags["promotion"] == "kept champion", tags["promotion_reason"]
+    assert _alias_version(worse, "champion") == champion
+    assert _alias_version(worse, "challenger") == tags["challenger_version"] != champion
+
+
+@pytest.mark.parametrize("challenger, promote", [
+    ({"auc": 0.80, "logloss": 0.040, "ece": 0.002}, False),    # same as the champion
+    ({"auc": 0.81, "logloss": 0.040, "ece": 0.002}, True),     # better AUC
+    ({"auc": 0.80, "logloss": 0.039, "ece": 0.002}, True),     # better log loss
+    ({"auc": 0.81, "logloss": 0.039, "ece": 0.010}, False),    # better but worse calibrated
+    ({"auc": 0.801, "logloss": 0.04, "ece": 0.001}, False),    # gain below the margin
+])
+def test_promotion_decision_margins(challenger, promote):
+    champion = {"auc": 0.80, "logloss": 0.040, "ece": 0.002}
+    decided, reason = promotion_decision(champion, challenger, PromotionConfig(min_auc_gain=0.002,
+                                                                               min_logloss_gain=0.0002))
+    assert decided is promote
+    assert reason.startswith("promote" if promote else "keep")
