@@ -473,9 +473,28 @@ def retrain(
 
 
 def _train_flat(config: Path, data: Path | None) -> None:
-    _err(f"error: {config} is a flat-export dataset config; training on flat exports is not available yet "
-         "(use `leadscore audit --flat` for its leakage audit)")
-    raise typer.Exit(EXIT_UNUSABLE)
+    """Flat one-row-per-lead export: stratified 5-fold evaluation of the model beside a default
+    LightGBM and the logistic regression, on the same folds and columns (no dates, no oracle)."""
+    from leadscore.config import ConfigError
+    from leadscore.flat import load_config, load_flat
+    from leadscore.flatcv import cross_validate_flat
+    from leadscore.train import ModelConfig
+
+    try:
+        flat_data = load_flat(load_config(config), data)
+    except ConfigError as exc:
+        raise _config_error(exc) from exc
+    typer.echo(f"{len(flat_data.features):,} leads, {flat_data.y.mean():.1%} positive, "
+               f"{flat_data.features.shape[1]} columns, {len(flat_data.excluded)} excluded by the config "
+               "(see the config for why); 5-fold stratified cross-validation")
+    result = cross_validate_flat(flat_data, ModelConfig(), n_splits=5, seed=0, progress=typer.echo)
+    means = result.folds.groupby("model")[list(METRIC_COLUMNS)].mean()
+    means = means.rename(index={"lgbm_default": "lgbm_dflt"}).reindex(["model", "lgbm_dflt", "logreg"])
+    typer.echo("\nmean over 5 folds, converted:")
+    typer.echo(_metric_table(means))
+    typer.echo(f"sql_auc {means.loc['model', 'auc']:.4f}, logreg_sql_auc {means.loc['logreg', 'auc']:.4f}, "
+               f"default LightGBM {means.loc['lgbm_dflt', 'auc']:.4f} "
+               "(flat exports: evaluation only; no bundle or registry yet)")
 
 
 def main() -> None:  # pragma: no cover - console entry point
