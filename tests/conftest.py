@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -20,6 +22,17 @@ def funnel_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("funnel") / "data"
     generate(SynthConfig(n_leads=20_000, seed=7), out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def xeducation_csv() -> Path:
+    """The real X Education export next to the repository; tests that need it skip without it."""
+    repo = Path(__file__).resolve().parents[1]
+    for base in (repo.parent / "shared", Path("/work/shared")):
+        path = base / "datasets" / "xeducation" / "Leads.csv"
+        if path.exists():
+            return path
+    pytest.skip("X Education export not found next to the repository (../shared/datasets/xeducation)")
 
 
 def ts(s: str) -> pd.Timestamp:

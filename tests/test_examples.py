@@ -140,16 +140,8 @@ def test_audit_flags_a_planted_leak_and_not_noise():
 # --- flat exports: X Education ------------------------------------------------------------
 
 
-def _xeducation() -> Path:
-    for base in (REPO.parent / "shared", Path("/work/shared")):
-        path = base / "datasets" / "xeducation" / "Leads.csv"
-        if path.exists():
-            return path
-    pytest.skip("X Education export not found next to the repository (../shared/datasets/xeducation)")
-
-
-def test_xeducation_config_loads_with_select_as_missing():
-    path = _xeducation()
+def test_xeducation_config_loads_with_select_as_missing(xeducation_csv):
+    path = xeducation_csv
     data = load_flat(load_config(REPO / "pipelines" / "xeducation.yaml"), path)
     raw = pd.read_csv(path)
     assert len(data.features) == len(raw) and data.y.mean() == pytest.approx(raw["Converted"].mean())
@@ -161,8 +153,8 @@ def test_xeducation_config_loads_with_select_as_missing():
     assert set(data.catalogue["group"]) == {"fit", "engagement"}
 
 
-def test_xeducation_audit_with_nothing_excluded_names_tags():
-    path = _xeducation()
+def test_xeducation_audit_with_nothing_excluded_names_tags(xeducation_csv):
+    path = xeducation_csv
     res = runner.invoke(app, ["audit", "--flat", str(REPO / "pipelines" / "xeducation.yaml"), "--data", str(path),
                               "--include-excluded"])
     assert res.exit_code == 1, res.output

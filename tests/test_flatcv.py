@@ -213,16 +213,8 @@ def test_clashing_or_duplicate_ids_are_refused(planted):
 # --- the real X Education export ---------------------------------------------------------
 
 
-def _xeducation() -> Path:
-    for base in (REPO.parent / "shared", Path("/work/shared")):
-        path = base / "datasets" / "xeducation" / "Leads.csv"
-        if path.exists():
-            return path
-    pytest.skip("X Education export not found next to the repository (../shared/datasets/xeducation)")
-
-
-def test_xeducation_cross_validation_completes_with_finite_metrics():
-    path = _xeducation()
+def test_xeducation_cross_validation_completes_with_finite_metrics(xeducation_csv):
+    path = xeducation_csv
     data = load_flat(load_config(REPO / "pipelines" / "xeducation.yaml"), path)
     lines = []
     result = cross_validate_flat(data, ModelConfig(), n_splits=3, seed=0, progress=lines.append)

@@ -189,11 +189,9 @@ def test_promotion_decision_margins(challenger, promote):
     assert reason.startswith("promote" if promote else "keep")
 
 
-def test_train_on_flat_export_reports_cross_validated_metrics(tmp_path):
-    from tests.test_flatcv import _xeducation  # skips when the export is absent
-
+def test_train_on_flat_export_reports_cross_validated_metrics(xeducation_csv):
     result = runner.invoke(app, ["train", "--config", str(REPO / "pipelines" / "xeducation.yaml"),
-                                 "--data", str(_xeducation())])
+                                 "--data", str(xeducation_csv)])
     assert result.exit_code == 0, result.output
     aucs = {line.split()[0]: float(line.split()[1]) for line in result.output.splitlines()
             if line.split() and line.split()[0] in ("model", "lgbm_dflt", "logreg") and len(line.split()) == 8

@@ -84,17 +84,24 @@ def _split_dates(pipeline: PipelineConfig, examples: pd.DataFrame) -> tuple[pd.T
     return (lo + span * (1 - s.test_fraction - s.calibration_fraction)).floor("D"), (lo + span * (1 - s.test_fraction)).floor("D")
 
 
-def _oracle(data_dir: Path | None, test: pd.DataFrame, horizon: int, won_horizon: int) -> pd.DataFrame | None:
-    """The generator's true probabilities for the test rows, when the data is synthetic."""
+def _latent(data_dir: Path | None) -> dict | None:
+    """The generator's hidden tables when the data is synthetic (read once per run)."""
     if data_dir is None or not (Path(data_dir) / "latent_leads.parquet").exists():
         return None
-    from leadscore.synthetic.truth import load_latent, true_probabilities
+    from leadscore.synthetic.truth import load_latent
 
-    latent = load_latent(data_dir)
+    return load_latent(data_dir)
+
+
+def _oracle(latent: dict | None, test: pd.DataFrame, horizon: int, won_horizon: int) -> pd.DataFrame | None:
+    """The generator's true probabilities for the test rows, when the data is synthetic."""
+    if latent is None:
+        return None
+    from leadscore.synthetic.truth import true_probabilities
+
     truth = pd.concat([true_probabilities(latent, a, horizon, won_horizon) for a in sorted(test["as_of"].unique())])
-    joined = test[["lead_id", "as_of"]].merge(truth[["lead_id", "as_of", "p_sql", "p_won"]], on=["lead_id", "as_of"],
-                                              how="left", validate="one_to_one")
-    return joined
+    return test[["lead_id", "as_of"]].merge(truth[["lead_id", "as_of", "p_sql", "p_won"]], on=["lead_id", "as_of"],
+                                            how="left", validate="one_to_one")
 
 
 def _named(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
@@ -161,7 +168,8 @@ def train_pipeline(pipeline: PipelineConfig, tables, data_dir: Path | None = Non
         "logreg": classification_metrics(y, scores["logreg"]),
         "baseline": classification_metrics(y, scores["baseline"], score=scores["baseline_points"]),
     }
-    oracle = _oracle(data_dir, test, ex_cfg.horizon_days, ex_cfg.won_horizon_days)
+    latent = _latent(data_dir)
+    oracle = _oracle(latent, test, ex_cfg.horizon_days, ex_cfg.won_horizon_days)
     if oracle is not None and oracle["p_sql"].notna().all():
         scores["oracle"] = oracle["p_sql"].to_numpy()
         comparison["oracle"] = classification_metrics(y, scores["oracle"])
@@ -178,7 +186,7 @@ def train_pipeline(pipeline: PipelineConfig, tables, data_dir: Path | None = Non
         name: {k: classification_metrics(y, scores[col])[k] for k in ("logloss", "brier", "ece")}
         for name, col in (("before", "model_uncalibrated"), ("after", "model"))}).T
 
-    won_model, won_metrics = _won_model(examples, pipeline, b1, b2, features, categorical, data_dir, say)
+    won_model, won_metrics = _won_model(examples, pipeline, b1, b2, features, categorical, latent, say)
     if won_metrics:
         metrics.update(won_metrics)
 
@@ -208,7 +216,7 @@ def train_pipeline(pipeline: PipelineConfig, tables, data_dir: Path | None = Non
                        fingerprint=fingerprint, lines=lines, params=params)
 
 
-def _won_model(examples, pipeline, b1, b2, features, categorical, data_dir, say):
+def _won_model(examples, pipeline, b1, b2, features, categorical, latent, say):
     """The closed-won model on its own split (its labels mature later). When no calibration
     example has matured yet, the held-out leads of the training period calibrate it."""
     won_examples = matured(examples, WON)
@@ -232,7 +240,7 @@ def _won_model(examples, pipeline, b1, b2, features, categorical, data_dir, say)
     y = test[WON].astype(int).to_numpy()
     m = classification_metrics(y, model.predict_proba(test))
     out = _named("won_", m)
-    oracle = _oracle(data_dir, test, pipeline.examples.horizon_days, pipeline.examples.won_horizon_days)
+    oracle = _oracle(latent, test, pipeline.examples.horizon_days, pipeline.examples.won_horizon_days)
     if oracle is not None and oracle["p_won"].notna().all():
         out.update(_named("oracle_won_", classification_metrics(y, oracle["p_won"])))
     say(f"won: LightGBM {model.best_iteration} trees; test AUC {m['auc']:.3f} on {len(test):,} examples")
