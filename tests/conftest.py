@@ -4,8 +4,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
+from typer.testing import CliRunner
 
+from leadscore.cli import app
 from leadscore.synthetic import SynthConfig, generate
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
 
 
 @pytest.fixture(scope="session")
@@ -27,12 +33,47 @@ def funnel_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def xeducation_csv() -> Path:
     """The real X Education export next to the repository; tests that need it skip without it."""
-    repo = Path(__file__).resolve().parents[1]
-    for base in (repo.parent / "shared", Path("/work/shared")):
+    for base in (REPO.parent / "shared", Path("/work/shared")):
         path = base / "datasets" / "xeducation" / "Leads.csv"
         if path.exists():
             return path
     pytest.skip("X Education export not found next to the repository (../shared/datasets/xeducation)")
+
+
+@pytest.fixture(scope="session")
+def train_dir(tmp_path_factory):
+    """8,000 synthetic leads (seed 3): enough outcomes to train, calibrate and test a model."""
+    out = tmp_path_factory.mktemp("train") / "data"
+    generate(SynthConfig(n_leads=8000, seed=3), out, progress=False)
+    return out
+
+
+def write_config(path: Path, data: Path, **overrides) -> Path:
+    """pipelines/train.yaml pointed at ``data``, with models and MLflow next to ``path``."""
+    raw = yaml.safe_load((REPO / "pipelines" / "train.yaml").read_text())
+    raw["data"] = str(data)
+    raw["rules"] = str(REPO / "pipelines" / "rules.yaml")
+    raw["models_dir"] = str(path.parent / "models")
+    raw["tracking"] = {"tracking_uri": f"sqlite:///{path.parent / 'mlflow.db'}",
+                       "artifact_location": str(path.parent / "mlartifacts")}
+    raw["cutoffs"]["bootstrap"] = 200
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            raw.setdefault(section, {}).update(values)
+        else:
+            raw[section] = values
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained(train_dir, tmp_path_factory):
+    """One CLI training run into a fresh MLflow store: (config path, CLI output)."""
+    work = tmp_path_factory.mktemp("run")
+    config = write_config(work / "train.yaml", train_dir)
+    result = runner.invoke(app, ["train", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    return config, result.output
 
 
 def ts(s: str) -> pd.Timestamp:

@@ -11,52 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from typer.testing import CliRunner
 
 from leadscore.cli import app
 from leadscore.config import PromotionConfig, load_pipeline
 from leadscore.pipeline import promotion_decision, train_pipeline
-from leadscore.synthetic import SynthConfig, generate
 from leadscore.train import InsufficientData
 
-REPO = Path(__file__).resolve().parents[1]
-runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def train_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("train") / "data"
-    generate(SynthConfig(n_leads=8000, seed=3), out, progress=False)
-    return out
-
-
-def write_config(path: Path, data: Path, **overrides) -> Path:
-    raw = yaml.safe_load((REPO / "pipelines" / "train.yaml").read_text())
-    raw["data"] = str(data)
-    raw["rules"] = str(REPO / "pipelines" / "rules.yaml")
-    raw["models_dir"] = str(path.parent / "models")
-    raw["tracking"] = {"tracking_uri": f"sqlite:///{path.parent / 'mlflow.db'}",
-                       "artifact_location": str(path.parent / "mlartifacts")}
-    raw["cutoffs"]["bootstrap"] = 200
-    for section, values in overrides.items():
-        if isinstance(values, dict):
-            raw.setdefault(section, {}).update(values)
-        else:
-            raw[section] = values
-    path.write_text(yaml.safe_dump(raw))
-    return path
-
-
-@pytest.fixture(scope="module")
-def trained(train_dir, tmp_path_factory):
-    """One CLI training run into a fresh MLflow store: (config path, CLI output)."""
-    work = tmp_path_factory.mktemp("run")
-    config = write_config(work / "train.yaml", train_dir)
-    result = runner.invoke(app, ["train", "--config", str(config)])
-    assert result.exit_code == 0, result.output
-    return config, result.output
-
+from .conftest import REPO, runner, write_config
 
 def test_train_prints_metrics_and_writes_bundle_with_project_metric_names(trained):
     config, output = trained

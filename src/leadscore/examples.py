@@ -142,8 +142,8 @@ def build_examples(
     """Feature rows with labels for every open lead at every as-of date of the window.
 
     With ``rules`` (a :class:`leadscore.baseline.RuleSet`) the rule baseline's
-    ``baseline_points`` and ``baseline_tier`` of each example are added, so the baseline is
-    evaluated on exactly the model's rows (they are not model features).
+    ``baseline_points``, ``baseline_tier`` and ``baseline_grid`` of each example are added, so
+    the baseline is evaluated on exactly the model's rows (they are not model features).
     """
     config = config or ExampleConfig()
     con = tables if isinstance(tables, duckdb.DuckDBPyConnection) else connect(tables)
@@ -160,8 +160,8 @@ def build_examples(
         from leadscore.baseline import score_baseline
 
         points = score_baseline(con, rules, features[["lead_id", "as_of"]], explain=False)
-        points = points[["lead_id", "as_of", "total_points", "baseline_tier"]].rename(
-            columns={"total_points": "baseline_points"})
+        points = points[["lead_id", "as_of", "total_points", "baseline_tier", "grid"]].rename(
+            columns={"total_points": "baseline_points", "grid": "baseline_grid"})
         examples = examples.merge(points, on=["lead_id", "as_of"], how="left", validate="one_to_one")
     report = ExampleReport(
         as_of_dates=dates, observed_until=observed_until, examples=len(examples),

@@ -200,20 +200,37 @@ def train_pipeline(pipeline: PipelineConfig, tables, data_dir: Path | None = Non
     tradeoff = tradeoff_curve(scores["model"].to_numpy(), y, test["as_of"], population_scale=test_scale)
     say(f"cutoffs ({pipeline.cutoffs.policy}): MQL p_sql >= {cutoffs.mql:.4f}, SQL p_sql >= {cutoffs.sql:.4f}")
 
+    grid = _learn_grid(sql_model, train, catalogue, seed=model_cfg.seed)
     scorer = Scorer(sql_model=sql_model, won_model=won_model, cutoffs=cutoffs, scale=score_scale(p_cal),
-                    catalogue=catalogue, feature_config=pipeline.features, rules=rules,
+                    catalogue=catalogue, feature_config=pipeline.features, rules=rules, grid=grid,
                     info={"name": pipeline.name, "trained_until": str(b1), "test_start": str(b2)})
     params = {"calibration_start": str(b1.date()), "test_start": str(b2.date()),
               "horizon_days": ex_cfg.horizon_days, "won_horizon_days": ex_cfg.won_horizon_days,
               "cadence_days": ex_cfg.cadence_days, "calibration_method": sql_model.info["calibration"],
               "best_iteration": sql_model.best_iteration, "cutoff_policy": pipeline.cutoffs.policy,
               "mql_cutoff": cutoffs.mql, "sql_cutoff": cutoffs.sql, "n_features": len(features),
+              "grid_fit_a": grid.fit[0], "grid_fit_b": grid.fit[1],
+              "grid_engagement_1": grid.engagement[0], "grid_engagement_2": grid.engagement[1],
               **{f"model_{k}": v for k, v in vars(model_cfg).items()},
               **{f"rows_{k}": len(v) for k, v in split.parts.items()}}
     return TrainingRun(config=pipeline, scorer=scorer, metrics=metrics,
                        comparison=pd.DataFrame(comparison).T, won_metrics=won_metrics, calibration=calibration,
                        cutoffs=cut_table, tradeoff=tradeoff, test_scores=scores, test_frame=test, leakage=audit,
                        fingerprint=fingerprint, lines=lines, params=params)
+
+
+GRID_SAMPLE = 50_000
+
+
+def _learn_grid(model, train: pd.DataFrame, catalogue: pd.DataFrame, seed: int = 0):
+    """Fit x engagement grid thresholds from the training part (a sample of it): the same
+    share per letter and digit as the rule baseline's grid on those examples."""
+    from leadscore.explain import contributions, group_scores, learn_grid
+
+    sample = train.sample(n=min(len(train), GRID_SAMPLE), random_state=seed) if len(train) > GRID_SAMPLE else train
+    scores = group_scores(contributions(model, sample).values, catalogue)
+    baseline = sample["baseline_grid"] if "baseline_grid" in sample else None
+    return learn_grid(scores["fit_score"], scores["engagement_score"], baseline)
 
 
 def _won_model(examples, pipeline, b1, b2, features, categorical, latent, say):
@@ -295,7 +312,23 @@ def manifest_for(run: TrainingRun) -> dict:
         "data_fingerprint": run.fingerprint,
         "params": run.params,
         "suspected_leakage": run.suspected_leakage,
+        "grid": run.scorer.grid.to_dict() if run.scorer.grid is not None else None,
     }, default=plain))
+
+
+EXPLAIN_SAMPLE = 3_000
+
+
+def explanation_outputs(run: TrainingRun) -> tuple[dict[str, bytes], pd.DataFrame]:
+    """The global view of the p_sql model on (a sample of) the test slice: SHAP figures and
+    the mean |SHAP| importance table."""
+    from leadscore.explain import contributions, global_figures, importance_table
+
+    test = run.test_frame
+    sample = test.sample(n=EXPLAIN_SAMPLE, random_state=0) if len(test) > EXPLAIN_SAMPLE else test
+    model = run.scorer.sql_model
+    figures = global_figures(model, sample, run.scorer.catalogue)
+    return figures, importance_table(contributions(model, sample).values, run.scorer.catalogue)
 
 
 def write_outputs(run: TrainingRun, bundle_dir: Path, facts: list[tuple[str, str]] | None = None):
@@ -305,11 +338,16 @@ def write_outputs(run: TrainingRun, bundle_dir: Path, facts: list[tuple[str, str
     from leadscore.report import render_training_report, training_figures
 
     inputs = report_inputs(run, facts)
-    figures = training_figures(inputs)
+    shap_figures, importance = explanation_outputs(run)
+    inputs.extra_tables.append(("SHAP importance on the test slice (mean |log-odds|), top 20", importance.head(20)))
+    inputs.figure_sections.append(("Why the model scores as it does (SHAP, test slice sample)",
+                                   sorted(shap_figures)))
+    figures = {**training_figures(inputs), **shap_figures}
     html = render_training_report(inputs, figures)
     write_bundle(bundle_dir, {"scorer.joblib": run.scorer}, manifest_for(run),
                  extra_files={"report.html": html,
-                              "feature_catalogue.csv": run.scorer.catalogue.to_csv(index=False)})
+                              "feature_catalogue.csv": run.scorer.catalogue.to_csv(index=False),
+                              "shap_importance.csv": importance.to_csv(index=False)})
     return Path(bundle_dir) / "report.html", figures
 
 

@@ -113,6 +113,7 @@ class TrainingReportInputs:
     calibration: pd.DataFrame | None = None
     extra_tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    figure_sections: list[tuple[str, list[str]]] = field(default_factory=list)  # title, figure names
 
     def __post_init__(self):
         needed = ["y"] + [c for c in [self.uncalibrated, *self.ranking.values()] if c]
@@ -280,5 +281,7 @@ def render_training_report(inputs: TrainingReportInputs, figures: dict[str, byte
         table = html_table(cutoff_table(inputs.cutoffs)) if inputs.cutoffs is not None else ""
         sections.append(("Cutoffs on the test slice (bootstrap intervals in brackets)",
                          table + img("cutoffs.png", "cutoff trade-offs")))
+    sections += [(title, "".join(img(name, name.removesuffix(".png").replace("_", " ")) for name in names))
+                 for title, names in inputs.figure_sections]
     sections += [(title, html_table(table)) for title, table in inputs.extra_tables]
     return html_page(inputs.title, sections, inputs.notes)

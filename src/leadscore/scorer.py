@@ -43,6 +43,7 @@ class Scorer:
     catalogue: pd.DataFrame
     feature_config: FeatureConfig
     rules: object | None = None  # leadscore.baseline.RuleSet: the points baseline scored alongside
+    grid: object | None = None   # leadscore.explain.GridThresholds: fit x engagement grid cells
     info: dict = field(default_factory=dict)
 
     @property

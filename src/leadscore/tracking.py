@@ -118,6 +118,8 @@ def log_run_record(run, report_path: Path | None, figures: dict[str, bytes], bun
     if report_path is not None:
         mlflow.log_artifact(str(report_path))
     mlflow.log_artifact(str(bundle_dir / "manifest.json"), artifact_path="bundle")
+    if (bundle_dir / "shap_importance.csv").exists():
+        mlflow.log_artifact(str(bundle_dir / "shap_importance.csv"), artifact_path="tables")
 
 
 def load_scorer(uri: str, tracking_uri: str | None = None):

@@ -1,0 +1,578 @@
+"""Why a lead scored as it did: exact SHAP contributions, reasons in words, fit vs engagement.
+
+**Contributions.** LightGBM's native TreeSHAP (``pred_contrib``) gives, per lead, one
+contribution per feature in *log-odds of the uncalibrated model*, plus a base value; they
+add up exactly to the model's raw margin (``contributions + base == margin``). Categorical
+features are native LightGBM categoricals, so a categorical such as ``industry`` is one
+contribution, not one per encoded level.
+
+**From margin to probability.** ``p_sql`` is the calibrator applied to that margin. The
+calibrator (isotonic or sigmoid) is monotone, so a feature that raises the margin never
+lowers ``p_sql``; but contributions are not additive in probability. Explanations therefore
+show both numbers: the margin (and the base) the contributions add up to, and the calibrated
+``p_sql`` that the cutoffs apply to.
+
+**Fit vs engagement.** Summing contributions over the catalogue's ``fit`` features and over
+its ``engagement`` features gives ``fit_score`` and ``engagement_score`` (log-odds). The
+A/B/C x 1/2/3 grid cuts them at thresholds learned on the training data so that each letter
+and each digit holds the same share of training examples as the rule baseline's grid: the
+two grids are directly comparable (cross-tabulate them).
+
+**Reasons in words.** :data:`PHRASES` keys a phrase by feature name; it turns the top-k
+positive and top-k negative contributions into sentences with the lead's own values
+("Requested a demo 3 days ago", "Uses a student e-mail address"). A feature without a
+phrase reads ``name = value``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from leadscore.features import HAND_RAISER_TYPES
+from leadscore.train import ConversionModel, as_model_frame
+
+GRID_LETTERS, GRID_DIGITS = ("A", "B", "C"), ("1", "2", "3")
+
+
+# ---------------------------------------------------------------------------
+# Exact contributions
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Contributions:
+    """Per-row SHAP values of one model in log-odds: ``values`` (rows x features), ``base``
+    (expected margin) and ``margin`` (the model's raw score; ``values.sum(1) + base``)."""
+
+    values: pd.DataFrame
+    base: np.ndarray
+    margin: np.ndarray
+
+    def additivity_error(self) -> float:
+        """Largest |sum(contributions) + base - margin| over the rows."""
+        if not len(self.margin):
+            return 0.0
+        return float(np.max(np.abs(self.values.to_numpy().sum(axis=1) + self.base - self.margin)))
+
+
+def contributions(model: ConversionModel, frame: pd.DataFrame) -> Contributions:
+    """Exact TreeSHAP contributions of ``model`` for the rows of ``frame`` (LightGBM ``pred_contrib``)."""
+    X = as_model_frame(frame, model.features, model.levels)
+    iteration = model.best_iteration or None
+    raw = np.asarray(model.booster.predict(X, pred_contrib=True, num_iteration=iteration))
+    values = pd.DataFrame(raw[:, :-1], columns=model.features, index=frame.index)
+    margin = np.asarray(model.booster.predict(X, raw_score=True, num_iteration=iteration))
+    return Contributions(values=values, base=raw[:, -1], margin=margin)
+
+
+def group_scores(contrib: pd.DataFrame, catalogue: pd.DataFrame) -> pd.DataFrame:
+    """``fit_score`` and ``engagement_score``: contributions summed over the catalogue's groups."""
+    group = catalogue.set_index("name")["group"]
+    out = pd.DataFrame(index=contrib.index)
+    for name in ("fit", "engagement"):
+        cols = [c for c in contrib.columns if group.get(c) == name]
+        out[f"{name}_score"] = contrib[cols].sum(axis=1) if cols else 0.0
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The fit x engagement grid
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GridThresholds:
+    """``fit``: (A from, B from) on ``fit_score``; ``engagement``: (1 from, 2 from) on
+    ``engagement_score``. Learned by :func:`learn_grid`."""
+
+    fit: tuple[float, float]
+    engagement: tuple[float, float]
+
+    def cells(self, fit_score, engagement_score) -> np.ndarray:
+        fit_score, engagement_score = np.asarray(fit_score, float), np.asarray(engagement_score, float)
+        letter = np.select([fit_score >= self.fit[0], fit_score >= self.fit[1]], ["A", "B"], "C")
+        digit = np.select([engagement_score >= self.engagement[0], engagement_score >= self.engagement[1]],
+                          ["1", "2"], "3")
+        return np.strings.add(letter.astype(str), digit.astype(str))
+
+    def to_dict(self) -> dict:
+        return {"fit": list(self.fit), "engagement": list(self.engagement)}
+
+
+def _cut_points(score: np.ndarray, share_top: float, share_middle: float) -> tuple[float, float]:
+    """Thresholds that put ``share_top`` of ``score`` in the top class and ``share_middle`` in the next."""
+    def at(share: float) -> float:
+        if share <= 0:
+            return math.inf
+        if share >= 1:
+            return -math.inf
+        return float(np.quantile(score, 1 - share))
+
+    top = at(share_top)
+    return top, min(top, at(share_top + share_middle))
+
+
+def learn_grid(fit_score, engagement_score, baseline_grid=None) -> GridThresholds:
+    """Grid thresholds on training examples: the same share per letter and per digit as the
+    baseline's grid on those examples (``baseline_grid`` like ``"B2"``), or thirds without it."""
+    fit_score, engagement_score = np.asarray(fit_score, float), np.asarray(engagement_score, float)
+    if not len(fit_score):
+        raise ValueError("learn_grid needs at least one training example")
+    if baseline_grid is None:
+        shares_fit = shares_eng = (1 / 3, 1 / 3)
+    else:
+        cells = pd.Series(np.asarray(baseline_grid, dtype=str))
+        letters, digits = cells.str[0], cells.str[1]
+        shares_fit = tuple(float((letters == x).mean()) for x in GRID_LETTERS[:2])
+        shares_eng = tuple(float((digits == x).mean()) for x in GRID_DIGITS[:2])
+    return GridThresholds(fit=_cut_points(fit_score, *shares_fit),
+                          engagement=_cut_points(engagement_score, *shares_eng))
+
+
+# ---------------------------------------------------------------------------
+# The phrase catalogue
+# ---------------------------------------------------------------------------
+
+# Activity kind -> (what the lead did, as a sentence start; the noun for "no ... in the last N days").
+ACTIVITY_PHRASES: dict[str, tuple[str, str]] = {
+    "page_view_pricing": ("Visited the pricing page", "pricing-page visits"),
+    "page_view_product": ("Viewed product pages", "product-page views"),
+    "page_view_blog": ("Read blog posts", "blog reads"),
+    "page_view_careers": ("Visited the careers pages", "careers-page visits"),
+    "page_view_docs": ("Read the product documentation", "documentation reads"),
+    "content_download": ("Downloaded content", "content downloads"),
+    "webinar_registration": ("Registered for a webinar", "webinar registrations"),
+    "webinar_attendance": ("Attended a webinar", "webinar attendances"),
+    "email_open": ("Opened a marketing e-mail", "e-mail opens"),
+    "email_click": ("Clicked a link in a marketing e-mail", "e-mail clicks"),
+    "email_unsubscribe": ("Unsubscribed from marketing e-mail", "unsubscribes"),
+    "email_bounce": ("Had a marketing e-mail bounce", "bounced e-mails"),
+    "trial_signup": ("Signed up for a trial", "trial sign-ups"),
+    "demo_request": ("Requested a demo", "demo requests"),
+    "contact_sales": ("Asked sales to get in touch", "contact-sales requests"),
+    "chat": ("Chatted on the website", "website chats"),
+    "form_submit": ("Submitted a web form", "form submissions"),
+}
+
+EMAIL_DOMAINS = {"student": "Uses a student e-mail address", "free": "Uses a free e-mail address",
+                 "corporate": "Uses a corporate e-mail address",
+                 "competitor": "E-mail domain belongs to a competitor"}
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+
+
+def _num(value) -> float:
+    return float(value)
+
+
+def _times(n: float) -> str:
+    n = int(round(n))
+    return "once" if n == 1 else f"{n} times"
+
+
+def _ago(days: float) -> str:
+    d = int(round(days))
+    return "today" if d == 0 else "1 day ago" if d == 1 else f"{d} days ago"
+
+
+def _plural(n: float, one: str, many: str) -> str:
+    n = int(round(n))
+    return f"{n} {one if n == 1 else many}"
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+Phrase = Callable[[object], str]
+
+
+def _categorical(label: str) -> Phrase:
+    return lambda v: f"{label} unknown" if v in (None, "missing") else f"{label}: {v}"
+
+
+def _count_phrase(kind: str, window: int) -> Phrase:
+    did, noun = ACTIVITY_PHRASES[kind]
+    return lambda v: (f"No {noun} in the last {window} days" if _num(v) == 0
+                      else f"{did} {_times(_num(v))} in the last {window} days")
+
+
+def _recency_phrase(kind: str) -> Phrase:
+    did, _ = ACTIVITY_PHRASES[kind]
+    return lambda v: f"Never {_lower_first(did)}" if _missing(v) else f"{did} {_ago(_num(v))}"
+
+
+def _flag(yes: str, no: str) -> Phrase:
+    return lambda v: yes if _num(v) else no
+
+
+def _days_or(text: str, never: str) -> Phrase:
+    return lambda v: never if _missing(v) else text.format(ago=_ago(_num(v)))
+
+
+def _count(one: str, many: str, zero: str) -> Phrase:
+    return lambda v: zero if _num(v) == 0 else _plural(_num(v), one, many)
+
+
+PHRASES: dict[str, Phrase] = {
+    "seniority": _categorical("Seniority"),
+    "department": _categorical("Department"),
+    "company_size_band": _categorical("Company size (employees)"),
+    "industry": _categorical("Industry"),
+    "country": _categorical("Country"),
+    "region": _categorical("Region"),
+    "lead_source": _categorical("Came in through"),
+    "email_domain_type": lambda v: EMAIL_DOMAINS.get(str(v), "E-mail domain type unknown"),
+    "n_activities_total": _count("activity since the lead was created", "activities since the lead was created",
+                                 "No activity since the lead was created"),
+    "n_hand_raiser_total": _count("hand-raiser action so far", "hand-raiser actions so far",
+                                  "No hand-raiser action (demo, contact sales, trial, pricing) so far"),
+    "engagement_decayed": lambda v: f"Recency-weighted engagement {_num(v):.1f}",
+    "velocity_7d_vs_21d": lambda v: (f"Activity picking up: {_num(v):.1f}x the weekly rate of the 3 weeks before"
+                                     if _num(v) > 1 else
+                                     f"Activity slowing or flat: {_num(v):.1f}x the weekly rate of the 3 weeks before"),
+    "n_distinct_kinds": _count("kind of activity so far", "different kinds of activity so far", "No activity so far"),
+    "n_distinct_assets": _count("content item engaged with", "distinct content items engaged with",
+                                "No content engaged with"),
+    "email_opens_per_30d": lambda v: f"Opens {_num(v):.1f} marketing e-mails a month",
+    "email_click_to_open": lambda v: ("Has not opened a marketing e-mail" if _missing(v)
+                                      else f"Clicks in {100 * _num(v):.0f} % of the e-mails opened"),
+    "unsubscribed": _flag("Unsubscribed from marketing e-mail", "Still subscribed to marketing e-mail"),
+    "n_email_bounce_total": _count("bounced e-mail", "bounced e-mails", "No bounced e-mails"),
+    "n_careers_views_total": lambda v: ("No careers-page visits" if _num(v) == 0
+                                        else f"Visited the careers pages {_times(_num(v))}"),
+    "lead_age_days": lambda v: f"Lead created {_ago(_num(v))}",
+    "n_mql": lambda v: "Never an MQL before" if _num(v) == 0 else f"Was an MQL {_times(_num(v))} before",
+    "n_disqualified": lambda v: ("Never disqualified by sales" if _num(v) == 0
+                                 else f"Disqualified by sales {_times(_num(v))}"),
+    "was_mql": _flag("Has been an MQL before", "Never an MQL before"),
+    "recycled": _flag("Recycled: an MQL again after a disqualification", "Not recycled"),
+    "days_since_last_mql": _days_or("Became an MQL {ago}", "Never an MQL"),
+    "days_since_disqualified": _days_or("Disqualified by sales {ago}", "Never disqualified by sales"),
+}
+
+_COUNT = re.compile(r"^n_(?P<kind>[a-z_]+)_(?P<window>\d+)d$")
+_RECENCY = re.compile(r"^days_since_(?P<kind>[a-z_]+)$")
+_ALL_COUNT = re.compile(r"^n_activities_(?P<window>\d+)d$")
+
+
+def _latest_kind(days: float, row: Mapping | None, kinds) -> str | None:
+    """Which activity kind happened ``days`` ago, from the row's ``days_since_<kind>`` features."""
+    if row is None:
+        return None
+    for kind in kinds:
+        other = row.get(f"days_since_{kind}")
+        if not _missing(other) and abs(float(other) - days) <= 1e-9 * max(1.0, abs(days)):
+            return kind
+    return None
+
+
+def _last_activity(v, row=None) -> str:
+    if _missing(v):
+        return "No activity yet"
+    kind = _latest_kind(_num(v), row, ACTIVITY_PHRASES)
+    return f"Last active {_ago(_num(v))}" + (f" ({_lower_first(ACTIVITY_PHRASES[kind][0])})" if kind else "")
+
+
+def _last_hand_raiser(v, row=None) -> str:
+    """Names the action when the row tells which hand-raiser it was: 'Requested a demo today
+    (the latest hand-raiser action)'."""
+    if _missing(v):
+        return "No hand-raiser action (demo, contact sales, trial, pricing) yet"
+    kind = _latest_kind(_num(v), row, HAND_RAISER_TYPES)
+    if kind:
+        return f"{ACTIVITY_PHRASES[kind][0]} {_ago(_num(v))} (the latest hand-raiser action)"
+    return f"Last hand-raiser action (demo, contact sales, trial, pricing) {_ago(_num(v))}"
+
+
+def _hand_raiser_decayed(v, row=None) -> str:
+    text = f"Recency-weighted hand-raiser actions {_num(v):.2f}"
+    last = None if row is None else row.get("days_since_last_hand_raiser")
+    if _num(v) > 0 and not _missing(last):
+        text += f" (latest: {_lower_first(_last_hand_raiser(last, row))})".replace(" (the latest hand-raiser action)", "")
+    return text
+
+
+# Phrases that read the lead's other values to be specific.
+ROW_PHRASES: dict[str, Callable[[object, Mapping | None], str]] = {
+    "days_since_last_activity": _last_activity,
+    "days_since_last_hand_raiser": _last_hand_raiser,
+    "hand_raiser_decayed": _hand_raiser_decayed,
+}
+
+
+def phrase_for(feature: str) -> Phrase | None:
+    """The phrase of a feature of the catalogue (``None``: the feature reads "name = value")."""
+    if feature in PHRASES:
+        return PHRASES[feature]
+    if m := _ALL_COUNT.match(feature):
+        w = int(m["window"])
+        return lambda v: (f"No activity in the last {w} days" if _num(v) == 0
+                          else f"{_plural(_num(v), 'activity', 'activities')} in the last {w} days")
+    if (m := _COUNT.match(feature)) and m["kind"] in ACTIVITY_PHRASES:
+        return _count_phrase(m["kind"], int(m["window"]))
+    if (m := _RECENCY.match(feature)) and m["kind"] in ACTIVITY_PHRASES:
+        return _recency_phrase(m["kind"])
+    return None
+
+
+def _plain(value) -> object:
+    """A JSON-friendly scalar."""
+    if _missing(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def describe(feature: str, value, row: Mapping | None = None) -> str:
+    """The feature and the lead's value in words ("Requested a demo 3 days ago"), or
+    ``name = value``. ``row``: the lead's other feature values, which some phrases use to be
+    specific (which hand-raiser action was the latest)."""
+    value = _plain(value)
+    try:
+        if feature in ROW_PHRASES:
+            return ROW_PHRASES[feature](value, row)
+        phrase = phrase_for(feature)
+        if phrase is not None:
+            return phrase(value)
+    except (TypeError, ValueError):  # an unexpected value type: say it plainly
+        pass
+    if isinstance(value, float):
+        value = f"{value:.3g}"
+    return f"{feature} = {'missing' if value is None else value}"
+
+
+# ---------------------------------------------------------------------------
+# Explanations of scored rows
+# ---------------------------------------------------------------------------
+
+def top_reasons(contrib: pd.Series, values: pd.Series, k: int) -> tuple[list[dict], list[dict]]:
+    """The ``k`` largest positive and ``k`` largest negative contributions of one row, in words:
+    each ``{"feature", "value", "contribution", "text"}``."""
+    order = contrib.sort_values(kind="stable")
+
+    def reason(feature: str) -> dict:
+        return {"feature": feature, "value": _plain(values[feature]), "contribution": float(contrib[feature]),
+                "text": describe(feature, values[feature], values)}
+
+    positive = [reason(f) for f in order[order > 0].index[::-1][:k]]
+    negative = [reason(f) for f in order[order < 0].index[:k]]
+    return positive, negative
+
+
+def reason_text(reason: dict) -> str:
+    return f"{reason['text']} ({reason['contribution']:+.2f})"
+
+
+def decision_sentence(p_sql: float, tier: str, mql_cutoff: float, sql_cutoff: float,
+                      positive: list[dict], negative: list[dict]) -> str:
+    """'MQL: p_sql 0.31 >= MQL cutoff 0.18 (SQL cutoff 0.45); strongest reasons: ...'."""
+    if tier == "SQL":
+        rule = f"p_sql {p_sql:.3f} >= SQL cutoff {sql_cutoff:.3f}"
+    elif tier == "MQL":
+        rule = f"p_sql {p_sql:.3f} >= MQL cutoff {mql_cutoff:.3f} (SQL cutoff {sql_cutoff:.3f})"
+    else:
+        rule = f"p_sql {p_sql:.3f} < MQL cutoff {mql_cutoff:.3f}"
+    lead_with = positive if tier != "lead" else negative
+    word = "strongest reasons" if tier != "lead" else "strongest reasons against"
+    if not lead_with:
+        return f"{tier}: {rule}"
+    return f"{tier}: {rule}; {word}: " + "; ".join(reason_text(r) for r in lead_with)
+
+
+def explain_rows(scorer, frame: pd.DataFrame, k: int = 3) -> tuple[pd.DataFrame, Contributions]:
+    """One row per input row: lead_id, as_of, p_sql, tier, margin, base, p_uncalibrated,
+    fit_score, engagement_score, grid, decision, positive and negative reasons (lists of dicts).
+    Returns it with the p_sql model's :class:`Contributions`."""
+    if k < 1:
+        raise ValueError(f"k (reasons per direction) must be >= 1, got {k}")
+    scored = scorer.predict(frame)
+    contrib = contributions(scorer.sql_model, frame)
+    groups = group_scores(contrib.values, scorer.catalogue)
+    out = scored[["lead_id", "as_of", "p_sql", "p_won", "score", "tier"]].copy()
+    out["margin"] = contrib.margin
+    out["base"] = contrib.base
+    out["p_uncalibrated"] = 1.0 / (1.0 + np.exp(-contrib.margin))
+    out["fit_score"] = groups["fit_score"].to_numpy()
+    out["engagement_score"] = groups["engagement_score"].to_numpy()
+    grid = getattr(scorer, "grid", None)
+    out["grid"] = grid.cells(out["fit_score"], out["engagement_score"]) if grid is not None else None
+    features = frame[scorer.features].reset_index(drop=True)
+    values = contrib.values.reset_index(drop=True)
+    positives, negatives, decisions = [], [], []
+    for i in range(len(out)):
+        pos, neg = top_reasons(values.iloc[i], features.iloc[i], k)
+        positives.append(pos)
+        negatives.append(neg)
+        decisions.append(decision_sentence(float(out["p_sql"].iloc[i]), str(out["tier"].iloc[i]),
+                                           scorer.cutoffs.mql, scorer.cutoffs.sql, pos, neg))
+    out["decision"] = decisions
+    out["reasons_positive"] = positives
+    out["reasons_negative"] = negatives
+    return out, contrib
+
+
+MARGIN_NOTE = ("Contributions are in log-odds of the uncalibrated model and add up, with the base value, "
+               "to its margin. p_sql is the calibrator applied to that margin; the calibrator is monotone, "
+               "so a positive contribution never lowers p_sql, but the same contribution moves p_sql by "
+               "different amounts at different margins.")
+
+
+# ---------------------------------------------------------------------------
+# The global view: importance, beeswarm, dependence, fit vs engagement
+# ---------------------------------------------------------------------------
+
+def importance_table(contrib: pd.DataFrame, catalogue: pd.DataFrame) -> pd.DataFrame:
+    """feature, group, mean |SHAP| (log-odds), largest first."""
+    group = catalogue.set_index("name")["group"]
+    imp = contrib.abs().mean().sort_values(ascending=False, kind="stable")
+    return pd.DataFrame({"feature": imp.index, "group": [group.get(f, "other") for f in imp.index],
+                         "mean_abs_shap": imp.to_numpy()})
+
+
+def _numeric_view(frame: pd.DataFrame, features: list[str], levels: dict) -> pd.DataFrame:
+    """Feature values for colouring plots: categoricals as their training codes."""
+    X = as_model_frame(frame, features, levels)
+    for col in levels:
+        codes = X[col].cat.codes.astype("float64")
+        X[col] = codes.where(codes >= 0)
+    return X.astype("float64")
+
+
+def global_figures(model: ConversionModel, frame: pd.DataFrame, catalogue: pd.DataFrame,
+                   max_display: int = 20, n_dependence: int = 3) -> dict[str, bytes]:
+    """PNG figures from SHAP on ``frame`` (a sample of scored rows): ``shap_importance.png``,
+    ``shap_beeswarm.png``, ``shap_groups.png`` and ``shap_dependence_<feature>.png`` for the
+    top features."""
+    import matplotlib.pyplot as plt  # shap's plots draw on pyplot
+    import shap
+
+    from leadscore.report import figure_png, new_figure
+
+    contrib = contributions(model, frame)
+    table = importance_table(contrib.values, catalogue)
+    X = _numeric_view(frame, model.features, model.levels)
+    figures: dict[str, bytes] = {}
+
+    top = table.head(max_display).iloc[::-1]
+    fig = new_figure(7, 0.3 * len(top) + 1.2)
+    ax = fig.subplots()
+    colours = ["#1f77b4" if g == "fit" else "#ff7f0e" for g in top["group"]]
+    ax.barh(top["feature"], top["mean_abs_shap"], color=colours)
+    ax.set_xlabel("mean |SHAP| (log-odds of becoming an SQL); blue = fit, orange = engagement")
+    ax.set_title("Feature importance")
+    figures["shap_importance.png"] = figure_png(fig)
+
+    plt.close("all")
+    shap.summary_plot(contrib.values.to_numpy(), X, max_display=max_display, show=False)
+    figures["shap_beeswarm.png"] = _pyplot_png(plt)
+
+    for feature in table["feature"].head(n_dependence):
+        shap.dependence_plot(feature, contrib.values.to_numpy(), X, interaction_index=None, show=False)
+        plt.gcf().axes[0].set_ylabel(f"SHAP value of {feature} (log-odds)")
+        figures[f"shap_dependence_{feature}.png"] = _pyplot_png(plt)
+
+    groups = table.groupby("group")["mean_abs_shap"].sum()
+    scores = group_scores(contrib.values, catalogue)
+    fig = new_figure(7, 2.6)
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.bar(groups.index, groups.to_numpy(), color=["#ff7f0e" if g == "engagement" else "#1f77b4" for g in groups.index])
+    ax1.set_ylabel("sum of mean |SHAP|")
+    ax1.set_title("Importance by group")
+    ax2.scatter(scores["fit_score"], scores["engagement_score"], s=4, alpha=0.3)
+    ax2.set_xlabel("fit_score")
+    ax2.set_ylabel("engagement_score")
+    ax2.set_title("Fit vs engagement (log-odds)")
+    figures["shap_groups.png"] = figure_png(fig)
+    return figures
+
+
+def _pyplot_png(plt) -> bytes:
+    from leadscore.report import figure_png
+
+    fig = plt.gcf()
+    png = figure_png(fig)
+    plt.close(fig)
+    return png
+
+
+# ---------------------------------------------------------------------------
+# One lead, as of a moment: what `leadscore explain` shows
+# ---------------------------------------------------------------------------
+
+class UnknownLead(LookupError):
+    """The lead id is not in the data, or the lead did not exist yet at as_of."""
+
+
+def explain_lead(scorer, con, lead_id: str, as_of, k: int = 3) -> dict:
+    """Everything about one lead's score as of a moment, JSON-serialisable: probabilities,
+    tier, decision sentence, reasons in words, fit/engagement scores and grid, the rule
+    baseline's points and fired rules, every contribution, the base value and the margin."""
+    from leadscore.baseline import score_baseline
+    from leadscore.features import features_as_of, open_leads
+
+    as_of = pd.Timestamp(as_of)
+    known = con.execute("SELECT created_at::VARCHAR FROM leads WHERE lead_id = ?", [str(lead_id)]).fetchall()
+    if not known:
+        raise UnknownLead(f"lead_id {lead_id!r} is not in the leads table")
+    pair = pd.DataFrame({"lead_id": [str(lead_id)], "as_of": [as_of]})
+    frame = features_as_of(con, pair, config=scorer.feature_config)
+    if frame.empty:
+        raise UnknownLead(f"lead {lead_id!r} was created at {known[0][0]}, not before as_of {as_of}; "
+                          "there is nothing to score yet")
+    is_open = bool((open_leads(con, [as_of])["lead_id"] == str(lead_id)).any())
+    row, contrib = explain_rows(scorer, frame, k)
+    r = row.iloc[0]
+    out = {
+        "lead_id": str(lead_id), "as_of": as_of.isoformat(), "open": is_open,
+        "p_sql": float(r["p_sql"]), "p_won": None if pd.isna(r["p_won"]) else float(r["p_won"]),
+        "score": int(r["score"]), "tier": str(r["tier"]),
+        "cutoffs": {"mql": scorer.cutoffs.mql, "sql": scorer.cutoffs.sql},
+        "decision": str(r["decision"]),
+        "reasons_positive": r["reasons_positive"], "reasons_negative": r["reasons_negative"],
+        "fit_score": float(r["fit_score"]), "engagement_score": float(r["engagement_score"]),
+        "grid": None if r["grid"] is None else str(r["grid"]),
+        "margin": float(r["margin"]), "base": float(r["base"]), "p_uncalibrated": float(r["p_uncalibrated"]),
+        "explanation_scale": MARGIN_NOTE,
+        "contributions": {f: float(v) for f, v in contrib.values.iloc[0].items()},
+        "values": {f: _plain(v) for f, v in frame[scorer.features].iloc[0].items()},
+    }
+    if scorer.won_model is not None:
+        won = contributions(scorer.won_model, frame)
+        out["won"] = {"margin": float(won.margin[0]), "base": float(won.base[0]),
+                      "contributions": {f: float(v) for f, v in won.values.iloc[0].items()}}
+    if scorer.rules is not None:
+        b = score_baseline(con, scorer.rules, pair).iloc[0]
+        out["baseline"] = {"points": float(b["total_points"]), "fit_points": float(b["fit_points"]),
+                           "engagement_points": float(b["engagement_points"]), "tier": str(b["baseline_tier"]),
+                           "grid": str(b["grid"]), "fired_rules": [s for s in str(b["fired_rules"]).split("; ") if s]}
+    return out
+
+
+def explanation_text(e: dict) -> str:
+    """The human-readable form of :func:`explain_lead`'s result."""
+    lines = [f"lead {e['lead_id']} as of {e['as_of']}" + ("" if e["open"] else " (not open at that moment: "
+                                                                              "already an SQL or closed)"),
+             e["decision"], "",
+             f"p_sql {e['p_sql']:.4f} (score {e['score']}/99)" + (f", p_won {e['p_won']:.4f}" if e["p_won"] is not None
+                                                                  else ""),
+             f"model margin {e['margin']:+.3f} log-odds = base {e['base']:+.3f} + contributions "
+             f"{e['margin'] - e['base']:+.3f}; uncalibrated p {e['p_uncalibrated']:.4f}, calibrated p_sql {e['p_sql']:.4f}",
+             f"fit_score {e['fit_score']:+.3f}, engagement_score {e['engagement_score']:+.3f}"
+             + (f", grid {e['grid']}" if e["grid"] else ""), "", "reasons for:"]
+    lines += [f"  + {reason_text(r)}" for r in e["reasons_positive"]] or ["  (none)"]
+    lines += ["reasons against:"]
+    lines += [f"  - {reason_text(r)}" for r in e["reasons_negative"]] or ["  (none)"]
+    if "baseline" in e:
+        b = e["baseline"]
+        lines += ["", f"rule baseline: {b['points']:.0f} points -> {b['tier']}, grid {b['grid']}",
+                  *(f"  {rule}" for rule in b["fired_rules"] or ["(no rule fired)"])]
+    lines += ["", MARGIN_NOTE]
+    return "\n".join(lines)
