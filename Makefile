@@ -38,6 +38,10 @@ demo: install  ## generate synthetic data and run every stage that exists, end t
 	$(BIN)/leadscore baseline --data $(DEMO_DIR) --as-of 2025-06-01 --rules pipelines/rules.yaml \
 		--out $(DEMO_OUT)/baseline.parquet
 	$(BIN)/leadscore train --config pipelines/train.yaml --data $(DEMO_DIR)
+	$(BIN)/leadscore score --model models:/leadscore@champion --data $(DEMO_DIR) --as-of 2025-09-24 \
+		--out $(DEMO_OUT)/scores/2025-09-24.parquet
+	$(BIN)/leadscore score --model models:/leadscore@champion --data $(DEMO_DIR) --as-of 2025-10-01 \
+		--out $(DEMO_OUT)/scores/2025-10-01.parquet --previous $(DEMO_OUT)/scores/2025-09-24.parquet
 	@echo
 	@echo "Results:"
 	@echo "  synthetic CRM tables   $(DEMO_DIR)/{leads,activities,lifecycle}.parquet"
@@ -47,6 +51,9 @@ demo: install  ## generate synthetic data and run every stage that exists, end t
 	@echo "  rule baseline          $(DEMO_OUT)/baseline.parquet"
 	@echo "  trained model bundle   models/leadscore/ (manifest.json, report.html)"
 	@echo "  MLflow runs + registry mlflow.db, mlartifacts/ (mlflow ui --backend-store-uri sqlite:///mlflow.db)"
+	@echo "  nightly scores         $(DEMO_OUT)/scores/2025-10-01.parquet (and 2025-09-24.parquet)"
+	@echo "  stage transitions      $(DEMO_OUT)/scores/2025-10-01.transitions.parquet"
+	@echo "  explain one lead       $(BIN)/leadscore explain --model models:/leadscore@champion --data $(DEMO_DIR) --as-of 2025-10-01 --lead-id ID"
 
 test: install-test  ## run the whole test suite
 	$(BIN)/python -m pytest

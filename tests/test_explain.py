@@ -188,7 +188,6 @@ def test_grid_thresholds_give_the_baselines_shares_and_are_monotone(baseline, se
     grid = learn_grid(fit, eng, baseline)
     cells = pd.Series(grid.cells(fit, eng))
     base = pd.Series(baseline)
-    n = len(baseline)
     for pos, classes in ((0, "AB"), (1, "12")):
         for c in classes:  # share per letter / digit within one example of the baseline's
             assert abs((cells.str[pos] == c).sum() - (base.str[pos] == c).sum()) <= 1

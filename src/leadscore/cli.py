@@ -24,6 +24,7 @@ app = typer.Typer(
 
 EXIT_VIOLATIONS = 1
 EXIT_UNUSABLE = 2
+EXIT_DELIVERY = 3  # scores written, but alerts could not be delivered
 
 
 def _err(message: str) -> None:
@@ -368,6 +369,14 @@ def _print_run(run) -> None:
                    f"recall {r['recall']:.1%} ({r['recall_low']:.1%}-{r['recall_high']:.1%})")
 
 
+def _register(pipeline, bundle_dir: Path, run):
+    """Log the bundle as the pyfunc model of the active MLflow run and register it."""
+    from leadscore import tracking as T
+
+    example = run.test_frame.head(5)[["lead_id", "as_of", *run.scorer.features]]
+    return T.log_model_version(pipeline.tracking, bundle_dir, example, run.scorer.score(example))
+
+
 @app.command()
 def train(
     config: Path = typer.Option(Path("pipelines/train.yaml"), "--config",
@@ -404,10 +413,9 @@ def train(
 
     client = T.configure(pipeline.tracking)
     with mlflow.start_run(run_name=f"train {pipeline.name}") as active:
-        report, figures = write_outputs(run, bundle_dir, facts=[("MLflow run", active.info.run_id)])
+        report, figures = write_outputs(run, bundle_dir, active.info.run_id)
         T.log_run_record(run, report, figures, bundle_dir)
-        version = T.log_model_version(pipeline.tracking, bundle_dir, run.test_frame.head(5)[
-            ["lead_id", "as_of", *run.scorer.features]], run.scorer.predict(run.test_frame.head(5)))
+        version = _register(pipeline, bundle_dir, run)
         name = pipeline.tracking.registered_model
         if T.champion_version(client, name) is None:
             T.set_alias(client, name, T.CHAMPION, version.version)
@@ -446,10 +454,9 @@ def retrain(
     champion = T.champion_version(client, name)
     with mlflow.start_run(run_name=f"retrain {pipeline.name}") as active:
         challenger_dir = bundle_dir.with_name(f"{bundle_dir.name}-challenger")
-        report, figures = write_outputs(run, challenger_dir, facts=[("MLflow run", active.info.run_id)])
+        report, figures = write_outputs(run, challenger_dir, active.info.run_id)
         T.log_run_record(run, report, figures, challenger_dir)
-        version = T.log_model_version(pipeline.tracking, challenger_dir, run.test_frame.head(5)[
-            ["lead_id", "as_of", *run.scorer.features]], run.scorer.predict(run.test_frame.head(5)))
+        version = _register(pipeline, challenger_dir, run)
         T.set_alias(client, name, T.CHALLENGER, version.version)
         challenger_metrics = {k[4:]: run.metrics[k] for k in ("sql_auc", "sql_logloss", "sql_ece")}
         if champion is None:
@@ -466,7 +473,7 @@ def retrain(
             T.set_alias(client, name, T.CHAMPION, version.version)
             import shutil
 
-            write_outputs(run, bundle_dir, facts=[("MLflow run", active.info.run_id)])
+            write_outputs(run, bundle_dir, active.info.run_id)
             shutil.rmtree(challenger_dir)
     typer.echo(f"\nreport: {report if not promote else bundle_dir / 'report.html'}")
     typer.echo(f"{name} version {version.version}: {reason}")
@@ -534,6 +541,146 @@ def explain(
         raise typer.Exit(EXIT_VIOLATIONS) from exc
     result["model"] = model
     typer.echo(json.dumps(result, indent=2) if as_json else explanation_text(result))
+
+
+def _stop_on_sigterm() -> None:
+    """A scheduler's SIGTERM unwinds like Ctrl-C, so temporary outputs are removed on the way out."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _sibling(out: Path, suffix: str) -> Path:
+    return out.with_name(f"{out.stem}.{suffix}{out.suffix if out.suffix in ('.parquet', '.csv') else '.parquet'}")
+
+
+@app.command()
+def score(
+    model: str = typer.Option(..., "--model", help="models:/leadscore@champion, models:/leadscore/3, or a bundle "
+                              "directory such as models/leadscore."),
+    data: Path = typer.Option(..., "--data", help="Directory with leads, activities, lifecycle."),
+    as_of: str = typer.Option(..., "--as-of", help="The run time (UTC): leads open at this moment are scored from "
+                              "data strictly before it."),
+    out: Path = typer.Option(..., "--out", help="Output file (.parquet or .csv), one row per open lead."),
+    previous: Path | None = typer.Option(None, "--previous", help="The previous run's output: write the stage "
+                                         "transitions since then (and POST them when a webhook is configured)."),
+    transitions_out: Path | None = typer.Option(None, "--transitions", help="Transitions file (default: "
+                                                "OUT's name + .transitions)."),
+    quarantine_out: Path | None = typer.Option(None, "--quarantine", help="Quarantine file for rows that break "
+                                               "the contract (default: OUT's name + .quarantine)."),
+    config: Path | None = typer.Option(None, "--config", help="Scoring YAML (see pipelines/score.yaml)."),
+    chunk_size: int | None = typer.Option(None, "--chunk-size", min=1, help="Leads per chunk (overrides config)."),
+    top: int | None = typer.Option(None, "--top", min=1, help="Reasons per direction (overrides config)."),
+    max_quarantine: float | None = typer.Option(None, "--max-quarantine", min=0.0, max=1.0,
+                                                help="Largest share of a table that may be quarantined."),
+    webhook: str | None = typer.Option(None, "--webhook", help="POST transitions to this URL (overrides config)."),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI for models:/ URIs "
+                                            "(default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress on stderr."),
+) -> None:
+    """Score every lead open at --as-of: the nightly batch job.
+
+    Writes one row per open lead: lead_id, as_of, p_sql, p_won, score (1-99), tier (lead / MQL /
+    SQL by the model's cutoffs), fit_score, engagement_score, grid, reasons, baseline_points,
+    baseline_tier, model_version, run_id. Rows that break the data contract are quarantined with
+    their reason; more than the configured share of a table stops the job (exit 1) before
+    anything is scored. Output is written atomically and is byte-identical for the same inputs,
+    model and --as-of. With --previous, leads that entered MQL or SQL or dropped out since then
+    go to a transitions file and, if a webhook is configured, are POSTed to it (exit 3 when
+    delivery fails; the scores are still written).
+    """
+    import dataclasses
+
+    from leadscore import alerts
+    from leadscore.config import ConfigError, load_scoring
+    from leadscore.features import connect
+    from leadscore.io import write_table
+    from leadscore.progress import Progress
+    from leadscore.scoring import (
+        QuarantineLimitExceeded,
+        ScoringCounts,
+        check_quarantine,
+        quarantine_frame,
+        read_scores,
+        score_open_leads,
+    )
+    from leadscore.tracking import model_identity
+
+    _stop_on_sigterm()
+    ts = _parse_now(as_of)
+    try:
+        settings, hook = load_scoring(config)
+        settings = dataclasses.replace(settings, **{k: v for k, v in (
+            ("chunk_size", chunk_size), ("top_reasons", top), ("max_quarantine_fraction", max_quarantine))
+            if v is not None})
+        if webhook:
+            hook = dataclasses.replace(hook, url=webhook) if hook else alerts.WebhookConfig(url=webhook)
+    except (ConfigError, ValueError) as exc:
+        raise _config_error(exc) from exc
+    if previous is not None and not previous.exists():
+        _err(f"error: --previous {previous}: no such file")
+        raise typer.Exit(EXIT_UNUSABLE)
+    scorer, manifest = _load_model(model, tracking_uri)
+    import os
+
+    version, run_id = model_identity(model, manifest, tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+                                     or DEFAULT_TRACKING_URI)
+
+    try:
+        clean, report = contract.load_clean(data)
+    except contract.ContractError as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(EXIT_UNUSABLE) from exc
+    counts = ScoringCounts(tables=report.counts())
+    quarantined = quarantine_frame(report.split()[1])
+    quarantine_path = quarantine_out or _sibling(out, "quarantine")
+    if len(quarantined):
+        write_table(quarantined, quarantine_path)
+        _err(f"{len(quarantined):,} rows break the data contract; quarantined with their reasons in {quarantine_path}")
+    try:
+        check_quarantine(counts.tables, settings.max_quarantine_fraction)
+    except QuarantineLimitExceeded as exc:
+        for line in counts.lines()[:len(counts.tables)]:
+            _err(line)
+        _err(f"error: {exc}")
+        raise typer.Exit(EXIT_VIOLATIONS) from exc
+
+    con = connect(clean)
+    typer.echo(f"scoring leads open at {ts:%Y-%m-%d %H:%M} UTC with {version}, chunks of {settings.chunk_size:,}")
+    with Progress(0, "scoring", unit="leads", enabled=progress) as bar:
+        def advance(n: int, total: int) -> None:
+            bar.total = total
+            bar.advance(n)
+
+        score_open_leads(scorer, con, ts, out, counts=counts, chunk_size=settings.chunk_size,
+                         top_reasons=settings.top_reasons, model_version=version, run_id=run_id, progress=advance)
+    for line in counts.lines():
+        typer.echo(line)
+    typer.echo("tier       model  baseline")
+    for tier in ("lead", "MQL", "SQL"):
+        typer.echo(f"{tier:<6}{counts.tiers[tier]:>11,}{counts.baseline_tiers[tier]:>10,}")
+    typer.echo(f"scores: {out}")
+
+    if previous is None:
+        return
+    current = read_scores(out)
+    moved = alerts.stage_transitions(read_scores(previous), current)
+    path = transitions_out or _sibling(out, "transitions")
+    write_table(moved, path)
+    kinds = moved["change"].value_counts()
+    typer.echo(f"transitions since {previous}: " + (", ".join(f"{n:,} {k}" for k, n in kinds.items()) or "none")
+               + f"\ntransitions: {path}")
+    if hook is None or moved.empty:
+        return
+    delivery = alerts.deliver(moved, hook, meta={"as_of": ts.isoformat(), "model_version": version, "run_id": run_id})
+    for line in delivery.lines():
+        (typer.echo if delivery.ok else _err)(line)
+    if not delivery.ok:
+        _err(f"error: {delivery.failed:,} transitions were not delivered to {hook.url}; they are in {path}")
+        raise typer.Exit(EXIT_DELIVERY)
 
 
 def _train_flat(config: Path, data: Path | None) -> None:

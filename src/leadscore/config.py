@@ -130,6 +130,45 @@ class PipelineConfig:
         return self.path.parent / p
 
 
+@dataclasses.dataclass(frozen=True)
+class ScoringConfig:
+    """The batch scoring job (``pipelines/score.yaml``, section ``scoring``).
+
+    ``chunk_size``: leads scored per chunk (peak memory follows it). ``top_reasons``: reasons
+    per direction in the ``reasons`` column. ``max_quarantine_fraction``: largest share of any
+    input table that may break the contract before the job refuses to score.
+    """
+
+    chunk_size: int = 50_000
+    top_reasons: int = 3
+    max_quarantine_fraction: float = 0.01
+
+    def __post_init__(self):
+        if self.chunk_size < 1 or self.top_reasons < 1:
+            raise ValueError(f"chunk_size and top_reasons must be >= 1, got {self.chunk_size!r}, {self.top_reasons!r}")
+        if not 0 <= self.max_quarantine_fraction <= 1:
+            raise ValueError(f"max_quarantine_fraction must be in [0, 1], got {self.max_quarantine_fraction!r}")
+
+
+SCORING_SECTIONS = ("scoring", "webhook")
+
+
+def load_scoring(path: Path | str | None):
+    """(ScoringConfig, WebhookConfig or None) from a scoring YAML; defaults without a file."""
+    from leadscore.alerts import WebhookConfig
+
+    if path is None:
+        return ScoringConfig(), None
+    path = Path(path)
+    raw = load_yaml(path)
+    unknown = sorted(set(raw) - set(SCORING_SECTIONS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; allowed: {', '.join(SCORING_SECTIONS)}")
+    webhook = raw.get("webhook")
+    return (build(ScoringConfig, raw.get("scoring"), f"{path}: scoring"),
+            None if not webhook or not webhook.get("url") else build(WebhookConfig, webhook, f"{path}: webhook"))
+
+
 PIPELINE_SECTIONS = ("data", "examples", "features", "leakage", "split", "model", "calibration", "cutoffs",
                      "rules", "tracking", "models_dir", "name", "promotion")
 

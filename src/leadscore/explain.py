@@ -353,18 +353,26 @@ def describe(feature: str, value, row: Mapping | None = None) -> str:
 # Explanations of scored rows
 # ---------------------------------------------------------------------------
 
-def top_reasons(contrib: pd.Series, values: pd.Series, k: int) -> tuple[list[dict], list[dict]]:
-    """The ``k`` largest positive and ``k`` largest negative contributions of one row, in words:
-    each ``{"feature", "value", "contribution", "text"}``."""
-    order = contrib.sort_values(kind="stable")
+def top_reasons(contrib: np.ndarray, values: pd.DataFrame, k: int) -> tuple[list[list[dict]], list[list[dict]]]:
+    """Per row, the ``k`` largest positive and ``k`` largest negative contributions in words:
+    each ``{"feature", "value", "contribution", "text"}``. ``contrib`` is rows x features in
+    the column order of ``values``."""
+    features = list(values.columns)
+    contrib = np.asarray(contrib, dtype="float64")
+    kk = min(k, len(features))
+    up = np.argsort(-contrib, axis=1, kind="stable")[:, :kk]
+    down = np.argsort(contrib, axis=1, kind="stable")[:, :kk]
+    records = values.to_dict("records")
+    positives, negatives = [], []
+    for i, row in enumerate(records):
+        def reason(j: int) -> dict:
+            f = features[j]
+            return {"feature": f, "value": _plain(row[f]), "contribution": float(contrib[i, j]),
+                    "text": describe(f, row[f], row)}
 
-    def reason(feature: str) -> dict:
-        return {"feature": feature, "value": _plain(values[feature]), "contribution": float(contrib[feature]),
-                "text": describe(feature, values[feature], values)}
-
-    positive = [reason(f) for f in order[order > 0].index[::-1][:k]]
-    negative = [reason(f) for f in order[order < 0].index[:k]]
-    return positive, negative
+        positives.append([reason(j) for j in up[i] if contrib[i, j] > 0])
+        negatives.append([reason(j) for j in down[i] if contrib[i, j] < 0])
+    return positives, negatives
 
 
 def reason_text(reason: dict) -> str:
@@ -404,19 +412,22 @@ def explain_rows(scorer, frame: pd.DataFrame, k: int = 3) -> tuple[pd.DataFrame,
     out["engagement_score"] = groups["engagement_score"].to_numpy()
     grid = getattr(scorer, "grid", None)
     out["grid"] = grid.cells(out["fit_score"], out["engagement_score"]) if grid is not None else None
-    features = frame[scorer.features].reset_index(drop=True)
-    values = contrib.values.reset_index(drop=True)
-    positives, negatives, decisions = [], [], []
-    for i in range(len(out)):
-        pos, neg = top_reasons(values.iloc[i], features.iloc[i], k)
-        positives.append(pos)
-        negatives.append(neg)
-        decisions.append(decision_sentence(float(out["p_sql"].iloc[i]), str(out["tier"].iloc[i]),
-                                           scorer.cutoffs.mql, scorer.cutoffs.sql, pos, neg))
+    positives, negatives = top_reasons(contrib.values.to_numpy(), frame[scorer.features], k)
+    decisions = [decision_sentence(p, t, scorer.cutoffs.mql, scorer.cutoffs.sql, pos, neg)
+                 for p, t, pos, neg in zip(out["p_sql"].to_numpy(dtype=float), out["tier"].astype(str), positives,
+                                           negatives)]
     out["decision"] = decisions
     out["reasons_positive"] = positives
     out["reasons_negative"] = negatives
     return out, contrib
+
+
+def reasons_line(positive: list[dict], negative: list[dict]) -> str:
+    """One cell of text: 'Requested a demo today (+0.48); ... | against: Uses a student e-mail address (-0.41)'."""
+    text = "; ".join(reason_text(r) for r in positive)
+    if negative:
+        text += (" | " if text else "") + "against: " + "; ".join(reason_text(r) for r in negative)
+    return text
 
 
 MARGIN_NOTE = ("Contributions are in log-odds of the uncalibrated model and add up, with the base value, "

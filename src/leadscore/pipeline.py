@@ -296,7 +296,7 @@ def report_inputs(run: TrainingRun, facts: list[tuple[str, str]] | None = None):
         calibration=run.calibration, extra_tables=extra, notes=notes)
 
 
-def manifest_for(run: TrainingRun) -> dict:
+def manifest_for(run: TrainingRun, mlflow_run_id: str | None = None) -> dict:
     import json
     from dataclasses import asdict
 
@@ -305,6 +305,7 @@ def manifest_for(run: TrainingRun) -> dict:
 
     return json.loads(json.dumps({
         "name": run.config.name,
+        "mlflow_run_id": mlflow_run_id,
         "metrics": run.metrics,
         "cutoffs": run.scorer.cutoffs.to_dict(),
         "feature_catalogue": run.scorer.catalogue.to_dict(orient="records"),
@@ -331,20 +332,20 @@ def explanation_outputs(run: TrainingRun) -> tuple[dict[str, bytes], pd.DataFram
     return figures, importance_table(contributions(model, sample).values, run.scorer.catalogue)
 
 
-def write_outputs(run: TrainingRun, bundle_dir: Path, facts: list[tuple[str, str]] | None = None):
+def write_outputs(run: TrainingRun, bundle_dir: Path, mlflow_run_id: str | None = None):
     """Write the bundle (scorer, manifest, hashes) with the HTML report inside it.
     Returns (report path, figures)."""
     from leadscore.bundle import write_bundle
     from leadscore.report import render_training_report, training_figures
 
-    inputs = report_inputs(run, facts)
+    inputs = report_inputs(run, [("MLflow run", mlflow_run_id)] if mlflow_run_id else None)
     shap_figures, importance = explanation_outputs(run)
     inputs.extra_tables.append(("SHAP importance on the test slice (mean |log-odds|), top 20", importance.head(20)))
     inputs.figure_sections.append(("Why the model scores as it does (SHAP, test slice sample)",
                                    sorted(shap_figures)))
     figures = {**training_figures(inputs), **shap_figures}
     html = render_training_report(inputs, figures)
-    write_bundle(bundle_dir, {"scorer.joblib": run.scorer}, manifest_for(run),
+    write_bundle(bundle_dir, {"scorer.joblib": run.scorer}, manifest_for(run, mlflow_run_id),
                  extra_files={"report.html": html,
                               "feature_catalogue.csv": run.scorer.catalogue.to_csv(index=False),
                               "shap_importance.csv": importance.to_csv(index=False)})

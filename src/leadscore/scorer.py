@@ -21,6 +21,8 @@ from leadscore.train import ConversionModel
 KEY_COLUMNS = ("lead_id", "as_of")
 BASELINE_COLUMNS = ("baseline_points", "baseline_tier")
 SCORE_COLUMNS = ("lead_id", "as_of", "p_sql", "p_won", "score", "tier")
+# What batch scoring and the served model return per lead (baseline columns when the rows carry them).
+EXPLAINED_COLUMNS = (*SCORE_COLUMNS, "fit_score", "engagement_score", "grid", "reasons")
 
 
 class ScoringInputError(ValueError):
@@ -81,6 +83,23 @@ class Scorer:
         out["p_won"] = self.won_model.predict_proba(frame) if self.won_model is not None else np.nan
         out["score"] = self.score_points(p_sql)
         out["tier"] = pd.array(self.cutoffs.tier(p_sql), dtype="str")
+        for col in BASELINE_COLUMNS:
+            if col in frame.columns:
+                out[col] = frame[col].to_numpy()
+        return out
+
+    def score(self, frame: pd.DataFrame, top_reasons: int = 3) -> pd.DataFrame:
+        """:meth:`predict` plus fit_score, engagement_score, grid and ``reasons`` (the top
+        reasons for and against in words, one text cell): the columns of
+        :data:`EXPLAINED_COLUMNS`, then baseline_points / baseline_tier when the rows carry them."""
+        from leadscore.explain import explain_rows, reasons_line
+
+        rows, _ = explain_rows(self, frame, top_reasons)
+        out = rows[list(EXPLAINED_COLUMNS[:-1])].copy()
+        out["grid"] = out["grid"].astype("str") if self.grid is not None else pd.Series(pd.NA, index=out.index,
+                                                                                         dtype="str")
+        out["reasons"] = pd.array([reasons_line(p, n) for p, n in zip(rows["reasons_positive"],
+                                                                       rows["reasons_negative"])], dtype="str")
         for col in BASELINE_COLUMNS:
             if col in frame.columns:
                 out[col] = frame[col].to_numpy()

@@ -26,15 +26,25 @@ SCORER_FILE = "scorer.joblib"
 
 
 class LeadScoreModel(mlflow.pyfunc.PythonModel):
-    """Feature rows (what ``leadscore features`` writes) in; lead_id, as_of, p_sql, p_won,
-    score, tier out."""
+    """Feature rows (what ``leadscore features`` writes) in; the batch job's scoring columns
+    out: lead_id, as_of, p_sql, p_won, score, tier, fit_score, engagement_score, grid, reasons
+    (+ baseline_points / baseline_tier when the rows carry them). Unusable rows raise an
+    ``MlflowException`` naming the problem, which the scoring server answers with HTTP 400."""
 
     def load_context(self, context):
         self.manifest, objects = load_bundle(context.artifacts["bundle"])
         self.scorer = objects[SCORER_FILE]
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        return self.scorer.predict(model_input)
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        from leadscore.scorer import ScoringInputError
+
+        try:
+            return self.scorer.score(model_input)
+        except ScoringInputError as exc:
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
 
 
 def configure(tracking: TrackingConfig) -> MlflowClient:
@@ -120,6 +130,29 @@ def log_run_record(run, report_path: Path | None, figures: dict[str, bytes], bun
     mlflow.log_artifact(str(bundle_dir / "manifest.json"), artifact_path="bundle")
     if (bundle_dir / "shap_importance.csv").exists():
         mlflow.log_artifact(str(bundle_dir / "shap_importance.csv"), artifact_path="tables")
+
+
+def model_identity(uri: str, manifest: dict, tracking_uri: str | None = None) -> tuple[str, str]:
+    """(model_version, run_id) to stamp on scores: ``leadscore/3`` and its MLflow run for a
+    registry URI, the bundle's name and creation time (and its run, when it was trained with
+    tracking) for a bundle directory."""
+    if os.path.isdir(uri):
+        return f"{manifest.get('name', Path(uri).name)} bundle {manifest.get('created_at', '')}".strip(), \
+            manifest.get("mlflow_run_id") or ""
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient()
+    if uri.startswith("models:/"):
+        name, _, ref = uri[len("models:/"):].partition("@")
+        if ref:
+            mv = client.get_model_version_by_alias(name, ref)
+        else:
+            name, _, number = uri[len("models:/"):].rpartition("/")
+            mv = client.get_model_version(name, number)
+        return f"{mv.name}/{mv.version}", mv.run_id or ""
+    if uri.startswith("runs:/"):
+        return uri, uri[len("runs:/"):].split("/")[0]
+    return uri, manifest.get("mlflow_run_id") or ""
 
 
 def load_scorer(uri: str, tracking_uri: str | None = None):

@@ -74,7 +74,8 @@ def as_model_frame(frame: pd.DataFrame, features: list[str], levels: dict[str, l
     (a value never seen in training becomes missing, which LightGBM handles)."""
     out = frame[features].copy()
     for col, cats in levels.items():
-        out[col] = pd.Categorical(out[col].astype(str), categories=cats)
+        values = out[col].astype(str)
+        out[col] = pd.Categorical(values.where(values.isin(cats)), categories=cats)
     return out
 
 

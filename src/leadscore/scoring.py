@@ -1,0 +1,186 @@
+"""The batch scoring job: every lead open at a moment, scored in chunks, written atomically.
+
+What a nightly run does (``leadscore score``):
+
+1. read the contract tables; rows that break the contract are **quarantined** with their
+   reason (they never reach a feature), counted per table, and written to a quarantine file;
+   too large a quarantined share stops the job before anything is scored;
+2. list the leads open at ``as_of`` (created before it, not yet SQL or closed);
+3. per chunk of leads: features as of ``as_of`` with the training code, the calibrated
+   probabilities, score, tier, fit/engagement scores and grid, reasons in words, and the rule
+   baseline's points and tier beside them — peak memory follows the chunk size, not the lead
+   base;
+4. stream the chunks into a temporary file and rename it over the output only when all are
+   written: a job killed half-way leaves no output. The same inputs, model and ``as_of`` give
+   byte-identical files.
+
+Lead accounting, printed at the end: lead rows in = scored + quarantined + not open at
+``as_of`` (already an SQL or closed, or created later).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from leadscore.io import PARQUET_OPTIONS, atomic_path
+
+OUTPUT_COLUMNS = ("lead_id", "as_of", "p_sql", "p_won", "score", "tier", "fit_score", "engagement_score", "grid",
+                  "reasons", "baseline_points", "baseline_tier", "model_version", "run_id")
+OUTPUT_SCHEMA = pa.schema([
+    ("lead_id", pa.string()), ("as_of", pa.timestamp("us", tz="UTC")), ("p_sql", pa.float64()),
+    ("p_won", pa.float64()), ("score", pa.int16()), ("tier", pa.string()), ("fit_score", pa.float64()),
+    ("engagement_score", pa.float64()), ("grid", pa.string()), ("reasons", pa.string()),
+    ("baseline_points", pa.float64()), ("baseline_tier", pa.string()), ("model_version", pa.string()),
+    ("run_id", pa.string()),
+])
+QUARANTINE_COLUMNS = ("table", "source_row", "lead_id", "quarantine_reason", "row")
+
+
+class QuarantineLimitExceeded(RuntimeError):
+    """Too large a share of the input breaks the contract to trust a scoring run."""
+
+
+@dataclass
+class ScoringCounts:
+    """Row accounting of one run."""
+
+    tables: dict[str, dict[str, int]]      # per contract table: rows_in, clean, quarantined
+    leads_scored: int = 0
+    leads_not_open: int = 0
+    seconds: float = 0.0
+    tiers: dict[str, int] = field(default_factory=dict)
+    baseline_tiers: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def leads_in(self) -> int:
+        return self.tables["leads"]["rows_in"]
+
+    @property
+    def leads_quarantined(self) -> int:
+        return self.tables["leads"]["quarantined"]
+
+    def lines(self) -> list[str]:
+        out = []
+        for name, c in self.tables.items():
+            out.append(f"{name}: {c['rows_in']:,} rows in = {c['clean']:,} clean + {c['quarantined']:,} quarantined")
+        rate = self.leads_scored / self.seconds if self.seconds > 0 else float("nan")
+        out.append(f"leads: {self.leads_in:,} rows in = {self.leads_scored:,} scored + {self.leads_quarantined:,} "
+                   f"quarantined + {self.leads_not_open:,} not open at as_of (already SQL or closed, or created later)")
+        out.append(f"scored {self.leads_scored:,} leads in {self.seconds:.1f} s ({rate:,.0f} leads/s)")
+        return out
+
+
+def quarantine_frame(quarantined: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """All quarantined rows of all tables in one table: table, source_row, lead_id, reason, and
+    the row itself as JSON text (the tables' columns differ)."""
+    parts = []
+    for name, q in quarantined.items():
+        if q.empty:
+            continue
+        body = q.drop(columns=["source_row", "quarantine_reason"])
+        parts.append(pd.DataFrame({
+            "table": name, "source_row": q["source_row"].astype("int64").to_numpy(),
+            "lead_id": q["lead_id"].astype("str").to_numpy() if "lead_id" in q else None,
+            "quarantine_reason": q["quarantine_reason"].astype("str").to_numpy(),
+            "row": body.astype("str").to_json(orient="records", lines=True).splitlines() if len(body) else [],
+        }))
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c == "source_row" else "str") for c in QUARANTINE_COLUMNS})
+    return pd.concat(parts, ignore_index=True)
+
+
+def check_quarantine(counts: dict[str, dict[str, int]], max_fraction: float) -> None:
+    """Raise :class:`QuarantineLimitExceeded` naming every table whose quarantined share is over the limit."""
+    over = [f"{name}: {c['quarantined']:,} of {c['rows_in']:,} rows ({c['quarantined'] / c['rows_in']:.2%})"
+            for name, c in counts.items() if c["rows_in"] and c["quarantined"] / c["rows_in"] > max_fraction]
+    if over:
+        raise QuarantineLimitExceeded(
+            f"too many rows break the data contract (limit {max_fraction:.2%} per table): {'; '.join(over)}. "
+            "Nothing was scored; see the quarantine file for the rows and their reasons.")
+
+
+def score_chunk(scorer, con, pairs: pd.DataFrame, top_reasons: int, model_version: str, run_id: str) -> pd.DataFrame:
+    """Features, scores, reasons and the rule baseline for one chunk of (lead_id, as_of) pairs."""
+    from leadscore.baseline import score_baseline
+    from leadscore.features import features_as_of
+
+    rows = features_as_of(con, pairs, config=scorer.feature_config)
+    if scorer.rules is not None:
+        points = score_baseline(con, scorer.rules, pairs, explain=False)
+        rows = rows.merge(points[["lead_id", "as_of", "total_points", "baseline_tier"]].rename(
+            columns={"total_points": "baseline_points"}), on=["lead_id", "as_of"], how="left", validate="one_to_one")
+    out = scorer.score(rows, top_reasons)
+    for col in ("baseline_points", "baseline_tier"):
+        if col not in out:
+            out[col] = None
+    out["model_version"] = model_version
+    out["run_id"] = run_id
+    return out[list(OUTPUT_COLUMNS)]
+
+
+def _to_arrow(frame: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(frame, schema=OUTPUT_SCHEMA, preserve_index=False).replace_schema_metadata(None)
+
+
+def score_open_leads(scorer, con, as_of: pd.Timestamp, out: Path, *, counts: ScoringCounts,
+                     chunk_size: int = 50_000, top_reasons: int = 3, model_version: str = "", run_id: str = "",
+                     progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """Score every lead open at ``as_of`` chunk by chunk into ``out`` (.parquet or .csv),
+    atomically. Fills ``counts``; returns the tier column of the output (small) for summaries."""
+    from leadscore.features import open_leads
+
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    start = time.perf_counter()
+    pairs = open_leads(con, [as_of]).sort_values("lead_id", kind="stable").reset_index(drop=True)
+    counts.leads_not_open = counts.tables["leads"]["clean"] - len(pairs)
+    tiers, baseline_tiers = [], []
+    out = Path(out)
+    csv = out.suffix == ".csv"
+    with atomic_path(out) as tmp:
+        writer = None if csv else pq.ParquetWriter(tmp, OUTPUT_SCHEMA, **PARQUET_OPTIONS)
+        try:
+            if csv:
+                pd.DataFrame(columns=list(OUTPUT_COLUMNS)).to_csv(tmp, index=False)
+            for lo in range(0, len(pairs), chunk_size):
+                chunk = score_chunk(scorer, con, pairs.iloc[lo:lo + chunk_size], top_reasons, model_version, run_id)
+                chunk = chunk.sort_values("lead_id", kind="stable")
+                if csv:
+                    chunk.to_csv(tmp, mode="a", header=False, index=False)
+                else:
+                    writer.write_table(_to_arrow(chunk))
+                tiers.append(chunk["tier"].to_numpy(dtype=object))
+                baseline_tiers.append(chunk["baseline_tier"].to_numpy(dtype=object))
+                counts.leads_scored += len(chunk)
+                if progress is not None:
+                    progress(len(chunk), len(pairs))
+            if writer is not None and not len(pairs):
+                writer.write_table(OUTPUT_SCHEMA.empty_table())
+        finally:
+            if writer is not None:
+                writer.close()
+    counts.seconds = time.perf_counter() - start
+    summary = pd.DataFrame({"tier": np.concatenate(tiers) if tiers else np.array([], dtype=object),
+                            "baseline_tier": np.concatenate(baseline_tiers) if baseline_tiers else np.array([], dtype=object)})
+    counts.tiers = {t: int((summary["tier"] == t).sum()) for t in ("lead", "MQL", "SQL")}
+    counts.baseline_tiers = {t: int((summary["baseline_tier"] == t).sum()) for t in ("lead", "MQL", "SQL")}
+    return summary
+
+
+def read_scores(path: Path | str) -> pd.DataFrame:
+    """A scoring run's output (.parquet or .csv) with typed columns."""
+    path = Path(path)
+    if path.suffix == ".csv":
+        frame = pd.read_csv(path, dtype={"lead_id": "str", "tier": "str", "grid": "str", "baseline_tier": "str",
+                                         "model_version": "str", "run_id": "str", "reasons": "str"})
+        frame["as_of"] = pd.to_datetime(frame["as_of"], utc=True)
+        return frame
+    return pd.read_parquet(path)

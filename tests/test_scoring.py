@@ -1,0 +1,221 @@
+"""The batch scoring job: accounting, quarantine, atomic and repeatable output, interruption,
+stage transitions and webhook delivery end to end."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from leadscore.config import load_pipeline
+from leadscore.scoring import OUTPUT_COLUMNS, read_scores
+from leadscore.tracking import load_scorer
+
+from .conftest import app, runner
+
+TABLES = ("leads", "activities", "lifecycle")
+
+
+@pytest.fixture(scope="module")
+def registry(trained):
+    """(tracking URI, bundle directory) of the session's training run."""
+    config, _ = trained
+    pipeline = load_pipeline(config)
+    return pipeline.tracking.tracking_uri, Path(pipeline.models_dir) / pipeline.name
+
+
+def _score(registry, data: Path, out: Path, *extra: str, as_of: str = "2025-06-01", model: str | None = None):
+    uri, bundle = registry
+    return runner.invoke(app, ["score", "--model", model or str(bundle), "--data", str(data), "--as-of", as_of,
+                               "--out", str(out), "--tracking-uri", uri, "--no-progress", *extra])
+
+
+@pytest.fixture(scope="module")
+def planted(train_dir, tmp_path_factory):
+    """The training data with bad rows planted in every table: (data dir, planted lead ids)."""
+    out = tmp_path_factory.mktemp("planted")
+    leads, acts, life = (pd.read_parquet(train_dir / f"{n}.parquet") for n in TABLES)
+    dup = leads.iloc[[10]]                                     # duplicate lead_id: both copies break the contract
+    leads = pd.concat([leads, dup], ignore_index=True)
+    bad_act = acts.iloc[[0, 1]].copy()
+    bad_act["activity_type"] = "carrier_pigeon"                # unknown activity type
+    acts = pd.concat([acts, bad_act], ignore_index=True)
+    early = life.iloc[[0]].copy()
+    early["occurred_at"] = pd.Timestamp("2000-01-01", tz="UTC")  # before the lead was created
+    life = pd.concat([life, early], ignore_index=True)
+    for name, frame in zip(TABLES, (leads, acts, life)):
+        frame.to_parquet(out / f"{name}.parquet")
+    return out, str(dup["lead_id"].iloc[0])
+
+
+def _identity(output: str) -> tuple[int, int, int, int]:
+    line = next(ln for ln in output.splitlines() if ln.startswith("leads:") and "scored" in ln)
+    nums = [int(w.replace(",", "")) for w in line.replace("=", " ").split() if w.replace(",", "").isdigit()]
+    return tuple(nums[:4])
+
+
+def test_rows_in_equal_scored_plus_quarantined_plus_not_open_and_bad_rows_are_quarantined(registry, planted, tmp_path):
+    data, dup_lead = planted
+    out = tmp_path / "scores.parquet"
+    result = _score(registry, data, out, "--max-quarantine", "0.5")
+    assert result.exit_code == 0, result.output
+    rows_in, scored, quarantined, not_open = _identity(result.output)
+    assert rows_in == len(pd.read_parquet(data / "leads.parquet"))
+    assert rows_in == scored + quarantined + not_open and quarantined == 2
+    scores = read_scores(out)
+    assert len(scores) == scored and scores["lead_id"].is_unique and dup_lead not in set(scores["lead_id"])
+    q = pd.read_parquet(tmp_path / "scores.quarantine.parquet")
+    tables = {n: pd.read_parquet(data / f"{n}.parquet") for n in TABLES}
+    # the planted rows (appended last) are quarantined with their reason ...
+    for table, n_planted, word in (("leads", 1, "lead_id"), ("activities", 2, "activity_type"),
+                                   ("lifecycle", 1, "occurred_at")):
+        planted_rows = set(range(len(tables[table]) - n_planted, len(tables[table])))
+        mine = q[(q["table"] == table) & q["source_row"].isin(planted_rows)]
+        assert len(mine) == n_planted and mine["quarantine_reason"].str.contains(word).all(), mine
+    # ... and every other quarantined row is the duplicated lead's own (its rows cannot be trusted)
+    rest = q.drop(index=[i for i, r in q.iterrows()
+                         if r["source_row"] >= len(tables[r["table"]]) - {"leads": 1, "activities": 2,
+                                                                           "lifecycle": 1}[r["table"]]])
+    assert (rest["lead_id"] == dup_lead).all(), rest[["table", "lead_id", "quarantine_reason"]]
+    assert len(q) == int(result.output.split(" rows break the data contract")[0].split()[-1].replace(",", ""))
+    for table in TABLES:
+        line = next(ln for ln in result.output.splitlines() if ln.startswith(f"{table}:"))
+        n_in, clean, bad = (int(w.replace(",", "")) for w in line.split() if w.replace(",", "").isdigit())
+        assert n_in == clean + bad == len(pd.read_parquet(data / f"{table}.parquet"))
+
+
+def test_too_many_quarantined_rows_stop_the_job_before_scoring(registry, planted, tmp_path):
+    data, _ = planted
+    out = tmp_path / "scores.parquet"
+    result = _score(registry, data, out, "--max-quarantine", "0.0001")
+    assert result.exit_code == 1
+    assert "too many rows break the data contract" in result.output and "leads: 2 of 8,001 rows" in result.output
+    assert not out.exists() and (tmp_path / "scores.quarantine.parquet").exists()
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_two_runs_give_identical_bytes_and_the_columns_of_the_contract(registry, train_dir, tmp_path, suffix):
+    a, b = tmp_path / f"a{suffix}", tmp_path / f"b{suffix}"
+    assert _score(registry, train_dir, a, "--chunk-size", "1000").exit_code == 0
+    assert _score(registry, train_dir, b, "--chunk-size", "1000").exit_code == 0
+    assert a.read_bytes() == b.read_bytes()
+    scores = read_scores(a)
+    assert tuple(scores.columns) == OUTPUT_COLUMNS
+
+
+def test_scores_follow_the_model_and_carry_the_baseline_and_model_identity(registry, train_dir, tmp_path):
+    uri, bundle = registry
+    out = tmp_path / "scores.parquet"
+    result = _score(registry, train_dir, out, "--chunk-size", "700", model="models:/leadscore@champion")
+    assert result.exit_code == 0, result.output
+    scores = read_scores(out)
+    scorer, _ = load_scorer(str(bundle))
+    # chunking changes nothing: the same rows scored in one go by the scorer
+    from leadscore.features import features_as_of
+
+    rows = features_as_of({n: train_dir / f"{n}.parquet" for n in TABLES}, as_of="2025-06-01",
+                          config=scorer.feature_config)
+    direct = scorer.score(rows).set_index("lead_id").loc[scores["lead_id"]]
+    np.testing.assert_allclose(scores["p_sql"], direct["p_sql"], rtol=0, atol=1e-12)
+    assert (scores["reasons"].to_numpy() == direct["reasons"].to_numpy()).all()
+    assert (scores["grid"].to_numpy() == direct["grid"].to_numpy()).all()
+    order = np.argsort(scores["p_sql"].to_numpy(), kind="stable")
+    assert (np.diff(scores["score"].to_numpy()[order]) >= 0).all() and scores["score"].between(1, 99).all()
+    assert ((scores["p_sql"] >= scorer.cutoffs.sql) == (scores["tier"] == "SQL")).all()
+    assert set(scores["baseline_tier"]) <= {"lead", "MQL", "SQL"} and scores["baseline_points"].notna().all()
+    assert set(scores["model_version"]) == {"leadscore/1"}
+    assert len(set(scores["run_id"])) == 1 and len(scores["run_id"].iloc[0]) == 32
+    for tier in ("lead", "MQL", "SQL"):  # the printed tier counts are the file's
+        line = next(ln for ln in result.output.splitlines() if ln.startswith(tier + " "))
+        assert [int(w.replace(",", "")) for w in line.split()[1:]] == [
+            int((scores["tier"] == tier).sum()), int((scores["baseline_tier"] == tier).sum())]
+
+
+def test_a_job_interrupted_half_way_leaves_no_output(registry, train_dir, tmp_path):
+    uri, bundle = registry
+    out = tmp_path / "out" / "scores.parquet"
+    out.parent.mkdir()
+    cmd = [sys.executable, "-m", "leadscore.cli", "score", "--model", str(bundle), "--data", str(train_dir),
+           "--as-of", "2025-06-01", "--out", str(out), "--chunk-size", "100", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.parent.glob(".scores.parquet.*")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the job ended before it could be interrupted"
+    time.sleep(0.5)  # a few chunks into the temporary file
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert not out.exists() and list(out.parent.iterdir()) == [], err[-2000:]
+
+
+@pytest.fixture(scope="module")
+def first_run(registry, train_dir, tmp_path_factory) -> Path:
+    """A scoring run as of 2025-06-01: the previous run of the transition tests."""
+    out = tmp_path_factory.mktemp("first") / "2025-06-01.parquet"
+    result = _score(registry, train_dir, out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+class _Hook(BaseHTTPRequestHandler):
+    status = 200
+    received: list = []
+
+    def do_POST(self):  # noqa: N802 - the http.server API
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(type(self).status)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hook():
+    handler = type("Hook", (_Hook,), {"received": [], "status": 200})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield handler, f"http://127.0.0.1:{server.server_address[1]}/alerts"
+    server.shutdown()
+
+
+def test_a_second_run_writes_transitions_and_posts_them(registry, train_dir, tmp_path, hook, first_run):
+    handler, url = hook
+    day1, day2 = first_run, tmp_path / "2025-06-08.parquet"
+    result = _score(registry, train_dir, day2, "--previous", str(day1), "--webhook", url, as_of="2025-06-08")
+    assert result.exit_code == 0, result.output
+    moved = pd.read_parquet(tmp_path / "2025-06-08.transitions.parquet")
+    before = read_scores(day1).set_index("lead_id")["tier"]
+    after = read_scores(day2).set_index("lead_id")["tier"]
+    rank = {"new": -1, "lead": 0, "MQL": 1, "SQL": 2}
+    both = after.to_frame("to").join(before.rename("from"), how="left").fillna({"from": "new"})
+    changed = both[(both["to"] != both["from"]) & ((both["to"] != "lead") | (both["from"] != "new"))
+                   & ((both["to"].map(rank) > 0) | (both["from"].map(rank) > 0))]
+    assert set(moved["lead_id"]) == set(changed.index) and len(moved) > 0
+    posted = [t["lead_id"] for body in handler.received for t in body["transitions"]]
+    assert sorted(posted) == sorted(moved["lead_id"])
+    assert "transitions:" in result.output
+
+
+def test_undeliverable_alerts_are_reported_with_a_distinct_exit_code(registry, train_dir, tmp_path, hook, first_run):
+    handler, url = hook
+    handler.status = 500
+    day1, day2 = first_run, tmp_path / "b.parquet"
+    cfg = tmp_path / "score.yaml"
+    cfg.write_text(f"webhook:\n  url: {url}\n  retries: 1\n  backoff_seconds: 0.01\n")
+    result = _score(registry, train_dir, day2, "--previous", str(day1), "--config", str(cfg), as_of="2025-06-08")
+    assert result.exit_code == 3, result.output
+    assert "were not delivered" in result.output and "500" in result.output
+    assert day2.exists() and (tmp_path / "b.transitions.parquet").exists()
+    assert len(handler.received) == 2 * -(-len(pd.read_parquet(tmp_path / "b.transitions.parquet")) // 500)

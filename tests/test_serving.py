@@ -1,0 +1,121 @@
+"""`mlflow models serve` on the registered champion answers scoring requests with the batch
+job's columns, and bad input gets an error that names the problem, not a stack trace."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from leadscore.config import load_pipeline
+from leadscore.features import features_as_of
+from leadscore.scorer import EXPLAINED_COLUMNS
+from leadscore.tracking import load_scorer
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 5):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.status
+
+
+def _post(url: str, payload: dict) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@pytest.fixture(scope="module")
+def server(trained, tmp_path_factory):
+    config, _ = trained
+    pipeline = load_pipeline(config)
+    port = _free_port()
+    # the server execs `uvicorn` from PATH: the one installed beside this interpreter
+    env = {**os.environ, "MLFLOW_TRACKING_URI": pipeline.tracking.tracking_uri,
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/leadscore@champion",
+                                 "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+                                env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            if _get(f"{base}/ping") == 200:
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _stop(proc)
+            pytest.fail(f"the model server did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+    yield base, Path(pipeline.models_dir) / pipeline.name
+    _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def rows(trained, train_dir):
+    config, _ = trained
+    pipeline = load_pipeline(config)
+    frame = features_as_of({n: train_dir / f"{n}.parquet" for n in ("leads", "activities", "lifecycle")},
+                           as_of="2025-06-01", config=pipeline.features)
+    return frame.sample(5, random_state=0).reset_index(drop=True)
+
+
+def _payload(frame: pd.DataFrame) -> dict:
+    # MLflow's schema takes zone-naive timestamps; the served model reads them as UTC
+    naive = frame.assign(as_of=frame["as_of"].dt.tz_localize(None).dt.strftime("%Y-%m-%dT%H:%M:%S"))
+    split = json.loads(naive.to_json(orient="split", index=False, date_format="iso"))
+    return {"dataframe_split": {"columns": split["columns"], "data": split["data"]}}
+
+
+def test_the_served_champion_returns_the_batch_jobs_scoring_columns(server, rows):
+    base, bundle = server
+    status, body = _post(f"{base}/invocations", _payload(rows))
+    assert status == 200, body
+    served = pd.DataFrame(body["predictions"])
+    assert list(served.columns) == list(EXPLAINED_COLUMNS)
+    scorer, _ = load_scorer(str(bundle))
+    local = scorer.score(rows)
+    assert served["lead_id"].tolist() == local["lead_id"].tolist()
+    np.testing.assert_allclose(served["p_sql"], local["p_sql"], rtol=1e-9)
+    assert served["tier"].tolist() == local["tier"].tolist() and served["reasons"].tolist() == local["reasons"].tolist()
+
+
+@pytest.mark.parametrize("break_rows, names", [
+    (lambda f: f.drop(columns=["n_demo_request_30d"]), "n_demo_request_30d"),
+    (lambda f: f.assign(lead_age_days="old"), "lead_age_days"),
+])
+def test_bad_input_gets_an_error_naming_the_problem_not_a_stack_trace(server, rows, break_rows, names):
+    base, _ = server
+    status, body = _post(f"{base}/invocations", _payload(break_rows(rows)))
+    assert status == 400
+    assert names in body["message"]
+    assert "Traceback" not in json.dumps(body) and not body.get("stack_trace")
