@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK) | $(BIN)/python
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(LOCK) | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[test,bench,spark]'
 	@touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed  ## create .venv and install leadscore from the lock
@@ -67,7 +67,7 @@ bench: install-test  ## run the benchmarks on 1M synthetic leads (big data; minu
 lock:  ## re-resolve the lock file from pyproject.toml lower bounds (newest allowed versions)
 	rm -rf .venv-lock
 	$(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/python -m pip install --quiet -e '.[test,bench]'
+	.venv-lock/bin/python -m pip install --quiet -e '.[test,bench,spark]'
 	.venv-lock/bin/python -m pip freeze --exclude-editable | grep -v '^leadscore' > $(LOCK)
 	rm -rf .venv-lock
 
