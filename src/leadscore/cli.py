@@ -651,12 +651,9 @@ def score(
     con = connect(clean)
     typer.echo(f"scoring leads open at {ts:%Y-%m-%d %H:%M} UTC with {version}, chunks of {settings.chunk_size:,}")
     with Progress(0, "scoring", unit="leads", enabled=progress) as bar:
-        def advance(n: int, total: int) -> None:
-            bar.total = total
-            bar.advance(n)
-
         score_open_leads(scorer, con, ts, out, counts=counts, chunk_size=settings.chunk_size,
-                         top_reasons=settings.top_reasons, model_version=version, run_id=run_id, progress=advance)
+                         top_reasons=settings.top_reasons, model_version=version, run_id=run_id,
+                         progress=lambda n, total: bar.advance(n, total))
     for line in counts.lines():
         typer.echo(line)
     typer.echo("tier       model  baseline")

@@ -25,12 +25,15 @@ class Progress:
             self._task = self._bar.add_task(self.description, total=self.total)
         return self
 
-    def advance(self, n: int = 1) -> None:
+    def advance(self, n: int = 1, total: int | None = None) -> None:
+        """``total``: the total when it becomes known only once the work has started."""
         self.done += n
+        if total is not None:
+            self.total = total
         if not self.enabled:
             return
         if self._bar is not None:
-            self._bar.update(self._task, advance=n)
+            self._bar.update(self._task, advance=n, total=self.total)
         elif self.total and self.done / self.total >= self._next_line - 1e-9:
             elapsed = time.perf_counter() - self._start
             print(f"{self.description}: {self.done:,}/{self.total:,} {self.unit} "
