@@ -40,6 +40,15 @@ def load_yaml(path: Path | str) -> dict[str, Any]:
     return data
 
 
+def load_sections(path: Path, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """A YAML file of top-level sections; an unknown section is an error naming the allowed ones."""
+    raw = load_yaml(path)
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+    return raw
+
+
 def build(cls: type[T], mapping: Any, where: str) -> T:
     """Instantiate dataclass ``cls`` from a mapping; unknown keys and bad values name ``where``."""
     if mapping is None:
@@ -160,10 +169,7 @@ def load_scoring(path: Path | str | None):
     if path is None:
         return ScoringConfig(), None
     path = Path(path)
-    raw = load_yaml(path)
-    unknown = sorted(set(raw) - set(SCORING_SECTIONS))
-    if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; allowed: {', '.join(SCORING_SECTIONS)}")
+    raw = load_sections(path, SCORING_SECTIONS)
     webhook = raw.get("webhook")
     return (build(ScoringConfig, raw.get("scoring"), f"{path}: scoring"),
             None if not webhook or not webhook.get("url") else build(WebhookConfig, webhook, f"{path}: webhook"))
@@ -181,10 +187,7 @@ def load_pipeline(path: Path | str) -> PipelineConfig:
     from leadscore.train import ModelConfig
 
     path = Path(path)
-    raw = load_yaml(path)
-    unknown = sorted(set(raw) - set(PIPELINE_SECTIONS))
-    if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; allowed: {', '.join(PIPELINE_SECTIONS)}")
+    raw = load_sections(path, PIPELINE_SECTIONS)
     data = raw.get("data")
     calibration = str(raw.get("calibration", "auto"))
     if calibration not in ("auto", "isotonic", "sigmoid"):
