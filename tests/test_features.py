@@ -220,3 +220,28 @@ def test_removing_a_past_event_changes_that_lead(tables, data):
     others = before.index.drop(lead)
     pd.testing.assert_frame_equal(after.loc[others, cols], before.loc[others, cols])
     assert not after.loc[[lead], cols].equals(before.loc[[lead], cols])
+
+
+def test_pair_order_and_asset_counting_do_not_change_rows(synthetic_dir, monkeypatch):
+    """Shuffled pairs give the same sorted rows; the exact DISTINCT pass used for large detail
+    catalogues counts the same distinct assets as the detail bitmaps."""
+    from leadscore import features
+
+    tables = {n: pd.read_parquet(synthetic_dir / f"{n}.parquet") for n in ("leads", "activities", "lifecycle")}
+    pairs = open_leads(tables, [ts("2025-02-03"), ts("2025-05-05")])
+    expected = features_as_of(tables, pairs)
+    shuffled = pairs.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    pd.testing.assert_frame_equal(features_as_of(tables, shuffled), expected)
+    monkeypatch.setattr(features, "MAX_DETAIL_CODES", 0)
+    pd.testing.assert_frame_equal(features_as_of(tables, pairs), expected)
+
+
+def test_activity_kinds_outside_the_catalogue_count_in_totals_only(hand_tables):
+    acts = hand_tables["activities"]
+    extra = pd.DataFrame([("B", _days_before(3), "podcast_listen", "ep-1"),
+                          ("B", _days_before(4), "podcast_listen", "ep-1")], columns=acts.columns)
+    tables = dict(hand_tables, activities=pd.concat([acts, extra], ignore_index=True))
+    b = features_as_of(tables, as_of=AS_OF).set_index("lead_id").loc["B"]
+    assert b["n_activities_total"] == 3 and b["n_activities_7d"] == 3 and b["n_distinct_kinds"] == 2
+    assert b["n_distinct_assets"] == 1 and b["days_since_last_activity"] == pytest.approx(1.0)
+    assert b["engagement_decayed"] == pytest.approx(0.5 ** (3 / 14) + 0.5 ** (4 / 14))  # unsubscribe excluded

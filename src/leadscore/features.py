@@ -3,9 +3,9 @@
 One function, :func:`features_as_of`, serves training (many (lead, as_of) pairs) and scoring
 (every open lead at one as_of). It reads only rows whose timestamp is strictly before the
 pair's ``as_of``: the lead must have been created before it, and only activities and
-lifecycle events before it count. All aggregation is one DuckDB query over the contract
+lifecycle events before it count. All aggregation of events runs in DuckDB over the contract
 tables, given as DataFrames or as Parquet paths (so 50M activity rows never need to be in
-pandas).
+pandas); numpy only pivots the per-(pair, kind) aggregates into columns.
 
 Feature groups (see :func:`feature_catalogue` for every column):
 
@@ -25,6 +25,8 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from leadscore.contract import ACTIVITY_TYPES, COLUMNS, utc_timestamp
 
@@ -262,10 +264,22 @@ def _resolve_pairs(tables, pairs: pd.DataFrame | None, as_of) -> tuple[duckdb.Du
 def open_leads(tables: Mapping[str, TableSource] | duckdb.DuckDBPyConnection, as_of_dates) -> pd.DataFrame:
     """(lead_id, as_of) for every lead open at each date: created before it, not yet SQL/closed."""
     con = tables if isinstance(tables, duckdb.DuckDBPyConnection) else connect(tables)
-    dates = pd.DataFrame({"as_of_us": np.array(sorted({_as_of_us(d) for d in np.atleast_1d(as_of_dates)}),
-                                               dtype="int64")})
-    con.register("_dates", dates)
-    out = con.execute(f"""
+    con.register("_dates", _dates_frame(as_of_dates))
+    try:
+        out = con.execute(_open_leads_sql() + "ORDER BY d.as_of_us, l.lead_id").df()
+    finally:
+        con.unregister("_dates")
+    return _with_as_of(out)
+
+
+def _dates_frame(as_of_dates) -> pd.DataFrame:
+    return pd.DataFrame({"as_of_us": np.array(sorted({_as_of_us(d) for d in np.atleast_1d(as_of_dates)}),
+                                              dtype="int64")})
+
+
+def _open_leads_sql() -> str:
+    """(lead_id, as_of_us) of the leads open at each date of ``_dates``, in no particular order."""
+    return f"""
         WITH closed AS (
             SELECT lead_id, min(epoch_us(occurred_at)) AS closed_us
             FROM lifecycle WHERE stage IN {_sql_list(CLOSED_STAGES)} GROUP BY lead_id
@@ -275,10 +289,7 @@ def open_leads(tables: Mapping[str, TableSource] | duckdb.DuckDBPyConnection, as
         JOIN _dates d ON epoch_us(l.created_at) < d.as_of_us
         LEFT JOIN closed c ON c.lead_id = l.lead_id
         WHERE c.closed_us IS NULL OR c.closed_us >= d.as_of_us
-        ORDER BY d.as_of_us, l.lead_id
-    """).df()
-    con.unregister("_dates")
-    return _with_as_of(out)
+    """
 
 
 def _with_as_of(frame: pd.DataFrame) -> pd.DataFrame:
@@ -308,107 +319,195 @@ def _fit_sql() -> str:
     return ",\n            ".join(cols)
 
 
-def _per_kind_aggregates(config: FeatureConfig) -> str:
-    """First stage: one row per (lead, as_of, activity kind) - few aggregates per event."""
+# How the query runs: every history row (activity or lifecycle event) is tagged once, by a join
+# on lead_id, with the integer id ``pair`` of the (lead, as_of) pair it counts for; all grouping
+# is then by that integer instead of (lead_id, as_of) strings. DuckDB aggregates activities to
+# one row per (pair, activity kind) - a few aggregates per event - and numpy pivots those rows
+# into one column per kind by scattering on the pair id (a SQL pivot with a FILTER aggregate
+# per kind and window costs several times more). Pair ids number the pairs in output order.
+
+# Distinct content items are counted with a bitmap of detail codes per (pair, kind) when the
+# activities have at most this many distinct details (a content catalogue); with more, by a
+# separate exact DISTINCT pass (slower, and the bitmaps would take too much memory).
+MAX_DETAIL_CODES = 1024
+
+
+def _pairs_table(con: duckdb.DuckDBPyConnection, pairs: pd.DataFrame | None, as_of) -> pa.Table:
+    """``lead_id``, ``as_of_us`` and ``pair`` (the row number) of the pairs to compute for,
+    sorted by (as_of_us, lead_id): the given pairs (training) or every lead open at ``as_of``
+    (scoring) - exactly one of the two."""
+    if (pairs is None) == (as_of is None):
+        raise ValueError("give exactly one of pairs= or as_of=")
+    if pairs is None:
+        con.register("_dates", _dates_frame([as_of]))
+        try:
+            table = con.sql(_open_leads_sql()).to_arrow_table()
+        finally:
+            con.unregister("_dates")
+    else:
+        table = pa.Table.from_pandas(_pairs_frame(pairs), preserve_index=False)
+    # Sorted here, not by ORDER BY: DuckDB's Arrow results do not keep the ORDER BY order when
+    # preserve_insertion_order is off (see connect()).
+    table = table.select(["lead_id", "as_of_us"]).sort_by([("as_of_us", "ascending"), ("lead_id", "ascending")])
+    return table.append_column("pair", pa.array(np.arange(len(table), dtype=np.int64)))
+
+
+def _detail_codes(con: duckdb.DuckDBPyConnection) -> list[str] | None:
+    """The distinct activity details, if there are at most MAX_DETAIL_CODES of them."""
+    rows = con.execute(f"SELECT DISTINCT detail FROM activities WHERE detail IS NOT NULL "
+                       f"LIMIT {MAX_DETAIL_CODES + 1}").fetchall()
+    return sorted(r[0] for r in rows) if len(rows) <= MAX_DETAIL_CODES else None
+
+
+def _history_sql(table: str, columns: str, single_as_of: int | None) -> str:
+    """Rows of ``table`` (activities or lifecycle) from before each pair's as_of, with the pair
+    id and their ``age`` in days. With ``single_as_of`` the history filter is a constant (the
+    scoring case); otherwise it is part of the join (training: a lead's rows count for each of
+    its later as_of dates)."""
+    before = "p.as_of_us" if single_as_of is None else str(int(single_as_of))
+    return f"""SELECT p.pair, {columns},
+                   (p.as_of_us - epoch_us(h.occurred_at)) / 86400000000.0 AS age
+            FROM {table} h JOIN _pairs p ON h.lead_id = p.lead_id
+            WHERE epoch_us(h.occurred_at) < {before}"""
+
+
+def _per_kind_sql(config: FeatureConfig, single_as_of: int | None, details: list[str] | None) -> str:
+    """One row per (pair, activity kind) with its counts, latest age, decayed sum and, given
+    the detail codes, its distinct details (a bitmap of codes, counted)."""
     decay = f"pow(0.5, age / {float(config.half_life_days)!r})"
-    aggs = [f"count(*) FILTER (WHERE age < {w}) AS w{w}" for w in config.windows_days]
+    aggs = [f"count(*) FILTER (WHERE age < {w})::INTEGER AS w{w}" for w in config.windows_days]
     aggs += [
-        "count(*) AS n",
+        "count(*)::INTEGER AS n",
         "min(age) AS last_age",
         f"sum({decay}) AS decayed",
-        "count(*) FILTER (WHERE age < 7) AS n7",
-        "count(*) FILTER (WHERE age >= 7 AND age < 28) AS n21",
-        "count(DISTINCT detail) AS assets",
+        "count(*) FILTER (WHERE age >= 7 AND age < 28)::INTEGER AS n21",
     ]
-    return ",\n                ".join(aggs)
-
-
-def _activity_aggregates(config: FeatureConfig) -> str:
-    """Second stage: pivot the per-kind rows into one row per (lead, as_of)."""
-    hand = _sql_list(config.hand_raiser_types)
-    neg = _sql_list(NEGATIVE_TYPES)
-    aggs = []
-    for window in config.windows_days:
-        for kind in ACTIVITY_TYPES:
-            aggs.append(f"coalesce(sum(w{window}) FILTER (WHERE k = '{kind}'), 0) AS {_count_name(kind, window)}")
-        aggs.append(f"sum(w{window}) AS n_activities_{window}d")
-    aggs += [
-        "sum(n) AS n_activities_total",
-        *(f"min(last_age) FILTER (WHERE k = '{kind}') AS {_recency_name(kind)}" for kind in config.recency_types),
-        "min(last_age) AS days_since_last_activity",
-        f"min(last_age) FILTER (WHERE k IN {hand}) AS days_since_last_hand_raiser",
-        f"sum(n) FILTER (WHERE k IN {hand}) AS n_hand_raiser_total",
-        f"sum(decayed) FILTER (WHERE k NOT IN {neg}) AS engagement_decayed",
-        f"sum(decayed) FILTER (WHERE k IN {hand}) AS hand_raiser_decayed",
-        "sum(n7) AS _n7",
-        "sum(n21) AS _n21",
-        "count(*) AS n_distinct_kinds",
-        "sum(assets) AS n_distinct_assets",
-        "sum(n) FILTER (WHERE k = 'email_open') AS _opens",
-        "sum(n) FILTER (WHERE k = 'email_click') AS _clicks",
-        "sum(n) FILTER (WHERE k = 'email_unsubscribe') AS _unsubscribes",
-        "sum(n) FILTER (WHERE k = 'email_bounce') AS n_email_bounce_total",
-        "sum(n) FILTER (WHERE k = 'page_view_careers') AS n_careers_views_total",
-    ]
-    return ",\n                ".join(aggs)
-
-
-def _features_sql(config: FeatureConfig, single_as_of: int | None) -> str:
-    """The one feature query. With ``single_as_of`` the history filter is a constant (the
-    scoring case, one scan); otherwise activities are joined to the (lead, as_of) pairs."""
-    if single_as_of is None:
-        acts = """SELECT p.lead_id, p.as_of_us, a.activity_type AS k, a.detail,
-                   (p.as_of_us - epoch_us(a.occurred_at)) / 86400000000.0 AS age
-            FROM _pairs p JOIN activities a
-              ON a.lead_id = p.lead_id AND epoch_us(a.occurred_at) < p.as_of_us"""
-        events = """SELECT p.lead_id, p.as_of_us, e.stage,
-                   (p.as_of_us - epoch_us(e.occurred_at)) / 86400000000.0 AS age
-            FROM _pairs p JOIN lifecycle e
-              ON e.lead_id = p.lead_id AND epoch_us(e.occurred_at) < p.as_of_us"""
-    else:
-        t = int(single_as_of)
-        acts = f"""SELECT a.lead_id, {t}::BIGINT AS as_of_us, a.activity_type AS k, a.detail,
-                   ({t} - epoch_us(a.occurred_at)) / 86400000000.0 AS age
-            FROM activities a
-            WHERE epoch_us(a.occurred_at) < {t} AND a.lead_id IN (SELECT lead_id FROM _pairs)"""
-        events = f"""SELECT e.lead_id, {t}::BIGINT AS as_of_us, e.stage,
-                   ({t} - epoch_us(e.occurred_at)) / 86400000000.0 AS age
-            FROM lifecycle e
-            WHERE epoch_us(e.occurred_at) < {t} AND e.lead_id IN (SELECT lead_id FROM _pairs)"""
+    if 7 not in config.windows_days:  # else the 7-day count is w7
+        aggs.append("count(*) FILTER (WHERE age < 7)::INTEGER AS n7")
+    columns = "h.activity_type AS k"
+    if details is not None:
+        if details:
+            code = f"enum_code(detail::ENUM{_sql_list(details)})"
+            aggs.append(f"coalesce(bit_count(bitstring_agg({code}, 0, {len(details) - 1})), 0)::INTEGER AS assets")
+            columns += ", h.detail"
+        else:
+            aggs.append("0 AS assets")
+    sep = ",\n                "
     return f"""
-        WITH acts AS ({acts}),
-        kind_agg AS (
-            SELECT lead_id, as_of_us, k,
-                {_per_kind_aggregates(config)}
-            FROM acts GROUP BY lead_id, as_of_us, k
-        ),
-        act_agg AS (
-            SELECT lead_id, as_of_us,
-                {_activity_aggregates(config)}
-            FROM kind_agg GROUP BY lead_id, as_of_us
-        ),
-        events AS ({events}),
+        SELECT pair, k,
+                {sep.join(aggs)}
+        FROM ({_history_sql("activities", columns, single_as_of)})
+        GROUP BY pair, k
+    """
+
+
+def _per_lead_sql(single_as_of: int | None, distinct_assets: bool) -> str:
+    """One row per pair whose lead existed at as_of: fit attributes, lead age and lifecycle
+    history; with ``distinct_assets`` also the distinct (kind, detail) items, in a pass of their
+    own (count(DISTINCT ...) per (pair, kind) costs more)."""
+    assets = f"""
+        assets AS (
+            SELECT pair, count(*) AS n_distinct_assets
+            FROM (SELECT DISTINCT pair, k, detail
+                  FROM ({_history_sql("activities", "h.activity_type AS k, h.detail", single_as_of)})
+                  WHERE detail IS NOT NULL)
+            GROUP BY pair
+        ),""" if distinct_assets else ""
+    return f"""
+        WITH {assets}
         lc_agg AS (
-            SELECT lead_id, as_of_us,
+            SELECT pair,
                 count(*) FILTER (WHERE stage = 'mql') AS n_mql,
                 count(*) FILTER (WHERE stage = 'disqualified') AS n_disqualified,
                 min(age) FILTER (WHERE stage = 'mql') AS days_since_last_mql,
                 min(age) FILTER (WHERE stage = 'disqualified') AS days_since_disqualified,
                 max(age) FILTER (WHERE stage = 'disqualified') AS _first_dq_age,
                 min(age) FILTER (WHERE stage = 'mql') AS _last_mql_age
-            FROM events GROUP BY lead_id, as_of_us
+            FROM ({_history_sql("lifecycle", "h.stage", single_as_of)})
+            GROUP BY pair
         )
-        SELECT p.lead_id, p.as_of_us,
+        SELECT p.pair, p.lead_id, p.as_of_us,
             {_fit_sql()},
             (p.as_of_us - epoch_us(l.created_at)) / 86400000000.0 AS lead_age_days,
-            a.* EXCLUDE (lead_id, as_of_us),
-            c.* EXCLUDE (lead_id, as_of_us)
+            {"s.n_distinct_assets," if distinct_assets else ""}
+            c.* EXCLUDE (pair)
         FROM _pairs p
         JOIN leads l ON l.lead_id = p.lead_id AND epoch_us(l.created_at) < p.as_of_us
-        LEFT JOIN act_agg a ON a.lead_id = p.lead_id AND a.as_of_us = p.as_of_us
-        LEFT JOIN lc_agg c ON c.lead_id = p.lead_id AND c.as_of_us = p.as_of_us
-        ORDER BY p.as_of_us, p.lead_id
+        {"LEFT JOIN assets s ON s.pair = p.pair" if distinct_assets else ""}
+        LEFT JOIN lc_agg c ON c.pair = p.pair
     """
+
+
+def _pivot_kinds(per_kind: pa.Table, row_of_pair: np.ndarray, n_rows: int,
+                 config: FeatureConfig) -> dict[str, np.ndarray]:
+    """The activity features of each output row, from the (pair, kind) rows.
+
+    Vectorised scatter, batch by batch (no copy of the whole result): a column per kind takes
+    that kind's values at its pairs' output rows (``row_of_pair``; -1: no output row), totals
+    add up a pair's rows (``np.add.at``), "days since" take their minimum. A pair without
+    activities keeps 0 counts and NaN "days since"."""
+    def zeros(dtype=np.int32) -> np.ndarray:
+        return np.zeros(n_rows, dtype=dtype)
+
+    kinds = list(ACTIVITY_TYPES)
+    kinds += [k for k in pc.unique(per_kind["k"]).to_pylist() if k not in ACTIVITY_TYPES]  # NULL too
+    hand = np.isin(kinds, config.hand_raiser_types)
+    # As SQL's "k NOT IN (...)" would: a NULL kind counts as neither negative nor not negative.
+    not_negative = np.array([k is not None and k not in NEGATIVE_TYPES for k in kinds])
+    named = {"_opens": "email_open", "_clicks": "email_click", "_unsubscribes": "email_unsubscribe",
+             "n_email_bounce_total": "email_bounce", "n_careers_views_total": "page_view_careers"}
+    cols: dict[str, np.ndarray] = {}
+    for window in config.windows_days:
+        cols.update((_count_name(kind, window), zeros()) for kind in ACTIVITY_TYPES)
+    cols.update((_recency_name(kind), np.full(n_rows, np.inf)) for kind in config.recency_types)
+    cols.update((name, zeros()) for name in named)
+    # Totals: (source column, rows to add up or None for all) -> feature.
+    totals = {f"n_activities_{w}d": (f"w{w}", None) for w in config.windows_days}
+    totals.update({
+        "n_activities_total": ("n", None), "n_hand_raiser_total": ("n", hand),
+        "engagement_decayed": ("decayed", not_negative), "hand_raiser_decayed": ("decayed", hand),
+        "_n7": ("w7" if 7 in config.windows_days else "n7", None), "_n21": ("n21", None), "n_distinct_kinds": (None, None),
+    })
+    if "assets" in per_kind.column_names:
+        totals["n_distinct_assets"] = ("assets", None)
+    cols.update((name, zeros(np.float64 if source == "decayed" else np.int64))
+                for name, (source, _) in totals.items())
+    latest = {"days_since_last_activity": None, "days_since_last_hand_raiser": hand}
+    cols.update((name, np.full(n_rows, np.inf)) for name in latest)
+
+    for batch in per_kind.to_batches():
+        row = row_of_pair[batch["pair"].to_numpy()]
+        k = pc.dictionary_encode(batch["k"])
+        to_kind = np.array([kinds.index(name) for name in k.dictionary.to_pylist()] + [kinds.index(None)]
+                           if None in kinds else [kinds.index(name) for name in k.dictionary.to_pylist()])
+        kind = to_kind[pc.fill_null(k.indices, len(k.dictionary)).to_numpy()]
+        values = {name: batch[name].to_numpy() for name in batch.column_names if name not in ("pair", "k")}
+        keep = row >= 0  # False: a pair without an output row (history from before the lead existed)
+        if not keep.all():
+            values = {name: v[keep] for name, v in values.items()}
+            row, kind = row[keep], kind[keep]
+        for name, (source, of_kinds) in totals.items():
+            sel = slice(None) if of_kinds is None else of_kinds[kind]
+            add = np.ones(len(row), dtype=np.int64) if source is None else values[source]
+            np.add.at(cols[name], row[sel], add[sel].astype(cols[name].dtype, copy=False))
+        for name, of_kinds in latest.items():
+            sel = slice(None) if of_kinds is None else of_kinds[kind]
+            np.minimum.at(cols[name], row[sel], values["last_age"][sel])
+        for i, name in enumerate(kinds):
+            if name not in ACTIVITY_TYPES:
+                continue
+            sel = np.flatnonzero(kind == i)
+            at = row[sel]
+            for window in config.windows_days:
+                cols[_count_name(name, window)][at] = values[f"w{window}"][sel]
+            if name in config.recency_types:
+                cols[_recency_name(name)][at] = values["last_age"][sel]
+            for feature, of_kind in named.items():
+                if of_kind == name:
+                    cols[feature][at] = values["n"][sel]
+    for name in [*latest, *map(_recency_name, config.recency_types)]:
+        cols[name][np.isinf(cols[name])] = np.nan
+    return cols
 
 
 def features_as_of(
@@ -426,35 +525,48 @@ def features_as_of(
     sorted by (as_of, lead_id).
     """
     config = config or FeatureConfig()
-    con, frame = _resolve_pairs(tables, pairs, as_of)
-    single = frame["as_of_us"].iloc[0] if len(frame) and frame["as_of_us"].nunique() == 1 else None
-    con.register("_pairs", frame)
+    con = tables if isinstance(tables, duckdb.DuckDBPyConnection) else connect(tables)
+    table = _pairs_table(con, pairs, as_of)
+    as_of_us = table["as_of_us"]
+    single = as_of_us[0].as_py() if len(table) and pc.count_distinct(as_of_us).as_py() == 1 else None
+    con.register("_pairs", table)
     try:
-        raw = con.execute(_features_sql(config, single)).df()
+        details = _detail_codes(con)
+        per_kind = con.sql(_per_kind_sql(config, single, details)).to_arrow_table()
+        per_lead = con.sql(_per_lead_sql(single, distinct_assets=details is None)).to_arrow_table()
     finally:
         con.unregister("_pairs")
-    return _finish(raw, config)
+    per_lead = per_lead.take(np.argsort(per_lead["pair"].to_numpy()))  # output order
+    row_of_pair = np.full(len(table), -1, dtype=np.int64)
+    row_of_pair[per_lead["pair"].to_numpy()] = np.arange(len(per_lead))
+    activity = _pivot_kinds(per_kind, row_of_pair, len(per_lead), config)
+    return _finish(per_lead.drop_columns(["pair"]).to_pandas(), activity, config)
 
 
-def _finish(raw: pd.DataFrame, config: FeatureConfig) -> pd.DataFrame:
-    """Derived features, then the catalogue's column order and dtypes."""
-    n7, n21 = raw["_n7"].fillna(0), raw["_n21"].fillna(0)
-    raw["velocity_7d_vs_21d"] = (n7 + 1.0) / (n21 / 3.0 + 1.0)
-    opens, clicks = raw["_opens"].fillna(0), raw["_clicks"].fillna(0)
-    raw["email_opens_per_30d"] = 30.0 * opens / raw["lead_age_days"].clip(lower=1.0)
-    raw["email_click_to_open"] = (clicks / opens).where(opens > 0)
-    raw["unsubscribed"] = raw["_unsubscribes"].fillna(0) > 0
-    raw["was_mql"] = raw["n_mql"].fillna(0) > 0
+def _finish(raw: pd.DataFrame, activity: dict[str, np.ndarray], config: FeatureConfig) -> pd.DataFrame:
+    """Derived features, then the catalogue's column order and dtypes. ``raw``: the per-lead
+    columns; ``activity``: the activity columns, aligned with its rows."""
+    def col(name: str) -> pd.Series:
+        return pd.Series(activity[name], index=raw.index, copy=False) if name in activity else raw[name]
+
+    derived = {}
+    n7, n21 = col("_n7"), col("_n21")
+    derived["velocity_7d_vs_21d"] = (n7 + 1.0) / (n21 / 3.0 + 1.0)
+    opens, clicks = col("_opens"), col("_clicks")
+    derived["email_opens_per_30d"] = 30.0 * opens / raw["lead_age_days"].clip(lower=1.0)
+    derived["email_click_to_open"] = (clicks / opens).where(opens > 0)
+    derived["unsubscribed"] = col("_unsubscribes") > 0
+    derived["was_mql"] = raw["n_mql"].fillna(0) > 0
     # Recycled: an MQL after the first disqualification (ages grow into the past).
-    raw["recycled"] = raw["_last_mql_age"] < raw["_first_dq_age"]
-    for col in ("engagement_decayed", "hand_raiser_decayed"):
-        raw[col] = raw[col].fillna(0.0)
+    derived["recycled"] = raw["_last_mql_age"] < raw["_first_dq_age"]
 
-    keys = _with_as_of(raw[["lead_id", "as_of_us"]].copy())
-    columns = {}
+    columns = {"lead_id": raw["lead_id"],
+               "as_of": pd.Series(pd.to_datetime(raw["as_of_us"].to_numpy(dtype="int64"), unit="us", utc=True),
+                                  index=raw.index)}
     for spec in feature_specs(config):
-        col = raw[spec.name]
-        if spec.kind in ("count", "flag"):
-            col = col.fillna(0)
-        columns[spec.name] = col.astype(spec.dtype)
-    return pd.concat([keys, pd.DataFrame(columns, index=keys.index)], axis=1).reset_index(drop=True)
+        values = derived[spec.name] if spec.name in derived else col(spec.name)
+        if spec.kind in ("count", "flag") and values.hasnans:
+            values = values.fillna(0)
+        columns[spec.name] = values.astype(spec.dtype)
+    # copy=False: the columns are new arrays already; consolidating them would copy all of them.
+    return pd.DataFrame(columns, copy=False).reset_index(drop=True)
