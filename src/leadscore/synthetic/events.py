@@ -165,6 +165,14 @@ def activity_events(rng, pop: Population, path_lead, path_state, path_s, start_s
     lead = i_lead[interval]
     state = i_state[interval]
 
+    # Stage-entry signatures: a burst of the new stage's typical actions in its first days.
+    first = np.r_[True, path_lead[1:] != path_lead[:-1]][keep]
+    b_lead, b_time, b_kind, b_state = _entry_bursts(rng, pop, i_lead, i_state, i_from, left_s[keep], first, style)
+    lead = np.concatenate([lead, b_lead])
+    time_s = np.concatenate([time_s, b_time])
+    kind = np.concatenate([kind, b_kind])
+    state = np.concatenate([state, b_state])
+
     # Derived events: clicks follow opens, attendance follows registration.
     opens = np.flatnonzero(kind == A["email_open"])
     clicked = opens[rng.random(len(opens)) < np.array(W.P_CLICK_GIVEN_OPEN)[state[opens]]]
@@ -210,6 +218,45 @@ def activity_events(rng, pop: Population, path_lead, path_state, path_s, start_s
 
     detail = _details(rng, kind, session)
     return Events(lead, time_s, kind, detail).sorted(ok)
+
+
+def _entry_bursts(rng, pop: Population, i_lead, i_state, i_from, i_left, first, style):
+    """Events of the first days in a new hidden stage (see ``world.ENTRY_BURSTS``): (lead,
+    time, kind, state) arrays. Only events before the lead leaves the stage are kept."""
+    n_types = len(W.ACTIVITY_NAMES)
+    out = []
+    for s, (p, mix, spread_days) in W.ENTRY_BURSTS.items():
+        idx = np.flatnonzero((i_state == s) & ~(first & (s == W.AWARENESS)))  # re-awakening, not creation
+        idx = idx[rng.random(len(idx)) < p]
+        mean = np.zeros(n_types)
+        for name, m in mix.items():
+            mean[W.A[name]] = m
+        lead = i_lead[idx]
+        rates = (mean[None, :] * W.PERSONA_ACTIVITY_MULT[pop.persona[lead]] * W.STYLE_ACTIVITY_MULT[style[lead]]
+                 * np.sqrt(pop.engagement[lead])[:, None])
+        counts = rng.poisson(rates).ravel()
+        row = np.repeat(np.repeat(idx, n_types), counts)
+        kind = np.repeat(np.tile(np.arange(n_types), len(idx)), counts)
+        time_s = i_from[row] + (rng.exponential(spread_days, len(row)) * SECONDS_PER_DAY).astype(np.int64)
+        out.append((row, time_s, kind))
+    # Entering the decision stage: often a hand-raise. The lead's first interval already has
+    # its creating form (a demo request, trial or contact-sales form for leads that start there).
+    idx = np.flatnonzero((i_state == W.DECISION) & ~first)
+    lead = i_lead[idx]
+    names = list(W.DECISION_HAND_RAISE_MIX)
+    mix = np.array([W.DECISION_HAND_RAISE_MIX[k] for k in names])
+    kind = np.array([W.A[k] for k in names])[rng.choice(len(names), len(idx), p=mix / mix.sum())]
+    p = np.array(W.P_DECISION_HAND_RAISE)[style[lead]] * np.minimum(W.PERSONA_ACTIVITY_MULT[pop.persona[lead], kind], 1.0)
+    raised = rng.random(len(idx)) < p
+    row = idx[raised]
+    time_s = i_from[row] + (rng.exponential(W.DECISION_HAND_RAISE_DELAY_DAYS, len(row)) * SECONDS_PER_DAY).astype(np.int64)
+    out.append((row, time_s, kind[raised]))
+    row = np.concatenate([o[0] for o in out])
+    time_s = np.concatenate([o[1] for o in out])
+    kind = np.concatenate([o[2] for o in out])
+    ok = time_s < i_left[row]
+    row, time_s, kind = row[ok], time_s[ok], kind[ok]
+    return i_lead[row], time_s, kind, i_state[row]
 
 
 def _details(rng, kind, session) -> np.ndarray:

@@ -34,7 +34,7 @@ from leadscore.synthetic import population as P
 from leadscore.synthetic import world as W
 
 CHUNK_LEADS = 50_000
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 TS = pa.timestamp("us", tz="UTC")
 
 

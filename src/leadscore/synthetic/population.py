@@ -76,10 +76,13 @@ def sample_population(rng: np.random.Generator, n: int, start: np.datetime64, n_
     country = _categorical(rng, n, [x[1] for x in W.COUNTRIES], W.P_MISSING["country"])
     source = _categorical(rng, n, [x[1] for x in W.SOURCES], W.P_MISSING["lead_source"])
 
-    fit = _fit(title, department_missing, company_size, industry, country, persona) + rng.normal(0, 0.5, n)
+    fit = _fit(title, department_missing, company_size, industry, country, persona) + rng.normal(0, W.FIT_NOISE_SD, n)
     source_effect = np.where(source >= 0, np.array([x[2] for x in W.SOURCES])[source], 0.0)
-    intent = 0.7 * fit + source_effect + rng.normal(0, 0.6, n)
-    engagement = np.exp(W.ENGAGEMENT_INTENT_COEF * intent + rng.normal(0, W.ENGAGEMENT_SD, n))
+    intent = W.INTENT_FIT_COEF * fit + source_effect + rng.normal(0, W.INTENT_NOISE_SD, n)
+    # Buyers' activity volume rises with their intent; students and competitors are active for
+    # their own reasons (coursework, job hunting, competitive research), not for buying.
+    engagement = np.exp(W.ENGAGEMENT_INTENT_COEF * np.where(student | competitor, W.NON_BUYER_INTEREST, intent)
+                        + rng.normal(0, W.ENGAGEMENT_SD, n))
     hand_raiser = (rng.random(n) < W.HAND_RAISER_P) & ~student & ~competitor
 
     order = np.argsort(created_s, kind="stable")

@@ -4,7 +4,9 @@ The product being sold is a B2B SaaS tool for revenue teams. A lead's *fit* come
 they are (seniority, department, company size, industry, country, e-mail domain); its
 *intent* follows a hidden buying journey (awareness -> consideration -> decision, or gone
 cold) modelled as a continuous-time Markov chain. Activities are Poisson processes whose
-rates depend on the hidden stage; becoming an SQL is the chain's absorption. Because SQL
+rates depend on the hidden stage (plus a burst of the stage's typical actions when a lead
+enters it, see ``ENTRY_BURSTS``), scaled by the lead's activity volume, which rises with
+its intent; becoming an SQL is the chain's absorption. Because SQL
 depends on the past only through the hidden stage, the true probability of converting
 within H days is computable exactly (see ``journey.py``): that is the oracle.
 
@@ -97,6 +99,13 @@ SOURCES = (  # name, weight, intent effect
 
 EMAIL_FIT = {"corporate": 0.3, "free": -0.6, "student": -1.5, "competitor": -1.5}
 
+# Latent fit = the attributes' effects above + what the CRM does not record (budget, tech
+# stack, the champion's clout); latent intent = INTENT_FIT_COEF x fit + the source's effect +
+# the lead's own situation (timing, pain).
+FIT_NOISE_SD = 0.3
+INTENT_FIT_COEF = 0.7
+INTENT_NOISE_SD = 0.35
+
 # Missing-value rates, as CRMs leave them.
 P_MISSING = {"job_title": 0.08, "department_given_title": 0.05, "company_size": 0.12, "industry": 0.15,
              "country": 0.05, "lead_source": 0.03}
@@ -137,20 +146,23 @@ A = {name: i for i, name in enumerate(ACTIVITY_NAMES)}
 # Activity kinds generated as Poisson processes (clicks, attendance, bounces and the creating
 # form are derived, see events.py).
 _BASE = {  # awareness, consideration, decision, cold, sql(win), sql(lose), won, lost
-    "page_view_pricing":    (0.006, 0.035, 0.22, 0.0015, 0.10, 0.10, 0.01, 0.005),
-    "page_view_product":    (0.030, 0.130, 0.25, 0.0050, 0.10, 0.10, 0.05, 0.005),
-    "page_view_blog":       (0.120, 0.150, 0.08, 0.0120, 0.03, 0.03, 0.03, 0.010),
+    # Awareness: reading (blog, newsletter). Consideration: evaluating the product (product
+    # pages, docs, webinars, downloads). Decision: pricing, trials, demos, talking to sales.
+    # Cold: near silence - the odd newsletter open or blog visit.
+    "page_view_pricing":    (0.005, 0.030, 0.30, 0.0008, 0.10, 0.10, 0.01, 0.004),
+    "page_view_product":    (0.025, 0.160, 0.30, 0.0020, 0.10, 0.10, 0.05, 0.004),
+    "page_view_blog":       (0.150, 0.120, 0.06, 0.0040, 0.03, 0.03, 0.03, 0.008),
     "page_view_careers":    (0.0006, 0.0006, 0.0005, 0.0006, 0.0003, 0.0003, 0.0005, 0.0005),
-    "page_view_docs":       (0.010, 0.060, 0.12, 0.0020, 0.15, 0.15, 0.20, 0.005),
-    "content_download":     (0.020, 0.050, 0.04, 0.0020, 0.02, 0.02, 0.01, 0.002),
-    "webinar_registration": (0.006, 0.020, 0.015, 0.0010, 0.005, 0.005, 0.005, 0.001),
-    "email_open":           (0.100, 0.200, 0.25, 0.0400, 0.30, 0.30, 0.10, 0.030),
+    "page_view_docs":       (0.008, 0.090, 0.15, 0.0010, 0.15, 0.15, 0.20, 0.004),
+    "content_download":     (0.020, 0.060, 0.03, 0.0010, 0.02, 0.02, 0.01, 0.002),
+    "webinar_registration": (0.006, 0.025, 0.010, 0.0005, 0.005, 0.005, 0.005, 0.001),
+    "email_open":           (0.140, 0.200, 0.30, 0.0120, 0.30, 0.30, 0.10, 0.020),
     "email_unsubscribe":    (0.0015, 0.0008, 0.0005, 0.0030, 0.0003, 0.0008, 0.0003, 0.002),
-    "trial_signup":         (0.0005, 0.006, 0.03, 0.0, 0.01, 0.01, 0.0, 0.0),
-    "demo_request":         (0.0002, 0.002, 0.04, 0.0, 0.01, 0.01, 0.0, 0.0),
-    "contact_sales":        (0.0002, 0.002, 0.03, 0.0, 0.02, 0.02, 0.005, 0.0),
-    "chat":                 (0.003, 0.010, 0.04, 0.0005, 0.02, 0.02, 0.01, 0.001),
-    "form_submit":          (0.004, 0.010, 0.02, 0.0005, 0.005, 0.005, 0.002, 0.0005),
+    "trial_signup":         (0.0003, 0.004, 0.04, 0.0, 0.01, 0.01, 0.0, 0.0),
+    "demo_request":         (0.0001, 0.0015, 0.05, 0.0, 0.01, 0.01, 0.0, 0.0),
+    "contact_sales":        (0.0001, 0.0015, 0.04, 0.0, 0.02, 0.02, 0.005, 0.0),
+    "chat":                 (0.002, 0.010, 0.05, 0.0003, 0.02, 0.02, 0.01, 0.001),
+    "form_submit":          (0.004, 0.010, 0.02, 0.0003, 0.005, 0.005, 0.002, 0.0005),
 }
 BASE_ACTIVITY_RATES = np.zeros((8, len(ACTIVITY_NAMES)))
 for _name, _rates in _BASE.items():
@@ -158,9 +170,9 @@ for _name, _rates in _BASE.items():
 
 # Multipliers per persona on each activity kind (1 where not listed).
 _PERSONA_MULT = {
-    "student": {"page_view_pricing": 0.2, "demo_request": 0.0, "contact_sales": 0.0, "trial_signup": 0.3,
-                "content_download": 2.2, "page_view_blog": 1.5, "page_view_careers": 6.0,
-                "webinar_registration": 1.5},
+    "student": {"page_view_pricing": 0.2, "demo_request": 0.0, "contact_sales": 0.0, "trial_signup": 0.8,
+                "content_download": 2.5, "page_view_blog": 1.5, "page_view_careers": 6.0, "page_view_docs": 1.5,
+                "webinar_registration": 2.0},
     "competitor": {"page_view_pricing": 2.5, "page_view_docs": 2.0, "page_view_product": 1.5,
                    "demo_request": 0.0, "contact_sales": 0.0, "trial_signup": 0.5, "email_open": 0.5},
     "free_mail": {"trial_signup": 1.5, "demo_request": 0.6, "contact_sales": 0.5, "email_open": 0.8},
@@ -171,8 +183,8 @@ for _p, _mult in _PERSONA_MULT.items():
         PERSONA_ACTIVITY_MULT[PERSONAS.index(_p), A[_name]] = _m
 
 # Style: hand-raisers ask for demos and prices; researchers read.
-_HAND_RAISER_MULT = {"demo_request": 2.5, "contact_sales": 2.0, "page_view_pricing": 1.5, "trial_signup": 1.5,
-                     "page_view_blog": 0.6, "content_download": 0.7}
+_HAND_RAISER_MULT = {"demo_request": 2.5, "contact_sales": 2.0, "page_view_pricing": 2.5, "trial_signup": 1.5,
+                     "chat": 2.5, "page_view_blog": 0.6, "content_download": 0.7}
 _RESEARCHER_MULT = {"page_view_blog": 1.3, "content_download": 1.3, "webinar_registration": 1.3,
                     "demo_request": 0.6, "contact_sales": 0.6}
 STYLE_ACTIVITY_MULT = np.ones((2, len(ACTIVITY_NAMES)))  # row 0 researcher, row 1 hand-raiser
@@ -182,8 +194,27 @@ for _row, _mult in ((0, _RESEARCHER_MULT), (1, _HAND_RAISER_MULT)):
 
 # Overall activity volume, tuned so 1M leads give ~50M events over 21 months.
 ACTIVITY_SCALE = 1.0
-ENGAGEMENT_SD = 0.6           # per-lead log-normal activity volume
-ENGAGEMENT_INTENT_COEF = 0.2  # engaged leads are a little more likely to be buyers
+ENGAGEMENT_SD = 0.35          # per-lead log-normal activity volume
+ENGAGEMENT_INTENT_COEF = 0.6  # high-intent leads are more active: intent shows as intensity
+NON_BUYER_INTEREST = 0.0      # students' and competitors' stand-in for intent in their activity volume
+
+# Stage-entry signatures: the first days of a new hidden stage show as a burst. With
+# probability p the lead, on entering the stage, does a handful of the stage's typical
+# actions (mean counts below, x persona and style multipliers, x sqrt(engagement)),
+# spread over an exponential number of days with the given mean; whatever would fall
+# after the lead has left the stage again is not emitted.
+ENTRY_BURSTS = {  # stage: (p, {kind: mean count}, mean spread in days)
+    # awareness entered again from cold (not at creation): the lead comes back to the site
+    AWARENESS: (0.7, {"page_view_blog": 1.5, "email_open": 1.0, "page_view_product": 0.5}, 2.0),
+    CONSIDERATION: (0.6, {"page_view_product": 2.0, "page_view_docs": 1.2, "content_download": 0.5,
+                          "webinar_registration": 0.3}, 2.0),
+    DECISION: (0.75, {"page_view_pricing": 2.5, "page_view_product": 1.0, "page_view_docs": 0.8}, 1.5),
+}
+# Entering the decision stage: a hand-raise (demo request, trial, contact sales) with this
+# probability for researchers / hand-raisers, if the persona does that kind of thing at all.
+P_DECISION_HAND_RAISE = (0.45, 0.8)
+DECISION_HAND_RAISE_MIX = {"demo_request": 0.4, "trial_signup": 0.35, "contact_sales": 0.25}
+DECISION_HAND_RAISE_DELAY_DAYS = 1.0
 
 P_CLICK_GIVEN_OPEN = (0.08, 0.14, 0.22, 0.04, 0.2, 0.2, 0.1, 0.03)
 P_ATTEND_GIVEN_REGISTRATION = (0.30, 0.45, 0.55, 0.2, 0.5, 0.5, 0.4, 0.2)
