@@ -680,6 +680,119 @@ def score(
         raise typer.Exit(EXIT_DELIVERY)
 
 
+def _score_files(paths: list[Path]) -> list[Path]:
+    """The scoring outputs under --scores: files as given, directories searched for .parquet
+    and .csv files that are not a run's quarantine or transitions file."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix in (".parquet", ".csv")
+                            and not p.stem.endswith((".quarantine", ".transitions")))
+        elif path.exists():
+            found.append(path)
+        else:
+            _err(f"error: --scores {path}: no such file or directory")
+            raise typer.Exit(EXIT_UNUSABLE)
+    if not found:
+        _err(f"error: --scores {', '.join(map(str, paths))}: no scoring output (.parquet or .csv) found")
+        raise typer.Exit(EXIT_UNUSABLE)
+    return found
+
+
+@app.command()
+def monitor(
+    model: str = typer.Option(..., "--model", help="The model the scores came from: models:/leadscore@champion, "
+                              "models:/leadscore/3, or a bundle directory."),
+    data: Path = typer.Option(..., "--data", help="Directory with leads, activities, lifecycle, now including "
+                              "the outcomes that happened after the scoring runs."),
+    scores: list[Path] = typer.Option(..., "--scores", help="Past `leadscore score` outputs: files or "
+                                      "directories (repeatable). Quarantine and transitions files are skipped."),
+    out: Path = typer.Option(..., "--out", help="The HTML report (self-contained, images embedded)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write every figure as JSON here."),
+    ece_limit: float = typer.Option(0.01, "--ece-limit", min=0.0, help="Flag calibration drift above this ECE."),
+    psi_watch: float = typer.Option(0.1, "--psi-watch", min=0.0, help="PSI at which a feature is watched."),
+    psi_act: float = typer.Option(0.25, "--psi-act", min=0.0, help="PSI at which drift triggers 'retrain'."),
+    target_tolerance: float = typer.Option(0.2, "--target-tolerance", min=0.0, max=0.99, help="Realized "
+                                           "conversion counts as off target when its 95 % interval lies wholly "
+                                           "below target x (1 - tolerance)."),
+    observed_until: str | None = typer.Option(None, "--observed-until", help="End of the observed outcomes "
+                                              "(default: the latest timestamp in the data)."),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: "
+                                            "$MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."),
+    experiment: str = typer.Option("leadscore-monitoring", "--experiment", help="MLflow experiment of the "
+                                   "monitoring runs."),
+    tracking: bool = typer.Option(True, "--tracking/--no-tracking", help="Log the check as an MLflow run."),
+) -> None:
+    """How past scores performed, and whether to act: no action, review cutoffs, or retrain.
+
+    Realized MQL->SQL and SQL->won rates per tier and score band against the predicted ones
+    (matured outcome windows only; immature rows are counted and left out), the same for the
+    rule baseline's tiers, calibration (ECE, reliability), population drift (PSI per feature
+    and of the score between the training window and the latest run, unseen categories), and
+    the characteristics over-represented among disqualified leads. Exit codes: 0 no action,
+    5 review cutoffs (realized conversion below the cutoffs' targets), 4 retrain (drift or
+    calibration beyond the limits) - a scheduler can chain `leadscore retrain` on 4.
+    """
+    import os
+
+    from leadscore.config import TrackingConfig
+    from leadscore.features import connect
+    from leadscore.io import write_json
+    from leadscore.monitor import MonitorConfig, monitor_figures, render_monitor_report
+    from leadscore.monitor import monitor as run_monitor
+    from leadscore.report import write_report
+    from leadscore.scoring import read_scores
+
+    if observed_until is not None:
+        observed_until = _parse_now(observed_until).isoformat()
+    try:
+        settings = MonitorConfig(ece_limit=ece_limit, psi_watch=psi_watch, psi_act=psi_act,
+                                 target_tolerance=target_tolerance, observed_until=observed_until)
+    except ValueError as exc:
+        raise _config_error(exc) from exc
+    files = _score_files(scores)
+    frames = []
+    for path in files:
+        try:
+            frames.append(read_scores(path))
+        except Exception as exc:  # unreadable file: name it
+            _err(f"error: --scores {path}: cannot read a scoring output: {exc}")
+            raise typer.Exit(EXIT_UNUSABLE) from exc
+    scored = pd.concat(frames, ignore_index=True)
+    scorer, manifest = _load_model(model, tracking_uri)
+    con = connect(_load_clean(data))
+    typer.echo(f"monitoring {len(scored):,} scored rows from {len(files)} file(s) against the outcomes in {data}")
+    try:
+        result = run_monitor(scorer, manifest, con, scored, config=settings)
+    except ValueError as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(EXIT_UNUSABLE) from exc
+    figures = monitor_figures(result)
+    write_report(render_monitor_report(result, figures), out)
+    if json_out is not None:
+        write_json(result.to_json(), json_out)
+    f = result.facts
+    typer.echo(f"runs: {f['runs']} ({f['first_run'][:10]} .. {f['latest_run'][:10]}); rows: {f['scored_rows']:,} "
+               f"scored, {f['matured_rows']:,} matured, {f['immature_rows']:,} immature (left out)")
+    typer.echo(f"verdict: {result.verdict.upper()} (exit {result.exit_code})")
+    for reason in result.reasons:
+        typer.echo(f"  {reason}")
+    for note in result.notes:
+        typer.echo(f"  note: {note}")
+    typer.echo(f"report: {out}" + (f"\njson: {json_out}" if json_out else ""))
+    if tracking:
+        from leadscore.tracking import log_monitoring
+
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+        artifacts = "mlartifacts"  # beside a SQLite store, as training puts them by default
+        if uri.startswith("sqlite:///"):
+            artifacts = str(Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts")
+        run_id = log_monitoring(TrackingConfig(tracking_uri=uri, artifact_location=artifacts, experiment=experiment),
+                                result, out, figures, model)
+        typer.echo(f"MLflow run {run_id} (experiment {experiment}) in {uri}")
+    raise typer.Exit(result.exit_code)
+
+
 def _train_flat(config: Path, data: Path | None) -> None:
     """Flat one-row-per-lead export: stratified 5-fold evaluation of the model beside a default
     LightGBM and the logistic regression, on the same folds and columns (no dates, no oracle)."""

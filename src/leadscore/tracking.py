@@ -164,3 +164,25 @@ def load_scorer(uri: str, tracking_uri: str | None = None):
         mlflow.set_tracking_uri(tracking_uri)
     model = mlflow.pyfunc.load_model(uri).unwrap_python_model()
     return model.scorer, model.manifest
+
+
+def log_monitoring(tracking: TrackingConfig, result, report_path: Path | None, figures: dict[str, bytes],
+                   model_uri: str) -> str:
+    """One MLflow run per monitoring check: the ``monitor_*`` metrics, the verdict as a tag,
+    the JSON, the plots and the report. Returns the run id."""
+    configure(tracking)
+    with mlflow.start_run(run_name=f"monitor {result.facts['latest_run'][:10]}") as active:
+        mlflow.set_tags({"verdict": result.verdict, "model": model_uri,
+                         "model_versions": ", ".join(result.facts["model_versions"]) or "-"})
+        mlflow.log_params({"observed_until": result.facts["observed_until"], "runs": result.facts["runs"],
+                           "ece_limit": result.config.ece_limit, "psi_watch": result.config.psi_watch,
+                           "psi_act": result.config.psi_act, "target_tolerance": result.config.target_tolerance})
+        mlflow.log_metrics({k: v for k, v in result.metrics().items() if v == v})  # NaN: not computed
+        _json_artifact(result.to_json(), "monitor.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, png in figures.items():
+                (Path(tmp) / name).write_bytes(png)
+                mlflow.log_artifact(str(Path(tmp) / name), artifact_path="plots")
+        if report_path is not None:
+            mlflow.log_artifact(str(report_path))
+        return active.info.run_id

@@ -1,0 +1,1009 @@
+"""Closing the loop: how past scores performed, whether the population or the model drifted,
+and what the leads sales disqualified have in common.
+
+:func:`monitor` takes the model (scorer and manifest), the contract tables (a DuckDB
+connection from :func:`leadscore.features.connect`) and the concatenated output of past
+scoring runs, and returns a :class:`MonitorResult`; :func:`render_monitor_report` turns it
+into one self-contained HTML page (images as data URIs, no scripts, no network references),
+:meth:`MonitorResult.to_json` into plain JSON and :meth:`MonitorResult.metrics` into flat
+``monitor_*`` numbers for MLflow. Everything here is pure computation; the command line
+(``leadscore monitor``) only reads inputs and writes outputs.
+
+1. **Realized vs predicted.** A scored row's outcome window is ``(as_of, as_of +
+   horizon_days]`` (the model's own horizon, from the manifest). Only rows whose window has
+   closed by the end of the observed data are *matured*; the others are left out and
+   counted, never taken as negatives. Per model tier, per rule-baseline tier and per score
+   band (1-10, ..., 91-99), the realized SQL rate with a 95 % Wilson interval sits next to
+   the mean predicted ``p_sql``; closed-won likewise where its longer window has matured,
+   with SQL->won (won among the rows that became SQL). The MQL-or-better population (tier
+   MQL or SQL) and the SQL tier are checked against the conversion targets the cutoffs were
+   chosen for (policy ``conversion_rate`` only; other policies have no conversion target).
+   Because one lead appears in many weekly runs, these two rates get a bootstrap interval
+   that resamples *leads*; a rate is **off target** when that interval's upper end lies
+   below ``target x (1 - target_tolerance)`` - materially and clearly below, not within
+   the noise of the slice the cutoffs were set on.
+2. **Calibration drift.** Reliability table (equal-width bins) and ECE of the matured
+   rows; flagged when ECE exceeds ``ece_limit`` *and* what a perfectly calibrated model
+   would show by chance on the same rows (95th percentile of ECE with outcomes drawn from
+   ``p_sql`` itself).
+3. **Population drift.** PSI of every feature and of ``p_sql`` and ``score`` between a
+   training-window reference and the latest scoring run. The reference is recomputed with
+   :func:`leadscore.features.features_as_of` for the leads open at the last
+   ``reference_dates`` cadence dates of the training window (label windows closing before
+   ``calibration_start``), sampled deterministically. Both sides are restricted to the
+   model's domain, leads at most ``max_lead_age_days`` old (training leaves older leads
+   out); the share of scored leads outside it is reported on its own. Numeric features are
+   binned at reference quantiles, missing values are a bin of their own, categoricals are
+   binned by value, and empty bins get ``psi_epsilon``. For categoricals, the share of
+   values the model never saw in training (``sql_model.levels``). PSI >= ``psi_watch`` is
+   *watch*, >= ``psi_act`` is *act*.
+4. **Disqualified leads.** Among the scored leads with a matured window, those sales
+   disqualified (a ``disqualified`` event in the window, no SQL) against those that became
+   SQL, each on its latest scored row before the outcome: for every fit and engagement
+   characteristic (categorical values; numeric features in quantile bands, missing its own
+   band), counts, its share among disqualified and among SQL leads, the over-representation
+   (difference of the shares, the ranking key), the lift (ratio of the shares) and the
+   share disqualified among the leads with it. Then the features whose SHAP contributions
+   pushed disqualified leads' ``p_sql`` up the most (mean positive contribution).
+5. **Verdict.** ``retrain`` when any PSI is at or above ``psi_act`` or ECE is flagged;
+   else ``review cutoffs`` when realized conversion is off target; else ``no action``.
+   Exit codes for the command line: :data:`EXIT_NO_ACTION` 0, :data:`EXIT_RETRAIN` 4,
+   :data:`EXIT_REVIEW_CUTOFFS` 5 (1-3 are taken: contract violations, unusable input,
+   undelivered alerts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from leadscore.contract import utc_timestamp
+from leadscore.metrics import expected_calibration_error, reliability_table
+
+NO_ACTION, REVIEW_CUTOFFS, RETRAIN = "no action", "review cutoffs", "retrain"
+EXIT_NO_ACTION = 0
+EXIT_RETRAIN = 4          # drift or calibration beyond limits: a scheduler can chain `leadscore retrain`
+EXIT_REVIEW_CUTOFFS = 5   # realized conversion off the cutoffs' targets
+EXIT_CODES = {NO_ACTION: EXIT_NO_ACTION, RETRAIN: EXIT_RETRAIN, REVIEW_CUTOFFS: EXIT_REVIEW_CUTOFFS}
+
+TIERS = ("lead", "MQL", "SQL")
+MISSING_BIN = "missing"
+US_PER_DAY = 86_400_000_000
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """Limits and sample sizes of the monitor.
+
+    ``ece_limit`` 0.01: ECE is in probability units. Open leads convert at a few per cent
+    in 42 days, so an ECE of 0.01 means the probabilities are off on average by roughly a
+    third to all of the base rate - enough to move the leads a conversion-rate cutoff lets
+    through - while a well calibrated model shows a few thousandths (0.001 on the 50k demo
+    test slice, about 0.004 on the 8k test setup). The flag also requires ECE above what
+    perfect calibration shows by chance on the same rows (``chance_draws`` simulations).
+    ``psi_watch`` / ``psi_act``: the customary 0.1 / 0.25. ``target_tolerance`` 0.2: a
+    realized rate counts as off target only if its interval lies wholly below target x 0.8;
+    cutoffs are set on a calibration slice of a few thousand rows, and the training
+    report's own test-slice intervals for the cutoffs are that wide. ``min_rows``: a cell
+    (tier, band, bin) with fewer matured rows is shown but never flagged.
+    ``reference_dates`` / ``reference_size``: the training-window reference population.
+    ``max_lead_age_days``: the model's domain (training's ``examples.max_lead_age_days``;
+    the manifest's value wins when it carries one; None: no restriction).
+    """
+
+    ece_limit: float = 0.01
+    ece_bins: int = 10
+    chance_draws: int = 200
+    psi_watch: float = 0.1
+    psi_act: float = 0.25
+    psi_bins: int = 10
+    psi_epsilon: float = 1e-4
+    unseen_watch: float = 0.01
+    target_tolerance: float = 0.2
+    confidence: float = 0.95
+    bootstrap: int = 1000
+    min_rows: int = 30
+    reference_dates: int = 5
+    reference_size: int = 10_000
+    max_lead_age_days: int | None = 365
+    observed_until: str | None = None
+    persona_bands: int = 5
+    persona_min_leads: int = 10
+    persona_top: int = 20
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("ece_limit", "psi_watch", "psi_act", "psi_epsilon"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.psi_watch > self.psi_act:
+            raise ValueError(f"psi_watch ({self.psi_watch}) must not exceed psi_act ({self.psi_act})")
+        if not 0 <= self.target_tolerance < 1:
+            raise ValueError(f"target_tolerance must be in [0, 1), got {self.target_tolerance!r}")
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"confidence must be in (0, 1), got {self.confidence!r}")
+        for name in ("ece_bins", "psi_bins", "persona_bands", "reference_dates", "reference_size", "min_rows",
+                     "persona_min_leads", "persona_top"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.bootstrap < 0 or self.chance_draws < 0:
+            raise ValueError("bootstrap and chance_draws must be >= 0")
+        if self.max_lead_age_days is not None and self.max_lead_age_days < 1:
+            raise ValueError(f"max_lead_age_days must be >= 1 or None, got {self.max_lead_age_days!r}")
+
+
+@dataclass
+class MonitorResult:
+    verdict: str
+    reasons: list[str]                   # what triggered the verdict, with the numbers
+    notes: list[str]                     # everything else worth a sentence
+    facts: dict                          # model, windows, row counts
+    runs: pd.DataFrame                   # per scoring run: rows, matured, immature
+    by_tier: pd.DataFrame
+    by_baseline_tier: pd.DataFrame
+    by_band: pd.DataFrame
+    targets: pd.DataFrame                # MQL-or-better and SQL tier vs the cutoffs' targets
+    reliability: pd.DataFrame
+    ece: float
+    ece_chance: float
+    psi: pd.DataFrame                    # one row per feature and for p_sql / score
+    persona: pd.DataFrame                # characteristics over-represented among disqualified leads
+    misleading: pd.DataFrame             # SHAP contributions that pushed disqualified leads up
+    config: MonitorConfig = field(default_factory=MonitorConfig)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.verdict]
+
+    @property
+    def ece_flag(self) -> bool:
+        return _ece_flag(self.ece, self.ece_chance, self.config)
+
+    def psi_of(self, name: str) -> float:
+        row = self.psi[self.psi["feature"] == name]
+        return float(row["psi"].iloc[0]) if len(row) else float("nan")
+
+    def metrics(self) -> dict[str, float]:
+        """Flat ``monitor_*`` numbers for MLflow (NaN where a figure could not be computed)."""
+        feats = self.psi[self.psi["kind"] != "score"]
+        top = feats.sort_values("psi", ascending=False).head(1)
+        target = self.targets.set_index("population") if len(self.targets) else pd.DataFrame()
+
+        def tgt(pop: str, col: str) -> float:
+            return float(target.loc[pop, col]) if pop in target.index and pd.notna(target.loc[pop, col]) else math.nan
+
+        total = self.by_tier[self.by_tier["tier"] == "all"]
+        out = {
+            "monitor_verdict_code": float(self.exit_code),
+            "monitor_scored_rows": float(self.facts["scored_rows"]),
+            "monitor_matured_rows": float(self.facts["matured_rows"]),
+            "monitor_immature_rows": float(self.facts["immature_rows"]),
+            "monitor_runs": float(self.facts["runs"]),
+            "monitor_realized_sql_rate": float(total["realized_sql_rate"].iloc[0]) if len(total) else math.nan,
+            "monitor_predicted_sql_rate": float(total["predicted_sql_rate"].iloc[0]) if len(total) else math.nan,
+            "monitor_realized_won_rate": float(total["realized_won_rate"].iloc[0]) if len(total) else math.nan,
+            "monitor_realized_sql_won_rate": float(total["realized_sql_to_won"].iloc[0]) if len(total) else math.nan,
+            "monitor_realized_mql_sql_rate": tgt("MQL or better", "realized"),
+            "monitor_target_mql_sql_rate": tgt("MQL or better", "target"),
+            "monitor_realized_sql_tier_rate": tgt("SQL tier", "realized"),
+            "monitor_target_sql_tier_rate": tgt("SQL tier", "target"),
+            "monitor_ece": self.ece,
+            "monitor_ece_chance": self.ece_chance,
+            "monitor_ece_limit": self.config.ece_limit,
+            "monitor_ece_score_bands": float(self.facts.get("ece_score_bands", math.nan)),
+            "monitor_psi_score": self.psi_of("p_sql"),
+            "monitor_psi_score_points": self.psi_of("score"),
+            "monitor_psi_max_feature": float(top["psi"].iloc[0]) if len(top) else math.nan,
+            "monitor_psi_features_watch": float((feats["status"] == "watch").sum()),
+            "monitor_psi_features_act": float((feats["status"] == "act").sum()),
+            "monitor_unseen_share_max": float(feats["unseen_share"].max()) if feats["unseen_share"].notna().any()
+            else math.nan,
+            "monitor_out_of_domain_share": float(self.facts.get("out_of_domain_share", math.nan)),
+            "monitor_disqualified_leads": float(self.facts.get("disqualified_leads", 0)),
+            "monitor_sql_leads": float(self.facts.get("sql_leads", 0)),
+        }
+        return {k: (float(v) if v is not None else math.nan) for k, v in out.items()}
+
+    def to_json(self) -> dict:
+        """Everything in the report as plain JSON types (NaN as null, timestamps as ISO text)."""
+        def records(frame: pd.DataFrame) -> list[dict]:
+            return json.loads(frame.to_json(orient="records", date_format="iso")) if len(frame) else []
+
+        return _plain({
+            "verdict": self.verdict, "exit_code": self.exit_code, "reasons": list(self.reasons),
+            "notes": list(self.notes), "facts": self.facts, "config": dataclasses.asdict(self.config),
+            "metrics": self.metrics(), "runs": records(self.runs), "by_tier": records(self.by_tier),
+            "by_baseline_tier": records(self.by_baseline_tier), "by_band": records(self.by_band),
+            "targets": records(self.targets),
+            "calibration": {"ece": self.ece, "ece_chance": self.ece_chance, "ece_limit": self.config.ece_limit,
+                            "flag": self.ece_flag, "reliability": records(self.reliability)},
+            "psi": records(self.psi), "persona": records(self.persona), "misleading": records(self.misleading),
+        })
+
+
+def _plain(obj):
+    """JSON-safe: numpy scalars to Python, NaN/inf to None, timestamps to ISO text."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (pd.Timestamp, np.datetime64)):
+        return pd.Timestamp(obj).isoformat()
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+# ---------------------------------------------------------------------------
+# Intervals
+# ---------------------------------------------------------------------------
+
+def _z(confidence: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(0.5 + confidence / 2))
+
+
+def wilson_interval(k, n, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of k successes in n trials (element-wise; NaN where n == 0)."""
+    k, n = np.asarray(k, dtype="float64"), np.asarray(n, dtype="float64")
+    z = _z(confidence)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        denom = 1 + z**2 / n
+        centre = (p + z**2 / (2 * n)) / denom
+        half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
+        low, high = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+    bad = n <= 0
+    return np.where(bad, np.nan, low), np.where(bad, np.nan, high)
+
+
+def lead_bootstrap_interval(y, lead_ids, draws: int, confidence: float, seed: int) -> tuple[float, float]:
+    """Interval of the mean of ``y`` resampling *leads* (Poisson bootstrap): rows of one lead
+    in several runs are not independent, so resampling rows would be too narrow."""
+    y = np.asarray(y, dtype="float64")
+    if not len(y) or draws < 1:
+        return math.nan, math.nan
+    codes, uniques = pd.factorize(pd.Series(lead_ids).astype(str))
+    k = np.bincount(codes, weights=y, minlength=len(uniques))
+    n = np.bincount(codes, minlength=len(uniques)).astype("float64")
+    rng = np.random.default_rng(seed)
+    rates = np.empty(draws)
+    for lo in range(0, draws, 100):  # bounded memory: 100 resamples x leads at a time
+        w = rng.poisson(1.0, size=(min(100, draws - lo), len(uniques)))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rates[lo:lo + len(w)] = (w @ k) / (w @ n)
+    rates = rates[np.isfinite(rates)]
+    a = (1 - confidence) / 2
+    return float(np.quantile(rates, a)), float(np.quantile(rates, 1 - a))
+
+
+# ---------------------------------------------------------------------------
+# Outcomes of scored rows
+# ---------------------------------------------------------------------------
+
+def outcomes(con, scores: pd.DataFrame, horizon_days: int, won_horizon_days: int,
+             observed_until: pd.Timestamp) -> pd.DataFrame:
+    """Per scored row: ``became_sql`` and ``won`` (pd.NA while the window is open, from
+    :func:`leadscore.examples.label_examples`), ``disqualified`` (a ``disqualified`` event in
+    (as_of, as_of + horizon_days], NA while open), and the maturity flags."""
+    from leadscore.examples import ExampleConfig, label_examples
+    from leadscore.features import _pairs_frame
+
+    pairs = scores[["lead_id", "as_of"]].reset_index(drop=True)
+    labels = label_examples(con, pairs, ExampleConfig(horizon_days=int(horizon_days),
+                                                      won_horizon_days=int(won_horizon_days)), observed_until)
+    frame = _pairs_frame(pairs)
+    con.register("_monitor_pairs", frame)
+    try:
+        dq = con.execute("""
+            SELECT p.lead_id, p.as_of_us, min(epoch_us(e.occurred_at)) AS next_dq_us
+            FROM _monitor_pairs p
+            JOIN lifecycle e ON e.lead_id = p.lead_id AND e.stage = 'disqualified'
+                             AND epoch_us(e.occurred_at) > p.as_of_us
+            GROUP BY p.lead_id, p.as_of_us
+        """).df()
+    finally:
+        con.unregister("_monitor_pairs")
+    merged = frame.merge(dq, on=["lead_id", "as_of_us"], how="left", validate="many_to_one")
+    h_us = int(horizon_days) * US_PER_DAY
+    end_us = int(utc_timestamp(observed_until).value // 1000)
+    as_of_us = merged["as_of_us"].to_numpy()
+    out = pd.DataFrame(index=pairs.index)
+    out["matured"] = as_of_us + h_us <= end_us
+    out["won_matured"] = as_of_us + int(won_horizon_days) * US_PER_DAY <= end_us
+    out["became_sql"] = labels["became_sql"].to_numpy()
+    out["won"] = labels["won"].to_numpy()
+    hit = merged["next_dq_us"].to_numpy(dtype="float64", na_value=np.inf) <= as_of_us + h_us
+    dq_values = pd.array(hit, dtype="boolean")
+    dq_values[~out["matured"].to_numpy()] = pd.NA
+    out["disqualified"] = dq_values
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Realized vs predicted
+# ---------------------------------------------------------------------------
+
+def score_band(score) -> pd.Series:
+    """'1-10', '11-20', ..., '91-99' from the 1-99 score."""
+    s = pd.Series(score).astype("float64")
+    idx = np.clip(((s - 1) // 10).fillna(-1).astype(int), -1, 9)
+    labels = np.array([f"{10 * i + 1}-{min(10 * i + 10, 99)}" for i in range(10)] + ["?"], dtype=object)
+    return pd.Series(labels[np.where(idx < 0, 10, idx)], index=s.index)
+
+
+def rate_table(rows: pd.DataFrame, by: str, order, config: MonitorConfig, with_prediction: bool = True) -> pd.DataFrame:
+    """Per value of ``by`` (and 'all'): matured rows, realized SQL rate with its Wilson
+    interval, mean predicted p_sql; won likewise on rows whose won window matured, and
+    SQL->won (won among the rows that became SQL)."""
+    out = []
+    groups = [(str(v), rows[rows[by] == v]) for v in order] + [("all", rows)]
+    for name, g in groups:
+        m = g[g["matured"]]
+        y = m["became_sql"].astype("float64")
+        w = g[g["won_matured"]]
+        won = w["won"].astype("float64")
+        sql_w = w[w["became_sql"].astype("boolean").fillna(False)]
+        rec = {by: name, "scored": len(g), "matured": len(m), "immature": int(len(g) - len(m)),
+               "sql": int(y.sum()), "realized_sql_rate": y.mean() if len(m) else math.nan}
+        lo, hi = wilson_interval(y.sum(), len(m), config.confidence)
+        rec["realized_low"], rec["realized_high"] = float(lo), float(hi)
+        if with_prediction:
+            rec["predicted_sql_rate"] = m["p_sql"].mean() if len(m) else math.nan
+        rec["won_matured"] = len(w)
+        rec["realized_won_rate"] = won.mean() if len(w) else math.nan
+        if with_prediction:
+            rec["predicted_won_rate"] = w["p_won"].mean() if len(w) else math.nan
+        rec["sql_with_won_window"] = len(sql_w)
+        rec["realized_sql_to_won"] = sql_w["won"].astype("float64").mean() if len(sql_w) else math.nan
+        lo, hi = wilson_interval(sql_w["won"].astype("float64").sum(), len(sql_w), config.confidence)
+        rec["sql_to_won_low"], rec["sql_to_won_high"] = float(lo), float(hi)
+        out.append(rec)
+    return pd.DataFrame(out)
+
+
+def target_checks(rows: pd.DataFrame, cutoffs, config: MonitorConfig) -> tuple[pd.DataFrame, str]:
+    """The MQL-or-better population and the SQL tier against the conversion targets the
+    cutoffs were chosen for; (table, a sentence on where targets come from)."""
+    policy = cutoffs.policy
+    if policy.policy != "conversion_rate":
+        return pd.DataFrame(columns=["population", "target", "realized", "low", "high", "matured", "status"]), (
+            f"cutoffs were chosen by policy {policy.policy}, which sets no conversion-rate target; "
+            "realized conversion is reported but not checked against a target")
+    m = rows[rows["matured"]]
+    out = []
+    for name, mask, target in (("MQL or better", m["tier"].isin(["MQL", "SQL"]), policy.target("mql")),
+                               ("SQL tier", m["tier"] == "SQL", policy.target("sql"))):
+        g = m[mask.to_numpy()]
+        y = g["became_sql"].astype("float64").to_numpy()
+        realized = float(y.mean()) if len(y) else math.nan
+        low, high = lead_bootstrap_interval(y, g["lead_id"], config.bootstrap, config.confidence, config.seed)
+        floor = target * (1 - config.target_tolerance)
+        if len(y) < config.min_rows:
+            status = "too few rows"
+        elif high < floor:
+            status = "off target"
+        elif high < target:
+            status = "below target (within tolerance)"
+        elif realized < target:
+            status = "on target (below, not significant)"
+        else:
+            status = "on target"
+        out.append({"population": name, "target": target, "realized": realized, "low": low, "high": high,
+                    "matured": len(y), "leads": int(g["lead_id"].nunique()), "status": status})
+    return pd.DataFrame(out), (f"targets from the cutoff policy conversion_rate: leads at or above the MQL cutoff "
+                               f"should become SQL at >= {policy.target('mql'):.1%}, at or above the SQL cutoff at >= "
+                               f"{policy.target('sql'):.1%}; off target = the {config.confidence:.0%} interval "
+                               f"(resampling leads) lies below target x {1 - config.target_tolerance:g}")
+
+
+# ---------------------------------------------------------------------------
+# Calibration
+# ---------------------------------------------------------------------------
+
+def ece_by_chance(p, n_bins: int, draws: int, seed: int, quantile: float = 0.95) -> float:
+    """The ``quantile`` of ECE that a perfectly calibrated model shows on these predictions
+    (outcomes drawn from ``p``): the noise floor an observed ECE must clear."""
+    p = np.asarray(p, dtype="float64")
+    if not len(p) or draws < 1:
+        return math.nan
+    rng = np.random.default_rng(seed)
+    values = [expected_calibration_error(rng.random(len(p)) < p, p, n_bins) for _ in range(draws)]
+    return float(np.quantile(values, quantile))
+
+
+def _ece_flag(ece: float, chance: float, config: MonitorConfig) -> bool:
+    if not math.isfinite(ece):
+        return False
+    return ece > config.ece_limit and (not math.isfinite(chance) or ece > chance)
+
+
+# ---------------------------------------------------------------------------
+# Population stability
+# ---------------------------------------------------------------------------
+
+def psi_from_shares(ref, cur, epsilon: float = 1e-4) -> float:
+    """sum((cur - ref) x ln(cur / ref)) with empty bins set to ``epsilon``."""
+    a = np.maximum(np.asarray(ref, dtype="float64"), epsilon)
+    b = np.maximum(np.asarray(cur, dtype="float64"), epsilon)
+    return float(np.sum((b - a) * np.log(b / a)))
+
+
+def numeric_bins(ref, cur, bins: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Shares of reference and current values in bins cut at the reference's quantiles
+    (ties merged), with a last bin for missing values."""
+    r = pd.to_numeric(pd.Series(ref), errors="coerce").astype("float64").to_numpy()
+    c = pd.to_numeric(pd.Series(cur), errors="coerce").astype("float64").to_numpy()
+    finite = r[~np.isnan(r)]
+    edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1])) if len(finite) else np.array([])
+
+    def shares(x):
+        nan = np.isnan(x)
+        counts = np.bincount(np.searchsorted(edges, x[~nan], side="right"), minlength=len(edges) + 1)
+        counts = np.append(counts, nan.sum()).astype("float64")
+        return counts / max(len(x), 1)
+
+    labels = ([f"< {edges[0]:.4g}"] if len(edges) else ["all"]) + \
+        [f"[{lo:.4g}, {hi:.4g})" for lo, hi in itertools.pairwise(edges)] + \
+        ([f">= {edges[-1]:.4g}"] if len(edges) else []) + [MISSING_BIN]
+    return shares(r), shares(c), labels
+
+
+def categorical_bins(ref, cur) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Shares by value over the union of both sides' values (missing as its own value)."""
+    r = pd.Series(ref).astype("object").where(pd.Series(ref).notna(), MISSING_BIN).astype(str)
+    c = pd.Series(cur).astype("object").where(pd.Series(cur).notna(), MISSING_BIN).astype(str)
+    values = sorted(set(r.unique()) | set(c.unique()))
+    a = r.value_counts(normalize=True).reindex(values, fill_value=0.0).to_numpy() if len(r) else np.zeros(len(values))
+    b = c.value_counts(normalize=True).reindex(values, fill_value=0.0).to_numpy() if len(c) else np.zeros(len(values))
+    return a, b, values
+
+
+def psi(ref, cur, categorical: bool, bins: int = 10, epsilon: float = 1e-4) -> float:
+    a, b, _ = categorical_bins(ref, cur) if categorical else numeric_bins(ref, cur, bins)
+    return psi_from_shares(a, b, epsilon)
+
+
+def psi_status(value: float, config: MonitorConfig) -> str:
+    if not math.isfinite(value):
+        return "n/a"
+    return "act" if value >= config.psi_act else "watch" if value >= config.psi_watch else "stable"
+
+
+def reference_population(con, scorer, manifest: dict, config: MonitorConfig,
+                         max_age: int | None) -> tuple[pd.DataFrame, list[pd.Timestamp]]:
+    """Feature rows of leads open at the last ``reference_dates`` cadence dates of the
+    training window (label windows closed before ``calibration_start``), inside the model's
+    domain, sampled deterministically to ``reference_size``."""
+    from leadscore.features import features_as_of, open_leads
+
+    params = manifest.get("params", {})
+    end = utc_timestamp(params["calibration_start"]) - pd.Timedelta(days=int(params.get("horizon_days", 42)))
+    cadence = pd.Timedelta(days=int(params.get("cadence_days", 7)))
+    dates = [end - i * cadence for i in reversed(range(config.reference_dates))]
+    pairs = open_leads(con, dates)
+    pairs = _within_age(con, pairs, max_age)
+    if len(pairs) > config.reference_size:
+        pairs = pairs.sample(n=config.reference_size, random_state=config.seed)
+    pairs = pairs.sort_values(["as_of", "lead_id"], kind="stable").reset_index(drop=True)
+    return features_as_of(con, pairs, config=scorer.feature_config), dates
+
+
+def _within_age(con, pairs: pd.DataFrame, max_age: int | None) -> pd.DataFrame:
+    """The pairs whose lead is at most ``max_age`` days old at as_of (lead_age_days <= max_age)."""
+    if max_age is None or not len(pairs):
+        return pairs.reset_index(drop=True)
+    created = con.execute("SELECT lead_id, created_at FROM leads").df()
+    created["created_at"] = pd.to_datetime(created["created_at"], utc=True)
+    merged = pairs.merge(created.drop_duplicates("lead_id"), on="lead_id", how="left")
+    age = (pd.to_datetime(merged["as_of"], utc=True) - merged["created_at"]) / pd.Timedelta(days=1)
+    return pairs[(age <= max_age).to_numpy()].reset_index(drop=True)
+
+
+def population_drift(scorer, reference: pd.DataFrame, current: pd.DataFrame, current_scores: pd.DataFrame,
+                     config: MonitorConfig) -> pd.DataFrame:
+    """PSI per feature and for p_sql and score; for categoricals the share of current values
+    the model never saw in training."""
+    levels = scorer.sql_model.levels
+    group = scorer.catalogue.set_index("name")["group"]
+    rows = []
+    for f in scorer.features:
+        categorical = f in levels
+        value = psi(reference[f], current[f], categorical, config.psi_bins, config.psi_epsilon)
+        unseen = math.nan
+        if categorical and len(current):
+            unseen = float((~current[f].astype(str).isin(set(levels[f]))).mean())
+        rows.append({"feature": f, "group": group.get(f, "other"), "kind": "categorical" if categorical else "numeric",
+                     "psi": value, "unseen_share": unseen})
+    ref_pred = scorer.predict(reference) if len(reference) else pd.DataFrame({"p_sql": [], "score": []})
+    for name in ("p_sql", "score"):
+        value = psi(ref_pred[name], current_scores[name], False, config.psi_bins, config.psi_epsilon)
+        rows.append({"feature": name, "group": "score", "kind": "score", "psi": value, "unseen_share": math.nan})
+    out = pd.DataFrame(rows)
+    out["status"] = [psi_status(v, config) for v in out["psi"]]
+    out["reference_rows"], out["current_rows"] = len(reference), len(current)
+    return out.sort_values("psi", ascending=False, kind="stable").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------
+# Disqualified leads: the negative persona
+# ---------------------------------------------------------------------------
+
+def resolved_leads(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per lead that sales resolved within a matured window: ``outcome`` 'sql' (it
+    became SQL within the horizon of a run) or 'disqualified' (disqualified within the
+    horizon of a run, never SQL in one), with its latest scored row before that outcome."""
+    m = rows[rows["matured"]].copy()
+    m["_sql"] = m["became_sql"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    m["_dq"] = m["disqualified"].astype("boolean").fillna(False).to_numpy(dtype=bool) & ~m["_sql"]
+    sql_leads = set(m.loc[m["_sql"], "lead_id"])
+    sql = m[m["_sql"]].sort_values("as_of").groupby("lead_id", sort=True).tail(1)
+    dq = m[m["_dq"] & ~m["lead_id"].isin(sql_leads)].sort_values("as_of").groupby("lead_id", sort=True).tail(1)
+    out = pd.concat([sql.assign(outcome="sql"), dq.assign(outcome="disqualified")], ignore_index=True)
+    return out.drop(columns=["_sql", "_dq"]).sort_values(["outcome", "lead_id"], kind="stable").reset_index(drop=True)
+
+
+def _bands(values: pd.Series, n_bands: int) -> pd.Series:
+    """Quantile bands of a numeric column as labels; missing values are their own band."""
+    x = pd.to_numeric(values, errors="coerce").astype("float64")
+    finite = x.dropna()
+    labels = pd.Series(MISSING_BIN, index=x.index, dtype=object)
+    if not len(finite):
+        return labels
+    edges = np.unique(np.quantile(finite, np.linspace(0, 1, n_bands + 1)))
+    if len(edges) == 1:
+        labels[x.notna()] = f"= {edges[0]:.4g}"
+        return labels
+    idx = np.clip(np.searchsorted(edges, x[x.notna()], side="right") - 1, 0, len(edges) - 2)
+    names = [f"[{lo:.4g}, {hi:.4g}" + ("]" if i == len(edges) - 2 else ")")
+             for i, (lo, hi) in enumerate(itertools.pairwise(edges))]
+    # a band whose both ends are the same value (a spike, e.g. many zeros) reads "= v"
+    for i, (lo, hi) in enumerate(itertools.pairwise(edges)):
+        if i < len(edges) - 2 and np.sum(finite == lo) >= np.sum((finite >= lo) & (finite < hi)):
+            names[i] = f"= {lo:.4g}"
+    labels[x.notna()] = np.asarray(names, dtype=object)[idx]
+    return labels
+
+
+def negative_persona(features: pd.DataFrame, outcome: pd.Series, scorer, config: MonitorConfig) -> pd.DataFrame:
+    """Per characteristic (feature = value or band): disqualified and SQL leads with it, its
+    share among each group, over-representation among the disqualified (share difference,
+    the ranking key), lift (ratio of shares, smoothed) and the share disqualified among the
+    resolved leads with it. Characteristics held by fewer than ``persona_min_leads``
+    disqualified leads are left out."""
+    outcome = pd.Series(outcome).to_numpy()
+    is_dq = outcome == "disqualified"
+    n_dq, n_sql = int(is_dq.sum()), int((~is_dq).sum())
+    cols = ["feature", "group", "value", "disqualified", "sql", "disqualified_share", "sql_share",
+            "over_representation", "lift", "disqualified_rate"]
+    if n_dq == 0 or n_sql == 0:
+        return pd.DataFrame(columns=cols)
+    levels = scorer.sql_model.levels
+    group = scorer.catalogue.set_index("name")["group"]
+    parts = []
+    for f in scorer.features:
+        if f in levels:
+            v = features[f].astype("object").where(features[f].notna(), MISSING_BIN).astype(str)
+        else:
+            v = _bands(features[f], config.persona_bands)
+        table = pd.crosstab(v.to_numpy(), is_dq).reindex(columns=[False, True], fill_value=0)
+        parts.append(pd.DataFrame({"feature": f, "group": group.get(f, "other"), "value": table.index.astype(str),
+                                   "disqualified": table[True].to_numpy(), "sql": table[False].to_numpy()}))
+    out = pd.concat(parts, ignore_index=True)
+    out["disqualified_share"] = out["disqualified"] / n_dq
+    out["sql_share"] = out["sql"] / n_sql
+    out["over_representation"] = out["disqualified_share"] - out["sql_share"]
+    # add-half smoothing: a value no SQL lead had gets a finite lift
+    out["lift"] = ((out["disqualified"] + 0.5) / (n_dq + 1)) / ((out["sql"] + 0.5) / (n_sql + 1))
+    out["disqualified_rate"] = out["disqualified"] / (out["disqualified"] + out["sql"])
+    out = out[(out["disqualified"] >= config.persona_min_leads) & (out["over_representation"] > 0)]
+    return out.sort_values(["over_representation", "lift"], ascending=False, kind="stable").reset_index(drop=True)[cols]
+
+
+def misleading_contributions(scorer, features: pd.DataFrame, outcome: pd.Series) -> pd.DataFrame:
+    """Per feature: mean positive SHAP contribution (log-odds) among disqualified leads - what
+    pushed their p_sql up wrongly - with the mean contribution among disqualified and among
+    SQL leads, and how often it was a disqualified lead's strongest push. Largest first."""
+    from leadscore.explain import contributions
+
+    outcome = pd.Series(outcome).to_numpy()
+    cols = ["feature", "group", "mean_positive_disqualified", "mean_disqualified", "mean_sql", "top_push_share"]
+    if not len(features) or not (outcome == "disqualified").any():
+        return pd.DataFrame(columns=cols)
+    c = contributions(scorer.sql_model, features.reset_index(drop=True)).values
+    dq = c[outcome == "disqualified"]
+    sql = c[outcome == "sql"]
+    group = scorer.catalogue.set_index("name")["group"]
+    top = dq.to_numpy().argmax(axis=1)
+    top_share = np.bincount(top[dq.to_numpy().max(axis=1) > 0], minlength=c.shape[1]) / len(dq)
+    out = pd.DataFrame({"feature": c.columns, "group": [group.get(f, "other") for f in c.columns],
+                        "mean_positive_disqualified": dq.clip(lower=0).mean().to_numpy(),
+                        "mean_disqualified": dq.mean().to_numpy(),
+                        "mean_sql": sql.mean().to_numpy() if len(sql) else np.nan,
+                        "top_push_share": top_share})
+    return out.sort_values("mean_positive_disqualified", ascending=False, kind="stable").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------
+# The monitor
+# ---------------------------------------------------------------------------
+
+def _required(scores: pd.DataFrame) -> None:
+    needed = {"lead_id", "as_of", "p_sql", "p_won", "score", "tier"}
+    missing = sorted(needed - set(scores.columns))
+    if missing:
+        raise ValueError(f"scores lack column(s) {', '.join(missing)}; give the output of `leadscore score`")
+    if not len(scores):
+        raise ValueError("no scored rows: give the output of at least one `leadscore score` run")
+
+
+def monitor(scorer, manifest: dict, con, scores: pd.DataFrame, *, config: MonitorConfig | None = None) -> MonitorResult:
+    """Realized vs predicted, calibration, population drift, the negative persona and the
+    verdict for past scoring runs ``scores`` (concatenated ``leadscore score`` outputs)."""
+    from leadscore.examples import data_bounds
+    from leadscore.features import features_as_of
+
+    config = config or MonitorConfig()
+    _required(scores)
+    params = manifest.get("params", {})
+    horizon = int(params.get("horizon_days", 42))
+    won_horizon = int(params.get("won_horizon_days", 120))
+    max_age = params.get("max_lead_age_days", config.max_lead_age_days)
+    max_age = None if max_age is None else int(max_age)
+    observed_until = utc_timestamp(config.observed_until) if config.observed_until else data_bounds(con)[1]
+
+    rows = scores.copy()
+    rows["as_of"] = pd.to_datetime(rows["as_of"], utc=True)
+    rows["lead_id"] = rows["lead_id"].astype(str)
+    rows = rows.drop_duplicates(["lead_id", "as_of"], keep="last").sort_values(["as_of", "lead_id"], kind="stable")
+    rows = rows.reset_index(drop=True)
+    for col in ("baseline_tier", "model_version"):
+        if col not in rows:
+            rows[col] = None
+    rows = pd.concat([rows, outcomes(con, rows, horizon, won_horizon, observed_until)], axis=1)
+    rows["band"] = score_band(rows["score"])
+
+    runs = rows.groupby("as_of", sort=True).agg(
+        scored=("lead_id", "size"), matured=("matured", "sum"), won_matured=("won_matured", "sum"),
+        model_version=("model_version", lambda s: ", ".join(sorted({str(v) for v in s.dropna()})))).reset_index()
+    runs["immature"] = runs["scored"] - runs["matured"]
+    runs["window_closes"] = runs["as_of"] + pd.Timedelta(days=horizon)
+    matured = rows[rows["matured"]]
+    notes: list[str] = []
+    reasons: list[str] = []
+    n_immature = int((~rows["matured"]).sum())
+    if n_immature:
+        notes.append(f"{n_immature:,} scored rows of {int((runs['immature'] > 0).sum())} run(s) are immature (their "
+                     f"{horizon}-day window closes after the data ends {observed_until:%Y-%m-%d %H:%M}): left out of "
+                     "realized rates and calibration, never counted as negatives")
+
+    # 1. realized vs predicted
+    by_tier = rate_table(rows, "tier", TIERS, config)
+    by_baseline = rate_table(rows.assign(baseline_tier=rows["baseline_tier"].astype("object")), "baseline_tier",
+                             TIERS, config, with_prediction=False)
+    bands = [f"{10 * i + 1}-{min(10 * i + 10, 99)}" for i in range(10)]
+    by_band = rate_table(rows, "band", bands, config)
+    by_band = by_band[(by_band["band"] == "all") | (by_band["scored"] > 0)].reset_index(drop=True)
+    targets, target_note = target_checks(rows, scorer.cutoffs, config)
+    b = by_band[(by_band["band"] != "all") & (by_band["matured"] > 0)]
+    ece_bands = float((b["matured"] * (b["predicted_sql_rate"] - b["realized_sql_rate"]).abs()).sum()
+                      / b["matured"].sum()) if len(b) else math.nan
+
+    # 2. calibration
+    y = matured["became_sql"].astype("float64").to_numpy()
+    p = matured["p_sql"].astype("float64").to_numpy()
+    if len(y):
+        ece = expected_calibration_error(y, p, config.ece_bins)
+        chance = ece_by_chance(p, config.ece_bins, config.chance_draws, config.seed)
+        reliability = reliability_table(y, p, config.ece_bins)
+        lo, hi = wilson_interval(reliability["observed"] * reliability["rows"], reliability["rows"], config.confidence)
+        reliability["observed_low"], reliability["observed_high"] = lo, hi
+    else:
+        ece = chance = math.nan
+        reliability = pd.DataFrame(columns=["bin", "rows", "predicted", "observed", "bin_low"])
+        notes.append("no scored row has a matured outcome window yet: no realized rates and no calibration check")
+
+    # 3. population drift: reference vs the latest run, both inside the model's domain
+    latest_as_of = rows["as_of"].max()
+    latest = rows[rows["as_of"] == latest_as_of].reset_index(drop=True)
+    current = features_as_of(con, latest[["lead_id", "as_of"]], config=scorer.feature_config)
+    current = latest[["lead_id", "as_of", "p_sql", "score"]].merge(current, on=["lead_id", "as_of"], how="inner",
+                                                                   validate="one_to_one")
+    in_domain = np.ones(len(current), dtype=bool) if max_age is None else \
+        (current["lead_age_days"].to_numpy(dtype="float64") <= max_age)
+    out_of_domain = float(1 - in_domain.mean()) if len(current) else math.nan
+    reference, ref_dates = reference_population(con, scorer, manifest, config, max_age)
+    drift = population_drift(scorer, reference, current[in_domain], current[in_domain], config)
+    if max_age is not None and out_of_domain > 0:
+        notes.append(f"{out_of_domain:.1%} of the leads scored on {latest_as_of:%Y-%m-%d} are older than "
+                     f"{max_age} days, older than any training example; drift is measured on the others")
+
+    # 4. disqualified leads
+    resolved = resolved_leads(rows)
+    persona = misleading = pd.DataFrame()
+    if len(resolved):
+        feats = features_as_of(con, resolved[["lead_id", "as_of"]], config=scorer.feature_config)
+        feats = resolved[["lead_id", "as_of", "outcome"]].merge(feats, on=["lead_id", "as_of"], how="inner",
+                                                                validate="one_to_one")
+        persona = negative_persona(feats, feats["outcome"], scorer, config)
+        misleading = misleading_contributions(scorer, feats, feats["outcome"])
+    n_dq = int((resolved["outcome"] == "disqualified").sum()) if len(resolved) else 0
+    n_sql = int((resolved["outcome"] == "sql").sum()) if len(resolved) else 0
+
+    # 5. verdict
+    acting = drift[drift["status"] == "act"]
+    if len(acting):
+        shown = ", ".join(f"{r.feature} {r.psi:.3f}" for r in acting.head(8).itertuples())
+        more = f" and {len(acting) - 8} more" if len(acting) > 8 else ""
+        reasons.append(f"population drift: PSI >= {config.psi_act:g} (act) for {shown}{more} "
+                       f"(latest run {latest_as_of:%Y-%m-%d} vs the training window)")
+    if _ece_flag(ece, chance, config):
+        reasons.append(f"calibration drift: ECE {ece:.4f} > limit {config.ece_limit:g} on {len(y):,} matured rows "
+                       f"(a calibrated model would show <= {chance:.4f} by chance); realized SQL rate {y.mean():.2%} "
+                       f"vs predicted {p.mean():.2%}")
+    off = targets[targets["status"] == "off target"] if len(targets) else targets
+    if reasons:
+        verdict = RETRAIN
+    elif len(off):
+        verdict = REVIEW_CUTOFFS
+        for r in off.itertuples():
+            reasons.append(f"realized conversion off target: {r.population} became SQL at {r.realized:.2%} "
+                           f"({r.low:.2%}-{r.high:.2%}) vs target {r.target:.1%} on {r.matured:,} matured rows")
+    else:
+        verdict = NO_ACTION
+        top = drift[drift["kind"] != "score"].head(1)
+        parts = [f"largest feature PSI {top['psi'].iloc[0]:.3f} ({top['feature'].iloc[0]}) < {config.psi_act:g}"
+                 if len(top) else "no feature PSI", f"p_sql PSI {drift.loc[drift['feature'] == 'p_sql', 'psi'].iloc[0]:.3f}"]
+        parts.append(f"ECE {ece:.4f} <= limit {config.ece_limit:g}" if math.isfinite(ece) else "no matured rows for ECE")
+        for r in targets.itertuples():
+            parts.append(f"{r.population} realized {r.realized:.2%} vs target {r.target:.1%} ({r.status})")
+        reasons.append("; ".join(parts))
+    if verdict == RETRAIN:
+        for r in off.itertuples():
+            notes.append(f"also off target: {r.population} became SQL at {r.realized:.2%} ({r.low:.2%}-{r.high:.2%}) "
+                         f"vs target {r.target:.1%}; retraining sets new cutoffs")
+    watch = drift[(drift["status"] == "watch")]
+    if len(watch):
+        notes.append(f"PSI watch (>= {config.psi_watch:g}): "
+                     + ", ".join(f"{r.feature} {r.psi:.3f}" for r in watch.head(10).itertuples()))
+    unseen = drift[drift["unseen_share"].fillna(0) >= config.unseen_watch]
+    if len(unseen):
+        notes.append("values never seen in training (the model reads them as missing): "
+                     + ", ".join(f"{r.feature} {r.unseen_share:.1%}" for r in unseen.itertuples()))
+
+    facts = {
+        "model_versions": sorted({str(v) for v in rows["model_version"].dropna()}),
+        "trained_until": params.get("calibration_start"), "test_start": params.get("test_start"),
+        "horizon_days": horizon, "won_horizon_days": won_horizon, "max_lead_age_days": max_age,
+        "observed_until": observed_until.isoformat(), "runs": len(runs),
+        "first_run": rows["as_of"].min().isoformat(), "latest_run": latest_as_of.isoformat(),
+        "scored_rows": len(rows), "matured_rows": len(matured), "immature_rows": n_immature,
+        "won_matured_rows": int(rows["won_matured"].sum()), "scored_leads": int(rows["lead_id"].nunique()),
+        "reference_dates": [d.isoformat() for d in ref_dates], "reference_rows": len(reference),
+        "current_rows": int(in_domain.sum()), "out_of_domain_share": out_of_domain,
+        "cutoff_policy": scorer.cutoffs.policy.policy, "mql_cutoff": float(scorer.cutoffs.mql),
+        "sql_cutoff": float(scorer.cutoffs.sql), "target_note": target_note, "ece_score_bands": ece_bands,
+        "disqualified_leads": n_dq, "sql_leads": n_sql,
+    }
+    return MonitorResult(verdict=verdict, reasons=reasons, notes=notes, facts=facts, runs=runs, by_tier=by_tier,
+                         by_baseline_tier=by_baseline, by_band=by_band, targets=targets, reliability=reliability,
+                         ece=float(ece), ece_chance=float(chance), psi=drift, persona=persona, misleading=misleading,
+                         config=config)
+
+
+# ---------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------
+
+def _error_bars(point, low, high) -> np.ndarray:
+    """(2, n) error-bar lengths for matplotlib: never negative (rounding), 0 where unknown."""
+    point, low, high = (np.asarray(v, dtype="float64") for v in (point, low, high))
+    return np.nan_to_num(np.clip(np.vstack([point - low, high - point]), 0, None))
+
+
+def _realized_figure(result: MonitorResult):
+    from leadscore.report import new_figure
+
+    fig = new_figure(12, 4.5)
+    ax1, ax2 = fig.subplots(1, 2)
+    for ax, table, key, title in ((ax1, result.by_band, "band", "by score band"),
+                                  (ax2, result.by_tier, "tier", "by model tier")):
+        t = table[(table[key] != "all") & (table["matured"] > 0)]
+        x = np.arange(len(t))
+        real = t["realized_sql_rate"].to_numpy(dtype="float64")
+        err = _error_bars(real, t["realized_low"], t["realized_high"])
+        ax.bar(x - 0.2, t["predicted_sql_rate"], width=0.4, label="predicted (mean p_sql)", color="tab:blue", alpha=0.7)
+        ax.bar(x + 0.2, real, width=0.4, yerr=err, capsize=3, label="realized (95 % Wilson)", color="tab:orange",
+               alpha=0.8)
+        ax.set_xticks(x, t[key].astype(str), rotation=45 if key == "band" else 0)
+        positive = t[["predicted_sql_rate", "realized_sql_rate"]].to_numpy(dtype="float64")
+        if (positive > 0).any():
+            ax.set_yscale("log")
+            ax.set_ylim(max(positive[positive > 0].min() / 3, 1e-5), min(1.0, positive.max() * 3))
+        ax.set(ylabel="SQL rate within the horizon", title=f"Realized vs predicted {title} (matured rows)")
+        ax.legend(fontsize=8)
+    if len(result.targets):
+        for r in result.targets.itertuples():
+            if r.population == "SQL tier":
+                ax2.axhline(r.target, ls="--", color="tab:red", lw=1)
+                ax2.text(0, r.target, f" SQL target {r.target:.0%}", color="tab:red", va="bottom", fontsize=8)
+    return fig
+
+
+def _psi_figure(result: MonitorResult, top: int = 25):
+    from leadscore.report import new_figure
+
+    psi = result.psi
+    t = pd.concat([psi[psi["kind"] != "score"].head(top), psi[psi["kind"] == "score"]])
+    t = t.sort_values("psi", kind="stable").reset_index(drop=True)
+    fig = new_figure(9, max(3.0, 0.28 * len(t) + 1.2))
+    ax = fig.subplots()
+    colors = {"act": "tab:red", "watch": "tab:orange", "stable": "tab:green", "n/a": "grey"}
+    values = np.maximum(t["psi"].to_numpy(dtype="float64"), 1e-4)
+    ax.barh(np.arange(len(t)), values, color=[colors[s] for s in t["status"]])
+    ax.set_yticks(np.arange(len(t)), t["feature"], fontsize=8)
+    for limit, name in ((result.config.psi_watch, "watch"), (result.config.psi_act, "act")):
+        ax.axvline(limit, ls="--", color="grey", lw=1)
+        ax.text(limit, 0.01, f" {name} {limit:g}", transform=ax.get_xaxis_transform(), fontsize=8, va="bottom")
+    ax.set_xscale("log")
+    ax.set(xlabel="PSI (log), latest run vs training window",
+           title=f"Population stability: the {top} most drifted features, p_sql and score")
+    return fig
+
+
+def _calibration_figure(result: MonitorResult):
+    from leadscore.report import new_figure
+
+    fig = new_figure(12, 4.5)
+    ax1, ax2 = fig.subplots(1, 2)
+    t = result.reliability
+    if len(t):
+        total = t["rows"].sum()
+        err = _error_bars(t["observed"], t["observed_low"], t["observed_high"])
+        ax1.errorbar(t["predicted"], t["observed"], yerr=err, fmt="o-", capsize=3, label="matured scores")
+        ax1.scatter(t["predicted"], t["observed"], s=15 + 400 * t["rows"] / total, alpha=0.4)
+    ax1.plot([0, 1], [0, 1], ls="-.", color="grey", lw=1, label="perfectly calibrated")
+    ax1.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted p_sql", ylabel="realized SQL rate",
+            title=f"Reliability (10 equal-width bins): ECE {result.ece:.4f}")
+    ax1.legend(fontsize=8)
+    b = result.by_band[(result.by_band["band"] != "all") & (result.by_band["matured"] > 0)]
+    positive = b[["predicted_sql_rate", "realized_sql_rate"]].to_numpy(dtype="float64")
+    positive = positive[positive > 0]
+    if len(positive):
+        lo, hi = positive.min() / 2, min(1.0, positive.max() * 2)
+        shown = b[b["realized_sql_rate"] > 0]
+        ax2.errorbar(shown["predicted_sql_rate"], shown["realized_sql_rate"],
+                     yerr=_error_bars(shown["realized_sql_rate"], shown["realized_low"], shown["realized_high"]),
+                     fmt="o-", capsize=3,
+                     label="score bands")
+        ax2.plot([lo, hi], [lo, hi], ls="-.", color="grey", lw=1, label="perfectly calibrated")
+        ax2.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi))
+        ax2.legend(fontsize=8)
+    ax2.set(xlabel="mean predicted p_sql (log)", ylabel="realized SQL rate (log)",
+            title="Calibration by score band (bands with a realized SQL)")
+    return fig
+
+
+def monitor_figures(result: MonitorResult) -> dict[str, bytes]:
+    """name -> PNG: realized_vs_predicted, psi, calibration."""
+    from leadscore.report import figure_png
+
+    return {"realized_vs_predicted.png": figure_png(_realized_figure(result)),
+            "psi.png": figure_png(_psi_figure(result)),
+            "calibration.png": figure_png(_calibration_figure(result))}
+
+
+def _pct_columns(frame: pd.DataFrame, columns) -> pd.DataFrame:
+    out = frame.copy()
+    for c in columns:
+        if c in out:
+            out[c] = [("" if pd.isna(v) else f"{v:.2%}") for v in out[c]]
+    return out
+
+
+def _with_interval(frame: pd.DataFrame, point: str, low: str, high: str, name: str) -> pd.DataFrame:
+    out = frame.copy()
+    out[name] = [("" if pd.isna(p) else f"{p:.2%} ({lo:.2%}–{hi:.2%})" if pd.notna(lo) else f"{p:.2%}")
+                 for p, lo, hi in zip(out[point], out[low], out[high])]
+    return out.drop(columns=[point, low, high])
+
+
+def _rate_view(table: pd.DataFrame, key: str) -> pd.DataFrame:
+    t = _with_interval(table, "realized_sql_rate", "realized_low", "realized_high", "realized SQL rate (95 %)")
+    t = _with_interval(t, "realized_sql_to_won", "sql_to_won_low", "sql_to_won_high", "SQL→won (95 %)")
+    t = _pct_columns(t, ["predicted_sql_rate", "realized_won_rate", "predicted_won_rate"])
+    order = [key, "scored", "matured", "immature", "sql", "realized SQL rate (95 %)", "predicted_sql_rate",
+             "won_matured", "realized_won_rate", "predicted_won_rate", "sql_with_won_window", "SQL→won (95 %)"]
+    return t[[c for c in order if c in t.columns]]
+
+
+def render_monitor_report(result: MonitorResult, figures: dict[str, bytes] | None = None) -> str:
+    """The monitoring report as one self-contained HTML page, the verdict first."""
+    from leadscore.report import html_page, html_table, img_tag
+
+    figures = monitor_figures(result) if figures is None else figures
+
+    def img(name: str, alt: str) -> str:
+        return img_tag(figures[name], alt) if name in figures else ""
+
+    def para(text: str) -> str:
+        return f"<p>{html.escape(text)}</p>"
+
+    headline = [f"Verdict: {result.verdict.upper()} (exit code {result.exit_code})"] + \
+        [f"{'Triggered by' if result.verdict != NO_ACTION else 'Checked'}: {r}" for r in result.reasons]
+    f = result.facts
+    facts = pd.DataFrame({"value": [
+        ", ".join(f["model_versions"]) or "-", f"{f['trained_until']} (test from {f['test_start']})",
+        f"{f['runs']} runs, {f['first_run'][:10]} .. {f['latest_run'][:10]}",
+        (f"{f['scored_rows']:,} rows of {f['scored_leads']:,} leads; {f['matured_rows']:,} matured, "
+        f"{f['immature_rows']:,} immature (left out)"), f["observed_until"][:16],
+        f"SQL within {f['horizon_days']} days, won within {f['won_horizon_days']} days",
+        f"{f['cutoff_policy']}: MQL p_sql >= {f['mql_cutoff']:.4f}, SQL p_sql >= {f['sql_cutoff']:.4f}",
+    ]}, index=pd.Index(["model", "trained until", "scoring runs", "rows", "data observed until", "outcomes",
+                        "cutoffs"], name="fact"))
+    runs = result.runs.copy()
+    runs["as_of"] = runs["as_of"].dt.strftime("%Y-%m-%d %H:%M")
+    runs["window_closes"] = runs["window_closes"].dt.strftime("%Y-%m-%d")
+
+    targets = result.targets
+    target_html = ""
+    if len(targets):
+        t = _with_interval(targets, "realized", "low", "high", "realized (95 %, resampling leads)")
+        t["target"] = [f"{v:.1%}" for v in t["target"]]
+        target_html = html_table(t)
+
+    psi = result.psi.copy()
+    psi["unseen_share"] = [("" if pd.isna(v) else f"{v:.1%}") for v in psi["unseen_share"]]
+    persona = result.persona
+    persona_html = para(f"{f['disqualified_leads']:,} disqualified leads vs {f['sql_leads']:,} leads that became "
+                        "SQL (each on its latest scored row before the outcome; matured windows only).")
+    for grp, title in (("fit", "Fit (who they are)"), ("engagement", "Engagement (what they did)")):
+        g = persona[persona["group"] == grp].head(result.config.persona_top) if len(persona) else persona
+        if len(g):
+            persona_html += f"<h3>{html.escape(title)}</h3>" + html_table(
+                _pct_columns(g, ["disqualified_share", "sql_share", "over_representation", "disqualified_rate"]))
+    if not len(persona):
+        persona_html += para("No characteristic is over-represented among disqualified leads "
+                             "(or there are no disqualified or no SQL leads with a matured window).")
+    misleading_html = ""
+    if len(result.misleading):
+        misleading_html = para("Mean SHAP contribution (log-odds of the uncalibrated p_sql model) among disqualified "
+                               "leads: the largest positive means are what pushed them up wrongly.") + \
+            html_table(result.misleading.head(15))
+
+    sections = [
+        ("Summary", html_table(facts) + "".join(para(n) for n in result.notes)),
+        ("Realized vs predicted", img("realized_vs_predicted.png", "realized vs predicted SQL rate")
+         + "<h3>Conversion targets</h3>" + para(f["target_note"]) + target_html
+         + "<h3>By model tier</h3>" + html_table(_rate_view(result.by_tier, "tier"))
+         + "<h3>By rule-baseline tier</h3>" + html_table(_rate_view(result.by_baseline_tier, "baseline_tier"))
+         + "<h3>By score band</h3>" + html_table(_rate_view(result.by_band, "band"))),
+        ("Calibration", img("calibration.png", "calibration curves")
+         + para(f"ECE {result.ece:.4f} (limit {result.config.ece_limit:g}; a perfectly calibrated model shows up to "
+                f"{result.ece_chance:.4f} by chance on these rows): "
+                + ("FLAGGED" if result.ece_flag else "within limits")
+                + f". Over the score bands (equal-share bins, more telling where most probabilities are small), "
+                  f"the mean |predicted - realized| is {f['ece_score_bands']:.4f} (informational).")
+         + html_table(_pct_columns(result.reliability, []))),
+        ("Population drift", img("psi.png", "PSI by feature")
+         + para(f"Reference: {f['reference_rows']:,} feature rows of leads open at "
+                + ", ".join(d[:10] for d in f["reference_dates"])
+                + f" (end of the training window); current: {f['current_rows']:,} leads of the run of "
+                  f"{f['latest_run'][:10]}" + (f", both at most {f['max_lead_age_days']} days old"
+                                               if f["max_lead_age_days"] else "") + ".")
+         + html_table(psi)),
+        ("Disqualified leads: the negative persona", persona_html),
+        ("SHAP contributions that misled for disqualified leads", misleading_html or para("No disqualified leads.")),
+        ("Scoring runs", html_table(runs)),
+    ]
+    return html_page("leadscore monitoring", sections, notes=headline)
