@@ -75,12 +75,17 @@ class Scorer:
         rows carry them), one row per input row in input order. ``as_of`` without a time zone
         is read as UTC (MLflow's pyfunc schema only takes zone-naive timestamps)."""
         self.check_input(frame)
-        p_sql = self.sql_model.predict_proba(frame)
+        X = self.sql_model.matrix(frame)
+        p_sql = self.sql_model.predict_proba(frame, X)
         as_of = pd.to_datetime(frame["as_of"])
         as_of = as_of.dt.tz_localize("UTC") if as_of.dt.tz is None else as_of.dt.tz_convert("UTC")
-        out = pd.DataFrame({"lead_id": frame["lead_id"].astype("str").to_numpy(), "as_of": as_of.to_numpy()})
+        out = pd.DataFrame({"lead_id": frame["lead_id"].astype("str").to_numpy(), "as_of": as_of.array})
         out["p_sql"] = p_sql
-        out["p_won"] = self.won_model.predict_proba(frame) if self.won_model is not None else np.nan
+        if self.won_model is not None:
+            won_X = X if self.won_model.reads_like(self.sql_model) else None
+            out["p_won"] = self.won_model.predict_proba(frame, won_X)
+        else:
+            out["p_won"] = np.nan
         out["score"] = self.score_points(p_sql)
         out["tier"] = pd.array(self.cutoffs.tier(p_sql), dtype="str")
         for col in BASELINE_COLUMNS:

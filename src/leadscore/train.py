@@ -74,8 +74,9 @@ def as_model_frame(frame: pd.DataFrame, features: list[str], levels: dict[str, l
     (a value never seen in training becomes missing, which LightGBM handles)."""
     out = frame[features].copy()
     for col, cats in levels.items():
-        values = out[col].astype(str)
-        out[col] = pd.Categorical(values.where(values.isin(cats)), categories=cats)
+        values = out[col] if pd.api.types.is_string_dtype(out[col]) else out[col].astype(str)
+        codes = pd.Index(cats).get_indexer(values)  # -1: missing or never seen in training
+        out[col] = pd.Categorical.from_codes(codes, categories=cats)
     return out
 
 
@@ -91,15 +92,24 @@ class ConversionModel:
     best_iteration: int = 0
     info: dict = field(default_factory=dict)
 
-    def margin(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.booster.predict(as_model_frame(frame, self.features, self.levels), raw_score=True,
+    def matrix(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The model's input: its features in order, categoricals with the training levels."""
+        return as_model_frame(frame, self.features, self.levels)
+
+    def reads_like(self, other: ConversionModel) -> bool:
+        """Same features and levels: one prepared matrix serves both models."""
+        return list(self.features) == list(other.features) and self.levels == other.levels
+
+    def margin(self, frame: pd.DataFrame, matrix: pd.DataFrame | None = None) -> np.ndarray:
+        """Raw score (log-odds) of the rows; ``matrix``: the rows already prepared by :meth:`matrix`."""
+        return self.booster.predict(self.matrix(frame) if matrix is None else matrix, raw_score=True,
                                     num_iteration=self.best_iteration or None)
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+    def predict_proba(self, frame: pd.DataFrame, matrix: pd.DataFrame | None = None) -> np.ndarray:
         """Calibrated P(label)."""
         if self.calibrator is None:
             raise RuntimeError("the model is not calibrated yet")
-        return self.calibrator.predict(self.margin(frame))
+        return self.calibrator.predict(self.margin(frame, matrix))
 
 
 def _require_positives(y: np.ndarray, label: str, config: ModelConfig, where: str) -> None:
