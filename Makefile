@@ -42,6 +42,10 @@ demo: install  ## generate synthetic data and run every stage that exists, end t
 		--out $(DEMO_OUT)/scores/2025-09-24.parquet
 	$(BIN)/leadscore score --model models:/leadscore@champion --data $(DEMO_DIR) --as-of 2025-10-01 \
 		--out $(DEMO_OUT)/scores/2025-10-01.parquet --previous $(DEMO_OUT)/scores/2025-09-24.parquet
+	for d in 2025-07-01 2025-08-01; do $(BIN)/leadscore score --model models:/leadscore@champion --data $(DEMO_DIR) \
+		--as-of $$d --out $(DEMO_OUT)/scores/$$d.parquet --no-progress > /dev/null || exit 1; done
+	$(BIN)/leadscore monitor --model models:/leadscore@champion --data $(DEMO_DIR) --scores $(DEMO_OUT)/scores \
+		--out $(DEMO_OUT)/monitor.html --json $(DEMO_OUT)/monitor.json || [ $$? -ge 4 ]  # 4 retrain, 5 review cutoffs: a verdict, not a failure
 	@echo
 	@echo "Results:"
 	@echo "  synthetic CRM tables   $(DEMO_DIR)/{leads,activities,lifecycle}.parquet"
@@ -53,6 +57,7 @@ demo: install  ## generate synthetic data and run every stage that exists, end t
 	@echo "  MLflow runs + registry mlflow.db, mlartifacts/ (mlflow ui --backend-store-uri sqlite:///mlflow.db)"
 	@echo "  nightly scores         $(DEMO_OUT)/scores/2025-10-01.parquet (and 2025-09-24.parquet)"
 	@echo "  stage transitions      $(DEMO_OUT)/scores/2025-10-01.transitions.parquet"
+	@echo "  monitoring report      $(DEMO_OUT)/monitor.html (+ monitor.json)"
 	@echo "  explain one lead       $(BIN)/leadscore explain --model models:/leadscore@champion --data $(DEMO_DIR) --as-of 2025-10-01 --lead-id ID"
 
 test: install-test  ## run the whole test suite
@@ -63,6 +68,8 @@ BENCH_DIR ?= data/synthetic/bench
 bench: install-test  ## run the benchmarks on 1M synthetic leads (big data; minutes)
 	$(BIN)/python benchmarks/bench_synth.py --out $(BENCH_DIR)
 	$(BIN)/python benchmarks/bench_features.py --data $(BENCH_DIR)
+	$(BIN)/python benchmarks/bench_score.py --data $(BENCH_DIR)
+	$(BIN)/python benchmarks/bench_explain.py --data $(BENCH_DIR)
 
 lock:  ## re-resolve the lock file from pyproject.toml lower bounds (newest allowed versions)
 	rm -rf .venv-lock

@@ -1,0 +1,63 @@
+"""Shared by the scoring and explanation benchmarks: child processes measured alone, a
+synthetic CRM, and one small trained model (8,000 leads, tracking off) reused across runs."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+LEADSCORE = [sys.executable, "-m", "leadscore.cli"]
+TABLES = ("leads", "activities", "lifecycle")
+
+
+def run_child(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one child process (wait4: that child alone)."""
+    with tempfile.TemporaryFile("w+") as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            log.seek(0)
+            sys.exit(f"failed: {' '.join(cmd)}\n{log.read()[-3000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def ensure_data(out: Path, leads: int, seed: int) -> Path:
+    if not (out / "leads.parquet").exists():
+        print(f"generating {leads:,} synthetic leads (seed {seed}) into {out} ...", flush=True)
+        run_child([*LEADSCORE, "synth", "--leads", str(leads), "--seed", str(seed), "--out", str(out), "--no-progress"])
+    return out
+
+
+def ensure_model(work: Path) -> Path:
+    """The bundle directory of a model trained on 8,000 synthetic leads (seed 3)."""
+    bundle = work / "models" / "leadscore"
+    if (bundle / "manifest.json").exists():
+        return bundle
+    train_data = ensure_data(work / "train-data", 8000, 3)
+    raw = yaml.safe_load((REPO / "pipelines" / "train.yaml").read_text())
+    raw.update(data=str(train_data), rules=str(REPO / "pipelines" / "rules.yaml"), models_dir=str(work / "models"))
+    raw["cutoffs"]["bootstrap"] = 200
+    config = work / "train.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    print("training the model (8,000 leads, tracking off) ...", flush=True)
+    run_child([*LEADSCORE, "train", "--config", str(config), "--no-tracking"])
+    return bundle
+
+
+def load_average() -> str:
+    return f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
