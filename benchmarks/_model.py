@@ -61,3 +61,24 @@ def ensure_model(work: Path) -> Path:
 
 def load_average() -> str:
     return f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+
+
+def parser_for(doc: str, leads: int):
+    """The options every model benchmark shares: --data or --leads, --as-of, --workdir."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="An existing synthetic CRM (default: generate --leads into WORKDIR).")
+    parser.add_argument("--leads", type=int, default=leads)
+    parser.add_argument("--as-of", default="2025-09-01")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/leadscore-bench-score"))
+    return parser
+
+
+def prepare(args) -> tuple[Path, Path]:
+    """(bundle directory, data directory): the model trained and the data generated if missing."""
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    print(load_average(), flush=True)
+    bundle = ensure_model(args.workdir)
+    data = args.data or ensure_data(args.workdir / f"score-data-{args.leads}", args.leads, 5)
+    return bundle, data

@@ -17,29 +17,20 @@ The two contribution paths are checked to agree within 1e-6 on the benchmarked r
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _model import TABLES, ensure_data, ensure_model, load_average, peak_rss_mb  # noqa: E402
+from _model import TABLES, parser_for, peak_rss_mb, prepare  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, help="An existing synthetic CRM (default: generate --leads into WORKDIR).")
-    parser.add_argument("--leads", type=int, default=200_000)
+    parser = parser_for(__doc__, leads=200_000)
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--as-of", default="2025-09-01")
     parser.add_argument("--top", type=int, default=3)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/leadscore-bench-score"))
     args = parser.parse_args()
-    work = args.workdir
-    work.mkdir(parents=True, exist_ok=True)
-    print(load_average(), flush=True)
-    bundle = ensure_model(work)
-    data = args.data or ensure_data(work / f"score-data-{args.leads}", args.leads, 5)
+    bundle, data = prepare(args)
 
     import numpy as np
     import pandas as pd

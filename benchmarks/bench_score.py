@@ -19,13 +19,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _model import LEADSCORE, TABLES, ensure_data, ensure_model, load_average, peak_rss_mb, run_child  # noqa: E402
+from _model import LEADSCORE, TABLES, parser_for, peak_rss_mb, prepare, run_child  # noqa: E402
 
 
 def _rate(n: int, seconds: float) -> str:
@@ -33,18 +32,10 @@ def _rate(n: int, seconds: float) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, help="An existing synthetic CRM (default: generate --leads into WORKDIR).")
-    parser.add_argument("--leads", type=int, default=1_000_000)
-    parser.add_argument("--as-of", default="2025-09-01")
+    parser = parser_for(__doc__, leads=1_000_000)
     parser.add_argument("--chunk-size", type=int, default=50_000, help="Leads per chunk (the job's default).")
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/leadscore-bench-score"))
     args = parser.parse_args()
-    work = args.workdir
-    work.mkdir(parents=True, exist_ok=True)
-    print(load_average(), flush=True)
-    bundle = ensure_model(work)
-    data = args.data or ensure_data(work / f"score-data-{args.leads}", args.leads, 5)
+    bundle, data = prepare(args)
 
     import pandas as pd
 
@@ -90,7 +81,7 @@ def main() -> None:
           f"{t_raw_both / t_score:5.1%} of raw p_sql + p_won")
     print(f"  peak RSS of this process                     {rss_in_process:,.0f} MB", flush=True)
 
-    out = work / "scores.parquet"
+    out = args.workdir / "scores.parquet"
     wall, rss = run_child([*LEADSCORE, "score", "--model", str(bundle), "--data", str(data), "--as-of", args.as_of,
                            "--out", str(out), "--chunk-size", str(args.chunk_size), "--no-progress"])
     scored = len(read_scores(out))

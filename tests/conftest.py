@@ -76,6 +76,21 @@ def trained(train_dir, tmp_path_factory):
     return config, result.output
 
 
+@pytest.fixture(scope="session")
+def trained_bundle(trained) -> Path:
+    """The bundle directory the session's training run wrote."""
+    from leadscore.config import load_pipeline
+
+    pipeline = load_pipeline(trained[0])
+    return Path(pipeline.models_dir) / pipeline.name
+
+
+@pytest.fixture(scope="module")
+def frames(train_dir) -> dict[str, pd.DataFrame]:
+    """The training data's tables (leads, activities, lifecycle) as DataFrames, per module."""
+    return {n: pd.read_parquet(train_dir / f"{n}.parquet") for n in ("leads", "activities", "lifecycle")}
+
+
 def ts(s: str) -> pd.Timestamp:
     return pd.Timestamp(s, tz="UTC")
 

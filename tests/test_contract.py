@@ -206,9 +206,7 @@ corruptions = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(corruptions)
-def test_rows_in_equals_clean_plus_quarantined(tables, ops):
+def _corrupt(tables, ops) -> dict[str, pd.DataFrame]:
     t = {k: v.copy() for k, v in tables.items()}
     t["lifecycle"]["amount"] = t["lifecycle"]["amount"].astype("float64")
     for op, r in ops:
@@ -228,6 +226,13 @@ def test_rows_in_equals_clean_plus_quarantined(tables, ops):
             t["lifecycle"].loc[r % 3, "lead_id"] = None
         elif op == "neg_amount":
             t["lifecycle"].loc[r % 3, "amount"] = -1.0
+    return t
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(corruptions)
+def test_rows_in_equals_clean_plus_quarantined(tables, ops):
+    t = _corrupt(tables, ops)
     report = validate_tables(t, now=NOW)
     clean, quarantined = report.split()
     for name in contract.TABLES:
@@ -236,3 +241,32 @@ def test_rows_in_equals_clean_plus_quarantined(tables, ops):
     assert validate_tables(clean, now=NOW).ok
     assert report.ok == (not ops or all(len(quarantined[n]) == 0 for n in contract.TABLES))
     assert np.array_equal(np.sort(quarantined["activities"]["source_row"]), report.failing_rows("activities"))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(corruptions, st.integers(min_value=1, max_value=5), st.sampled_from([".parquet", ".csv"]))
+def test_staging_activities_in_batches_gives_what_validating_whole_tables_gives(tables, ops, batch_rows, suffix):
+    """The scoring job's bounded-memory path: same clean rows, same quarantine, same counts."""
+    import tempfile
+    from pathlib import Path
+
+    t = _corrupt(tables, ops)
+    t["activities"] = pd.concat([t["activities"]] * 3, ignore_index=True)  # more rows than batches
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        data.mkdir()
+        for name, frame in t.items():
+            frame.to_parquet(data / f"{name}.parquet") if suffix == ".parquet" else \
+                frame.to_csv(data / f"{name}.csv", index=False)
+        clean, report = contract.load_clean(data, now=NOW)
+        _, quarantined = report.split()
+        staged = contract.stage_clean(data, Path(tmp) / "stage", now=NOW, batch_rows=batch_rows)
+        assert staged.counts == report.counts()
+        for name in contract.TABLES:
+            q, sq = quarantined[name], staged.quarantined[name]
+            assert list(sq["source_row"]) == list(q["source_row"])
+            assert list(sq["quarantine_reason"]) == list(q["quarantine_reason"])
+            columns = [c.name for c in contract.COLUMNS[name]]
+            got = pd.read_parquet(staged.paths[name])
+            assert list(got.columns) == columns
+            pd.testing.assert_frame_equal(got, clean[name][columns].reset_index(drop=True), check_dtype=False)

@@ -28,22 +28,13 @@ from leadscore.tracking import load_scorer
 from .conftest import app, runner
 
 AS_OF = pd.Timestamp("2025-06-01", tz="UTC")
-TABLES = ("leads", "activities", "lifecycle")
 
 
 @pytest.fixture(scope="module")
-def model(trained):
+def model(trained_bundle):
     """(scorer, bundle directory) of the session's training run."""
-    config, _ = trained
-    pipeline = load_pipeline(config)
-    bundle = Path(pipeline.models_dir) / pipeline.name
-    scorer, _ = load_scorer(str(bundle))
-    return scorer, bundle
-
-
-@pytest.fixture(scope="module")
-def frames(train_dir):
-    return {n: pd.read_parquet(train_dir / f"{n}.parquet") for n in TABLES}
+    scorer, _ = load_scorer(str(trained_bundle))
+    return scorer, trained_bundle
 
 
 @pytest.fixture(scope="module")

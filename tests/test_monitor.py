@@ -12,13 +12,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from leadscore.config import load_pipeline
 from leadscore.cutoffs import CutoffPolicy, Cutoffs
 from leadscore.examples import data_bounds
 from leadscore.features import connect, open_leads
@@ -44,7 +42,6 @@ from leadscore.tracking import load_scorer
 
 from .conftest import app, runner
 
-TABLES = ("leads", "activities", "lifecycle")
 RUNS = ("2025-05-05", "2025-06-09", "2025-07-14", "2025-08-18", "2025-09-01")
 IMMATURE_RUN = pd.Timestamp("2025-09-01", tz="UTC")  # + 42 days is after the end of the data
 SHIFT_START = pd.Timestamp("2025-01-15", tz="UTC")    # the model's calibration_start: end of training
@@ -108,15 +105,8 @@ def plant_disqualifications(frames: dict, scores: pd.DataFrame, source: str, sha
 # ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def model(trained):
-    config, _ = trained
-    pipeline = load_pipeline(config)
-    return load_scorer(str(Path(pipeline.models_dir) / pipeline.name))
-
-
-@pytest.fixture(scope="module")
-def frames(train_dir):
-    return {n: pd.read_parquet(train_dir / f"{n}.parquet") for n in TABLES}
+def model(trained_bundle):
+    return load_scorer(str(trained_bundle))
 
 
 @pytest.fixture(scope="module")
@@ -381,13 +371,11 @@ def test_json_and_metrics_are_plain(unshifted):
 # The command a scheduler runs
 # ---------------------------------------------------------------------------
 
-def test_cli_writes_report_json_and_an_mlflow_run_and_exits_retrain_on_drift(model, frames, trained, shifted, tmp_path):
+def test_cli_writes_report_json_and_an_mlflow_run_and_exits_retrain_on_drift(frames, trained_bundle, shifted, tmp_path):
     from mlflow.tracking import MlflowClient
 
     from leadscore.io import write_table
 
-    config, _ = trained
-    pipeline = load_pipeline(config)
     data = tmp_path / "data"
     for name, table in shift_population(frames, SHIFT_START).items():
         write_table(table, data / f"{name}.parquet")
@@ -399,7 +387,7 @@ def test_cli_writes_report_json_and_an_mlflow_run_and_exits_retrain_on_drift(mod
     write_table(pd.DataFrame({"table": ["leads"], "reason": ["planted"]}), runs / "2025-09-01.quarantine.parquet")
     uri = f"sqlite:///{tmp_path / 'monitor.db'}"
     out, js = tmp_path / "report" / "monitor.html", tmp_path / "report" / "monitor.json"
-    result = runner.invoke(app, ["monitor", "--model", str(Path(pipeline.models_dir) / pipeline.name),
+    result = runner.invoke(app, ["monitor", "--model", str(trained_bundle),
                                  "--data", str(data), "--scores", str(runs), "--out", str(out), "--json", str(js),
                                  "--tracking-uri", uri])
     assert result.exit_code == EXIT_RETRAIN, result.output
@@ -418,12 +406,10 @@ def test_cli_writes_report_json_and_an_mlflow_run_and_exits_retrain_on_drift(mod
     assert (tmp_path / "mlartifacts").is_dir()  # artifacts beside the SQLite store, not in the working directory
 
 
-def test_cli_names_missing_or_empty_score_inputs(trained, train_dir, tmp_path):
+def test_cli_names_missing_or_empty_score_inputs(trained_bundle, train_dir, tmp_path):
     from leadscore.cli import EXIT_UNUSABLE
 
-    config, _ = trained
-    pipeline = load_pipeline(config)
-    args = ["monitor", "--model", str(Path(pipeline.models_dir) / pipeline.name), "--data", str(train_dir),
+    args = ["monitor", "--model", str(trained_bundle), "--data", str(train_dir),
             "--out", str(tmp_path / "r.html"), "--no-tracking", "--scores"]
     (tmp_path / "empty").mkdir()
     result = runner.invoke(app, [*args, str(tmp_path / "empty")])

@@ -148,14 +148,15 @@ def test_a_job_interrupted_half_way_leaves_no_output(registry, train_dir, tmp_pa
            "--as-of", "2025-06-01", "--out", str(out), "--chunk-size", "100", "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not list(out.parent.glob(".scores.parquet.*")) and time.monotonic() < deadline and proc.poll() is None:
+    # the output's temporary file (the staged clean tables sit in a temporary directory beside it)
+    while not list(out.parent.glob(".scores.parquet.*.tmp")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
     assert proc.poll() is None, "the job ended before it could be interrupted"
     time.sleep(0.5)  # a few chunks into the temporary file
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
-    assert not out.exists() and list(out.parent.iterdir()) == [], err[-2000:]
+    assert not out.exists() and list(out.parent.iterdir()) == [], err[-2000:]  # no output, no staged tables
 
 
 @pytest.fixture(scope="module")

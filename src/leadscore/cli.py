@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -629,31 +630,37 @@ def score(
     version, run_id = model_identity(model, manifest, tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
                                      or DEFAULT_TRACKING_URI)
 
-    try:
-        clean, report = contract.load_clean(data)
-    except contract.ContractError as exc:
-        _err(f"error: {exc}")
-        raise typer.Exit(EXIT_UNUSABLE) from exc
-    counts = ScoringCounts(tables=report.counts())
-    quarantined = quarantine_frame(report.split()[1])
-    quarantine_path = quarantine_out or _sibling(out, "quarantine")
-    if len(quarantined):
-        write_table(quarantined, quarantine_path)
-        _err(f"{len(quarantined):,} rows break the data contract; quarantined with their reasons in {quarantine_path}")
-    try:
-        check_quarantine(counts.tables, settings.max_quarantine_fraction)
-    except QuarantineLimitExceeded as exc:
-        for line in counts.lines()[:len(counts.tables)]:
-            _err(line)
-        _err(f"error: {exc}")
-        raise typer.Exit(EXIT_VIOLATIONS) from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # The clean rows are staged as Parquet beside the output (activities checked a batch at a
+    # time) and read in place by DuckDB: memory follows the chunk size, not the activity history.
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.stage-", dir=out.parent) as stage:
+        try:
+            staged = contract.stage_clean(data, stage)
+        except contract.ContractError as exc:
+            _err(f"error: {exc}")
+            raise typer.Exit(EXIT_UNUSABLE) from exc
+        counts = ScoringCounts(tables=staged.counts)
+        quarantined = quarantine_frame(staged.quarantined)
+        quarantine_path = quarantine_out or _sibling(out, "quarantine")
+        if len(quarantined):
+            write_table(quarantined, quarantine_path)
+            _err(f"{len(quarantined):,} rows break the data contract; quarantined with their reasons in "
+                 f"{quarantine_path}")
+        try:
+            check_quarantine(counts.tables, settings.max_quarantine_fraction)
+        except QuarantineLimitExceeded as exc:
+            for line in counts.lines()[:len(counts.tables)]:
+                _err(line)
+            _err(f"error: {exc}")
+            raise typer.Exit(EXIT_VIOLATIONS) from exc
 
-    con = connect(clean)
-    typer.echo(f"scoring leads open at {ts:%Y-%m-%d %H:%M} UTC with {version}, chunks of {settings.chunk_size:,}")
-    with Progress(0, "scoring", unit="leads", enabled=progress) as bar:
-        score_open_leads(scorer, con, ts, out, counts=counts, chunk_size=settings.chunk_size,
-                         top_reasons=settings.top_reasons, model_version=version, run_id=run_id,
-                         progress=lambda n, total: bar.advance(n, total))
+        con = connect(staged.paths)
+        typer.echo(f"scoring leads open at {ts:%Y-%m-%d %H:%M} UTC with {version}, chunks of {settings.chunk_size:,}")
+        with Progress(0, "scoring", unit="leads", enabled=progress) as bar:
+            score_open_leads(scorer, con, ts, out, counts=counts, chunk_size=settings.chunk_size,
+                             top_reasons=settings.top_reasons, model_version=version, run_id=run_id,
+                             progress=lambda n, total: bar.advance(n, total))
+        con.close()
     for line in counts.lines():
         typer.echo(line)
     typer.echo("tier       model  baseline")

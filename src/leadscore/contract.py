@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow as pa_types
 
 # ---------------------------------------------------------------------------
 # Vocabularies
@@ -405,20 +406,24 @@ def utc_timestamp(value) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
+def _table_violations(name: str, raw: pd.DataFrame, now: pd.Timestamp) -> tuple[pd.DataFrame, list[Violation]]:
+    """Type one table and check its own rows (types, required values, vocabularies, ranges,
+    uniqueness, not in the future); the rules that read other tables come after."""
+    frame, type_bad = type_table(name, raw)
+    already = {}
+    for v in type_bad:
+        already.setdefault(v.column, set()).update(v.rows.tolist())
+    return frame, type_bad + _schema_violations(name, frame, already) + _time_violations(name, frame, now)
+
+
 def validate_tables(raw: dict[str, pd.DataFrame], now: pd.Timestamp | None = None) -> ValidationReport:
     """Check the three tables against the contract. ``now`` bounds timestamps (default: current UTC time)."""
     now = pd.Timestamp.now(tz="UTC") if now is None else utc_timestamp(now)
     typed: dict[str, pd.DataFrame] = {}
     violations: list[Violation] = []
     for name in TABLES:
-        frame, type_bad = type_table(name, raw[name])
-        typed[name] = frame
-        violations += type_bad
-        already = {}
-        for v in type_bad:
-            already.setdefault(v.column, set()).update(v.rows.tolist())
-        violations += _schema_violations(name, frame, already)
-        violations += _time_violations(name, frame, now)
+        typed[name], found = _table_violations(name, raw[name], now)
+        violations += found
 
     report = ValidationReport(tables=typed, violations=violations)
     bad_leads = report.failing_rows("leads")
@@ -436,3 +441,92 @@ def load_clean(data_dir: Path | str, now: pd.Timestamp | None = None) -> tuple[d
     report = validate_dir(data_dir, now=now)
     clean, _ = report.split()
     return clean, report
+
+
+# ---------------------------------------------------------------------------
+# Large data: validate activities batch by batch, stage the clean tables as Parquet
+# ---------------------------------------------------------------------------
+
+_ARROW_TYPES = {"string": pa_types.string(), "timestamp": pa_types.timestamp("ns", tz="UTC"),
+                "integer": pa_types.int64(), "number": pa_types.float64()}
+ARROW_SCHEMAS = {name: pa_types.schema([(c.name, _ARROW_TYPES[c.kind]) for c in COLUMNS[name]]) for name in TABLES}
+
+
+@dataclass
+class StagedTables:
+    """The clean rows of a data directory as Parquet files (contract columns, contract types),
+    with the same accounting as :class:`ValidationReport`."""
+
+    paths: dict[str, Path]
+    counts: dict[str, dict[str, int]]
+    quarantined: dict[str, pd.DataFrame]  # as ValidationReport.split()[1]: source_row, quarantine_reason
+
+
+def _raw_batches(data_dir: Path | str, name: str, batch_rows: int):
+    """The table as stored, ``batch_rows`` rows at a time (CSV cells stay text)."""
+    import pyarrow.parquet as pq
+
+    path = table_path(data_dir, name)
+    try:
+        if path.suffix == ".csv":
+            yield from pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], chunksize=batch_rows)
+        else:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+                yield batch.to_pandas()
+    except ContractError:
+        raise
+    except Exception as exc:  # unreadable file or unparsable CSV
+        raise ContractError(f"{name}: cannot read {path}: {exc}") from exc
+
+
+def _write_clean(frame: pd.DataFrame, name: str, writer):
+    table = pa_types.Table.from_pandas(frame[[c.name for c in COLUMNS[name]]], preserve_index=False)
+    writer.write_table(table.cast(ARROW_SCHEMAS[name]).replace_schema_metadata(None))
+
+
+def stage_clean(data_dir: Path | str, out_dir: Path | str, now: pd.Timestamp | None = None,
+                batch_rows: int = 1_000_000) -> StagedTables:
+    """Validate like :func:`load_clean`, holding at most ``batch_rows`` activities in memory.
+
+    Leads and lifecycle events are checked whole (their rules compare rows); activities, the
+    big table, batch by batch - every activity rule reads one row and the leads, so the result
+    is the one :func:`load_clean` gives. Clean rows go to ``out_dir/<table>.parquet``;
+    quarantined rows keep their position in the file as read (``source_row``) and their reasons.
+    """
+    import pyarrow.parquet as pq
+
+    from leadscore.io import PARQUET_OPTIONS
+
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
+    now = pd.Timestamp.now(tz="UTC") if now is None else utc_timestamp(now)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # leads and lifecycle whole; activities stand in as an empty table of the contract columns
+    empty = pd.DataFrame({c.name: pd.Series(dtype="str") for c in COLUMNS["activities"] if c.required})
+    report = validate_tables({"leads": read_raw(data_dir, "leads"), "activities": empty,
+                              "lifecycle": read_raw(data_dir, "lifecycle")}, now=now)
+    clean, quarantined = report.split()
+    counts = report.counts()
+    paths = {name: out_dir / f"{name}.parquet" for name in TABLES}
+    for name in ("leads", "lifecycle"):
+        with pq.ParquetWriter(paths[name], ARROW_SCHEMAS[name], **PARQUET_OPTIONS) as writer:
+            _write_clean(clean[name], name, writer)
+
+    leads, bad_leads = report.tables["leads"], report.failing_rows("leads")
+    parts, offset, n_bad = [], 0, 0
+    with pq.ParquetWriter(paths["activities"], ARROW_SCHEMAS["activities"], **PARQUET_OPTIONS) as writer:
+        for raw in _raw_batches(data_dir, "activities", batch_rows):
+            frame, found = _table_violations("activities", raw, now)
+            found += _reference_violations("activities", frame, leads, bad_leads)
+            good, bad = ValidationReport(tables={"activities": frame}, violations=found).split()
+            _write_clean(good["activities"], "activities", writer)
+            if len(bad["activities"]):
+                q = bad["activities"]
+                q["source_row"] += offset
+                parts.append(q)
+                n_bad += len(q)
+            offset += len(frame)
+    quarantined["activities"] = (pd.concat(parts, ignore_index=True) if parts else quarantined["activities"])
+    counts["activities"] = {"rows_in": offset, "clean": offset - n_bad, "quarantined": n_bad}
+    return StagedTables(paths=paths, counts=counts, quarantined=quarantined)

@@ -2,8 +2,9 @@
 
 What a nightly run does (``leadscore score``):
 
-1. read the contract tables; rows that break the contract are **quarantined** with their
-   reason (they never reach a feature), counted per table, and written to a quarantine file;
+1. read the contract tables (activities a batch at a time, :func:`leadscore.contract.stage_clean`)
+   and stage the clean rows as Parquet; rows that break the contract are **quarantined** with
+   their reason (they never reach a feature), counted per table, and written to a quarantine file;
    too large a quarantined share stops the job before anything is scored;
 2. list the leads open at ``as_of`` (created before it, not yet SQL or closed);
 3. per chunk of leads: features as of ``as_of`` with the training code, the calibrated
