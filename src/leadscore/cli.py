@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
 import time
@@ -140,11 +141,41 @@ def _load_clean(data: Path) -> dict[str, pd.DataFrame]:
     except contract.ContractError as exc:
         _err(f"error: {exc}")
         raise typer.Exit(EXIT_UNUSABLE) from exc
-    for name, c in report.counts().items():
+    _note_quarantined(report.counts())
+    return clean
+
+
+@contextlib.contextmanager
+def _clean_connection(data: Path):
+    """A DuckDB connection over the contract-checked tables, staged as Parquet in a temporary
+    directory (activities checked a batch at a time): for the commands that read the data
+    through DuckDB, so memory does not grow with the activity history."""
+    from leadscore.features import connect
+
+    with tempfile.TemporaryDirectory(prefix="leadscore-stage-") as stage:
+        try:
+            staged = contract.stage_clean(data, stage)
+        except contract.ContractError as exc:
+            _err(f"error: {exc}")
+            raise typer.Exit(EXIT_UNUSABLE) from exc
+        _note_quarantined(staged.counts)
+        con = connect(staged.paths)
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+def _connect_clean(ctx: typer.Context, data: Path):
+    """:func:`_clean_connection` for the rest of the command (cleaned up when it ends)."""
+    return ctx.with_resource(_clean_connection(data))
+
+
+def _note_quarantined(counts: dict[str, dict[str, int]]) -> None:
+    for name, c in counts.items():
         if c["quarantined"]:
             _err(f"note: {name}: {c['quarantined']:,} of {c['rows_in']:,} rows break the contract and are left out "
                  "(run `leadscore validate --quarantine DIR` to see them)")
-    return clean
 
 
 def _config_error(exc: Exception) -> typer.Exit:
@@ -172,6 +203,7 @@ def _catalogue_path(out: Path) -> Path:
 
 @app.command()
 def features(
+    ctx: typer.Context,
     data: Path = typer.Option(..., "--data", help="Directory with leads, activities, lifecycle."),
     as_of: str = typer.Option(..., "--as-of", help="The moment to score at (UTC); only data strictly before it is used."),
     out: Path = typer.Option(..., "--out", help="Output file (.parquet or .csv)."),
@@ -191,12 +223,13 @@ def features(
         feature_config = load_pipeline(config).features if config else FeatureConfig()
     except ConfigError as exc:
         raise _config_error(exc) from exc
-    tables = _load_clean(data)
+    con = _connect_clean(ctx, data)
     t0 = time.perf_counter()
-    rows = features_as_of(tables, as_of=ts, config=feature_config)
+    rows = features_as_of(con, as_of=ts, config=feature_config)
     write_table(rows, out)
     write_table(feature_catalogue(feature_config), _catalogue_path(out))
-    typer.echo(f"{len(rows):,} open leads as of {ts:%Y-%m-%d %H:%M} (of {len(tables['leads']):,} leads), "
+    n_leads = con.execute("SELECT count(*) FROM leads").fetchone()[0]
+    typer.echo(f"{len(rows):,} open leads as of {ts:%Y-%m-%d %H:%M} (of {n_leads:,} leads), "
                f"{rows.shape[1] - 2} features, in {time.perf_counter() - t0:.1f} s")
     typer.echo(f"wrote {out} and {_catalogue_path(out)}")
 
@@ -270,6 +303,7 @@ def audit(
 
 @app.command()
 def baseline(
+    ctx: typer.Context,
     data: Path = typer.Option(..., "--data", help="Directory with leads, activities, lifecycle."),
     as_of: str = typer.Option(..., "--as-of", help="The moment to score at (UTC); only data strictly before it is used."),
     rules: Path = typer.Option(Path("pipelines/rules.yaml"), "--rules", help="Rule set YAML."),
@@ -285,7 +319,6 @@ def baseline(
     from leadscore.baseline import TIERS, load_rules, score_baseline
     from leadscore.config import ConfigError
     from leadscore.examples import ExampleConfig, data_bounds, label_examples
-    from leadscore.features import connect
     from leadscore.io import write_table
 
     ts = _parse_now(as_of)
@@ -293,7 +326,7 @@ def baseline(
         rule_set = load_rules(rules)
     except ConfigError as exc:
         raise _config_error(exc) from exc
-    con = connect(_load_clean(data))
+    con = _connect_clean(ctx, data)
     scores = score_baseline(con, rule_set, as_of=ts)
     write_table(scores, out)
     typer.echo(f"{len(scores):,} open leads as of {ts:%Y-%m-%d %H:%M} scored with {len(rule_set.rule_names)} rules "
@@ -507,6 +540,7 @@ def _load_model(model: str, tracking_uri: str | None):
 
 @app.command()
 def explain(
+    ctx: typer.Context,
     model: str = typer.Option(..., "--model", help="models:/leadscore@champion, models:/leadscore/3, or a bundle "
                               "directory such as models/leadscore."),
     data: Path = typer.Option(..., "--data", help="Directory with leads, activities, lifecycle."),
@@ -530,11 +564,10 @@ def explain(
     import json
 
     from leadscore.explain import UnknownLead, explain_lead, explanation_text
-    from leadscore.features import connect
 
     ts = _parse_now(as_of)
     scorer, _ = _load_model(model, tracking_uri)
-    con = connect(_load_clean(data))
+    con = _connect_clean(ctx, data)
     try:
         result = explain_lead(scorer, con, lead_id, ts, k=top)
     except UnknownLead as exc:
@@ -708,6 +741,7 @@ def _score_files(paths: list[Path]) -> list[Path]:
 
 @app.command()
 def monitor(
+    ctx: typer.Context,
     model: str = typer.Option(..., "--model", help="The model the scores came from: models:/leadscore@champion, "
                               "models:/leadscore/3, or a bundle directory."),
     data: Path = typer.Option(..., "--data", help="Directory with leads, activities, lifecycle, now including "
@@ -743,7 +777,6 @@ def monitor(
     import os
 
     from leadscore.config import TrackingConfig
-    from leadscore.features import connect
     from leadscore.io import write_json
     from leadscore.monitor import MonitorConfig, monitor_figures, render_monitor_report
     from leadscore.monitor import monitor as run_monitor
@@ -767,7 +800,7 @@ def monitor(
             raise typer.Exit(EXIT_UNUSABLE) from exc
     scored = pd.concat(frames, ignore_index=True)
     scorer, manifest = _load_model(model, tracking_uri)
-    con = connect(_load_clean(data))
+    con = _connect_clean(ctx, data)
     typer.echo(f"monitoring {len(scored):,} scored rows from {len(files)} file(s) against the outcomes in {data}")
     try:
         result = run_monitor(scorer, manifest, con, scored, config=settings)
