@@ -18,17 +18,30 @@ LEADSCORE = [sys.executable, "-m", "leadscore.cli"]
 TABLES = ("leads", "activities", "lifecycle")
 
 
+# Linux carries the parent's peak RSS into a child across fork/vfork + exec, so a child
+# started straight from a benchmark that already holds gigabytes would report the parent's
+# peak. A tiny launcher process starts the command instead and reports that child's figure.
+_LAUNCHER = (
+    "import os, subprocess, sys\n"
+    "child = subprocess.Popen(sys.argv[2:])\n"
+    "_, status, usage = os.wait4(child.pid, 0)\n"
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
 def run_child(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one child process (wait4: that child alone)."""
-    with tempfile.TemporaryFile("w+") as log:
+    """Wall seconds and peak RSS (MB) of one child process alone (measured by a launcher)."""
+    with tempfile.TemporaryFile("w+") as log, tempfile.NamedTemporaryFile("r") as rss:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, rss.name, *cmd],
+                                stdout=log, stderr=subprocess.STDOUT, text=True)
+        code = proc.wait()
         wall = time.perf_counter() - start
-        if os.waitstatus_to_exitcode(status) != 0:
+        if code != 0:
             log.seek(0)
             sys.exit(f"failed: {' '.join(cmd)}\n{log.read()[-3000:]}")
-    return wall, usage.ru_maxrss / 1024
+        return wall, int(rss.read()) / 1024
 
 
 def peak_rss_mb() -> float:

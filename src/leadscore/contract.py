@@ -365,29 +365,58 @@ def _time_violations(name: str, frame: pd.DataFrame, now: pd.Timestamp) -> list[
     return []
 
 
-def _reference_violations(
-    name: str, frame: pd.DataFrame, leads: pd.DataFrame, bad_lead_rows: np.ndarray
-) -> list[Violation]:
+def _arrow_ids(ids: pd.Series) -> pa_types.Array:
+    return pa_types.array(ids.to_numpy(dtype=object), type=pa_types.string(), from_pandas=True)
+
+
+def _naive_utc(times: pd.Series) -> np.ndarray:
+    """datetime64 values in UTC without the per-value objects a zoned column converts to."""
+    return times.dt.tz_localize(None).to_numpy() if times.dt.tz is not None else times.to_numpy()
+
+
+@dataclass(frozen=True)
+class LeadKeys:
+    """What the rules of activities and lifecycle events need from the leads table, per
+    distinct lead id, built once: whether some row with that id failed the contract, and the
+    created_at of its clean row. The last entry stands for "no such lead" (position -1)."""
+
+    ids: pa_types.Array
+    quarantined: np.ndarray
+    created: np.ndarray  # datetime64, UTC; NaT when the id has no clean row
+
+    @classmethod
+    def of(cls, leads: pd.DataFrame, bad_rows: np.ndarray) -> LeadKeys:
+        bad = np.zeros(len(leads), dtype=bool)
+        bad[bad_rows] = True
+        rows = pd.DataFrame({"id": leads["lead_id"].to_numpy(dtype=object), "bad": bad,
+                             "created": _naive_utc(leads["created_at"])})
+        rows = rows[rows["id"].notna()]
+        rows["created"] = rows["created"].where(~rows["bad"])
+        per_id = rows.groupby("id", sort=False).agg(bad=("bad", "any"), created=("created", "max"))
+        return cls(ids=_arrow_ids(per_id.index.to_series()),
+                   quarantined=np.append(per_id["bad"].to_numpy(dtype=bool), False),
+                   created=np.append(per_id["created"].to_numpy(dtype="datetime64[ns]"), np.datetime64("NaT", "ns")))
+
+
+def _reference_violations(name: str, frame: pd.DataFrame, keys: LeadKeys) -> list[Violation]:
+    import pyarrow.compute as pc
+
     out = []
-    ids = frame["lead_id"]
-    known = ids.isin(leads["lead_id"].dropna()).to_numpy()
-    present = ids.notna().to_numpy()
-    unknown = present & ~known
+    ids = _arrow_ids(frame["lead_id"])
+    at = pc.index_in(ids, value_set=keys.ids).fill_null(-1).to_numpy(zero_copy_only=False)
+    present = ~ids.is_null().to_numpy(zero_copy_only=False)
+    unknown = present & (at < 0)
     if unknown.any():
         out.append(Violation(name, "lead_id", "known_lead", "lead_id not in leads", np.flatnonzero(unknown)))
 
-    bad_ids = leads["lead_id"].iloc[bad_lead_rows].dropna()
-    quarantined = (present & known & ids.isin(bad_ids)).to_numpy()
+    quarantined = keys.quarantined[at]
     if quarantined.any():
         out.append(
             Violation(name, "lead_id", "lead_quarantined", "its lead failed the contract", np.flatnonzero(quarantined))
         )
 
-    good = leads.drop(index=bad_lead_rows)
-    created = good.set_index("lead_id")["created_at"]  # unique: duplicates are quarantined
-    lead_created = created.reindex(ids.to_numpy()).to_numpy()
     col = TIME_COLUMN[name]
-    early = (frame[col].to_numpy() < lead_created)  # NaT compares False
+    early = _naive_utc(frame[col]) < keys.created[at]  # NaT compares False
     if early.any():
         out.append(
             Violation(name, col, "after_lead_created", "timestamp before the lead's created_at", np.flatnonzero(early))
@@ -426,9 +455,9 @@ def validate_tables(raw: dict[str, pd.DataFrame], now: pd.Timestamp | None = Non
         violations += found
 
     report = ValidationReport(tables=typed, violations=violations)
-    bad_leads = report.failing_rows("leads")
+    keys = LeadKeys.of(typed["leads"], report.failing_rows("leads"))
     for name in ("activities", "lifecycle"):
-        report.violations += _reference_violations(name, typed[name], typed["leads"], bad_leads)
+        report.violations += _reference_violations(name, typed[name], keys)
     return report
 
 
@@ -513,12 +542,12 @@ def stage_clean(data_dir: Path | str, out_dir: Path | str, now: pd.Timestamp | N
         with pq.ParquetWriter(paths[name], ARROW_SCHEMAS[name], **PARQUET_OPTIONS) as writer:
             _write_clean(clean[name], name, writer)
 
-    leads, bad_leads = report.tables["leads"], report.failing_rows("leads")
+    keys = LeadKeys.of(report.tables["leads"], report.failing_rows("leads"))
     parts, offset, n_bad = [], 0, 0
     with pq.ParquetWriter(paths["activities"], ARROW_SCHEMAS["activities"], **PARQUET_OPTIONS) as writer:
         for raw in _raw_batches(data_dir, "activities", batch_rows):
             frame, found = _table_violations("activities", raw, now)
-            found += _reference_violations("activities", frame, leads, bad_leads)
+            found += _reference_violations("activities", frame, keys)
             good, bad = ValidationReport(tables={"activities": frame}, violations=found).split()
             _write_clean(good["activities"], "activities", writer)
             if len(bad["activities"]):
