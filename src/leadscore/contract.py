@@ -14,13 +14,20 @@ that a caller can report it and quarantine exactly those rows (rows in = clean +
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 import pyarrow as pa_types
+
+with warnings.catch_warnings():
+    # pandera imports pyspark.pandas when pyspark is installed (the [spark] extra), which warns
+    # on every command that it does not support pandas 3 yet; leadscore's Spark path passes
+    # Arrow batches to the pyfunc and does not use pyspark.pandas.
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
+    import pandera.pandas as pa
 
 # ---------------------------------------------------------------------------
 # Vocabularies
