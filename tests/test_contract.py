@@ -247,26 +247,80 @@ def test_rows_in_equals_clean_plus_quarantined(tables, ops):
 @given(corruptions, st.integers(min_value=1, max_value=5), st.sampled_from([".parquet", ".csv"]))
 def test_staging_activities_in_batches_gives_what_validating_whole_tables_gives(tables, ops, batch_rows, suffix):
     """The scoring job's bounded-memory path: same clean rows, same quarantine, same counts."""
+    t = _corrupt(tables, ops)
+    t["activities"] = pd.concat([t["activities"]] * 3, ignore_index=True)  # more rows than batches
+    _assert_staging_matches_whole(t, batch_rows, suffix)
+
+
+def _write_tables(t: dict, data, suffix: str = ".parquet", pandas_metadata: bool = True) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data.mkdir(parents=True, exist_ok=True)
+    for name, frame in t.items():
+        if suffix == ".csv":
+            frame.to_csv(data / f"{name}.csv", index=False)
+        else:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            pq.write_table(table if pandas_metadata else table.replace_schema_metadata(None), data / f"{name}.parquet")
+
+
+def _assert_staging_matches_whole(t: dict, batch_rows: int, suffix: str = ".parquet", pandas_metadata: bool = True):
+    """Staging activities batch by batch gives the clean rows, quarantine and counts that
+    validating the whole tables gives. Returns the staging result and the staged rows."""
     import tempfile
     from pathlib import Path
 
-    t = _corrupt(tables, ops)
-    t["activities"] = pd.concat([t["activities"]] * 3, ignore_index=True)  # more rows than batches
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        data.mkdir()
-        for name, frame in t.items():
-            frame.to_parquet(data / f"{name}.parquet") if suffix == ".parquet" else \
-                frame.to_csv(data / f"{name}.csv", index=False)
+        _write_tables(t, data, suffix, pandas_metadata)
         clean, report = contract.load_clean(data, now=NOW)
         _, quarantined = report.split()
         staged = contract.stage_clean(data, Path(tmp) / "stage", now=NOW, batch_rows=batch_rows)
         assert staged.counts == report.counts()
+        rows = {}
         for name in contract.TABLES:
             q, sq = quarantined[name], staged.quarantined[name]
             assert list(sq["source_row"]) == list(q["source_row"])
             assert list(sq["quarantine_reason"]) == list(q["quarantine_reason"])
             columns = [c.name for c in contract.COLUMNS[name]]
-            got = pd.read_parquet(staged.paths[name])
+            rows[name] = got = pd.read_parquet(staged.paths[name])
             assert list(got.columns) == columns
             pd.testing.assert_frame_equal(got, clean[name][columns].reset_index(drop=True), check_dtype=False)
+        return staged, rows
+
+
+def test_timestamps_centuries_apart_compare_exactly(tables):
+    """Placeholder dates such as 0001-01-01 are outside nanosecond range: the checks (and the
+    staged Parquet) keep the contract's microseconds."""
+    t = {k: v.copy() for k, v in tables.items()}
+    t["leads"]["created_at"] = ["0001-01-01T00:00:00Z", "2025-01-05T00:00:00Z", "2025-02-01T00:00:00Z"]
+    t["activities"]["occurred_at"] = ["2025-01-02T00:00:00Z", "1600-06-01T00:00:00Z", "1500-01-01T00:00:00Z",
+                                      "2025-02-02T00:00:00Z"]
+    # A's activities (rows 0, 1) follow its creation in year 1; B's (row 2) precedes 2025.
+    v = only_violation(validate_tables(t, now=NOW))
+    assert (v.table, v.column, v.rule, list(v.rows)) == ("activities", "occurred_at", "after_lead_created", [2])
+    staged, rows = _assert_staging_matches_whole(t, batch_rows=2, suffix=".csv")
+    assert staged.counts["activities"] == {"rows_in": 4, "clean": 3, "quarantined": 1}
+    assert rows["leads"]["created_at"].min().year == 1
+
+
+def test_integer_ids_with_nulls_read_alike_in_batches_and_whole(tables):
+    """A Parquet file without pandas metadata (Spark, plain Arrow) with integer ids and a
+    null: id 2 is lead "2" in every batch, not "2.0" where a batch holds the null."""
+    t = {k: v.copy() for k, v in tables.items()}
+    t["leads"]["lead_id"] = [1, 2, 3]
+    t["activities"]["lead_id"] = pd.array([1, 1, 2, None], dtype="Int64")
+    t["lifecycle"]["lead_id"] = [1, 1, 2]
+    staged, rows = _assert_staging_matches_whole(t, batch_rows=2, pandas_metadata=False)
+    assert staged.counts["activities"] == {"rows_in": 4, "clean": 3, "quarantined": 1}
+    assert list(staged.quarantined["activities"]["source_row"]) == [3]
+    assert list(rows["activities"]["lead_id"]) == ["1", "1", "2"]
+
+
+def test_staging_an_empty_activities_file_still_checks_its_columns(tables, tmp_path):
+    t = {k: v.copy() for k, v in tables.items()}
+    t["activities"] = t["activities"].iloc[:0].drop(columns=["activity_type"])
+    _write_tables(t, tmp_path / "data")
+    with pytest.raises(ContractError, match="activities: required column.*activity_type"):
+        contract.stage_clean(tmp_path / "data", tmp_path / "stage", now=NOW)

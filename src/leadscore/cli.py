@@ -689,11 +689,13 @@ def score(
 
         con = connect(staged.paths)
         typer.echo(f"scoring leads open at {ts:%Y-%m-%d %H:%M} UTC with {version}, chunks of {settings.chunk_size:,}")
-        with Progress(0, "scoring", unit="leads", enabled=progress) as bar:
-            score_open_leads(scorer, con, ts, out, counts=counts, chunk_size=settings.chunk_size,
-                             top_reasons=settings.top_reasons, model_version=version, run_id=run_id,
-                             progress=lambda n, total: bar.advance(n, total))
-        con.close()
+        try:
+            with Progress(0, "scoring", unit="leads", enabled=progress) as bar:
+                score_open_leads(scorer, con, ts, out, counts=counts, chunk_size=settings.chunk_size,
+                                 top_reasons=settings.top_reasons, model_version=version, run_id=run_id,
+                                 progress=lambda n, total: bar.advance(n, total))
+        finally:
+            con.close()  # before the staged files go
     for line in counts.lines():
         typer.echo(line)
     typer.echo("tier       model  baseline")

@@ -224,10 +224,19 @@ def read_raw(data_dir: Path | str, name: str) -> pd.DataFrame:
             return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
         except Exception as exc:  # pandas raises several parser errors
             raise ContractError(f"{name}: cannot parse {path}: {exc}") from exc
+    import pyarrow.parquet as pq
+
     try:
-        return pd.read_parquet(path)
+        return _frame_of(pq.read_table(path))
     except Exception as exc:
         raise ContractError(f"{name}: cannot read {path}: {exc}") from exc
+
+
+def _frame_of(table) -> pd.DataFrame:
+    """A Parquet table or batch as pandas. Integer columns with nulls become objects holding
+    ints, not floats, so an id 7 reads as "7" however the rows are batched (pandas would make
+    the column float64 only where a batch has a null: "7.0")."""
+    return table.to_pandas(integer_object_nulls=True)
 
 
 def type_table(name: str, raw: pd.DataFrame) -> tuple[pd.DataFrame, list[Violation]]:
@@ -377,8 +386,10 @@ def _arrow_ids(ids: pd.Series) -> pa_types.Array:
 
 
 def _naive_utc(times: pd.Series) -> np.ndarray:
-    """datetime64 values in UTC without the per-value objects a zoned column converts to."""
-    return times.dt.tz_localize(None).to_numpy() if times.dt.tz is not None else times.to_numpy()
+    """datetime64[us] values in UTC (the contract's unit: nanoseconds would overflow before
+    1677), without the per-value objects a zoned column converts to."""
+    naive = times.dt.tz_localize(None) if times.dt.tz is not None else times
+    return naive.to_numpy().astype("datetime64[us]")
 
 
 @dataclass(frozen=True)
@@ -389,7 +400,7 @@ class LeadKeys:
 
     ids: pa_types.Array
     quarantined: np.ndarray
-    created: np.ndarray  # datetime64, UTC; NaT when the id has no clean row
+    created: np.ndarray  # datetime64[us], UTC; NaT when the id has no clean row
 
     @classmethod
     def of(cls, leads: pd.DataFrame, bad_rows: np.ndarray) -> LeadKeys:
@@ -402,7 +413,7 @@ class LeadKeys:
         per_id = rows.groupby("id", sort=False).agg(bad=("bad", "any"), created=("created", "max"))
         return cls(ids=_arrow_ids(per_id.index.to_series()),
                    quarantined=np.append(per_id["bad"].to_numpy(dtype=bool), False),
-                   created=np.append(per_id["created"].to_numpy(dtype="datetime64[ns]"), np.datetime64("NaT", "ns")))
+                   created=np.append(per_id["created"].to_numpy().astype("datetime64[us]"), np.datetime64("NaT", "us")))
 
 
 def _reference_violations(name: str, frame: pd.DataFrame, keys: LeadKeys) -> list[Violation]:
@@ -483,7 +494,7 @@ def load_clean(data_dir: Path | str, now: pd.Timestamp | None = None) -> tuple[d
 # Large data: validate activities batch by batch, stage the clean tables as Parquet
 # ---------------------------------------------------------------------------
 
-_ARROW_TYPES = {"string": pa_types.string(), "timestamp": pa_types.timestamp("ns", tz="UTC"),
+_ARROW_TYPES = {"string": pa_types.string(), "timestamp": pa_types.timestamp("us", tz="UTC"),
                 "integer": pa_types.int64(), "number": pa_types.float64()}
 ARROW_SCHEMAS = {name: pa_types.schema([(c.name, _ARROW_TYPES[c.kind]) for c in COLUMNS[name]]) for name in TABLES}
 
@@ -507,8 +518,11 @@ def _raw_batches(data_dir: Path | str, name: str, batch_rows: int):
         if path.suffix == ".csv":
             yield from pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], chunksize=batch_rows)
         else:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
-                yield batch.to_pandas()
+            parquet = pq.ParquetFile(path)
+            if parquet.metadata.num_rows == 0:  # no batches: still check its columns
+                yield _frame_of(parquet.schema_arrow.empty_table())
+            for batch in parquet.iter_batches(batch_size=batch_rows):
+                yield _frame_of(batch)
     except ContractError:
         raise
     except Exception as exc:  # unreadable file or unparsable CSV
