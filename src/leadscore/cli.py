@@ -146,18 +146,25 @@ def _load_clean(data: Path) -> dict[str, pd.DataFrame]:
 
 
 @contextlib.contextmanager
-def _clean_connection(data: Path):
-    """A DuckDB connection over the contract-checked tables, staged as Parquet in a temporary
-    directory (activities checked a batch at a time): for the commands that read the data
-    through DuckDB, so memory does not grow with the activity history."""
-    from leadscore.features import connect
-
-    with tempfile.TemporaryDirectory(prefix="leadscore-stage-") as stage:
+def _staged(data: Path, **tempdir):
+    """The contract-checked tables staged as Parquet in a temporary directory (activities
+    checked a batch at a time; ``tempdir``: where, as for TemporaryDirectory), removed after."""
+    with tempfile.TemporaryDirectory(**tempdir) as stage:
         try:
             staged = contract.stage_clean(data, stage)
         except contract.ContractError as exc:
             _err(f"error: {exc}")
             raise typer.Exit(EXIT_UNUSABLE) from exc
+        yield staged
+
+
+@contextlib.contextmanager
+def _clean_connection(data: Path):
+    """A DuckDB connection over the staged clean tables: for the commands that read the data
+    through DuckDB, so memory does not grow with the activity history."""
+    from leadscore.features import connect
+
+    with _staged(data, prefix="leadscore-stage-") as staged:
         _note_quarantined(staged.counts)
         con = connect(staged.paths)
         try:
@@ -666,12 +673,7 @@ def score(
     out.parent.mkdir(parents=True, exist_ok=True)
     # The clean rows are staged as Parquet beside the output (activities checked a batch at a
     # time) and read in place by DuckDB: memory follows the chunk size, not the activity history.
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.stage-", dir=out.parent) as stage:
-        try:
-            staged = contract.stage_clean(data, stage)
-        except contract.ContractError as exc:
-            _err(f"error: {exc}")
-            raise typer.Exit(EXIT_UNUSABLE) from exc
+    with _staged(data, prefix=f".{out.name}.stage-", dir=out.parent) as staged:
         counts = ScoringCounts(tables=staged.counts)
         quarantined = quarantine_frame(staged.quarantined)
         quarantine_path = quarantine_out or _sibling(out, "quarantine")

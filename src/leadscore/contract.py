@@ -216,12 +216,15 @@ def table_path(data_dir: Path | str, name: str) -> Path:
     return candidates[0]
 
 
+_CSV_TEXT = {"dtype": str, "keep_default_na": False, "na_values": [""]}  # cells as text; empty = missing
+
+
 def read_raw(data_dir: Path | str, name: str) -> pd.DataFrame:
     """Read one contract table as stored (CSV cells stay text until :func:`type_table`)."""
     path = table_path(data_dir, name)
     if path.suffix == ".csv":
         try:
-            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+            return pd.read_csv(path, **_CSV_TEXT)
         except Exception as exc:  # pandas raises several parser errors
             raise ContractError(f"{name}: cannot parse {path}: {exc}") from exc
     import pyarrow.parquet as pq
@@ -465,6 +468,11 @@ def _table_violations(name: str, raw: pd.DataFrame, now: pd.Timestamp) -> tuple[
 
 def validate_tables(raw: dict[str, pd.DataFrame], now: pd.Timestamp | None = None) -> ValidationReport:
     """Check the three tables against the contract. ``now`` bounds timestamps (default: current UTC time)."""
+    return _validate(raw, now)[0]
+
+
+def _validate(raw: dict[str, pd.DataFrame], now: pd.Timestamp | None) -> tuple[ValidationReport, LeadKeys]:
+    """:func:`validate_tables`, and the lead keys its reference checks used."""
     now = pd.Timestamp.now(tz="UTC") if now is None else utc_timestamp(now)
     typed: dict[str, pd.DataFrame] = {}
     violations: list[Violation] = []
@@ -476,7 +484,7 @@ def validate_tables(raw: dict[str, pd.DataFrame], now: pd.Timestamp | None = Non
     keys = LeadKeys.of(typed["leads"], report.failing_rows("leads"))
     for name in ("activities", "lifecycle"):
         report.violations += _reference_violations(name, typed[name], keys)
-    return report
+    return report, keys
 
 
 def validate_dir(data_dir: Path | str, now: pd.Timestamp | None = None) -> ValidationReport:
@@ -516,7 +524,7 @@ def _raw_batches(data_dir: Path | str, name: str, batch_rows: int):
     path = table_path(data_dir, name)
     try:
         if path.suffix == ".csv":
-            yield from pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], chunksize=batch_rows)
+            yield from pd.read_csv(path, **_CSV_TEXT, chunksize=batch_rows)
         else:
             parquet = pq.ParquetFile(path)
             if parquet.metadata.num_rows == 0:  # no batches: still check its columns
@@ -554,8 +562,8 @@ def stage_clean(data_dir: Path | str, out_dir: Path | str, now: pd.Timestamp | N
     out_dir.mkdir(parents=True, exist_ok=True)
     # leads and lifecycle whole; activities stand in as an empty table of the contract columns
     empty = pd.DataFrame({c.name: pd.Series(dtype="str") for c in COLUMNS["activities"] if c.required})
-    report = validate_tables({"leads": read_raw(data_dir, "leads"), "activities": empty,
-                              "lifecycle": read_raw(data_dir, "lifecycle")}, now=now)
+    report, keys = _validate({"leads": read_raw(data_dir, "leads"), "activities": empty,
+                             "lifecycle": read_raw(data_dir, "lifecycle")}, now)
     clean, quarantined = report.split()
     counts = report.counts()
     paths = {name: out_dir / f"{name}.parquet" for name in TABLES}
@@ -563,7 +571,6 @@ def stage_clean(data_dir: Path | str, out_dir: Path | str, now: pd.Timestamp | N
         with pq.ParquetWriter(paths[name], ARROW_SCHEMAS[name], **PARQUET_OPTIONS) as writer:
             _write_clean(clean[name], name, writer)
 
-    keys = LeadKeys.of(report.tables["leads"], report.failing_rows("leads"))
     parts, offset, n_bad = [], 0, 0
     with pq.ParquetWriter(paths["activities"], ARROW_SCHEMAS["activities"], **PARQUET_OPTIONS) as writer:
         for raw in _raw_batches(data_dir, "activities", batch_rows):

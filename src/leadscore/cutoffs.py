@@ -48,13 +48,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from leadscore.metrics import lead_bootstrap_sums, percentile_interval
+
 POLICIES = ("conversion_rate", "capacity", "recall", "expected_value")
 TIERS = ("lead", "MQL", "SQL")
 EPS = 1e-6  # the calibrators clip probabilities to [EPS, 1 - EPS]; expected-value cutoffs are clipped to [EPS, 1]
 DEFAULT_TARGETS = {"mql": 0.04, "sql": 0.13}  # conversion_rate targets when the config gives neither
 MIN_BOOTSTRAP = 100  # fewer resamples give unstable 2.5 % / 97.5 % percentiles
 _EV_FIELDS = ("value_per_sql", "mql_cost", "sql_cost")
-_CHUNK_DRAWS = 4_000_000  # bootstrap draws held in memory at once
 
 
 class CutoffError(ValueError):
@@ -442,32 +443,6 @@ def choose_cutoffs(p, y, as_of, policy: CutoffPolicy, population_scale: float = 
 # Reporting
 # ---------------------------------------------------------------------------
 
-def _bootstrap_sums(codes: np.ndarray, n_leads: int, columns: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
-    """Per resample of leads (with replacement; a lead's examples move together): the column sums.
-
-    Sums per lead are taken once; a resample is then a vector of how often each lead was drawn,
-    so its sums are one matrix product. Returns ``(n_resamples, n_columns)``."""
-    per_lead = np.column_stack([np.bincount(codes, weights=c, minlength=n_leads) for c in columns.T])
-    rng = np.random.default_rng(seed)
-    out = np.empty((n_resamples, per_lead.shape[1]))
-    chunk = max(1, min(n_resamples, _CHUNK_DRAWS // n_leads))
-    for start in range(0, n_resamples, chunk):
-        m = min(chunk, n_resamples - start)
-        draws = rng.integers(0, n_leads, size=(m, n_leads)) + (np.arange(m) * n_leads)[:, None]
-        counts = np.bincount(draws.ravel(), minlength=m * n_leads).reshape(m, n_leads)
-        out[start:start + m] = counts.astype("float64") @ per_lead
-    return out
-
-
-def _interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return float("nan"), float("nan")
-    alpha = 1 - confidence
-    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
-    return float(low), float(high)
-
-
 def cutoff_report(cutoffs: Cutoffs, p, y, as_of, lead_id, population_scale: float = 1.0) -> pd.DataFrame:
     """The cutoffs on a frame (the test slice): one row per cutoff, ``MQL`` then ``SQL``.
 
@@ -495,7 +470,7 @@ def cutoff_report(cutoffs: Cutoffs, p, y, as_of, lead_id, population_scale: floa
     # columns summed per example: at or above mql / sql, positives there, all positives
     columns = np.column_stack([at_mql, y * at_mql, at_sql, y * at_sql, y]).astype("float64")
     point = columns.sum(axis=0)[None, :]
-    boot = (_bootstrap_sums(codes, n_leads, columns, policy.bootstrap, policy.seed)
+    boot = (lead_bootstrap_sums(codes, n_leads, columns, policy.bootstrap, policy.seed)
             if policy.bootstrap else np.full((0, columns.shape[1]), np.nan))
 
     def stats(t: np.ndarray, k: int, band: bool = False) -> dict[str, np.ndarray]:
@@ -514,11 +489,11 @@ def cutoff_report(cutoffs: Cutoffs, p, y, as_of, lead_id, population_scale: floa
         for key in ("leads_per_week", "share_of_examples", "conversion_rate", "recall"):
             row[key] = float(est["examples"][0] / n) if key == "share_of_examples" else float(est[key][0])
             if key != "share_of_examples":
-                row[f"{key}_low"], row[f"{key}_high"] = _interval(stats(boot, k)[key], policy.confidence)
+                row[f"{key}_low"], row[f"{key}_high"] = percentile_interval(stats(boot, k)[key], policy.confidence)
         row["band_leads_per_week"] = float(band["leads_per_week"][0])
         row["band_share_of_examples"] = float(band["examples"][0] / n)
         row["band_conversion_rate"] = float(band["conversion_rate"][0])
-        row["band_conversion_rate_low"], row["band_conversion_rate_high"] = _interval(
+        row["band_conversion_rate_low"], row["band_conversion_rate_high"] = percentile_interval(
             stats(boot, k, band=name == "MQL")["conversion_rate"], policy.confidence)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -12,6 +12,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 EPS = 1e-6
+_CHUNK_DRAWS = 4_000_000  # bootstrap draws held in memory at once
 
 
 def expected_calibration_error(y, p, n_bins: int = 10) -> float:
@@ -86,3 +87,34 @@ def classification_metrics(y, p, score=None, n_bins: int = 10) -> dict[str, floa
         "lift_top_decile": lift,
         "capture_top_decile": capture,
     }
+
+
+# ---------------------------------------------------------------------------
+# Bootstrap over leads
+# ---------------------------------------------------------------------------
+
+def lead_bootstrap_sums(codes: np.ndarray, n_leads: int, columns: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """Per resample of leads (with replacement; a lead's examples move together): the column sums.
+
+    Sums per lead are taken once; a resample is then a vector of how often each lead was drawn,
+    so its sums are one matrix product. Returns ``(n_resamples, n_columns)``."""
+    per_lead = np.column_stack([np.bincount(codes, weights=c, minlength=n_leads) for c in columns.T])
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_resamples, per_lead.shape[1]))
+    chunk = max(1, min(n_resamples, _CHUNK_DRAWS // n_leads))
+    for start in range(0, n_resamples, chunk):
+        m = min(chunk, n_resamples - start)
+        draws = rng.integers(0, n_leads, size=(m, n_leads)) + (np.arange(m) * n_leads)[:, None]
+        counts = np.bincount(draws.ravel(), minlength=m * n_leads).reshape(m, n_leads)
+        out[start:start + m] = counts.astype("float64") @ per_lead
+    return out
+
+
+def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central ``confidence`` interval of bootstrap values (NaN and inf left out)."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    alpha = 1 - confidence
+    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)

@@ -65,7 +65,12 @@ import numpy as np
 import pandas as pd
 
 from leadscore.contract import utc_timestamp
-from leadscore.metrics import expected_calibration_error, reliability_table
+from leadscore.metrics import (
+    expected_calibration_error,
+    lead_bootstrap_sums,
+    percentile_interval,
+    reliability_table,
+)
 
 NO_ACTION, REVIEW_CUTOFFS, RETRAIN = "no action", "review cutoffs", "retrain"
 EXIT_NO_ACTION = 0
@@ -268,23 +273,15 @@ def wilson_interval(k, n, confidence: float = 0.95) -> tuple[np.ndarray, np.ndar
 
 
 def lead_bootstrap_interval(y, lead_ids, draws: int, confidence: float, seed: int) -> tuple[float, float]:
-    """Interval of the mean of ``y`` resampling *leads* (Poisson bootstrap): rows of one lead
-    in several runs are not independent, so resampling rows would be too narrow."""
+    """Interval of the mean of ``y`` resampling *leads*: rows of one lead in several runs are
+    not independent, so resampling rows would be too narrow."""
     y = np.asarray(y, dtype="float64")
     if not len(y) or draws < 1:
         return math.nan, math.nan
     codes, uniques = pd.factorize(pd.Series(lead_ids).astype(str))
-    k = np.bincount(codes, weights=y, minlength=len(uniques))
-    n = np.bincount(codes, minlength=len(uniques)).astype("float64")
-    rng = np.random.default_rng(seed)
-    rates = np.empty(draws)
-    for lo in range(0, draws, 100):  # bounded memory: 100 resamples x leads at a time
-        w = rng.poisson(1.0, size=(min(100, draws - lo), len(uniques)))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rates[lo:lo + len(w)] = (w @ k) / (w @ n)
-    rates = rates[np.isfinite(rates)]
-    a = (1 - confidence) / 2
-    return float(np.quantile(rates, a)), float(np.quantile(rates, 1 - a))
+    sums = lead_bootstrap_sums(codes, len(uniques), np.column_stack([y, np.ones_like(y)]), draws, seed)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return percentile_interval(sums[:, 0] / sums[:, 1], confidence)
 
 
 # ---------------------------------------------------------------------------
