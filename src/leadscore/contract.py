@@ -22,12 +22,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa_types
 
-with warnings.catch_warnings():
-    # pandera imports pyspark.pandas when pyspark is installed (the [spark] extra), which warns
-    # on every command that it does not support pandas 3 yet; leadscore's Spark path passes
-    # Arrow batches to the pyfunc and does not use pyspark.pandas.
-    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
-    import pandera.pandas as pa
+# pandera imports pyspark.pandas when pyspark is installed (the [spark] extra) - at import and
+# again when it registers its backends on the first validation - and pyspark then warns on
+# every command that it does not support pandas 3 yet. leadscore's Spark path passes Arrow
+# batches to the pyfunc and does not use pyspark.pandas, so that one warning is silenced for
+# the process (a filter around the import alone misses the second, lazy import).
+warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
+import pandera.pandas as pa  # noqa: E402
 
 # ---------------------------------------------------------------------------
 # Vocabularies
