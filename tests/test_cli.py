@@ -119,6 +119,24 @@ def test_bad_now_is_a_usage_error(tables, tmp_path):
     assert "--now" in res.output
 
 
+@pytest.mark.parametrize("command", ["features", "baseline"])
+def test_bad_as_of_is_a_usage_error_naming_as_of(tables, tmp_path, command):
+    res = runner.invoke(app, [command, "--data", str(write(tables, tmp_path / "d")), "--as-of", "yesterday-ish",
+                              "--out", str(tmp_path / "out.parquet")])
+    assert res.exit_code == 2
+    assert "--as-of" in res.output and "--now" not in res.output
+    assert not (tmp_path / "out.parquet").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "retrain"])
+def test_unreadable_training_config_is_an_error_naming_the_file(tmp_path, command):
+    missing = tmp_path / "no-such-config.yaml"
+    res = runner.invoke(app, [command, "--config", str(missing)])
+    assert res.exit_code == EXIT_UNUSABLE
+    assert res.exception is None or isinstance(res.exception, SystemExit)  # a message, not a traceback
+    assert str(missing) in res.output and "cannot read" in res.output
+
+
 def test_synth_prints_funnel_and_is_deterministic(tmp_path):
     outs = []
     for name in ("a", "b"):

@@ -33,13 +33,14 @@ def _err(message: str) -> None:
     typer.echo(message, err=True)
 
 
-def _parse_now(now: str | None) -> pd.Timestamp | None:
-    if now is None:
+def _parse_timestamp(value: str | None, option: str) -> pd.Timestamp | None:
+    """A UTC timestamp from the command line; a usage error naming ``option`` if it is not one."""
+    if value is None:
         return None
     try:
-        return contract.utc_timestamp(now)
+        return contract.utc_timestamp(value)
     except ValueError as exc:
-        raise typer.BadParameter(f"not a timestamp: {now!r} ({exc})", param_hint="--now") from exc
+        raise typer.BadParameter(f"not a timestamp: {value!r} ({exc})", param_hint=option) from exc
 
 
 @app.command()
@@ -92,7 +93,7 @@ def validate(
     column. With --quarantine, rows in = clean + quarantined for every table.
     """
     try:
-        report = contract.validate_dir(data, now=_parse_now(now))
+        report = contract.validate_dir(data, now=_parse_timestamp(now, "--now"))
     except contract.ContractError as exc:
         _err(f"error: {exc}")
         raise typer.Exit(EXIT_UNUSABLE) from exc
@@ -225,7 +226,7 @@ def features(
     from leadscore.features import FeatureConfig, feature_catalogue, features_as_of
     from leadscore.io import write_table
 
-    ts = _parse_now(as_of)
+    ts = _parse_timestamp(as_of, "--as-of")
     try:
         feature_config = load_pipeline(config).features if config else FeatureConfig()
     except ConfigError as exc:
@@ -328,7 +329,7 @@ def baseline(
     from leadscore.examples import ExampleConfig, data_bounds, label_examples
     from leadscore.io import write_table
 
-    ts = _parse_now(as_of)
+    ts = _parse_timestamp(as_of, "--as-of")
     try:
         rule_set = load_rules(rules)
     except ConfigError as exc:
@@ -369,9 +370,12 @@ def _metric_table(comparison: pd.DataFrame) -> str:
 
 
 def _is_flat_config(path: Path) -> bool:
-    from leadscore.config import load_yaml
+    from leadscore.config import ConfigError, load_yaml
 
-    return "dataset" in load_yaml(path)
+    try:
+        return "dataset" in load_yaml(path)
+    except ConfigError as exc:
+        raise _config_error(exc) from exc
 
 
 def _train_pipeline_run(config: Path, data: Path | None, models_dir: Path | None):
@@ -572,7 +576,7 @@ def explain(
 
     from leadscore.explain import UnknownLead, explain_lead, explanation_text
 
-    ts = _parse_now(as_of)
+    ts = _parse_timestamp(as_of, "--as-of")
     scorer, _ = _load_model(model, tracking_uri)
     con = _connect_clean(ctx, data)
     try:
@@ -651,7 +655,7 @@ def score(
     from leadscore.tracking import model_identity
 
     _stop_on_sigterm()
-    ts = _parse_now(as_of)
+    ts = _parse_timestamp(as_of, "--as-of")
     try:
         settings, hook = load_scoring(config)
         settings = dataclasses.replace(settings, **{k: v for k, v in (
@@ -788,7 +792,7 @@ def monitor(
     from leadscore.scoring import read_scores
 
     if observed_until is not None:
-        observed_until = _parse_now(observed_until).isoformat()
+        observed_until = _parse_timestamp(observed_until, "--observed-until").isoformat()
     try:
         settings = MonitorConfig(ece_limit=ece_limit, psi_watch=psi_watch, psi_act=psi_act,
                                  target_tolerance=target_tolerance, observed_until=observed_until)
