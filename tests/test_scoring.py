@@ -4,6 +4,7 @@ stage transitions and webhook delivery end to end."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -91,6 +92,22 @@ def test_rows_in_equal_scored_plus_quarantined_plus_not_open_and_bad_rows_are_qu
         line = next(ln for ln in result.output.splitlines() if ln.startswith(f"{table}:"))
         n_in, clean, bad = (int(w.replace(",", "")) for w in line.split() if w.replace(",", "").isdigit())
         assert n_in == clean + bad == len(pd.read_parquet(data / f"{table}.parquet"))
+
+
+def test_a_stale_export_is_flagged_and_a_fresh_one_is_not(registry, train_dir, tmp_path):
+    fresh = _score(registry, train_dir, tmp_path / "fresh.parquet")
+    assert fresh.exit_code == 0, fresh.output
+    assert "newest event before as_of: 2025-05-31" in fresh.output and "warning" not in fresh.output
+    # Data that ends 2025-10-01 scored as of 2026-03-01: five months of silence from every lead.
+    stale = _score(registry, train_dir, tmp_path / "stale.parquet", as_of="2026-03-01")
+    assert stale.exit_code == 0, stale.output  # a warning, the scores are still written
+    assert re.search(r"warning: the newest activity or lifecycle event is 15\d\.\d days older than --as-of",
+                     stale.output), stale.output
+    assert (tmp_path / "stale.parquet").exists()
+    config = tmp_path / "score.yaml"
+    config.write_text("scoring:\n  max_data_age_days:\n")  # empty: no check
+    unchecked = _score(registry, train_dir, tmp_path / "unchecked.parquet", "--config", str(config), as_of="2026-03-01")
+    assert unchecked.exit_code == 0 and "warning" not in unchecked.output, unchecked.output
 
 
 def test_too_many_quarantined_rows_stop_the_job_before_scoring(registry, planted, tmp_path):

@@ -602,6 +602,20 @@ def _sibling(out: Path, suffix: str) -> Path:
     return out.with_name(f"{out.stem}.{suffix}{out.suffix if out.suffix in ('.parquet', '.csv') else '.parquet'}")
 
 
+def _check_freshness(newest: pd.Timestamp | None, as_of: pd.Timestamp, max_age_days: float | None) -> None:
+    """Say how fresh the data is; warn (stderr) when it looks stale for --as-of."""
+    if newest is None:
+        _err(f"warning: no activity or lifecycle event before --as-of {as_of:%Y-%m-%d %H:%M} UTC: nothing is "
+             "known about any lead yet (does the data start later?)")
+        return
+    age = (as_of - newest) / pd.Timedelta(days=1)
+    typer.echo(f"newest event before as_of: {newest:%Y-%m-%d %H:%M} UTC ({age:,.1f} days earlier)")
+    if max_age_days is not None and age > max_age_days:
+        _err(f"warning: the newest activity or lifecycle event is {age:,.1f} days older than --as-of "
+             f"(limit max_data_age_days = {max_age_days:g}): is the data export up to date? Recency features "
+             "read a stale export as leads going quiet.")
+
+
 @app.command()
 def score(
     model: str = typer.Option(..., "--model", help="models:/leadscore@champion, models:/leadscore/3, or a bundle "
@@ -648,6 +662,7 @@ def score(
         QuarantineLimitExceeded,
         ScoringCounts,
         check_quarantine,
+        newest_event_before,
         quarantine_frame,
         read_scores,
         score_open_leads,
@@ -695,6 +710,7 @@ def score(
 
         con = connect(staged.paths)
         typer.echo(f"scoring leads open at {ts:%Y-%m-%d %H:%M} UTC with {version}, chunks of {settings.chunk_size:,}")
+        _check_freshness(newest_event_before(con, ts), ts, settings.max_data_age_days)
         try:
             with Progress(0, "scoring", unit="leads", enabled=progress) as bar:
                 score_open_leads(scorer, con, ts, out, counts=counts, chunk_size=settings.chunk_size,

@@ -146,17 +146,23 @@ class ScoringConfig:
     ``chunk_size``: leads scored per chunk (peak memory follows it). ``top_reasons``: reasons
     per direction in the ``reasons`` column. ``max_quarantine_fraction``: largest share of any
     input table that may break the contract before the job refuses to score.
+    ``max_data_age_days``: warn when the newest event before as_of is older than this (a stale
+    export makes every lead look silent); None: no check.
     """
 
     chunk_size: int = 50_000
     top_reasons: int = 3
     max_quarantine_fraction: float = 0.01
+    max_data_age_days: float | None = 3.0
 
     def __post_init__(self):
         if self.chunk_size < 1 or self.top_reasons < 1:
             raise ValueError(f"chunk_size and top_reasons must be >= 1, got {self.chunk_size!r}, {self.top_reasons!r}")
         if not 0 <= self.max_quarantine_fraction <= 1:
             raise ValueError(f"max_quarantine_fraction must be in [0, 1], got {self.max_quarantine_fraction!r}")
+        age = self.max_data_age_days
+        if age is not None and (isinstance(age, bool) or not isinstance(age, (int, float)) or not age > 0):
+            raise ValueError(f"max_data_age_days must be > 0 (or empty for no check), got {self.max_data_age_days!r}")
 
 
 SCORING_SECTIONS = ("scoring", "webhook")

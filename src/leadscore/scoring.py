@@ -131,6 +131,19 @@ def _to_arrow(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(frame, schema=OUTPUT_SCHEMA, preserve_index=False).replace_schema_metadata(None)
 
 
+def newest_event_before(con, as_of: pd.Timestamp) -> pd.Timestamp | None:
+    """The latest activity or lifecycle timestamp strictly before ``as_of`` (None if there is none):
+    how fresh the data the scores are computed from is."""
+    as_of_us = int(as_of.value // 1000)
+    latest = con.execute(f"""
+        SELECT max(t) FROM (
+            SELECT max(epoch_us(occurred_at)) AS t FROM activities WHERE epoch_us(occurred_at) < {as_of_us}
+            UNION ALL
+            SELECT max(epoch_us(occurred_at)) FROM lifecycle WHERE epoch_us(occurred_at) < {as_of_us})
+    """).fetchall()[0][0]
+    return None if latest is None else pd.Timestamp(int(latest), unit="us", tz="UTC")
+
+
 def score_open_leads(scorer, con, as_of: pd.Timestamp, out: Path, *, counts: ScoringCounts,
                      chunk_size: int = 50_000, top_reasons: int = 3, model_version: str = "", run_id: str = "",
                      progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
