@@ -109,6 +109,21 @@ def test_the_served_champion_returns_the_batch_jobs_scoring_columns(server, rows
     assert served["tier"].tolist() == local["tier"].tolist() and served["reasons"].tolist() == local["reasons"].tolist()
 
 
+def test_counts_given_as_decimals_score_the_same(trained, rows):
+    # Feature rows from a warehouse's DOUBLE columns or a CSV carry counts as float64; the
+    # registered model's schema must take them (MLflow refuses double input for an integer column).
+    import mlflow
+
+    config, _ = trained
+    mlflow.set_tracking_uri(load_pipeline(config).tracking.tracking_uri)
+    model = mlflow.pyfunc.load_model("models:/leadscore@champion")
+    naive = rows.assign(as_of=rows["as_of"].dt.tz_localize(None))
+    counts = [c for c in naive.columns if pd.api.types.is_integer_dtype(naive[c])]
+    assert counts  # the catalogue has count features
+    as_float = model.predict(naive.astype({c: "float64" for c in counts}))
+    pd.testing.assert_frame_equal(as_float, model.predict(naive))
+
+
 @pytest.mark.parametrize("break_rows, names", [
     (lambda f: f.drop(columns=["n_demo_request_30d"]), "n_demo_request_30d"),
     (lambda f: f.assign(lead_age_days="old"), "lead_age_days"),

@@ -80,6 +80,11 @@ def log_model_version(tracking: TrackingConfig, bundle_dir: Path, input_example:
     from mlflow.models import infer_signature
 
     example = _serialisable(input_example)
+    # Counts and flags are declared double, not integer: MLflow widens int input to double but
+    # refuses double input for an integer column, so feature rows from a warehouse's DOUBLE
+    # columns, a CSV or JSON with "2.0" would fail schema enforcement. The model reads either.
+    example = example.astype({c: "float64" for c in example.columns
+                              if pd.api.types.is_integer_dtype(example[c]) or pd.api.types.is_bool_dtype(example[c])})
     info = mlflow.pyfunc.log_model(
         name="scorer", python_model=LeadScoreModel(), artifacts={"bundle": str(bundle_dir)},
         signature=infer_signature(example, _serialisable(output_example)), input_example=example,
