@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -85,9 +86,14 @@ def log_model_version(tracking: TrackingConfig, bundle_dir: Path, input_example:
     # columns, a CSV or JSON with "2.0" would fail schema enforcement. The model reads either.
     example = example.astype({c: "float64" for c in example.columns
                               if pd.api.types.is_integer_dtype(example[c]) or pd.api.types.is_bool_dtype(example[c])})
+    with warnings.catch_warnings():
+        # What is left integer is the output's score (1-99, never missing): MLflow's hint about
+        # integer columns that cannot hold missing values does not apply.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
+        signature = infer_signature(example, _serialisable(output_example))
     info = mlflow.pyfunc.log_model(
         name="scorer", python_model=LeadScoreModel(), artifacts={"bundle": str(bundle_dir)},
-        signature=infer_signature(example, _serialisable(output_example)), input_example=example,
+        signature=signature, input_example=example,
         pip_requirements=_requirements(), registered_model_name=tracking.registered_model,
     )
     return MlflowClient().get_model_version(tracking.registered_model, str(info.registered_model_version))
