@@ -134,7 +134,9 @@ def _to_arrow(frame: pd.DataFrame) -> pa.Table:
 def newest_event_before(con, as_of: pd.Timestamp) -> pd.Timestamp | None:
     """The latest activity or lifecycle timestamp strictly before ``as_of`` (None if there is none):
     how fresh the data the scores are computed from is."""
-    as_of_us = int(as_of.value // 1000)
+    from leadscore.features import _as_of_us
+
+    as_of_us = _as_of_us(as_of)
     latest = con.execute(f"""
         SELECT max(t) FROM (
             SELECT max(epoch_us(occurred_at)) AS t FROM activities WHERE epoch_us(occurred_at) < {as_of_us}
