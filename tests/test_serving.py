@@ -124,6 +124,22 @@ def test_counts_given_as_decimals_score_the_same(trained, rows):
     pd.testing.assert_frame_equal(as_float, model.predict(naive))
 
 
+def test_the_registered_model_is_code_and_the_bundle_not_a_pickled_class(trained, tmp_path):
+    # Logged as "models from code": loading runs leadscore's registered_model.py; the only
+    # pickle in the registry copy is the hash-checked bundle's scorer.
+    import mlflow
+    import yaml
+
+    config, _ = trained
+    mlflow.set_tracking_uri(load_pipeline(config).tracking.tracking_uri)
+    local = Path(mlflow.artifacts.download_artifacts("models:/leadscore@champion", dst_path=str(tmp_path)))
+    flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+    assert "python_model" not in flavor
+    assert Path(flavor["model_code_path"]).name == "registered_model.py"
+    pickles = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.suffix in (".pkl", ".pickle"))
+    assert pickles == []
+
+
 @pytest.mark.parametrize("break_rows, names", [
     (lambda f: f.drop(columns=["n_demo_request_30d"]), "n_demo_request_30d"),
     (lambda f: f.assign(lead_age_days="old"), "lead_age_days"),

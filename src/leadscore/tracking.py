@@ -4,7 +4,8 @@ The embedded SQLite store is the default (``sqlite:///mlflow.db`` and artifacts 
 ``mlartifacts/`` in the working directory, no server); any tracking URI works by config.
 The pyfunc model carries the bundle directory as its artifact and loads it through
 :func:`leadscore.bundle.load_bundle`, so the registry copy is hash-checked before it is
-unpickled, exactly like ``models/<name>/``.
+unpickled, exactly like ``models/<name>/``. The model itself is logged from code
+(``registered_model.py``), so the class is not pickled into the registry.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from leadscore.config import TrackingConfig
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 SCORER_FILE = "scorer.joblib"
+# The registered model is logged from code (this file sets a LeadScoreModel), not as a pickle.
+MODEL_CODE = Path(__file__).with_name("registered_model.py")
 
 
 class LeadScoreModel(mlflow.pyfunc.PythonModel):
@@ -92,7 +95,7 @@ def log_model_version(tracking: TrackingConfig, bundle_dir: Path, input_example:
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
         signature = infer_signature(example, _serialisable(output_example))
     info = mlflow.pyfunc.log_model(
-        name="scorer", python_model=LeadScoreModel(), artifacts={"bundle": str(bundle_dir)},
+        name="scorer", python_model=str(MODEL_CODE), artifacts={"bundle": str(bundle_dir)},
         signature=signature, input_example=example,
         pip_requirements=_requirements(), registered_model_name=tracking.registered_model,
     )
