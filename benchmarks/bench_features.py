@@ -9,7 +9,12 @@ imports are included). The references compute the same columns as ours under the
 each child also sums every column so the parent can check that the results agree.
 
     python benchmarks/bench_features.py [--data DIR] [--leads 1000000] [--as-of 2025-06-01]
-                                        [--skip-pandas] [--repeat 1]
+                                        [--skip-pandas] [--repeat 1] [--threads N]
+
+A fourth row, "floor", is not a feature implementation: the bare GROUP BY (lead, activity kind)
+with one count over the same rows (activities before as_of of the open leads), which any
+per-kind feature set has to do. It shows how much of ours is that aggregation. --threads sets
+DuckDB's threads for ours, the floor and the hand-written query (pandas uses one core anyway).
 
 If --data does not exist it is generated first with `leadscore synth --leads N --seed 1`.
 """
@@ -49,7 +54,8 @@ REGIONS = {
 FIT = ("seniority", "department", "company_size_band", "industry", "country", "region", "lead_source",
        "email_domain_type")
 
-APPROACHES = {"ours": "ours (features_as_of)", "duckdb": "hand-written DuckDB", "pandas": "plain pandas"}
+APPROACHES = {"ours": "ours (features_as_of)", "floor": "floor (GROUP BY only)", "duckdb": "hand-written DuckDB",
+              "pandas": "plain pandas"}
 
 
 def _paths(data: Path) -> dict[str, str]:
@@ -64,12 +70,50 @@ def _in(values) -> str:
 # The three approaches (each called in its own child process)
 # ---------------------------------------------------------------------------
 
+def _threads(con) -> None:
+    if os.environ.get("BENCH_THREADS"):
+        con.execute(f"SET threads = {int(os.environ['BENCH_THREADS'])}")
+
+
 def run_ours(paths: dict[str, str], as_of: str):
-    from leadscore.features import FeatureConfig, features_as_of
+    from leadscore.features import FeatureConfig, connect, features_as_of
 
     # The references compute the original 83 columns; per-kind recency is not in them.
     t0 = time.perf_counter()
-    df = features_as_of(paths, as_of=as_of, config=FeatureConfig(recency_types=()))
+    con = connect(paths)
+    _threads(con)
+    df = features_as_of(con, as_of=as_of, config=FeatureConfig(recency_types=()))
+    return df, time.perf_counter() - t0
+
+
+def run_floor(paths: dict[str, str], as_of: str):
+    """Not features: GROUP BY (lead, kind) with one count over the rows ours aggregates. Only
+    the number of groups and of events is returned (moving the groups to pandas would cost more
+    than the aggregation; ours keeps them in Arrow)."""
+    import duckdb
+
+    t = f"TIMESTAMPTZ '{as_of} 00:00:00+00'"
+    sql = f"""
+    WITH closed AS (
+        SELECT DISTINCT lead_id FROM read_parquet('{paths["lifecycle"]}')
+        WHERE stage IN {_in(CLOSED)} AND occurred_at < {t}
+    ),
+    open_leads AS (
+        SELECT lead_id FROM read_parquet('{paths["leads"]}')
+        WHERE created_at < {t} AND lead_id NOT IN (SELECT lead_id FROM closed)
+    )
+    SELECT count(*) AS lead_kinds, sum(n) AS events FROM (
+        SELECT a.lead_id, a.activity_type, count(*) AS n
+        FROM read_parquet('{paths["activities"]}') a JOIN open_leads o ON o.lead_id = a.lead_id
+        WHERE a.occurred_at < {t}
+        GROUP BY a.lead_id, a.activity_type
+    )
+    """
+    t0 = time.perf_counter()
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    _threads(con)
+    df = con.execute(sql).df()
     return df, time.perf_counter() - t0
 
 
@@ -176,6 +220,7 @@ def run_duckdb(paths: dict[str, str], as_of: str):
     t0 = time.perf_counter()
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    _threads(con)
     df = con.execute(sql).df()
     return df, time.perf_counter() - t0
 
@@ -273,7 +318,7 @@ def run_pandas(paths: dict[str, str], as_of: str):
     return df, time.perf_counter() - t0
 
 
-RUNNERS = {"ours": run_ours, "duckdb": run_duckdb, "pandas": run_pandas}
+RUNNERS = {"ours": run_ours, "floor": run_floor, "duckdb": run_duckdb, "pandas": run_pandas}
 
 
 def checksums(df) -> dict:
@@ -303,9 +348,10 @@ def child(name: str, data: Path, as_of: str) -> None:
 # Parent
 # ---------------------------------------------------------------------------
 
-def spawn(name: str, data: Path, as_of: str) -> dict | str:
+def spawn(name: str, data: Path, as_of: str, threads: int | None = None) -> dict | str:
     cmd = [sys.executable, __file__, "--run", name, "--data", str(data), "--as-of", as_of]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ, BENCH_THREADS=str(threads)) if threads else None
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         return f"failed (exit {proc.returncode}): {tail}"
@@ -333,6 +379,8 @@ def main() -> None:
     ap.add_argument("--as-of", default="2025-06-01", help="the as_of date (UTC midnight)")
     ap.add_argument("--skip-pandas", action="store_true", help="skip the (slow, memory hungry) pandas version")
     ap.add_argument("--repeat", type=int, default=1, help="runs of ours and DuckDB; the fastest is shown")
+    ap.add_argument("--threads", type=int, help="DuckDB threads for ours, the floor and the hand-written query "
+                                                "(default: DuckDB's own, one per core)")
     ap.add_argument("--run", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -356,8 +404,9 @@ def main() -> None:
 
     load_before = os.getloadavg()[0]  # 2-core machines: other work skews the timings
     results: dict[str, dict | str] = {}
-    for name in ("ours", "duckdb") + (() if args.skip_pandas else ("pandas",)):
-        runs = [spawn(name, args.data, args.as_of) for _ in range(args.repeat if name != "pandas" else 1)]
+    for name in ("ours", "floor", "duckdb") + (() if args.skip_pandas else ("pandas",)):
+        runs = [spawn(name, args.data, args.as_of, args.threads)
+                for _ in range(args.repeat if name != "pandas" else 1)]
         ok = [r for r in runs if isinstance(r, dict)]
         if ok:
             best = min(ok, key=lambda r: r["wall"])
@@ -366,7 +415,9 @@ def main() -> None:
             results[name] = runs[0]
 
     print(f"features_as_of {args.as_of} on {args.data}: {n_leads:,} leads, {n_events:,} activity events"
-          + (f" (best of {args.repeat})" if args.repeat > 1 else "") + f"; load average before {load_before:.1f}")
+          + (f" (best of {args.repeat})" if args.repeat > 1 else "")
+          + f"; DuckDB threads {args.threads or 'default'} of {os.cpu_count()} cores"
+          + f"; load average before {load_before:.1f}")
     print(f"  {'':24}{'wall s':>8}{'peak RSS MB':>13}{'rows':>11}{'cols':>6}")
     for name, r in results.items():
         if isinstance(r, str):
@@ -380,6 +431,9 @@ def main() -> None:
     pd_ = results.get("pandas")
     if isinstance(ours, dict) and isinstance(pd_, dict):
         print(f"  pandas / ours          {pd_['wall'] / ours['wall']:8.1f}x  (goal >= 10x)")
+    floor = results.get("floor")
+    if isinstance(ours, dict) and isinstance(floor, dict):
+        print(f"  floor / ours           {floor['wall'] / ours['wall']:8.0%}   (the bare GROUP BY (lead, kind))")
     if isinstance(ours, dict):
         print(f"  ours throughput        {n_events / ours['wall']:>12,.0f} activity events/s")
         for name in ("duckdb", "pandas"):
