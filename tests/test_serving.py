@@ -140,6 +140,40 @@ def test_the_registered_model_is_code_and_the_bundle_not_a_pickled_class(trained
     assert pickles == []
 
 
+def test_the_registered_model_carries_leadscore_and_its_requirements(trained, rows, tmp_path):
+    # An environment MLflow rebuilds from the model (env_manager virtualenv/uv/conda) has no
+    # leadscore installed: the model brings its code and pins leadscore's own dependencies.
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    config, _ = trained
+    uri = load_pipeline(config).tracking.tracking_uri
+    rows_file = tmp_path / "rows.parquet"
+    rows.assign(as_of=rows["as_of"].dt.tz_localize(None)).to_parquet(rows_file)
+    script = f"""
+import sys, mlflow, pandas as pd
+assert "leadscore" not in sys.modules
+mlflow.set_tracking_uri({uri!r})
+out = mlflow.pyfunc.load_model("models:/leadscore@champion").predict(pd.read_parquet({str(rows_file)!r}))
+print(len(out)); print(sys.modules["leadscore"].__file__)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    n, where = done.stdout.split()[-2:]
+    assert int(n) == len(rows)
+    assert Path(where).parent.parent.name == "code"  # <model>/code/leadscore/__init__.py
+
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    local = Path(mlflow.artifacts.download_artifacts("models:/leadscore@champion", dst_path=str(tmp_path / "m")))
+    pinned = {Requirement(line).name: Requirement(line) for line in (local / "requirements.txt").read_text().split()
+              if not line.startswith("-")}
+    declared = [Requirement(r) for r in requires("leadscore") if Requirement(r).marker is None]
+    assert declared and all(str(pinned[r.name].specifier).startswith("==") for r in declared)
+
+
 @pytest.mark.parametrize("break_rows, names", [
     (lambda f: f.drop(columns=["n_demo_request_30d"]), "n_demo_request_30d"),
     (lambda f: f.assign(lead_age_days="old"), "lead_age_days"),

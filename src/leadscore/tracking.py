@@ -27,6 +27,8 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 SCORER_FILE = "scorer.joblib"
 # The registered model is logged from code (this file sets a LeadScoreModel), not as a pickle.
 MODEL_CODE = Path(__file__).with_name("registered_model.py")
+# ... and carries leadscore's code, so an environment without leadscore installed can load it.
+LEADSCORE_CODE = Path(__file__).parent
 
 
 class LeadScoreModel(mlflow.pyfunc.PythonModel):
@@ -65,10 +67,15 @@ def configure(tracking: TrackingConfig) -> MlflowClient:
 
 
 def _requirements() -> list[str]:
-    from importlib.metadata import version
+    """leadscore's own dependencies (not its extras), pinned at the installed versions: what MLflow
+    installs when it rebuilds the model's environment (env_manager "virtualenv", "uv", "conda").
+    leadscore itself travels in the model's ``code/`` (see :data:`LEADSCORE_CODE`)."""
+    from importlib.metadata import requires, version
 
-    return [f"{p}=={version(p)}" for p in ("lightgbm", "scikit-learn", "pandas", "numpy", "scipy", "joblib",
-                                           "duckdb", "pyyaml", "mlflow")]
+    from packaging.requirements import Requirement
+
+    needed = [Requirement(r) for r in requires("leadscore") or []]
+    return [f"{r.name}=={version(r.name)}" for r in needed if r.marker is None]
 
 
 def _json_artifact(obj, name: str) -> None:
@@ -96,7 +103,7 @@ def log_model_version(tracking: TrackingConfig, bundle_dir: Path, input_example:
         signature = infer_signature(example, _serialisable(output_example))
     info = mlflow.pyfunc.log_model(
         name="scorer", python_model=str(MODEL_CODE), artifacts={"bundle": str(bundle_dir)},
-        signature=signature, input_example=example,
+        signature=signature, input_example=example, code_paths=[str(LEADSCORE_CODE)],
         pip_requirements=_requirements(), registered_model_name=tracking.registered_model,
     )
     return MlflowClient().get_model_version(tracking.registered_model, str(info.registered_model_version))
