@@ -11,7 +11,7 @@ each child also sums every column so the parent can check that the results agree
     python benchmarks/bench_features.py [--data DIR] [--leads 1000000] [--as-of 2025-06-01]
                                         [--skip-pandas] [--repeat 1] [--threads N]
 
-A fourth row, "floor", is not a feature implementation: the bare GROUP BY (lead, activity kind)
+One more row, "floor", is not a feature implementation: the bare GROUP BY (lead, activity kind)
 with one count over the same rows (activities before as_of of the open leads), which any
 per-kind feature set has to do. It shows how much of ours is that aggregation. --threads sets
 DuckDB's threads for ours, the floor and the hand-written query (pandas uses one core anyway).
@@ -67,7 +67,7 @@ def _in(values) -> str:
 
 
 # ---------------------------------------------------------------------------
-# The three approaches (each called in its own child process)
+# The approaches and the floor (each called in its own child process)
 # ---------------------------------------------------------------------------
 
 def _threads(con) -> None:

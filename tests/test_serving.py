@@ -124,15 +124,22 @@ def test_counts_given_as_decimals_score_the_same(trained, rows):
     pd.testing.assert_frame_equal(as_float, model.predict(naive))
 
 
-def test_the_registered_model_is_code_and_the_bundle_not_a_pickled_class(trained, tmp_path):
+@pytest.fixture(scope="module")
+def champion_files(trained, tmp_path_factory) -> Path:
+    """The registered champion's files, downloaded from the registry."""
+    import mlflow
+
+    mlflow.set_tracking_uri(load_pipeline(trained[0]).tracking.tracking_uri)
+    dst = tmp_path_factory.mktemp("champion")
+    return Path(mlflow.artifacts.download_artifacts("models:/leadscore@champion", dst_path=str(dst)))
+
+
+def test_the_registered_model_is_code_and_the_bundle_not_a_pickled_class(champion_files):
     # Logged as "models from code": loading runs leadscore's registered_model.py; the only
     # pickle in the registry copy is the hash-checked bundle's scorer.
-    import mlflow
     import yaml
 
-    config, _ = trained
-    mlflow.set_tracking_uri(load_pipeline(config).tracking.tracking_uri)
-    local = Path(mlflow.artifacts.download_artifacts("models:/leadscore@champion", dst_path=str(tmp_path)))
+    local = champion_files
     flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
     assert "python_model" not in flavor
     assert Path(flavor["model_code_path"]).name == "registered_model.py"
@@ -140,7 +147,7 @@ def test_the_registered_model_is_code_and_the_bundle_not_a_pickled_class(trained
     assert pickles == []
 
 
-def test_the_registered_model_carries_leadscore_and_its_requirements(trained, rows, tmp_path):
+def test_the_registered_model_carries_leadscore_and_its_requirements(trained, champion_files, rows, tmp_path):
     # An environment MLflow rebuilds from the model (env_manager virtualenv/uv/conda) has no
     # leadscore installed: the model brings its code and pins leadscore's own dependencies.
     from importlib.metadata import requires
@@ -164,11 +171,7 @@ print(len(out)); print(sys.modules["leadscore"].__file__)
     assert int(n) == len(rows)
     assert Path(where).parent.parent.name == "code"  # <model>/code/leadscore/__init__.py
 
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    local = Path(mlflow.artifacts.download_artifacts("models:/leadscore@champion", dst_path=str(tmp_path / "m")))
-    pinned = {Requirement(line).name: Requirement(line) for line in (local / "requirements.txt").read_text().split()
+    pinned = {Requirement(line).name: Requirement(line) for line in (champion_files / "requirements.txt").read_text().split()
               if not line.startswith("-")}
     declared = [Requirement(r) for r in requires("leadscore") if Requirement(r).marker is None]
     assert declared and all(str(pinned[r.name].specifier).startswith("==") for r in declared)

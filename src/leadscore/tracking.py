@@ -25,7 +25,7 @@ from leadscore.config import TrackingConfig
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 SCORER_FILE = "scorer.joblib"
-# The registered model is logged from code (this file sets a LeadScoreModel), not as a pickle.
+# The registered model is logged from code (that file sets a LeadScoreModel), not as a pickle,
 MODEL_CODE = Path(__file__).with_name("registered_model.py")
 # ... and carries leadscore's code, so an environment without leadscore installed can load it.
 LEADSCORE_CODE = Path(__file__).parent
