@@ -40,6 +40,44 @@ def load_yaml(path: Path | str) -> dict[str, Any]:
     return data
 
 
+def yaml_lines(path: Path | str) -> dict[tuple, int]:
+    """The 1-based line of every key and list item of a YAML file, by its path of keys and
+    indices (``("tables", "leads", "columns")``), for error messages. Empty if it does not parse."""
+    lines: dict[tuple, int] = {}
+    try:
+        root = yaml.compose(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return lines
+
+    def walk(node, where: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                lines[(*where, key.value)] = key.start_mark.line + 1
+                walk(value, (*where, key.value))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines[(*where, i)] = item.start_mark.line + 1
+                walk(item, (*where, i))
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def pydantic_error(exc, path: Path | str, lines: dict[tuple, int]) -> ConfigError:
+    """A ConfigError naming the file, the line and the key path of every problem pydantic found."""
+    problems = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in ("str", "list"))))
+        line = next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        problems.append(f"{path}" + (f":{line}" if line else "") + f": {where}: {message}")
+    return ConfigError("\n".join(problems))
+
+
 def load_sections(path: Path, allowed: tuple[str, ...]) -> dict[str, Any]:
     """A YAML file of top-level sections; an unknown section is an error naming the allowed ones."""
     raw = load_yaml(path)
@@ -127,6 +165,8 @@ class PipelineConfig:
     models_dir: str = "models"
     name: str = "leadscore"
     promotion: PromotionConfig = dataclasses.field(default_factory=PromotionConfig)
+    source: str | None = None          # a source YAML mapping the CRM's export (relative to this file)
+    primary_label: str = "auto"        # the label of the cutoffs, score and tier: auto, became_sql or won
 
     def resolve(self, path: str | None) -> Path | None:
         """A path from the config: as written if absolute or existing from the working
@@ -181,8 +221,9 @@ def load_scoring(path: Path | str | None):
             None if not webhook or not webhook.get("url") else build(WebhookConfig, webhook, f"{path}: webhook"))
 
 
-PIPELINE_SECTIONS = ("data", "examples", "features", "leakage", "split", "model", "calibration", "cutoffs",
-                     "rules", "tracking", "models_dir", "name", "promotion")
+PIPELINE_SECTIONS = ("data", "source", "examples", "features", "leakage", "split", "model", "calibration", "cutoffs",
+                     "rules", "tracking", "models_dir", "name", "promotion", "primary_label")
+PRIMARY_LABELS = ("auto", "became_sql", "won")
 
 
 def load_pipeline(path: Path | str) -> PipelineConfig:
@@ -198,6 +239,9 @@ def load_pipeline(path: Path | str) -> PipelineConfig:
     calibration = str(raw.get("calibration", "auto"))
     if calibration not in ("auto", "isotonic", "sigmoid"):
         raise ConfigError(f"{path}: calibration must be auto, isotonic or sigmoid, got {calibration!r}")
+    primary = str(raw.get("primary_label", "auto"))
+    if primary not in PRIMARY_LABELS:
+        raise ConfigError(f"{path}: primary_label must be one of {', '.join(PRIMARY_LABELS)}, got {primary!r}")
     return PipelineConfig(
         path=path, data=None if data is None else str(data),
         examples=build(ExampleConfig, raw.get("examples"), f"{path}: examples"),
@@ -213,4 +257,6 @@ def load_pipeline(path: Path | str) -> PipelineConfig:
         models_dir=str(raw.get("models_dir", "models")),
         name=str(raw.get("name", "leadscore")),
         promotion=build(PromotionConfig, raw.get("promotion"), f"{path}: promotion"),
+        source=None if raw.get("source") is None else str(raw["source"]),
+        primary_label=primary,
     )

@@ -14,6 +14,8 @@ that a caller can report it and quarantine exactly those rows (rows in = clean +
 
 from __future__ import annotations
 
+import functools
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +73,13 @@ DEPARTMENTS = (
 EMAIL_DOMAIN_TYPES = ("corporate", "free", "student", "competitor")
 
 TABLES = ("leads", "activities", "lifecycle")
+HISTORY = "attribute_history"  # optional fourth table: lead attributes as they changed over time
+OTHER_KIND = "other"  # where a source maps the activity names it does not know (unknown_kinds: other)
+
+# The lead attributes the contract names (fit attributes); sources may declare more.
+FIT_ATTRIBUTE_COLUMNS = ("job_title", "seniority", "department", "company_size", "industry", "country",
+                         "lead_source", "email_domain_type")
+IDENTIFIER = r"[a-z][a-z0-9_]{0,62}"
 
 
 @dataclass(frozen=True)
@@ -109,9 +118,123 @@ COLUMNS: dict[str, tuple[ColumnSpec, ...]] = {
     ),
 }
 
+HISTORY_COLUMNS = (
+    ColumnSpec("lead_id", "string", description="the lead"),
+    ColumnSpec("attribute", "string", description="a lead attribute read as of T from this table"),
+    ColumnSpec("value", "string", nullable=True, description="its value from valid_from on (empty: unset)"),
+    ColumnSpec("valid_from", "timestamp", description="when the attribute took the value (UTC)"),
+)
+
 # The column that identifies a table's rows in messages.
-ROW_KEY = {"leads": "lead_id", "activities": "lead_id", "lifecycle": "lead_id"}
-TIME_COLUMN = {"leads": "created_at", "activities": "occurred_at", "lifecycle": "occurred_at"}
+ROW_KEY = {"leads": "lead_id", "activities": "lead_id", "lifecycle": "lead_id", HISTORY: "lead_id"}
+TIME_COLUMN = {"leads": "created_at", "activities": "occurred_at", "lifecycle": "occurred_at", HISTORY: "valid_from"}
+# Where a mapped source's row came from (file and 0-based row in it); carried through validation
+# into the quarantine, never into the clean tables.
+SOURCE_FILE, SOURCE_ROW = "_source_file", "_source_row"
+PROVENANCE = (SOURCE_FILE, SOURCE_ROW)
+
+
+@dataclass(frozen=True)
+class AttributeSpec:
+    """A lead attribute a source declares beyond the contract's: a fit feature of its own.
+
+    ``kind``: ``categorical`` (text; empty is the category ``missing``) or ``numeric``.
+    ``label``: how explanations name it ("Landing page = lp-0412").
+    """
+
+    name: str
+    kind: str = "categorical"
+    label: str = ""
+    description: str = ""
+
+    def __post_init__(self):
+        if not re.fullmatch(IDENTIFIER, str(self.name)):
+            raise ValueError(f"attribute name {self.name!r} must be lower-case letters, digits and _ "
+                             "(starting with a letter)")
+        if self.kind not in ("categorical", "numeric"):
+            raise ValueError(f"attribute {self.name}: kind must be categorical or numeric, got {self.kind!r}")
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name.replace("_", " ").capitalize()
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """An activity kind a source declares beyond the built-in vocabulary. ``description``
+    reads as a past-tense phrase ("viewed the product catalogue"); ``hand_raiser``: an explicit
+    buying signal (counted with demo requests and the like)."""
+
+    name: str
+    description: str = ""
+    hand_raiser: bool = False
+
+    def __post_init__(self):
+        if not re.fullmatch(IDENTIFIER, str(self.name)):
+            raise ValueError(f"activity kind {self.name!r} must be lower-case letters, digits and _ "
+                             "(starting with a letter)")
+        if self.name in ACTIVITY_TYPES:
+            raise ValueError(f"activity kind {self.name!r} is built in; map the export's names to it instead")
+
+
+@dataclass(frozen=True)
+class Contract:
+    """The tables and columns a data source provides: the built-in contract, plus what a source
+    declares - custom lead attributes, activity kinds beyond the vocabulary, and which
+    attributes an ``attribute_history`` table gives as of any moment.
+
+    ``Contract()`` is the built-in contract (a data directory of the three tables)."""
+
+    attributes: tuple[AttributeSpec, ...] = ()
+    activity_kinds: tuple[KindSpec, ...] = ()
+    history_attributes: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        names = [a.name for a in self.attributes]
+        taken = set(FIT_ATTRIBUTE_COLUMNS) | {"lead_id", "created_at", "company_size_band", "region"}
+        clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & taken))
+        if clash:
+            raise ValueError(f"attribute name(s) {', '.join(clash)} are taken (built-in attributes and features, "
+                             "or declared twice)")
+        kinds = [k.name for k in self.activity_kinds]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"activity kinds declared twice: {sorted({k for k in kinds if kinds.count(k) > 1})}")
+        known = set(FIT_ATTRIBUTE_COLUMNS) | set(names)
+        unknown = sorted(set(self.history_attributes) - known)
+        if unknown:
+            raise ValueError(f"attribute history names unknown attribute(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(sorted(known))}")
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return TABLES + ((HISTORY,) if self.history_attributes else ())
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        """Every activity kind the contract accepts, with its description."""
+        return {**ACTIVITY_TYPES, **{k.name: k.description or k.name.replace("_", " ") for k in self.activity_kinds}}
+
+    @property
+    def numeric_attributes(self) -> tuple[str, ...]:
+        return ("company_size", *(a.name for a in self.attributes if a.kind == "numeric"))
+
+    def columns(self, name: str) -> tuple[ColumnSpec, ...]:
+        if name == HISTORY:
+            return HISTORY_COLUMNS
+        if name == "leads" and self.attributes:
+            return COLUMNS["leads"] + tuple(
+                ColumnSpec(a.name, "string" if a.kind == "categorical" else "number", required=False, nullable=True,
+                           description=a.description or a.display) for a in self.attributes)
+        return COLUMNS[name]
+
+    def schema(self, name: str) -> pa.DataFrameSchema:
+        return _schemas(self)[name]
+
+    def arrow_schema(self, name: str) -> pa_types.Schema:
+        return pa_types.schema([(c.name, _ARROW_TYPES[c.kind]) for c in self.columns(name)])
+
+
+DEFAULT_CONTRACT = Contract()
 
 
 class ContractError(Exception):
@@ -141,7 +264,11 @@ class Violation:
         shown = self.rows[:MAX_KEYS_SHOWN]
         key = ROW_KEY[self.table]
         keys = frame[key].iloc[shown] if key in frame.columns else pd.Series([None] * len(shown))
-        parts = [f"row {int(r)} ({key}={_show(k)})" for r, k in zip(shown, keys)]
+        if SOURCE_FILE in frame.columns:  # a mapped export: name the file and the row in it
+            files, lines = frame[SOURCE_FILE].iloc[shown], frame[SOURCE_ROW].iloc[shown]
+            parts = [f"{f} row {int(r)} ({key}={_show(k)})" for f, r, k in zip(files, lines, keys)]
+        else:
+            parts = [f"row {int(r)} ({key}={_show(k)})" for r, k in zip(shown, keys)]
         more = f" and {self.count - len(shown)} more" if self.count > len(shown) else ""
         noun = "row" if self.count == 1 else "rows"
         return (
@@ -188,15 +315,21 @@ class ValidationReport:
         return [v.describe(self.tables[v.table]) for v in self.violations]
 
     def split(self) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
-        """(clean, quarantined) tables; quarantined rows carry ``source_row`` and ``quarantine_reason``."""
+        """(clean, quarantined) tables; quarantined rows carry ``source_row`` (and, from a
+        mapped export, ``source_file``) and ``quarantine_reason``."""
         clean, quarantined = {}, {}
         for name, frame in self.tables.items():
             bad = self.failing_rows(name)
             mask = np.zeros(len(frame), dtype=bool)
             mask[bad] = True
-            clean[name] = frame.loc[~mask].reset_index(drop=True)
-            q = frame.loc[mask].copy()
-            q.insert(0, "source_row", bad.astype(np.int64))
+            body = frame.drop(columns=[c for c in PROVENANCE if c in frame.columns])
+            clean[name] = body.loc[~mask].reset_index(drop=True)
+            q = body.loc[mask].copy()
+            if SOURCE_FILE in frame.columns:
+                q.insert(0, "source_row", frame[SOURCE_ROW].to_numpy()[bad].astype(np.int64))
+                q.insert(0, "source_file", frame[SOURCE_FILE].to_numpy()[bad].astype(object))
+            else:
+                q.insert(0, "source_row", bad.astype(np.int64))
             q["quarantine_reason"] = self.reasons(name).reindex(bad).to_numpy()
             quarantined[name] = q.reset_index(drop=True)
         return clean, quarantined
@@ -243,25 +376,115 @@ def _frame_of(table) -> pd.DataFrame:
     return table.to_pandas(integer_object_nulls=True)
 
 
-def type_table(name: str, raw: pd.DataFrame) -> tuple[pd.DataFrame, list[Violation]]:
+@dataclass(frozen=True)
+class TimestampFormat:
+    """How a timestamp column is written in an export.
+
+    ``format``: ``iso8601`` (the default), ``epoch_s`` / ``epoch_ms`` (seconds / milliseconds
+    since 1970-01-01 UTC), or ``strftime`` pattern(s) such as ``%d/%m/%Y %H:%M`` (day first),
+    several tried in order (``("%d/%m/%Y %H:%M", "%d/%m/%Y")``). ``timezone``: the zone of
+    values written without an offset (default UTC), e.g. ``America/Sao_Paulo``; values with
+    an offset are converted whatever it says.
+    """
+
+    format: str | tuple[str, ...] = "iso8601"
+    timezone: str = "UTC"
+
+    def __post_init__(self):
+        import zoneinfo
+
+        patterns = self.patterns
+        if not patterns or not all(isinstance(p, str) and p for p in patterns):
+            raise ValueError(f"timestamp format must be iso8601, epoch_s, epoch_ms or strftime pattern(s), "
+                             f"got {self.format!r}")
+        special = [p for p in patterns if p in ("iso8601", "epoch_s", "epoch_ms")]
+        if special and len(patterns) > 1:
+            raise ValueError(f"{special[0]} cannot be combined with other formats, got {self.format!r}")
+        bad = [p for p in patterns if not special and "%" not in p]
+        if bad:
+            raise ValueError(f"timestamp format {bad[0]!r} is neither iso8601, epoch_s, epoch_ms nor a strftime "
+                             "pattern such as %d/%m/%Y")
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+            raise ValueError(f"unknown time zone {self.timezone!r} (use an IANA name such as Europe/Berlin)") from exc
+
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        return (self.format,) if isinstance(self.format, str) else tuple(self.format)
+
+    @property
+    def expected(self) -> str:
+        what = {"iso8601": "an ISO 8601 timestamp", "epoch_s": "seconds since 1970 (epoch_s)",
+                "epoch_ms": "milliseconds since 1970 (epoch_ms)"}.get(
+            self.patterns[0], f"a timestamp in format {' or '.join(self.patterns)}")
+        zone = f" (naive times in {self.timezone})" if self.timezone != "UTC" else ""
+        return f"not {what}{zone}"
+
+    def parse(self, col: pd.Series) -> pd.Series:
+        """The cells as UTC timestamps (microseconds); NaT where a cell does not parse."""
+        if isinstance(col.dtype, pd.DatetimeTZDtype):
+            return col.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+        if pd.api.types.is_datetime64_dtype(col.dtype):
+            return self._localize(col).astype("datetime64[us, UTC]")
+        first = self.patterns[0]
+        if first in ("epoch_s", "epoch_ms"):
+            num = pd.to_numeric(col, errors="coerce").astype("float64")
+            unit = "s" if first == "epoch_s" else "ms"
+            return pd.to_datetime(num.where(np.isfinite(num)), unit=unit, utc=True, errors="coerce").astype(
+                "datetime64[us, UTC]")
+        text = col.astype("object").where(col.notna())
+        if first == "iso8601":
+            parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601").astype("datetime64[us, UTC]")
+            if self.timezone != "UTC":  # values without an offset are local times of the zone
+                naive = ~text.astype("str").str.contains(r"(?:Z|[+-]\d\d:?\d\d)\s*$", regex=True, na=False)
+                parsed[naive] = self._localize(parsed[naive].dt.tz_localize(None)).astype("datetime64[us, UTC]")
+            return parsed
+        out = pd.Series(pd.NaT, index=col.index, dtype="datetime64[us, UTC]")
+        for pattern in self.patterns:
+            todo = out.isna() & text.notna()
+            if not todo.any():
+                break
+            parsed = pd.to_datetime(text[todo], format=pattern, errors="coerce")
+            if isinstance(parsed.dtype, pd.DatetimeTZDtype):  # the pattern has %z
+                parsed = parsed.dt.tz_convert("UTC")
+            elif len(parsed):
+                parsed = self._localize(parsed)
+            out[todo] = parsed.astype("datetime64[us, UTC]")
+        return out
+
+    def _localize(self, naive: pd.Series) -> pd.Series:
+        # Ambiguous local times (the hour repeated when clocks go back) are read as standard
+        # time; times skipped when clocks go forward move forward to the first valid time.
+        return naive.dt.tz_localize(self.timezone, ambiguous=np.zeros(len(naive), dtype=bool),
+                                    nonexistent="shift_forward").dt.tz_convert("UTC")
+
+
+ISO8601 = TimestampFormat()
+
+
+def type_table(name: str, raw: pd.DataFrame, contract: Contract | None = None,
+               formats: dict[str, TimestampFormat] | None = None) -> tuple[pd.DataFrame, list[Violation]]:
     """Cast a raw table to the contract dtypes; cells that do not parse become violations.
 
-    Naive timestamps are taken as UTC; zoned ones are converted to UTC.
+    Timestamps are read by ``formats[column]`` (default ISO 8601, naive values in UTC);
+    zoned ones are converted to UTC.
     """
-    missing = [c.name for c in COLUMNS[name] if c.required and c.name not in raw.columns]
+    columns = (contract or DEFAULT_CONTRACT).columns(name)
+    missing = [c.name for c in columns if c.required and c.name not in raw.columns]
     if missing:
         raise ContractError(
             f"{name}: required column(s) missing: {', '.join(missing)} "
-            f"(found: {', '.join(map(str, raw.columns))})"
+            f"(found: {', '.join(str(c) for c in raw.columns if c not in PROVENANCE)})"
         )
     frame = raw.reset_index(drop=True).copy()
     violations: list[Violation] = []
-    for spec in COLUMNS[name]:
+    for spec in columns:
         if spec.name not in frame.columns:
             frame[spec.name] = pd.Series([None] * len(frame), dtype=_empty_dtype(spec.kind))
             continue
         col = frame[spec.name]
-        typed, bad_message = _cast(col, spec.kind)
+        typed, bad_message = _cast(col, spec.kind, (formats or {}).get(spec.name, ISO8601))
         bad = col.notna().to_numpy() & typed.isna().to_numpy()
         if bad.any():
             violations.append(Violation(name, spec.name, "type", bad_message, np.flatnonzero(bad)))
@@ -273,16 +496,11 @@ def _empty_dtype(kind: str):
     return {"string": "str", "timestamp": "datetime64[us, UTC]", "integer": "Int64", "number": "float64"}[kind]
 
 
-def _cast(col: pd.Series, kind: str) -> tuple[pd.Series, str]:
+def _cast(col: pd.Series, kind: str, timestamp: TimestampFormat = ISO8601) -> tuple[pd.Series, str]:
     if kind == "string":
         return col.astype("str").where(col.notna()), "not text"
     if kind == "timestamp":
-        if isinstance(col.dtype, pd.DatetimeTZDtype):
-            return col.dt.tz_convert("UTC").astype("datetime64[us, UTC]"), "not a timestamp"
-        if pd.api.types.is_datetime64_dtype(col.dtype):
-            return col.dt.tz_localize("UTC").astype("datetime64[us, UTC]"), "not a timestamp"
-        parsed = pd.to_datetime(col, utc=True, errors="coerce", format="ISO8601")
-        return parsed.astype("datetime64[us, UTC]"), "not an ISO 8601 timestamp"
+        return timestamp.parse(col), timestamp.expected
     if kind == "integer":
         num = pd.to_numeric(col, errors="coerce")
         whole = num.where(np.isfinite(num) & (num == np.round(num)))
@@ -304,37 +522,52 @@ def _vocabulary(values) -> pa.Check:
     return pa.Check.isin(values, name="vocabulary", error=f"unknown value (allowed: {shown})")
 
 
-SCHEMAS: dict[str, pa.DataFrameSchema] = {
-    "leads": pa.DataFrameSchema(
-        {
-            "lead_id": pa.Column(nullable=False, unique=True),
-            "created_at": pa.Column(nullable=False),
-            "seniority": pa.Column(checks=_vocabulary(SENIORITY_LEVELS), nullable=True),
-            "department": pa.Column(checks=_vocabulary(DEPARTMENTS), nullable=True),
-            "company_size": pa.Column(
-                checks=pa.Check.ge(1, name="positive", error="employees must be >= 1"), nullable=True
-            ),
-            "email_domain_type": pa.Column(checks=_vocabulary(EMAIL_DOMAIN_TYPES), nullable=True),
-        }
-    ),
-    "activities": pa.DataFrameSchema(
-        {
-            "lead_id": pa.Column(nullable=False),
-            "occurred_at": pa.Column(nullable=False),
-            "activity_type": pa.Column(checks=_vocabulary(ACTIVITY_TYPES), nullable=False),
-        }
-    ),
-    "lifecycle": pa.DataFrameSchema(
-        {
-            "lead_id": pa.Column(nullable=False),
-            "stage": pa.Column(checks=_vocabulary(STAGES), nullable=False),
-            "occurred_at": pa.Column(nullable=False),
-            "amount": pa.Column(
-                checks=pa.Check.ge(0, name="non_negative", error="amount must be >= 0"), nullable=True
-            ),
-        }
-    ),
-}
+@functools.lru_cache(maxsize=16)
+def _schemas(contract: Contract) -> dict[str, pa.DataFrameSchema]:
+    """The per-table pandera schemas of a contract (cached: contracts are immutable)."""
+    schemas = {
+        "leads": pa.DataFrameSchema(
+            {
+                "lead_id": pa.Column(nullable=False, unique=True),
+                "created_at": pa.Column(nullable=False),
+                "seniority": pa.Column(checks=_vocabulary(SENIORITY_LEVELS), nullable=True),
+                "department": pa.Column(checks=_vocabulary(DEPARTMENTS), nullable=True),
+                "company_size": pa.Column(
+                    checks=pa.Check.ge(1, name="positive", error="employees must be >= 1"), nullable=True
+                ),
+                "email_domain_type": pa.Column(checks=_vocabulary(EMAIL_DOMAIN_TYPES), nullable=True),
+            }
+        ),
+        "activities": pa.DataFrameSchema(
+            {
+                "lead_id": pa.Column(nullable=False),
+                "occurred_at": pa.Column(nullable=False),
+                "activity_type": pa.Column(checks=_vocabulary(contract.kinds), nullable=False),
+            }
+        ),
+        "lifecycle": pa.DataFrameSchema(
+            {
+                "lead_id": pa.Column(nullable=False),
+                "stage": pa.Column(checks=_vocabulary(STAGES), nullable=False),
+                "occurred_at": pa.Column(nullable=False),
+                "amount": pa.Column(
+                    checks=pa.Check.ge(0, name="non_negative", error="amount must be >= 0"), nullable=True
+                ),
+            }
+        ),
+    }
+    if contract.history_attributes:
+        schemas[HISTORY] = pa.DataFrameSchema(
+            {
+                "lead_id": pa.Column(nullable=False),
+                "attribute": pa.Column(checks=_vocabulary(contract.history_attributes), nullable=False),
+                "valid_from": pa.Column(nullable=False),
+            }
+        )
+    return schemas
+
+
+SCHEMAS: dict[str, pa.DataFrameSchema] = _schemas(DEFAULT_CONTRACT)
 
 _PANDERA_RULES = {
     "not_nullable": ("required", "required value is missing"),
@@ -342,9 +575,10 @@ _PANDERA_RULES = {
 }
 
 
-def _schema_violations(name: str, frame: pd.DataFrame, already_bad: dict[str, set]) -> list[Violation]:
+def _schema_violations(name: str, frame: pd.DataFrame, already_bad: dict[str, set],
+                       contract: Contract = DEFAULT_CONTRACT) -> list[Violation]:
     try:
-        SCHEMAS[name].validate(frame, lazy=True)
+        contract.schema(name).validate(frame, lazy=True)
         return []
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases
@@ -360,13 +594,13 @@ def _schema_violations(name: str, frame: pd.DataFrame, already_bad: dict[str, se
         if check in _PANDERA_RULES:
             rule, message = _PANDERA_RULES[check]
         else:
-            rule, message = _check_rule(name, column, check)
+            rule, message = _check_rule(contract.schema(name), column, check)
         out.append(Violation(name, column, rule, message, rows))
     return out
 
 
-def _check_rule(table: str, column: str, check: str) -> tuple[str, str]:
-    for c in SCHEMAS[table].columns[column].checks:
+def _check_rule(schema: pa.DataFrameSchema, column: str, check: str) -> tuple[str, str]:
+    for c in schema.columns[column].checks:
         if c.error == check or c.name == check:
             return c.name, c.error
     return check, check
@@ -421,6 +655,8 @@ class LeadKeys:
 
 
 def _reference_violations(name: str, frame: pd.DataFrame, keys: LeadKeys) -> list[Violation]:
+    """known_lead, lead_quarantined and (for events) after_lead_created. Attribute history
+    rows may predate the lead's creation in the CRM (an imported record keeps its values)."""
     import pyarrow.compute as pc
 
     out = []
@@ -437,6 +673,8 @@ def _reference_violations(name: str, frame: pd.DataFrame, keys: LeadKeys) -> lis
             Violation(name, "lead_id", "lead_quarantined", "its lead failed the contract", np.flatnonzero(quarantined))
         )
 
+    if name == HISTORY:
+        return out
     col = TIME_COLUMN[name]
     early = _naive_utc(frame[col]) < keys.created[at]  # NaT compares False
     if early.any():
@@ -457,44 +695,111 @@ def utc_timestamp(value) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-def _table_violations(name: str, raw: pd.DataFrame, now: pd.Timestamp) -> tuple[pd.DataFrame, list[Violation]]:
+def _table_violations(name: str, raw: pd.DataFrame, now: pd.Timestamp, contract: Contract = DEFAULT_CONTRACT,
+                      formats: dict[str, TimestampFormat] | None = None) -> tuple[pd.DataFrame, list[Violation]]:
     """Type one table and check its own rows (types, required values, vocabularies, ranges,
     uniqueness, not in the future); the rules that read other tables come after."""
-    frame, type_bad = type_table(name, raw)
+    frame, type_bad = type_table(name, raw, contract, formats)
     already = {}
     for v in type_bad:
         already.setdefault(v.column, set()).update(v.rows.tolist())
-    return frame, type_bad + _schema_violations(name, frame, already) + _time_violations(name, frame, now)
+    found = type_bad + _schema_violations(name, frame, already, contract) + _time_violations(name, frame, now)
+    if name == HISTORY:
+        found += _history_violations(frame, contract)
+    return frame, found
 
 
-def validate_tables(raw: dict[str, pd.DataFrame], now: pd.Timestamp | None = None) -> ValidationReport:
-    """Check the three tables against the contract. ``now`` bounds timestamps (default: current UTC time)."""
-    return _validate(raw, now)[0]
+def _history_violations(frame: pd.DataFrame, contract: Contract) -> list[Violation]:
+    """Two values of one attribute at one moment cannot both hold; a numeric attribute's value
+    must be a number."""
+    out = []
+    keys = frame[["lead_id", "attribute", "valid_from"]]
+    twice = keys.notna().all(axis=1).to_numpy() & keys.duplicated(keep=False).to_numpy()
+    if twice.any():
+        out.append(Violation(HISTORY, "valid_from", "unique_change",
+                             "two values of one attribute of one lead at the same moment", np.flatnonzero(twice)))
+    numeric = frame["attribute"].isin(contract.numeric_attributes).to_numpy()
+    value = frame["value"]
+    parsed = pd.to_numeric(value.where(numeric), errors="coerce")
+    bad = numeric & value.notna().to_numpy() & parsed.isna().to_numpy()
+    if bad.any():
+        out.append(Violation(HISTORY, "value", "type", "not a number (the attribute is numeric)", np.flatnonzero(bad)))
+    return out
 
 
-def _validate(raw: dict[str, pd.DataFrame], now: pd.Timestamp | None) -> tuple[ValidationReport, LeadKeys]:
+def validate_tables(raw: dict[str, pd.DataFrame], now: pd.Timestamp | None = None, contract: Contract | None = None,
+                    formats: dict[str, dict[str, TimestampFormat]] | None = None) -> ValidationReport:
+    """Check the tables against the contract (the built-in one by default). ``now`` bounds
+    timestamps (default: current UTC time); ``formats``: per table, how timestamp columns are
+    written."""
+    return _validate(raw, now, contract or DEFAULT_CONTRACT, formats or {})[0]
+
+
+def _validate(raw: dict[str, pd.DataFrame], now: pd.Timestamp | None, contract: Contract,
+              formats: dict[str, dict[str, TimestampFormat]]) -> tuple[ValidationReport, LeadKeys]:
     """:func:`validate_tables`, and the lead keys its reference checks used."""
     now = pd.Timestamp.now(tz="UTC") if now is None else utc_timestamp(now)
     typed: dict[str, pd.DataFrame] = {}
     violations: list[Violation] = []
-    for name in TABLES:
-        typed[name], found = _table_violations(name, raw[name], now)
+    for name in contract.tables:
+        typed[name], found = _table_violations(name, raw[name], now, contract, formats.get(name))
         violations += found
 
     report = ValidationReport(tables=typed, violations=violations)
     keys = LeadKeys.of(typed["leads"], report.failing_rows("leads"))
-    for name in ("activities", "lifecycle"):
+    for name in contract.tables[1:]:
         report.violations += _reference_violations(name, typed[name], keys)
     return report, keys
 
 
-def validate_dir(data_dir: Path | str, now: pd.Timestamp | None = None) -> ValidationReport:
-    return validate_tables({name: read_raw(data_dir, name) for name in TABLES}, now=now)
+class ContractDirectory:
+    """The plain data source: one directory holding leads, activities and lifecycle as
+    ``.parquet`` or ``.csv`` files with the contract's columns and values. (A CRM export of
+    another shape is read through a source mapping, :mod:`leadscore.data.sources`; both
+    offer the same methods.)"""
+
+    contract = DEFAULT_CONTRACT
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return str(self.path)
+
+    def read(self, name: str) -> pd.DataFrame:
+        return read_raw(self.path, name)
+
+    def batches(self, name: str, batch_rows: int):
+        return _raw_batches(self.path, name, batch_rows)
+
+    def formats(self, name: str) -> dict[str, TimestampFormat]:
+        return {}
+
+    def notes(self) -> list[str]:
+        return []
 
 
-def load_clean(data_dir: Path | str, now: pd.Timestamp | None = None) -> tuple[dict[str, pd.DataFrame], ValidationReport]:
-    """Read, type and validate a data directory; return the clean tables and the report."""
-    report = validate_dir(data_dir, now=now)
+def as_source(data):
+    """A data source: a mapped export (anything with ``read``/``batches``/``formats``/``contract``)
+    as it is, a path as a :class:`ContractDirectory`."""
+    return data if hasattr(data, "batches") and hasattr(data, "contract") else ContractDirectory(data)
+
+
+def validate_source(source, now: pd.Timestamp | None = None) -> ValidationReport:
+    source = as_source(source)
+    tables = source.contract.tables
+    return validate_tables({name: source.read(name) for name in tables}, now=now, contract=source.contract,
+                           formats={name: source.formats(name) for name in tables})
+
+
+def validate_dir(data_dir, now: pd.Timestamp | None = None) -> ValidationReport:
+    """:func:`validate_source` of a data directory (or any source)."""
+    return validate_source(data_dir, now)
+
+
+def load_clean(data, now: pd.Timestamp | None = None) -> tuple[dict[str, pd.DataFrame], ValidationReport]:
+    """Read, type and validate a data directory or source; return the clean tables and the report."""
+    report = validate_source(data, now=now)
     clean, _ = report.split()
     return clean, report
 
@@ -538,18 +843,19 @@ def _raw_batches(data_dir: Path | str, name: str, batch_rows: int):
         raise ContractError(f"{name}: cannot read {path}: {exc}") from exc
 
 
-def _write_clean(frame: pd.DataFrame, name: str, writer):
-    table = pa_types.Table.from_pandas(frame[[c.name for c in COLUMNS[name]]], preserve_index=False)
-    writer.write_table(table.cast(ARROW_SCHEMAS[name]).replace_schema_metadata(None))
+def _write_clean(frame: pd.DataFrame, name: str, writer, contract: Contract = DEFAULT_CONTRACT):
+    table = pa_types.Table.from_pandas(frame[[c.name for c in contract.columns(name)]], preserve_index=False)
+    writer.write_table(table.cast(contract.arrow_schema(name)).replace_schema_metadata(None))
 
 
-def stage_clean(data_dir: Path | str, out_dir: Path | str, now: pd.Timestamp | None = None,
+def stage_clean(data, out_dir: Path | str, now: pd.Timestamp | None = None,
                 batch_rows: int = 1_000_000) -> StagedTables:
     """Validate like :func:`load_clean`, holding at most ``batch_rows`` activities in memory.
 
-    Leads and lifecycle events are checked whole (their rules compare rows); activities, the
-    big table, batch by batch - every activity rule reads one row and the leads, so the result
-    is the one :func:`load_clean` gives. Clean rows go to ``out_dir/<table>.parquet``;
+    ``data``: a data directory or a source (:func:`as_source`). Leads, lifecycle events (and
+    attribute history) are checked whole (their rules compare rows); activities, the big
+    table, batch by batch - every activity rule reads one row and the leads, so the result is
+    the one :func:`load_clean` gives. Clean rows go to ``out_dir/<table>.parquet``;
     quarantined rows keep their position in the file as read (``source_row``) and their reasons.
     """
     import pyarrow.parquet as pq
@@ -558,30 +864,35 @@ def stage_clean(data_dir: Path | str, out_dir: Path | str, now: pd.Timestamp | N
 
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
+    source = as_source(data)
+    contract = source.contract
     now = pd.Timestamp.now(tz="UTC") if now is None else utc_timestamp(now)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # leads and lifecycle whole; activities stand in as an empty table of the contract columns
     empty = pd.DataFrame({c.name: pd.Series(dtype="str") for c in COLUMNS["activities"] if c.required})
-    report, keys = _validate({"leads": read_raw(data_dir, "leads"), "activities": empty,
-                             "lifecycle": read_raw(data_dir, "lifecycle")}, now)
+    whole = [name for name in contract.tables if name != "activities"]
+    report, keys = _validate({**{name: source.read(name) for name in whole}, "activities": empty}, now, contract,
+                             {name: source.formats(name) for name in contract.tables})
     clean, quarantined = report.split()
     counts = report.counts()
-    paths = {name: out_dir / f"{name}.parquet" for name in TABLES}
-    for name in ("leads", "lifecycle"):
-        with pq.ParquetWriter(paths[name], ARROW_SCHEMAS[name], **PARQUET_OPTIONS) as writer:
-            _write_clean(clean[name], name, writer)
+    paths = {name: out_dir / f"{name}.parquet" for name in contract.tables}
+    for name in whole:
+        with pq.ParquetWriter(paths[name], contract.arrow_schema(name), **PARQUET_OPTIONS) as writer:
+            _write_clean(clean[name], name, writer, contract)
 
     parts, offset, n_bad = [], 0, 0
-    with pq.ParquetWriter(paths["activities"], ARROW_SCHEMAS["activities"], **PARQUET_OPTIONS) as writer:
-        for raw in _raw_batches(data_dir, "activities", batch_rows):
-            frame, found = _table_violations("activities", raw, now)
+    formats = source.formats("activities")
+    with pq.ParquetWriter(paths["activities"], contract.arrow_schema("activities"), **PARQUET_OPTIONS) as writer:
+        for raw in source.batches("activities", batch_rows):
+            frame, found = _table_violations("activities", raw, now, contract, formats)
             found += _reference_violations("activities", frame, keys)
             good, bad = ValidationReport(tables={"activities": frame}, violations=found).split()
-            _write_clean(good["activities"], "activities", writer)
+            _write_clean(good["activities"], "activities", writer, contract)
             if len(bad["activities"]):
                 q = bad["activities"]
-                q["source_row"] += offset
+                if SOURCE_FILE not in frame.columns:  # positions in the table as read
+                    q["source_row"] += offset
                 parts.append(q)
                 n_bad += len(q)
             offset += len(frame)
