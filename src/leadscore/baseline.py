@@ -23,8 +23,21 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.isotonic import IsotonicRegression
 
 from leadscore.config import ConfigError, load_yaml
-from leadscore.contract import ACTIVITY_TYPES, DEPARTMENTS, EMAIL_DOMAIN_TYPES, SENIORITY_LEVELS
-from leadscore.features import TableSource, _quote, _resolve_pairs, _with_as_of
+from leadscore.contract import (
+    DEFAULT_CONTRACT,
+    DEPARTMENTS,
+    EMAIL_DOMAIN_TYPES,
+    SENIORITY_LEVELS,
+    Contract,
+)
+from leadscore.features import (
+    TableSource,
+    _quote,
+    _resolve_pairs,
+    _with_as_of,
+    attribute_sql,
+    history_sql,
+)
 
 FIT_ATTRIBUTES = {  # attribute -> vocabulary (None: open vocabulary)
     "seniority": SENIORITY_LEVELS,
@@ -120,8 +133,13 @@ def _keys(mapping, allowed: set[str], where: str) -> dict:
     return mapping
 
 
-def parse_rules(raw: dict, source: str = "<rules>", lines: dict | None = None) -> RuleSet:
+def parse_rules(raw: dict, source: str = "<rules>", lines: dict | None = None,
+                contract: Contract = DEFAULT_CONTRACT) -> RuleSet:
+    """A RuleSet from parsed YAML; attributes and activity kinds are checked against
+    ``contract`` (a source's declared attributes and kinds are allowed too)."""
     lines = lines or {}
+    categorical = {**FIT_ATTRIBUTES, **{a.name: None for a in contract.attributes if a.kind == "categorical"}}
+    numeric = (*NUMERIC_ATTRIBUTES, *(a.name for a in contract.attributes if a.kind == "numeric"))
     _keys(raw, _TOP, source)
     for required in ("fit", "engagement", "thresholds"):
         if required not in raw:
@@ -138,11 +156,11 @@ def parse_rules(raw: dict, source: str = "<rules>", lines: dict | None = None) -
         w = where("fit", i, rule)
         _keys(rule, {"name", "attribute", "values", "range", "points"}, w)
         attribute = rule.get("attribute")
-        if attribute not in FIT_ATTRIBUTES and attribute not in NUMERIC_ATTRIBUTES:
+        if attribute not in categorical and attribute not in numeric:
             raise ConfigError(f"{w}: unknown attribute {attribute!r}; known: "
-                              f"{', '.join(sorted([*FIT_ATTRIBUTES, *NUMERIC_ATTRIBUTES]))}")
+                              f"{', '.join(sorted([*categorical, *numeric]))}")
         values, rng = rule.get("values"), rule.get("range")
-        if attribute in NUMERIC_ATTRIBUTES:
+        if attribute in numeric:
             if values is not None or not isinstance(rng, list) or len(rng) != 2:
                 raise ConfigError(f"{w}: {attribute} is numeric: give range: [min, max]")
             lo, hi = (_number(v, f"{w}: range") for v in rng)
@@ -152,7 +170,7 @@ def parse_rules(raw: dict, source: str = "<rules>", lines: dict | None = None) -
         else:
             if rng is not None or not isinstance(values, list) or not values:
                 raise ConfigError(f"{w}: {attribute} is categorical: give values: [...]")
-            vocabulary = FIT_ATTRIBUTES[attribute]
+            vocabulary = categorical[attribute]
             if vocabulary is not None:
                 unknown = [v for v in values if v not in vocabulary]
                 if unknown:
@@ -169,8 +187,8 @@ def parse_rules(raw: dict, source: str = "<rules>", lines: dict | None = None) -
         w = where("engagement", i, rule)
         _keys(rule, {"name", "activity", "points", "window_days", "cap", "half_life_days"}, w)
         activity = rule.get("activity")
-        if activity not in ACTIVITY_TYPES:
-            raise ConfigError(f"{w}: unknown activity type {activity!r}; known: {', '.join(ACTIVITY_TYPES)}")
+        if activity not in contract.kinds:
+            raise ConfigError(f"{w}: unknown activity type {activity!r}; known: {', '.join(contract.kinds)}")
         hl = _number(rule["half_life_days"], f"{w}: half_life_days", allow_none=True, non_negative=True) \
             if "half_life_days" in rule else default_hl
         if hl == 0:
@@ -208,10 +226,10 @@ def parse_rules(raw: dict, source: str = "<rules>", lines: dict | None = None) -
         mql_threshold=mql, sql_threshold=sql, grid_fit=grid_fit, grid_engagement=grid_eng, source=source)
 
 
-def load_rules(path: Path | str) -> RuleSet:
+def load_rules(path: Path | str, contract: Contract = DEFAULT_CONTRACT) -> RuleSet:
     path = Path(path)
     raw = load_yaml(path)
-    return parse_rules(raw, str(path), _rule_lines(path.read_text()))
+    return parse_rules(raw, str(path), _rule_lines(path.read_text()), contract)
 
 
 # ---------------------------------------------------------------------------
@@ -251,6 +269,7 @@ def score_baseline(
     as_of=None,
     rule_points: bool = False,
     explain: bool = True,
+    contract: Contract = DEFAULT_CONTRACT,
 ) -> pd.DataFrame:
     """Baseline points per (lead, as_of), from data strictly before as_of.
 
@@ -258,15 +277,20 @@ def score_baseline(
     ``baseline_tier`` (lead / MQL / SQL), ``grid`` (e.g. ``B2``) and ``fired_rules`` ("name
     +points (count x)" joined by "; ", largest first). With ``rule_points`` also one column per
     rule, ``rule: NAME``, with its (capped) points. ``explain=False`` skips ``fired_rules``
-    (building the text is the slow part on millions of training examples).
+    (building the text is the slow part on millions of training examples). ``contract``: the
+    data source's; attributes its attribute history covers are read as they were at as_of.
     """
-    con, frame = _resolve_pairs(tables, pairs, as_of)
+    con, frame = _resolve_pairs(tables, pairs, as_of, contract)
     con.register("_pairs", frame)
     try:
-        attrs = ", ".join(f"l.{_quote(a)}" for a in [*FIT_ATTRIBUTES, *NUMERIC_ATTRIBUTES])
+        used = list(dict.fromkeys(r.attribute for r in rules.fit_rules))
+        attrs = "".join(f", {attribute_sql(contract, a)} AS {_quote(a)}" for a in used)
+        history_cte, history_join = history_sql(contract)
         base = con.execute(f"""
-            SELECT p.lead_id, p.as_of_us, {attrs}
+            WITH {history_cte.strip().rstrip(",") or "_none AS (SELECT 1)"}
+            SELECT p.lead_id, p.as_of_us{attrs}
             FROM _pairs p JOIN leads l ON l.lead_id = p.lead_id AND epoch_us(l.created_at) < p.as_of_us
+            {history_join}
         """).df()
         eng = con.execute(_engagement_sql(rules)).df()
     finally:

@@ -10,10 +10,12 @@ pandas); numpy only pivots the per-(pair, kind) aggregates into columns.
 Feature groups (see :func:`feature_catalogue` for every column):
 
 * **fit** - who the lead is: seniority, department, company-size band, industry, country,
-  region, lead source, e-mail domain type. Missing values are the category ``"missing"``.
+  region, lead source, e-mail domain type, and the attributes a source declares (landing
+  page, plan, ...). Missing values are the category ``"missing"``. With an attribute history
+  table, the attributes it covers are read as they were at as_of, not as they are now.
 * **engagement** - what the lead did and how sales treated it so far: counts per activity
-  kind in 7/30/90-day windows, recency, decay-weighted engagement, velocity, breadth,
-  e-mail engagement, negative signals, lead age, lifecycle history.
+  kind (built-in and declared) in 7/30/90-day windows, recency, decay-weighted engagement,
+  velocity, breadth, e-mail engagement, negative signals, lead age, lifecycle history.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from leadscore.contract import ACTIVITY_TYPES, COLUMNS, utc_timestamp
+from leadscore.contract import DEFAULT_CONTRACT, HISTORY, Contract, utc_timestamp
 
 MISSING = "missing"
 US_PER_DAY = 86_400_000_000
@@ -69,16 +71,35 @@ class FeatureConfig:
     half_life_days: float = 14.0
     hand_raiser_types: tuple[str, ...] = HAND_RAISER_TYPES
     recency_types: tuple[str, ...] = RECENCY_TYPES
+    contract: Contract = DEFAULT_CONTRACT  # the data source's declarations (never from the YAML)
 
     def __post_init__(self):
         if not self.windows_days or any(int(w) != w or w < 1 for w in self.windows_days):
             raise ValueError(f"windows_days must be positive whole days, got {self.windows_days!r}")
         if not self.half_life_days > 0:
             raise ValueError(f"half_life_days must be > 0, got {self.half_life_days!r}")
+        if not isinstance(self.contract, Contract):
+            raise ValueError("contract: custom attributes and activity kinds are declared in the source YAML, "
+                             "not in the features section")
         for name in ("hand_raiser_types", "recency_types"):
-            unknown = sorted(set(getattr(self, name)) - set(ACTIVITY_TYPES))
+            unknown = sorted(set(getattr(self, name)) - set(self.contract.kinds))
             if unknown:
-                raise ValueError(f"{name}: unknown activity types {unknown}; known: {sorted(ACTIVITY_TYPES)}")
+                raise ValueError(f"{name}: unknown activity types {unknown}; known: {sorted(self.contract.kinds)}")
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        """Activity kinds with features of their own: the built-in ones and the declared ones."""
+        return self.contract.kinds
+
+    @property
+    def hand_raisers(self) -> tuple[str, ...]:
+        declared = tuple(k.name for k in self.contract.activity_kinds if k.hand_raiser)
+        return tuple(dict.fromkeys((*self.hand_raiser_types, *declared)))
+
+    @property
+    def recency_kinds(self) -> tuple[str, ...]:
+        declared = tuple(k.name for k in self.contract.activity_kinds)
+        return tuple(dict.fromkeys((*self.recency_types, *declared)))
 
 
 @dataclass(frozen=True)
@@ -117,10 +138,16 @@ def _recency_name(kind: str) -> str:
     return f"days_since_{kind}"
 
 
+def fit_features(config: FeatureConfig) -> tuple[FeatureSpec, ...]:
+    """The built-in fit features, then the source's declared attributes (name = attribute)."""
+    return FIT_FEATURES + tuple(FeatureSpec(a.name, "fit", a.kind, a.description or a.display)
+                                for a in config.contract.attributes)
+
+
 def engagement_features(config: FeatureConfig) -> tuple[FeatureSpec, ...]:
     specs = []
     for window in config.windows_days:
-        for kind, what in ACTIVITY_TYPES.items():
+        for kind, what in config.kinds.items():
             specs.append(FeatureSpec(_count_name(kind, window), "engagement", "count",
                                      f"times the lead {what.split(' (')[0]} in the last {window} days"))
         specs.append(FeatureSpec(f"n_activities_{window}d", "engagement", "count",
@@ -130,13 +157,13 @@ def engagement_features(config: FeatureConfig) -> tuple[FeatureSpec, ...]:
         FeatureSpec("n_activities_total", "engagement", "count", "activities of any kind since the lead was created"),
         FeatureSpec("days_since_last_activity", "engagement", "numeric", "days since the latest activity (empty if none)"),
         FeatureSpec("days_since_last_hand_raiser", "engagement", "numeric",
-                    "days since the latest hand-raiser action: " + ", ".join(config.hand_raiser_types)
+                    "days since the latest hand-raiser action: " + ", ".join(config.hand_raisers)
                     + " (empty if none)"),
     ]
     specs += [
         FeatureSpec(_recency_name(kind), "engagement", "numeric",
-                    f"days since the lead last {ACTIVITY_TYPES[kind].split(' (')[0]} (empty if never)")
-        for kind in config.recency_types
+                    f"days since the lead last {config.kinds[kind].split(' (')[0]} (empty if never)")
+        for kind in config.recency_kinds
     ]
     specs += [
         FeatureSpec("n_hand_raiser_total", "engagement", "count", "hand-raiser actions since the lead was created"),
@@ -167,7 +194,8 @@ def engagement_features(config: FeatureConfig) -> tuple[FeatureSpec, ...]:
 
 
 def feature_specs(config: FeatureConfig | None = None) -> tuple[FeatureSpec, ...]:
-    return FIT_FEATURES + engagement_features(config or FeatureConfig())
+    config = config or FeatureConfig()
+    return fit_features(config) + engagement_features(config)
 
 
 def feature_catalogue(config: FeatureConfig | None = None) -> pd.DataFrame:
@@ -180,6 +208,21 @@ def feature_names(config: FeatureConfig | None = None) -> list[str]:
     return [s.name for s in feature_specs(config)]
 
 
+# Fit features derived from another attribute.
+DERIVED_FROM = {"company_size_band": "company_size", "region": "country"}
+
+
+def point_in_time_features(config: FeatureConfig | None = None) -> list[str]:
+    """The features that cannot carry information from after as_of by construction: every
+    engagement feature (computed from timestamped events strictly before it) and the fit
+    attributes an attribute history gives as of then. The rest - lead attributes read at
+    their current value - can leak an outcome the CRM wrote back into them."""
+    config = config or FeatureConfig()
+    history = set(config.contract.history_attributes)
+    return [s.name for s in feature_specs(config)
+            if s.group == "engagement" or DERIVED_FROM.get(s.name, s.name) in history]
+
+
 # ---------------------------------------------------------------------------
 # DuckDB plumbing
 # ---------------------------------------------------------------------------
@@ -187,17 +230,20 @@ def feature_names(config: FeatureConfig | None = None) -> list[str]:
 TableSource = pd.DataFrame | str | Path
 
 
-def connect(tables: Mapping[str, TableSource]) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with views ``leads``, ``activities``, ``lifecycle``.
+def connect(tables: Mapping[str, TableSource], contract: Contract | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with views ``leads``, ``activities``, ``lifecycle`` (and
+    ``attribute_history`` when the contract has one).
 
     Each table is a DataFrame (contract-typed, e.g. from :func:`leadscore.contract.load_clean`)
-    or a Parquet path (a file or a glob), read in place.
+    or a Parquet path (a file or a glob), read in place. ``contract``: the source's (declared
+    attributes are columns of ``leads``); the built-in one by default.
     """
+    contract = contract or DEFAULT_CONTRACT
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     # Output order comes from ORDER BY; not keeping insertion order lets DuckDB stream and spill.
     con.execute("SET preserve_insertion_order = false")
-    for name in ("leads", "activities", "lifecycle"):
+    for name in contract.tables:
         if name not in tables:
             raise KeyError(f"missing table {name!r}")
         src = tables[name]
@@ -210,7 +256,7 @@ def connect(tables: Mapping[str, TableSource]) -> duckdb.DuckDBPyConnection:
         # Typed view of the contract columns: empty or object-typed inputs behave like typed ones,
         # and an absent optional column reads as NULL.
         cols = []
-        for spec in COLUMNS[name]:
+        for spec in contract.columns(name):
             sql_type = _SQL_TYPES[spec.kind]
             if spec.name in present:
                 cols.append(f"CAST({_quote(spec.name)} AS {sql_type}) AS {spec.name}")
@@ -220,6 +266,19 @@ def connect(tables: Mapping[str, TableSource]) -> duckdb.DuckDBPyConnection:
                 cols.append(f"CAST(NULL AS {sql_type}) AS {spec.name}")
         con.execute(f"CREATE VIEW {name} AS SELECT {', '.join(cols)} FROM {relation}")
     return con
+
+
+def check_source(config: FeatureConfig, contract: Contract) -> None:
+    """Refuse data whose source lacks what a model's features read (its attributes, its
+    attribute history); the message names what is missing."""
+    need = config.contract
+    have = {a.name: a.kind for a in contract.attributes}
+    missing = [f"attribute {a.name}" for a in need.attributes if have.get(a.name) != a.kind]
+    if need.history_attributes and set(need.history_attributes) != set(contract.history_attributes):
+        missing.append("an attribute history of " + ", ".join(need.history_attributes))
+    if missing:
+        raise ValueError(f"the model's features read {'; '.join(missing)}, which the data source does not declare "
+                         "(give the source YAML the model was trained with: --source)")
 
 
 _SQL_TYPES = {"string": "VARCHAR", "timestamp": "TIMESTAMPTZ", "integer": "BIGINT", "number": "DOUBLE"}
@@ -246,10 +305,11 @@ def _pairs_frame(pairs: pd.DataFrame) -> pd.DataFrame:
                          "as_of_us": as_of.astype("int64").to_numpy()})
 
 
-def _resolve_pairs(tables, pairs: pd.DataFrame | None, as_of) -> tuple[duckdb.DuckDBPyConnection, pd.DataFrame]:
+def _resolve_pairs(tables, pairs: pd.DataFrame | None, as_of,
+                   contract: Contract | None = None) -> tuple[duckdb.DuckDBPyConnection, pd.DataFrame]:
     """The connection and the (lead_id, as_of_us) frame to compute for: the given pairs (training)
     or every lead open at ``as_of`` (scoring) - exactly one of the two."""
-    con = tables if isinstance(tables, duckdb.DuckDBPyConnection) else connect(tables)
+    con = tables if isinstance(tables, duckdb.DuckDBPyConnection) else connect(tables, contract)
     if (pairs is None) == (as_of is None):
         raise ValueError("give exactly one of pairs= or as_of=")
     if pairs is None:
@@ -302,20 +362,59 @@ def _with_as_of(frame: pd.DataFrame) -> pd.DataFrame:
 # Features
 # ---------------------------------------------------------------------------
 
-def _fit_sql() -> str:
-    size = ["CASE WHEN l.company_size IS NULL THEN 'missing'"]
+def history_sql(contract: Contract) -> tuple[str, str]:
+    """(CTE, join) giving, per (lead_id, as_of_us) of ``_pairs``, the value of every
+    attribute the attribute history covers as it was at as_of: the latest change strictly
+    before it (a change made later is invisible). ("", "") without a history table."""
+    if not contract.history_attributes:
+        return "", ""
+    cols = ",\n                ".join(
+        f"arg_max_null(h.value, epoch_us(h.valid_from)) FILTER (WHERE h.attribute = {_sql_list([a])[1:-1]}) "
+        f"AS {_quote(a)}" for a in contract.history_attributes)
+    cte = f"""
+        as_of_values AS (
+            SELECT p.lead_id, p.as_of_us,
+                {cols}
+            FROM _pairs p JOIN {HISTORY} h ON h.lead_id = p.lead_id AND epoch_us(h.valid_from) < p.as_of_us
+            GROUP BY p.lead_id, p.as_of_us
+        ),"""
+    join = "LEFT JOIN as_of_values hv ON hv.lead_id = p.lead_id AND hv.as_of_us = p.as_of_us"
+    return cte, join
+
+
+def attribute_sql(contract: Contract, name: str) -> str:
+    """The SQL value of lead attribute ``name`` at as_of: from the attribute history when it
+    covers the attribute, else the leads table (``l``), typed as the contract types it."""
+    if name not in contract.history_attributes:
+        return f"l.{_quote(name)}"
+    value = f"hv.{_quote(name)}"
+    if name in contract.numeric_attributes:
+        return f"TRY_CAST({value} AS {'BIGINT' if name == 'company_size' else 'DOUBLE'})"
+    return value
+
+
+def _fit_sql(contract: Contract) -> str:
+    def attr(name: str) -> str:
+        return attribute_sql(contract, name)
+
+    size = [f"CASE WHEN {attr('company_size')} IS NULL THEN 'missing'"]
     for lo, hi in SIZE_BANDS:
-        size.append(f" WHEN l.company_size <= {hi} THEN '{lo}-{hi}'")
+        size.append(f" WHEN {attr('company_size')} <= {hi} THEN '{lo}-{hi}'")
     size.append(f" ELSE '{SIZE_BANDS[-1][1] + 1}+' END")
-    region = ["CASE WHEN l.country IS NULL THEN 'missing'"]
+    region = [f"CASE WHEN {attr('country')} IS NULL THEN 'missing'"]
     for name, countries in REGIONS.items():
-        region.append(f" WHEN upper(l.country) IN {_sql_list(countries)} THEN '{name}'")
+        region.append(f" WHEN upper({attr('country')}) IN {_sql_list(countries)} THEN '{name}'")
     region.append(" ELSE 'other' END")
-    cols = [f"coalesce(l.{c}, '{MISSING}') AS {c}" for c in ("seniority", "department")]
+    cols = [f"coalesce({attr(c)}, '{MISSING}') AS {c}" for c in ("seniority", "department")]
     cols.append("".join(size) + " AS company_size_band")
-    cols += [f"coalesce(l.{c}, '{MISSING}') AS {c}" for c in ("industry", "country")]
+    cols += [f"coalesce({attr(c)}, '{MISSING}') AS {c}" for c in ("industry", "country")]
     cols.append("".join(region) + " AS region")
-    cols += [f"coalesce(l.{c}, '{MISSING}') AS {c}" for c in ("lead_source", "email_domain_type")]
+    cols += [f"coalesce({attr(c)}, '{MISSING}') AS {c}" for c in ("lead_source", "email_domain_type")]
+    for a in contract.attributes:
+        if a.kind == "categorical":
+            cols.append(f"coalesce(CAST({attr(a.name)} AS VARCHAR), '{MISSING}') AS {_quote(a.name)}")
+        else:
+            cols.append(f"CAST({attr(a.name)} AS DOUBLE) AS {_quote(a.name)}")
     return ",\n            ".join(cols)
 
 
@@ -401,7 +500,7 @@ def _per_kind_sql(config: FeatureConfig, single_as_of: int | None, details: list
     """
 
 
-def _per_lead_sql(single_as_of: int | None, distinct_assets: bool) -> str:
+def _per_lead_sql(single_as_of: int | None, distinct_assets: bool, contract: Contract = DEFAULT_CONTRACT) -> str:
     """One row per pair whose lead existed at as_of: fit attributes, lead age and lifecycle
     history; with ``distinct_assets`` also the distinct (kind, detail) items, in a pass of their
     own (count(DISTINCT ...) per (pair, kind) costs more)."""
@@ -413,8 +512,9 @@ def _per_lead_sql(single_as_of: int | None, distinct_assets: bool) -> str:
                   WHERE detail IS NOT NULL)
             GROUP BY pair
         ),""" if distinct_assets else ""
+    history_cte, history_join = history_sql(contract)
     return f"""
-        WITH {assets}
+        WITH {assets}{history_cte}
         lc_agg AS (
             SELECT pair,
                 count(*) FILTER (WHERE stage = 'mql') AS n_mql,
@@ -427,7 +527,7 @@ def _per_lead_sql(single_as_of: int | None, distinct_assets: bool) -> str:
             GROUP BY pair
         )
         SELECT p.pair, p.lead_id, p.as_of_us,
-            {_fit_sql()},
+            {_fit_sql(contract)},
             (p.as_of_us - epoch_us(l.created_at)) / 86400000000.0 AS lead_age_days,
             {"s.n_distinct_assets," if distinct_assets else ""}
             c.* EXCLUDE (pair)
@@ -435,6 +535,7 @@ def _per_lead_sql(single_as_of: int | None, distinct_assets: bool) -> str:
         JOIN leads l ON l.lead_id = p.lead_id AND epoch_us(l.created_at) < p.as_of_us
         {"LEFT JOIN assets s ON s.pair = p.pair" if distinct_assets else ""}
         LEFT JOIN lc_agg c ON c.pair = p.pair
+        {history_join}
     """
 
 
@@ -449,17 +550,17 @@ def _pivot_kinds(per_kind: pa.Table, row_of_pair: np.ndarray, n_rows: int,
     def zeros(dtype=np.int32) -> np.ndarray:
         return np.zeros(n_rows, dtype=dtype)
 
-    kinds = list(ACTIVITY_TYPES)
-    kinds += [k for k in pc.unique(per_kind["k"]).to_pylist() if k not in ACTIVITY_TYPES]  # NULL too
-    hand = np.isin(kinds, config.hand_raiser_types)
+    kinds = list(config.kinds)
+    kinds += [k for k in pc.unique(per_kind["k"]).to_pylist() if k not in config.kinds]  # NULL too
+    hand = np.isin(kinds, config.hand_raisers)
     # As SQL's "k NOT IN (...)" would: a NULL kind counts as neither negative nor not negative.
     not_negative = np.array([k is not None and k not in NEGATIVE_TYPES for k in kinds])
     named = {"_opens": "email_open", "_clicks": "email_click", "_unsubscribes": "email_unsubscribe",
              "n_email_bounce_total": "email_bounce", "n_careers_views_total": "page_view_careers"}
     cols: dict[str, np.ndarray] = {}
     for window in config.windows_days:
-        cols.update((_count_name(kind, window), zeros()) for kind in ACTIVITY_TYPES)
-    cols.update((_recency_name(kind), np.full(n_rows, np.inf)) for kind in config.recency_types)
+        cols.update((_count_name(kind, window), zeros()) for kind in config.kinds)
+    cols.update((_recency_name(kind), np.full(n_rows, np.inf)) for kind in config.recency_kinds)
     cols.update((name, zeros()) for name in named)
     # Totals: (source column, rows to add up or None for all) -> feature.
     totals = {f"n_activities_{w}d": (f"w{w}", None) for w in config.windows_days}
@@ -494,18 +595,18 @@ def _pivot_kinds(per_kind: pa.Table, row_of_pair: np.ndarray, n_rows: int,
             sel = slice(None) if of_kinds is None else of_kinds[kind]
             np.minimum.at(cols[name], row[sel], values["last_age"][sel])
         for i, name in enumerate(kinds):
-            if name not in ACTIVITY_TYPES:
+            if name not in config.kinds:
                 continue
             sel = np.flatnonzero(kind == i)
             at = row[sel]
             for window in config.windows_days:
                 cols[_count_name(name, window)][at] = values[f"w{window}"][sel]
-            if name in config.recency_types:
+            if name in config.recency_kinds:
                 cols[_recency_name(name)][at] = values["last_age"][sel]
             for feature, of_kind in named.items():
                 if of_kind == name:
                     cols[feature][at] = values["n"][sel]
-    for name in [*latest, *map(_recency_name, config.recency_types)]:
+    for name in [*latest, *map(_recency_name, config.recency_kinds)]:
         cols[name][np.isinf(cols[name])] = np.nan
     return cols
 
@@ -525,7 +626,7 @@ def features_as_of(
     sorted by (as_of, lead_id).
     """
     config = config or FeatureConfig()
-    con = tables if isinstance(tables, duckdb.DuckDBPyConnection) else connect(tables)
+    con = tables if isinstance(tables, duckdb.DuckDBPyConnection) else connect(tables, config.contract)
     table = _pairs_table(con, pairs, as_of)
     as_of_us = table["as_of_us"]
     single = as_of_us[0].as_py() if len(table) and pc.count_distinct(as_of_us).as_py() == 1 else None
@@ -533,7 +634,8 @@ def features_as_of(
     try:
         details = _detail_codes(con)
         per_kind = con.sql(_per_kind_sql(config, single, details)).to_arrow_table()
-        per_lead = con.sql(_per_lead_sql(single, distinct_assets=details is None)).to_arrow_table()
+        per_lead = con.sql(_per_lead_sql(single, distinct_assets=details is None,
+                                         contract=config.contract)).to_arrow_table()
     finally:
         con.unregister("_pairs")
     per_lead = per_lead.take(np.argsort(per_lead["pair"].to_numpy()))  # output order
