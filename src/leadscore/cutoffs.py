@@ -15,8 +15,11 @@ test slice) with bootstrap intervals. The policies, for each of the two targets:
   every supported candidate ``t' >= t`` (``t`` included) convert at >= the target. So the
   leads handed over convert at the target, and so would any stricter cut with enough rows;
   the few highest-scored rows (under ``min_rows``), whose rate is noise, are never used on
-  their own. Consequently the next lower candidate converts below the target. When even the
-  highest supported candidate falls short, :class:`CutoffError` reports the best rate reachable.
+  their own. Consequently the next lower candidate converts below the target. When no cutoff
+  meets that (a low base rate, or scores poorly ranked at the top), ``unreachable`` decides:
+  ``best`` (default) takes the lowest supported candidate whose leads at or above convert at
+  the target, or, when none does, the one with the best rate reachable, and says so in
+  ``Cutoffs.notes``; ``refuse`` raises :class:`CutoffError` with the best rate reachable.
 * ``capacity`` - a target ``>= 1`` is a number of leads per week: the cutoff is the lowest
   candidate with at most that many leads per week at or above it. Leads per week = examples at
   or above / number of distinct as-of dates x ``population_scale`` (the mean over as-of dates
@@ -103,6 +106,7 @@ class CutoffPolicy:
     confidence: float = 0.95
     seed: int = 0
     min_rows: int = 30
+    unreachable: str = "best"
 
     def _set(self, name, value):
         object.__setattr__(self, name, value)
@@ -131,6 +135,9 @@ class CutoffPolicy:
         self._set("min_rows", _integer("min_rows", self.min_rows))
         if self.min_rows < 1:
             raise CutoffError(f"min_rows must be >= 1, got {self.min_rows}")
+        if self.unreachable not in ("best", "refuse"):
+            raise CutoffError(f"unreachable must be best (fall back to the best rate reachable, with a warning) or "
+                              f"refuse, got {self.unreachable!r}")
 
     def _check_expected_value(self):
         given = [name for name in ("mql", "sql") if getattr(self, name) is not None]
@@ -193,8 +200,10 @@ class Cutoffs:
     policy: CutoffPolicy
     mql: float
     sql: float
+    notes: tuple[str, ...] = ()  # where a target could not be met and what was chosen instead
 
     def __post_init__(self):
+        object.__setattr__(self, "notes", tuple(self.notes))
         if not isinstance(self.policy, CutoffPolicy):
             raise CutoffError(f"policy must be a CutoffPolicy, got {type(self.policy).__name__}")
         for name in ("mql", "sql"):
@@ -212,7 +221,7 @@ class Cutoffs:
 
     def to_dict(self) -> dict:
         """JSON-serialisable: ``{"mql": cutoff, "sql": cutoff, "policy": {policy fields}}``."""
-        return {"mql": self.mql, "sql": self.sql, "policy": dataclasses.asdict(self.policy)}
+        return {"mql": self.mql, "sql": self.sql, "policy": dataclasses.asdict(self.policy), "notes": list(self.notes)}
 
     @classmethod
     def from_dict(cls, d) -> Cutoffs:
@@ -228,7 +237,7 @@ class Cutoffs:
         if unknown:
             raise CutoffError(f"cutoffs policy has unknown key(s) {', '.join(unknown)}; "
                               f"allowed: {', '.join(sorted(fields))}")
-        return cls(policy=CutoffPolicy(**d["policy"]), mql=d["mql"], sql=d["sql"])
+        return cls(policy=CutoffPolicy(**d["policy"]), mql=d["mql"], sql=d["sql"], notes=tuple(d.get("notes", ())))
 
 
 # ---------------------------------------------------------------------------
@@ -359,7 +368,8 @@ def _ratio(num, den):
 # Choosing
 # ---------------------------------------------------------------------------
 
-def _by_conversion_rate(s: _Sorted, target: float, name: str, min_rows: int) -> float:
+def _by_conversion_rate(s: _Sorted, target: float, name: str, min_rows: int, fallback: bool = False,
+                        p_name: str = "p_sql", notes: list[str] | None = None) -> float:
     values, n_ge, pos_ge = s.candidates()
     supported = np.flatnonzero(n_ge >= min_rows)  # a prefix: n_ge falls as the threshold rises
     if supported.size == 0:
@@ -369,16 +379,27 @@ def _by_conversion_rate(s: _Sorted, target: float, name: str, min_rows: int) -> 
     rate = pos_ge[: top + 1] / n_ge[: top + 1]
     if rate[top] < target:
         best = int(np.argmax(rate))
+        meets = np.flatnonzero(rate >= target)
         if rate[best] < target:
-            raise CutoffError(
-                f"no p_sql cutoff converts at >= {target:.1%} ({name} target): the best rate with at least "
-                f"{min_rows} examples at or above is {rate[best]:.1%} (p_sql >= {values[best]:.4g}, "
-                f"{int(n_ge[best]):,} examples); lower the {name} target or choose on more data")
-        raise CutoffError(
-            f"no p_sql cutoff keeps the conversion rate at >= {target:.1%} ({name} target) for every stricter cut: "
-            f"p_sql >= {values[best]:.4g} reaches {rate[best]:.1%}, but the top {int(n_ge[top]):,} examples "
-            f"(p_sql >= {values[top]:.4g}) convert at only {rate[top]:.1%}; the scores are poorly ranked at the top - "
-            f"lower the {name} target, raise min_rows or choose on more data")
+            problem = (f"no {p_name} cutoff converts at >= {target:.1%} ({name} target): the best rate with at least "
+                       f"{min_rows} examples at or above is {rate[best]:.1%} ({p_name} >= {values[best]:.4g}, "
+                       f"{int(n_ge[best]):,} examples)")
+            if not fallback:
+                raise CutoffError(f"{problem}; lower the {name} target or choose on more data "
+                                  "(or set cutoffs.unreachable: best)")
+            notes.append(f"{problem}; using that cutoff (cutoffs.unreachable: best) - lower the {name} target to one "
+                         "the data can meet")
+            return float(values[best])
+        problem = (f"no {p_name} cutoff keeps the conversion rate at >= {target:.1%} ({name} target) for every "
+                   f"stricter cut: {p_name} >= {values[best]:.4g} reaches {rate[best]:.1%}, but the top "
+                   f"{int(n_ge[top]):,} examples ({p_name} >= {values[top]:.4g}) convert at only {rate[top]:.1%}; "
+                   "the scores are poorly ranked at the top")
+        if not fallback:
+            raise CutoffError(f"{problem} - lower the {name} target, raise min_rows or choose on more data "
+                              "(or set cutoffs.unreachable: best)")
+        notes.append(f"{problem}; using the lowest cutoff whose leads at or above convert at >= {target:.1%}: "
+                     f"{p_name} >= {values[meets[0]]:.4g} (cutoffs.unreachable: best)")
+        return float(values[meets[0]])
     below = np.flatnonzero(rate < target)
     return float(values[below[-1] + 1 if below.size else 0])
 
@@ -406,13 +427,16 @@ def _by_recall(s: _Sorted, target: float, name: str) -> float:
     return float(values[ok[-1]])
 
 
-def choose_cutoffs(p, y, as_of, policy: CutoffPolicy, population_scale: float = 1.0) -> Cutoffs:
+def choose_cutoffs(p, y, as_of, policy: CutoffPolicy, population_scale: float = 1.0,
+                   probability: str = "p_sql") -> Cutoffs:
     """Choose the MQL and SQL cutoffs on ``p`` by ``policy`` (semantics: module docstring).
 
     ``p``: calibrated ``p_sql`` per example; ``y``: 0/1 or bool outcomes; ``as_of``: each
     example's as-of timestamp (leads per week divide by the number of distinct dates);
     ``population_scale``: leads each example stands for (1 / the sampled share of leads).
-    Raises :class:`CutoffError` when a target cannot be met or the two cutoffs conflict.
+    ``probability``: the name of ``p`` in messages (``p_sql``, ``p_won``). Raises
+    :class:`CutoffError` when a target cannot be met (with ``unreachable: refuse``) or the two
+    cutoffs conflict; with ``unreachable: best`` a fallback is described in ``Cutoffs.notes``.
     """
     if not isinstance(policy, CutoffPolicy):
         raise TypeError(f"policy must be a CutoffPolicy, got {type(policy).__name__}")
@@ -422,21 +446,26 @@ def choose_cutoffs(p, y, as_of, policy: CutoffPolicy, population_scale: float = 
         sql = float(np.clip(policy.sql_cost / policy.value_per_sql, EPS, 1.0))
         return Cutoffs(policy=policy, mql=mql, sql=sql)
     s = _Sorted.of(p, y)
-    chosen = {}
+    chosen, notes = {}, []
     for name in ("mql", "sql"):
         target = getattr(policy, name)
         if policy.policy == "conversion_rate":
-            chosen[name] = _by_conversion_rate(s, target, name, policy.min_rows)
+            chosen[name] = _by_conversion_rate(s, target, name, policy.min_rows, policy.unreachable == "best",
+                                               probability, notes)
         elif policy.policy == "capacity":
             chosen[name] = _by_capacity(s, target, name, n_dates, scale)
         else:
             chosen[name] = _by_recall(s, target, name)
+    if chosen["mql"] > chosen["sql"] and notes:  # a fallback moved the SQL cutoff below the MQL one
+        notes.append(f"the SQL cutoff fell below the MQL cutoff; the MQL cutoff is set to it ({probability} >= "
+                     f"{chosen['sql']:.4g}), so no lead is MQL without being SQL")
+        chosen["mql"] = chosen["sql"]
     if chosen["mql"] > chosen["sql"]:
         raise CutoffError(
-            f"the targets conflict: the MQL cutoff (p_sql >= {chosen['mql']:.4g}, from mql={policy.mql:g}) is above "
-            f"the SQL cutoff (p_sql >= {chosen['sql']:.4g}, from sql={policy.sql:g}) under policy {policy.policy}; "
-            "set the MQL target so it admits at least the leads the SQL target does")
-    return Cutoffs(policy=policy, mql=chosen["mql"], sql=chosen["sql"])
+            f"the targets conflict: the MQL cutoff ({probability} >= {chosen['mql']:.4g}, from mql={policy.mql:g}) is "
+            f"above the SQL cutoff ({probability} >= {chosen['sql']:.4g}, from sql={policy.sql:g}) under policy "
+            f"{policy.policy}; set the MQL target so it admits at least the leads the SQL target does")
+    return Cutoffs(policy=policy, mql=chosen["mql"], sql=chosen["sql"], notes=tuple(notes))
 
 
 # ---------------------------------------------------------------------------

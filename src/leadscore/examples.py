@@ -26,9 +26,39 @@ import numpy as np
 import pandas as pd
 
 from leadscore.contract import utc_timestamp
-from leadscore.features import FeatureConfig, TableSource, _as_of_us, _pairs_frame, connect, features_as_of, open_leads
+from leadscore.features import (
+    FeatureConfig,
+    TableSource,
+    _as_of_us,
+    _pairs_frame,
+    connect,
+    features_as_of,
+    open_leads,
+)
 
-LABELS = ("became_sql", "won")
+
+@dataclass(frozen=True)
+class Label:
+    """An outcome the CRM records and a model can learn: which lifecycle ``stage`` makes it
+    positive, the output column of its probability, the config field of its horizon, and
+    how messages name it."""
+
+    name: str
+    stage: str
+    probability: str
+    horizon_field: str
+    short: str  # metric prefix: sql_auc, won_auc
+    noun: str
+
+    def horizon(self, config: ExampleConfig) -> int:
+        return int(getattr(config, self.horizon_field))
+
+
+LABEL_SPECS = {
+    "became_sql": Label("became_sql", "sql", "p_sql", "horizon_days", "sql", "became an SQL"),
+    "won": Label("won", "won", "p_won", "won_horizon_days", "won", "closed won"),
+}
+LABELS = tuple(LABEL_SPECS)
 
 
 @dataclass(frozen=True)
@@ -78,6 +108,12 @@ class ExampleReport:
             out.append(f"  {label:<11} {matured:,} matured ({self.positives[label]:,} positive, {rate:.2%}); "
                        f"{self.immature[label]:,} immature, left out of training and evaluation")
         return out
+
+
+def stage_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Lifecycle events per stage: which outcomes the CRM records at all."""
+    rows = con.execute("SELECT stage, count(*) FROM lifecycle GROUP BY stage").fetchall()
+    return {str(stage): int(n) for stage, n in rows}
 
 
 def data_bounds(con: duckdb.DuckDBPyConnection) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -159,7 +195,8 @@ def build_examples(
     if rules is not None:
         from leadscore.baseline import score_baseline
 
-        points = score_baseline(con, rules, features[["lead_id", "as_of"]], explain=False)
+        points = score_baseline(con, rules, features[["lead_id", "as_of"]], explain=False,
+                                contract=(feature_config or FeatureConfig()).contract)
         points = points[["lead_id", "as_of", "total_points", "baseline_tier", "grid"]].rename(
             columns={"total_points": "baseline_points", "grid": "baseline_grid"})
         examples = examples.merge(points, on=["lead_id", "as_of"], how="left", validate="one_to_one")
@@ -216,7 +253,8 @@ def lead_parts(lead_ids: pd.Series, fractions: tuple[float, float, float], salt:
 
 
 def split_out_of_time(examples: pd.DataFrame, calibration_start, test_start, horizon_days: int,
-                      lead_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), salt: int = 0) -> Split:
+                      lead_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), salt: int = 0,
+                      without_calibration: bool = False) -> Split:
     """Split examples into train / calibration / test: out of time, and never one lead on two sides.
 
     Each lead is assigned to one part by a stable hash of its id (``lead_fractions``); each
@@ -228,6 +266,11 @@ def split_out_of_time(examples: pd.DataFrame, calibration_start, test_start, hor
 
     So no training label is read from the calibration or test period, and the test slice
     holds leads of every age that the model never saw. Everything left out is counted.
+
+    ``without_calibration``: when the window between the two dates is shorter than the label
+    window, no calibration example can mature there; the calibration part's leads then train
+    too, with label windows closed before ``test_start``, and the calibration part is empty
+    (the model is calibrated on held-out training leads instead).
     """
     b1, b2 = utc_timestamp(calibration_start), utc_timestamp(test_start)
     if not b1 < b2:
@@ -236,6 +279,9 @@ def split_out_of_time(examples: pd.DataFrame, calibration_start, test_start, hor
     as_of = examples["as_of"]
     closes = as_of + pd.Timedelta(days=int(horizon_days))
     in_window = [(closes <= b1).to_numpy(), ((as_of >= b1) & (closes <= b2)).to_numpy(), (as_of >= b2).to_numpy()]
+    if without_calibration:
+        part = np.where(part == 1, 0, part)
+        in_window = [(closes <= b2).to_numpy(), np.zeros(len(examples), dtype=bool), in_window[2]]
     keep = {name: (part == i) & in_window[i] for i, name in enumerate(SPLITS)}
     parts = {name: examples[mask].reset_index(drop=True) for name, mask in keep.items()}
     kept = keep["train"] | keep["calibration"] | keep["test"]

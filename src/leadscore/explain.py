@@ -26,6 +26,7 @@ phrase reads ``name = value``.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -273,29 +274,39 @@ def _latest_kind(days: float, row: Mapping | None, kinds) -> str | None:
     return None
 
 
-def _last_activity(v, row=None) -> str:
+DID = {kind: phrases[0] for kind, phrases in ACTIVITY_PHRASES.items()}
+HAND_RAISER_NAMES = {"demo_request": "demo", "contact_sales": "contact sales", "trial_signup": "trial",
+                     "page_view_pricing": "pricing"}
+
+
+def _raisers_text(raisers) -> str:
+    return ", ".join(HAND_RAISER_NAMES.get(k, k.replace("_", " ")) for k in raisers)
+
+
+def _last_activity(v, row=None, did: Mapping[str, str] = DID) -> str:
     if _missing(v):
         return "No activity yet"
-    kind = _latest_kind(_num(v), row, ACTIVITY_PHRASES)
-    return f"Last active {_ago(_num(v))}" + (f" ({_lower_first(ACTIVITY_PHRASES[kind][0])})" if kind else "")
+    kind = _latest_kind(_num(v), row, did)
+    return f"Last active {_ago(_num(v))}" + (f" ({_lower_first(did[kind])})" if kind else "")
 
 
-def _last_hand_raiser(v, row=None) -> str:
+def _last_hand_raiser(v, row=None, did: Mapping[str, str] = DID, raisers=HAND_RAISER_TYPES) -> str:
     """Names the action when the row tells which hand-raiser it was: 'Requested a demo today
     (the latest hand-raiser action)'."""
     if _missing(v):
-        return "No hand-raiser action (demo, contact sales, trial, pricing) yet"
-    kind = _latest_kind(_num(v), row, HAND_RAISER_TYPES)
+        return f"No hand-raiser action ({_raisers_text(raisers)}) yet"
+    kind = _latest_kind(_num(v), row, [k for k in raisers if k in did])
     if kind:
-        return f"{ACTIVITY_PHRASES[kind][0]} {_ago(_num(v))} (the latest hand-raiser action)"
-    return f"Last hand-raiser action (demo, contact sales, trial, pricing) {_ago(_num(v))}"
+        return f"{did[kind]} {_ago(_num(v))} (the latest hand-raiser action)"
+    return f"Last hand-raiser action ({_raisers_text(raisers)}) {_ago(_num(v))}"
 
 
-def _hand_raiser_decayed(v, row=None) -> str:
+def _hand_raiser_decayed(v, row=None, did: Mapping[str, str] = DID, raisers=HAND_RAISER_TYPES) -> str:
     text = f"Recency-weighted hand-raiser actions {_num(v):.2f}"
     last = None if row is None else row.get("days_since_last_hand_raiser")
     if _num(v) > 0 and not _missing(last):
-        text += f" (latest: {_lower_first(_last_hand_raiser(last, row))})".replace(" (the latest hand-raiser action)", "")
+        latest = _last_hand_raiser(last, row, did, raisers)
+        text += f" (latest: {_lower_first(latest)})".replace(" (the latest hand-raiser action)", "")
     return text
 
 
@@ -305,6 +316,44 @@ ROW_PHRASES: dict[str, Callable[[object, Mapping | None], str]] = {
     "days_since_last_hand_raiser": _last_hand_raiser,
     "hand_raiser_decayed": _hand_raiser_decayed,
 }
+
+
+def declared_phrases(config) -> dict[str, Callable[[object, Mapping | None], str]]:
+    """Phrases, ``(value, row) -> text``, for what a data source declares (a
+    :class:`leadscore.features.FeatureConfig`'s contract): "Landing page = lp-0412" for a custom
+    attribute, "Viewed the catalogue 3 times in the last 30 days" / "Never viewed the catalogue"
+    for a declared activity kind (its description is a past-tense phrase), and the hand-raiser
+    and last-activity phrases that name declared kinds too."""
+    contract = config.contract
+    out: dict[str, Callable[[object, Mapping | None], str]] = {}
+    for a in contract.attributes:
+        label = a.display
+        if a.kind == "categorical":
+            out[a.name] = lambda v, row=None, label=label: f"{label} unknown" if v in (None, "missing") else f"{label} = {v}"
+        else:
+            out[a.name] = lambda v, row=None, label=label: (f"{label} unknown" if _missing(v)
+                                                            else f"{label} = {_num(v):,.4g}")
+    did = dict(DID)
+    for kind, description in contract.kinds.items():
+        if kind in ACTIVITY_PHRASES:
+            continue
+        did[kind] = description[:1].upper() + description[1:]
+        for window in config.windows_days:
+            out[f"n_{kind}_{window}d"] = (
+                lambda v, row=None, d=did[kind], description=description, window=window:
+                f"Never {description} in the last {window} days" if _num(v) == 0
+                else f"{d} {_times(_num(v))} in the last {window} days")
+        out[f"days_since_{kind}"] = (lambda v, row=None, d=did[kind], description=description:
+                                     f"Never {description}" if _missing(v) else f"{d} {_ago(_num(v))}")
+    raisers = config.hand_raisers
+    if did != DID or tuple(raisers) != HAND_RAISER_TYPES:
+        out["days_since_last_activity"] = functools.partial(_last_activity, did=did)
+        out["days_since_last_hand_raiser"] = functools.partial(_last_hand_raiser, did=did, raisers=raisers)
+        out["hand_raiser_decayed"] = functools.partial(_hand_raiser_decayed, did=did, raisers=raisers)
+        out["n_hand_raiser_total"] = lambda v, row=None: (
+            f"No hand-raiser action ({_raisers_text(raisers)}) so far" if _num(v) == 0
+            else _plural(_num(v), "hand-raiser action so far", "hand-raiser actions so far"))
+    return out
 
 
 def phrase_for(feature: str) -> Phrase | None:
@@ -331,12 +380,15 @@ def _plain(value) -> object:
     return value
 
 
-def describe(feature: str, value, row: Mapping | None = None) -> str:
+def describe(feature: str, value, row: Mapping | None = None, declared: Mapping | None = None) -> str:
     """The feature and the lead's value in words ("Requested a demo 3 days ago"), or
     ``name = value``. ``row``: the lead's other feature values, which some phrases use to be
-    specific (which hand-raiser action was the latest)."""
+    specific (which hand-raiser action was the latest); ``declared``: phrases of a source's
+    attributes and kinds (:func:`declared_phrases`), which win."""
     value = _plain(value)
     try:
+        if declared and feature in declared:
+            return declared[feature](value, row)
         if feature in ROW_PHRASES:
             return ROW_PHRASES[feature](value, row)
         phrase = phrase_for(feature)
@@ -353,10 +405,11 @@ def describe(feature: str, value, row: Mapping | None = None) -> str:
 # Explanations of scored rows
 # ---------------------------------------------------------------------------
 
-def top_reasons(contrib: np.ndarray, values: pd.DataFrame, k: int) -> tuple[list[list[dict]], list[list[dict]]]:
+def top_reasons(contrib: np.ndarray, values: pd.DataFrame, k: int,
+                declared: Mapping | None = None) -> tuple[list[list[dict]], list[list[dict]]]:
     """Per row, the ``k`` largest positive and ``k`` largest negative contributions in words:
     each ``{"feature", "value", "contribution", "text"}``. ``contrib`` is rows x features in
-    the column order of ``values``."""
+    the column order of ``values``; ``declared``: phrases of a source's attributes and kinds."""
     features = list(values.columns)
     contrib = np.asarray(contrib, dtype="float64")
     kk = min(k, len(features))
@@ -368,7 +421,7 @@ def top_reasons(contrib: np.ndarray, values: pd.DataFrame, k: int) -> tuple[list
         def reason(j: int) -> dict:
             f = features[j]
             return {"feature": f, "value": _plain(row[f]), "contribution": float(contrib[i, j]),
-                    "text": describe(f, row[f], row)}
+                    "text": describe(f, row[f], row, declared)}
 
         positives.append([reason(j) for j in up[i] if contrib[i, j] > 0])
         negatives.append([reason(j) for j in down[i] if contrib[i, j] < 0])
@@ -379,15 +432,16 @@ def reason_text(reason: dict) -> str:
     return f"{reason['text']} ({reason['contribution']:+.2f})"
 
 
-def decision_sentence(p_sql: float, tier: str, mql_cutoff: float, sql_cutoff: float,
-                      positive: list[dict], negative: list[dict]) -> str:
-    """'MQL: p_sql 0.31 >= MQL cutoff 0.18 (SQL cutoff 0.45); strongest reasons: ...'."""
+def decision_sentence(p: float, tier: str, mql_cutoff: float, sql_cutoff: float,
+                      positive: list[dict], negative: list[dict], probability: str = "p_sql") -> str:
+    """'MQL: p_sql 0.31 >= MQL cutoff 0.18 (SQL cutoff 0.45); strongest reasons: ...' (``probability``:
+    the name of the primary label's probability, p_sql or p_won)."""
     if tier == "SQL":
-        rule = f"p_sql {p_sql:.3f} >= SQL cutoff {sql_cutoff:.3f}"
+        rule = f"{probability} {p:.3f} >= SQL cutoff {sql_cutoff:.3f}"
     elif tier == "MQL":
-        rule = f"p_sql {p_sql:.3f} >= MQL cutoff {mql_cutoff:.3f} (SQL cutoff {sql_cutoff:.3f})"
+        rule = f"{probability} {p:.3f} >= MQL cutoff {mql_cutoff:.3f} (SQL cutoff {sql_cutoff:.3f})"
     else:
-        rule = f"p_sql {p_sql:.3f} < MQL cutoff {mql_cutoff:.3f}"
+        rule = f"{probability} {p:.3f} < MQL cutoff {mql_cutoff:.3f}"
     lead_with = positive if tier != "lead" else negative
     word = "strongest reasons" if tier != "lead" else "strongest reasons against"
     if not lead_with:
@@ -396,13 +450,14 @@ def decision_sentence(p_sql: float, tier: str, mql_cutoff: float, sql_cutoff: fl
 
 
 def explain_rows(scorer, frame: pd.DataFrame, k: int = 3) -> tuple[pd.DataFrame, Contributions]:
-    """One row per input row: lead_id, as_of, p_sql, tier, margin, base, p_uncalibrated,
-    fit_score, engagement_score, grid, decision, positive and negative reasons (lists of dicts).
-    Returns it with the p_sql model's :class:`Contributions`."""
+    """One row per input row: lead_id, as_of, p_sql, p_won, tier, margin, base, p_uncalibrated,
+    fit_score, engagement_score, grid, decision, positive and negative reasons (lists of dicts),
+    all of the primary label's model. Returns it with that model's :class:`Contributions`."""
     if k < 1:
         raise ValueError(f"k (reasons per direction) must be >= 1, got {k}")
     scored = scorer.predict(frame)
-    contrib = contributions(scorer.sql_model, frame)
+    model = scorer.primary_model
+    contrib = contributions(model, frame)
     groups = group_scores(contrib.values, scorer.catalogue)
     out = scored[["lead_id", "as_of", "p_sql", "p_won", "score", "tier"]].copy()
     out["margin"] = contrib.margin
@@ -412,10 +467,11 @@ def explain_rows(scorer, frame: pd.DataFrame, k: int = 3) -> tuple[pd.DataFrame,
     out["engagement_score"] = groups["engagement_score"].to_numpy()
     grid = getattr(scorer, "grid", None)
     out["grid"] = grid.cells(out["fit_score"], out["engagement_score"]) if grid is not None else None
-    positives, negatives = top_reasons(contrib.values.to_numpy(), frame[scorer.features], k)
-    decisions = [decision_sentence(p, t, scorer.cutoffs.mql, scorer.cutoffs.sql, pos, neg)
-                 for p, t, pos, neg in zip(out["p_sql"].to_numpy(dtype=float), out["tier"].astype(str), positives,
-                                           negatives)]
+    positives, negatives = top_reasons(contrib.values.to_numpy(), frame[model.features], k,
+                                       declared_phrases(scorer.feature_config))
+    decisions = [decision_sentence(p, t, scorer.cutoffs.mql, scorer.cutoffs.sql, pos, neg, scorer.probability)
+                 for p, t, pos, neg in zip(out[scorer.probability].to_numpy(dtype=float), out["tier"].astype(str),
+                                           positives, negatives)]
     out["decision"] = decisions
     out["reasons_positive"] = positives
     out["reasons_negative"] = negatives
@@ -431,8 +487,8 @@ def reasons_line(positive: list[dict], negative: list[dict]) -> str:
 
 
 MARGIN_NOTE = ("Contributions are in log-odds of the uncalibrated model and add up, with the base value, "
-               "to its margin. p_sql is the calibrator applied to that margin; the calibrator is monotone, "
-               "so a positive contribution never lowers p_sql, but the same contribution moves p_sql by "
+               "to its margin. The probability is the calibrator applied to that margin; the calibrator is "
+               "monotone, so a positive contribution never lowers it, but the same contribution moves it by "
                "different amounts at different margins.")
 
 
@@ -534,6 +590,7 @@ def explain_lead(scorer, con, lead_id: str, as_of, k: int = 3) -> dict:
     if not known:
         raise UnknownLead(f"lead_id {lead_id!r} is not in the leads table")
     pair = pd.DataFrame({"lead_id": [str(lead_id)], "as_of": [as_of]})
+    contract = scorer.feature_config.contract
     frame = features_as_of(con, pair, config=scorer.feature_config)
     if frame.empty:
         raise UnknownLead(f"lead {lead_id!r} was created at {known[0][0]}, not before as_of {as_of}; "
@@ -543,7 +600,9 @@ def explain_lead(scorer, con, lead_id: str, as_of, k: int = 3) -> dict:
     r = row.iloc[0]
     out = {
         "lead_id": str(lead_id), "as_of": as_of.isoformat(), "open": is_open,
-        "p_sql": float(r["p_sql"]), "p_won": None if pd.isna(r["p_won"]) else float(r["p_won"]),
+        "p_sql": None if pd.isna(r["p_sql"]) else float(r["p_sql"]),
+        "p_won": None if pd.isna(r["p_won"]) else float(r["p_won"]),
+        "primary_label": scorer.primary, "probability": scorer.probability,
         "score": int(r["score"]), "tier": str(r["tier"]),
         "cutoffs": {"mql": scorer.cutoffs.mql, "sql": scorer.cutoffs.sql},
         "decision": str(r["decision"]),
@@ -555,12 +614,13 @@ def explain_lead(scorer, con, lead_id: str, as_of, k: int = 3) -> dict:
         "contributions": {f: float(v) for f, v in contrib.values.iloc[0].items()},
         "values": {f: _plain(v) for f, v in frame[scorer.features].iloc[0].items()},
     }
-    if scorer.won_model is not None:
-        won = contributions(scorer.won_model, frame)
-        out["won"] = {"margin": float(won.margin[0]), "base": float(won.base[0]),
-                      "contributions": {f: float(v) for f, v in won.values.iloc[0].items()}}
+    for name, other in scorer.models.items():  # the other label's model, contributions alike
+        if name != scorer.primary:
+            c = contributions(other, frame)
+            out[name] = {"margin": float(c.margin[0]), "base": float(c.base[0]),
+                         "contributions": {f: float(v) for f, v in c.values.iloc[0].items()}}
     if scorer.rules is not None:
-        b = score_baseline(con, scorer.rules, pair).iloc[0]
+        b = score_baseline(con, scorer.rules, pair, contract=contract).iloc[0]
         out["baseline"] = {"points": float(b["total_points"]), "fit_points": float(b["fit_points"]),
                            "engagement_points": float(b["engagement_points"]), "tier": str(b["baseline_tier"]),
                            "grid": str(b["grid"]), "fired_rules": [s for s in str(b["fired_rules"]).split("; ") if s]}
@@ -572,10 +632,11 @@ def explanation_text(e: dict) -> str:
     lines = [f"lead {e['lead_id']} as of {e['as_of']}" + ("" if e["open"] else " (not open at that moment: "
                                                                               "already an SQL or closed)"),
              e["decision"], "",
-             f"p_sql {e['p_sql']:.4f} (score {e['score']}/99)" + (f", p_won {e['p_won']:.4f}" if e["p_won"] is not None
-                                                                  else ""),
+             ", ".join([f"{name} {e[name]:.4f}" + (f" (score {e['score']}/99)" if name == e["probability"] else "")
+                        for name in ("p_sql", "p_won") if e[name] is not None]),
              f"model margin {e['margin']:+.3f} log-odds = base {e['base']:+.3f} + contributions "
-             f"{e['margin'] - e['base']:+.3f}; uncalibrated p {e['p_uncalibrated']:.4f}, calibrated p_sql {e['p_sql']:.4f}",
+             f"{e['margin'] - e['base']:+.3f}; uncalibrated p {e['p_uncalibrated']:.4f}, calibrated "
+             f"{e['probability']} {e[e['probability']]:.4f}",
              f"fit_score {e['fit_score']:+.3f}, engagement_score {e['engagement_score']:+.3f}"
              + (f", grid {e['grid']}" if e["grid"] else ""), "", "reasons for:"]
     lines += [f"  + {reason_text(r)}" for r in e["reasons_positive"]] or ["  (none)"]

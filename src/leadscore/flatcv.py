@@ -139,7 +139,7 @@ def cross_validate_flat(data: FlatData, config: ModelConfig, n_splits: int = 5, 
         proba = {
             "model": model.predict_proba(test),
             "lgbm_default": default.predict_proba(as_model_frame(test, features, levels))[:, 1],
-            "logreg": logistic_proba(logreg, test, features, categorical),
+            "logreg": logistic_proba(logreg, test),
         }
         y_test = y[fold == k]
         for name in MODELS:

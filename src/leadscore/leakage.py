@@ -6,6 +6,14 @@ rate, and that rate is the score. Values seen fewer than ``min_support`` times a
 an id-like column cannot look predictive by memorising rows. Any feature at or above
 ``threshold`` (default 0.9) is reported as suspected leakage, e.g. a status the sales team
 fills in after contacting the lead.
+
+A feature computed point in time by construction (``point_in_time``: counts of events before
+as_of, attributes read from an attribute history) cannot carry an outcome from the future:
+its AUC is reported, but it is never suspected - a strong signal there is signal. A constant
+feature (one value, or missing everywhere) carries no signal and is left out.
+With fewer than ``min_positives`` positive (or negative) labels a single value shared by the
+few positives looks "predictive" by chance, so the audit refuses (:class:`AuditSkipped`)
+rather than name suspects.
 """
 
 from __future__ import annotations
@@ -19,6 +27,10 @@ from sklearn.metrics import roc_auc_score
 RARE = "__rare__"
 
 
+class AuditSkipped(ValueError):
+    """Too few positive (or negative) labels to tell leakage from chance."""
+
+
 def _binned(values: pd.Series, min_support: int, n_bins: int) -> pd.Series:
     if isinstance(values.dtype, pd.CategoricalDtype) or not pd.api.types.is_numeric_dtype(values) \
             or pd.api.types.is_bool_dtype(values):
@@ -27,10 +39,12 @@ def _binned(values: pd.Series, min_support: int, n_bins: int) -> pd.Series:
         numeric = values.astype("float64")
         keys = pd.Series("__missing__", index=values.index, dtype=object)
         present = numeric.notna()
-        if present.any():
-            bins = pd.qcut(numeric[present].rank(method="dense"), q=min(n_bins, int(present.sum())),
-                           labels=False, duplicates="drop")
+        ranks = numeric[present].rank(method="dense")
+        if ranks.nunique() > 1:
+            bins = pd.qcut(ranks, q=min(n_bins, int(present.sum())), labels=False, duplicates="drop")
             keys[present] = bins.astype(int).astype(str)
+        elif present.any():  # one value: a single bin (qcut cannot cut it)
+            keys[present] = "0"
     counts = keys.map(keys.value_counts())
     return keys.where(counts >= min_support, RARE)
 
@@ -45,18 +59,30 @@ def single_feature_auc(values: pd.Series, y: np.ndarray, min_support: int = 30, 
 
 
 def leakage_audit(features: pd.DataFrame, y, threshold: float = 0.9, min_support: int = 30,
-                  n_bins: int = 20) -> pd.DataFrame:
-    """feature, auc, suspected (auc >= threshold) - sorted by AUC, highest first."""
-    y = np.asarray(y)
+                  n_bins: int = 20, min_positives: int = 10, point_in_time=()) -> pd.DataFrame:
+    """feature, auc, point_in_time, suspected (auc >= threshold and not point in time) - sorted
+    by AUC, highest first; constant features left out. Raises :class:`AuditSkipped` with fewer
+    than ``min_positives`` positive or negative labels."""
+    y = np.asarray(y).astype(bool)
     if len(y) != len(features):
         raise ValueError(f"{len(features)} feature rows but {len(y)} labels")
-    if len(np.unique(y)) < 2:
-        raise ValueError("the leakage audit needs both positive and negative labels")
-    rows = [{"feature": col, "auc": single_feature_auc(features[col], y, min_support, n_bins)}
-            for col in features.columns]
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if min(n_pos, n_neg) < min_positives:
+        raise AuditSkipped(f"leakage audit skipped: {n_pos:,} positive and {n_neg:,} negative labels; at least "
+                           f"{min_positives} of each are needed to tell leakage from chance (leakage.min_positives)")
+    audited = [col for col in features.columns if features[col].nunique(dropna=False) > 1]
+    rows = [{"feature": col, "auc": single_feature_auc(features[col], y, min_support, n_bins)} for col in audited]
+    if not rows:
+        return empty_audit()
     out = pd.DataFrame(rows).sort_values("auc", ascending=False, kind="stable").reset_index(drop=True)
-    out["suspected"] = out["auc"] >= threshold
+    out["point_in_time"] = out["feature"].isin(set(point_in_time))
+    out["suspected"] = (out["auc"] >= threshold) & ~out["point_in_time"]
     return out
+
+
+def empty_audit() -> pd.DataFrame:
+    return pd.DataFrame({"feature": pd.Series(dtype="str"), "auc": pd.Series(dtype="float64"),
+                         "point_in_time": pd.Series(dtype="bool"), "suspected": pd.Series(dtype="bool")})
 
 
 def format_audit(audit: pd.DataFrame, top: int = 10, threshold: float = 0.9) -> str:
@@ -65,12 +91,15 @@ def format_audit(audit: pd.DataFrame, top: int = 10, threshold: float = 0.9) -> 
     lines = [f"leakage audit: single-feature ROC AUC, top {min(top, len(audit))} of {len(audit)} features "
              f"(suspected at >= {threshold:g})"]
     for row in audit.head(top).itertuples():
-        flag = "  <- suspected leakage" if row.suspected else ""
+        flag = ("  <- suspected leakage" if row.suspected else
+                "  (point in time by construction: signal, not leakage)" if row.auc >= threshold else "")
         lines.append(f"  {row.feature:<{width}} {row.auc:.3f}{flag}")
     if len(suspects):
         lines.append("suspected leakage: " + ", ".join(suspects["feature"])
                      + " (a feature this predictive on its own is often filled in after the outcome; "
                        "exclude it unless you know it is available at scoring time)")
+    elif (audit["auc"] >= threshold).any():
+        lines.append("no suspected leakage: the features above the threshold are computed point in time")
     else:
         lines.append("no feature above the leakage threshold")
     return "\n".join(lines)
@@ -80,14 +109,16 @@ def format_audit(audit: pd.DataFrame, top: int = 10, threshold: float = 0.9) -> 
 class LeakageConfig:
     """``threshold``: single-feature AUC at which a feature is suspected; ``min_support``:
     fewest rows a value (or bin) needs to keep its own positive rate; ``n_bins``: quantile
-    bins for numeric features."""
+    bins for numeric features; ``min_positives``: fewest positive (and negative) labels to
+    audit at all."""
 
     threshold: float = 0.9
     min_support: int = 30
     n_bins: int = 20
+    min_positives: int = 10
 
     def __post_init__(self):
         if not 0.5 < self.threshold <= 1.0:
             raise ValueError(f"threshold must be in (0.5, 1], got {self.threshold!r}")
-        if self.min_support < 1 or self.n_bins < 2:
-            raise ValueError("min_support must be >= 1 and n_bins >= 2")
+        if self.min_support < 1 or self.n_bins < 2 or self.min_positives < 1:
+            raise ValueError("min_support and min_positives must be >= 1 and n_bins >= 2")

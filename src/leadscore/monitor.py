@@ -9,13 +9,16 @@ into one self-contained HTML page (images as data URIs, no scripts, no network r
 ``monitor_*`` numbers for MLflow. Everything here is pure computation; the command line
 (``leadscore monitor``) only reads inputs and writes outputs.
 
+Everything is about the model's *primary label* (``became_sql``, or ``won`` for a CRM
+without an SQL stage): its probability (``p_sql`` / ``p_won``), its horizon, its outcome.
+
 1. **Realized vs predicted.** A scored row's outcome window is ``(as_of, as_of +
-   horizon_days]`` (the model's own horizon, from the manifest). Only rows whose window has
+   horizon]`` (the primary label's horizon, from the manifest). Only rows whose window has
    closed by the end of the observed data are *matured*; the others are left out and
    counted, never taken as negatives. Per model tier, per rule-baseline tier and per score
-   band (1-10, ..., 91-99), the realized SQL rate with a 95 % Wilson interval sits next to
-   the mean predicted ``p_sql``; closed-won likewise where its longer window has matured,
-   with SQL->won (won among the rows that became SQL). The MQL-or-better population (tier
+   band (1-10, ..., 91-99), the realized rate with a 95 % Wilson interval sits next to
+   the mean predicted probability; for an SQL model, closed-won too where its longer window
+   has matured, with SQL->won (won among the rows that became SQL). The MQL-or-better population (tier
    MQL or SQL) and the SQL tier are checked against the conversion targets the cutoffs were
    chosen for (policy ``conversion_rate`` only; other policies have no conversion target).
    Because one lead appears in many weekly runs, these two rates get a bootstrap interval
@@ -25,8 +28,8 @@ into one self-contained HTML page (images as data URIs, no scripts, no network r
 2. **Calibration drift.** Reliability table (equal-width bins) and ECE of the matured
    rows; flagged when ECE exceeds ``ece_limit`` *and* what a perfectly calibrated model
    would show by chance on the same rows (95th percentile of ECE with outcomes drawn from
-   ``p_sql`` itself).
-3. **Population drift.** PSI of every feature and of ``p_sql`` and ``score`` between a
+   the probability itself).
+3. **Population drift.** PSI of every feature and of the probability and ``score`` between a
    training-window reference and the latest scoring run. The reference is recomputed with
    :func:`leadscore.features.features_as_of` for the leads open at the last
    ``reference_dates`` cadence dates of the training window (label windows closing before
@@ -35,16 +38,17 @@ into one self-contained HTML page (images as data URIs, no scripts, no network r
    out); the share of scored leads outside it is reported on its own. Numeric features are
    binned at reference quantiles, missing values are a bin of their own, categoricals are
    binned by value, and empty bins get ``psi_epsilon``. For categoricals, the share of
-   values the model never saw in training (``sql_model.levels``). PSI >= ``psi_watch`` is
+   values the model never saw in training (``primary_model.levels``). PSI >= ``psi_watch`` is
    *watch*, >= ``psi_act`` is *act*.
 4. **Disqualified leads.** Among the scored leads with a matured window, those sales
-   disqualified (a ``disqualified`` event in the window, no SQL) against those that became
-   SQL, each on its latest scored row before the outcome: for every fit and engagement
-   characteristic (categorical values; numeric features in quantile bands, missing its own
-   band), counts, its share among disqualified and among SQL leads, the over-representation
+   disqualified (a ``disqualified`` event in the window, not converted) against those that
+   converted (the primary label's outcome), each on its latest scored row before the
+   outcome: for every fit and engagement characteristic (categorical values; numeric
+   features in quantile bands, missing its own band), counts, its share among disqualified
+   and among converted leads, the over-representation
    (difference of the shares, the ranking key), the lift (ratio of the shares) and the
    share disqualified among the leads with it. Then the features whose SHAP contributions
-   pushed disqualified leads' ``p_sql`` up the most (mean positive contribution).
+   pushed disqualified leads' probability up the most (mean positive contribution).
 5. **Verdict.** ``retrain`` when any PSI is at or above ``psi_act`` or ECE is flagged;
    else ``review cutoffs`` when realized conversion is off target; else ``no action``.
    Exit codes for the command line: :data:`EXIT_NO_ACTION` 0, :data:`EXIT_RETRAIN` 4,
@@ -65,6 +69,7 @@ import numpy as np
 import pandas as pd
 
 from leadscore.contract import utc_timestamp
+from leadscore.examples import LABEL_SPECS
 from leadscore.metrics import (
     expected_calibration_error,
     lead_bootstrap_sums,
@@ -158,7 +163,7 @@ class MonitorResult:
     reliability: pd.DataFrame
     ece: float
     ece_chance: float
-    psi: pd.DataFrame                    # one row per feature and for p_sql / score
+    psi: pd.DataFrame                    # one row per feature and for the probability / score
     persona: pd.DataFrame                # characteristics over-represented among disqualified leads
     misleading: pd.DataFrame             # SHAP contributions that pushed disqualified leads up
     config: MonitorConfig = field(default_factory=MonitorConfig)
@@ -185,25 +190,29 @@ class MonitorResult:
             return float(target.loc[pop, col]) if pop in target.index and pd.notna(target.loc[pop, col]) else math.nan
 
         total = self.by_tier[self.by_tier["tier"] == "all"]
+        label = LABEL_SPECS[self.facts["primary_label"]]
+        p = label.short
+
+        def rate(col: str) -> float:
+            return float(total[col].iloc[0]) if len(total) and col in total else math.nan
+
         out = {
             "monitor_verdict_code": float(self.exit_code),
             "monitor_scored_rows": float(self.facts["scored_rows"]),
             "monitor_matured_rows": float(self.facts["matured_rows"]),
             "monitor_immature_rows": float(self.facts["immature_rows"]),
             "monitor_runs": float(self.facts["runs"]),
-            "monitor_realized_sql_rate": float(total["realized_sql_rate"].iloc[0]) if len(total) else math.nan,
-            "monitor_predicted_sql_rate": float(total["predicted_sql_rate"].iloc[0]) if len(total) else math.nan,
-            "monitor_realized_won_rate": float(total["realized_won_rate"].iloc[0]) if len(total) else math.nan,
-            "monitor_realized_sql_won_rate": float(total["realized_sql_to_won"].iloc[0]) if len(total) else math.nan,
-            "monitor_realized_mql_sql_rate": tgt("MQL or better", "realized"),
-            "monitor_target_mql_sql_rate": tgt("MQL or better", "target"),
+            f"monitor_realized_{p}_rate": rate("realized_rate"),
+            f"monitor_predicted_{p}_rate": rate("predicted_rate"),
+            f"monitor_realized_mql_{p}_rate": tgt("MQL or better", "realized"),
+            f"monitor_target_mql_{p}_rate": tgt("MQL or better", "target"),
             "monitor_realized_sql_tier_rate": tgt("SQL tier", "realized"),
             "monitor_target_sql_tier_rate": tgt("SQL tier", "target"),
             "monitor_ece": self.ece,
             "monitor_ece_chance": self.ece_chance,
             "monitor_ece_limit": self.config.ece_limit,
             "monitor_ece_score_bands": float(self.facts.get("ece_score_bands", math.nan)),
-            "monitor_psi_score": self.psi_of("p_sql"),
+            "monitor_psi_score": self.psi_of(label.probability),
             "monitor_psi_score_points": self.psi_of("score"),
             "monitor_psi_max_feature": float(top["psi"].iloc[0]) if len(top) else math.nan,
             "monitor_psi_features_watch": float((feats["status"] == "watch").sum()),
@@ -212,8 +221,11 @@ class MonitorResult:
             else math.nan,
             "monitor_out_of_domain_share": float(self.facts.get("out_of_domain_share", math.nan)),
             "monitor_disqualified_leads": float(self.facts.get("disqualified_leads", 0)),
-            "monitor_sql_leads": float(self.facts.get("sql_leads", 0)),
+            "monitor_converted_leads": float(self.facts.get("converted_leads", 0)),
         }
+        if label.name == "became_sql":  # the funnel's next step, where its window has matured
+            out["monitor_realized_won_rate"] = rate("realized_won_rate")
+            out["monitor_realized_sql_won_rate"] = rate("realized_sql_to_won")
         return {k: (float(v) if v is not None else math.nan) for k, v in out.items()}
 
     def to_json(self) -> dict:
@@ -289,10 +301,11 @@ def lead_bootstrap_interval(y, lead_ids, draws: int, confidence: float, seed: in
 # ---------------------------------------------------------------------------
 
 def outcomes(con, scores: pd.DataFrame, horizon_days: int, won_horizon_days: int,
-             observed_until: pd.Timestamp) -> pd.DataFrame:
+             observed_until: pd.Timestamp, disqualified_horizon_days: int | None = None) -> pd.DataFrame:
     """Per scored row: ``became_sql`` and ``won`` (pd.NA while the window is open, from
     :func:`leadscore.examples.label_examples`), ``disqualified`` (a ``disqualified`` event in
-    (as_of, as_of + horizon_days], NA while open), and the maturity flags."""
+    (as_of, as_of + disqualified_horizon_days], default ``horizon_days``; NA while open), and
+    the maturity flags ``sql_matured`` and ``won_matured``."""
     from leadscore.examples import ExampleConfig, label_examples
     from leadscore.features import _pairs_frame
 
@@ -312,17 +325,17 @@ def outcomes(con, scores: pd.DataFrame, horizon_days: int, won_horizon_days: int
     finally:
         con.unregister("_monitor_pairs")
     merged = frame.merge(dq, on=["lead_id", "as_of_us"], how="left", validate="many_to_one")
-    h_us = int(horizon_days) * US_PER_DAY
+    dq_us = int(disqualified_horizon_days or horizon_days) * US_PER_DAY
     end_us = int(utc_timestamp(observed_until).value // 1000)
     as_of_us = merged["as_of_us"].to_numpy()
     out = pd.DataFrame(index=pairs.index)
-    out["matured"] = as_of_us + h_us <= end_us
+    out["sql_matured"] = as_of_us + int(horizon_days) * US_PER_DAY <= end_us
     out["won_matured"] = as_of_us + int(won_horizon_days) * US_PER_DAY <= end_us
     out["became_sql"] = labels["became_sql"].to_numpy()
     out["won"] = labels["won"].to_numpy()
-    hit = merged["next_dq_us"].to_numpy(dtype="float64", na_value=np.inf) <= as_of_us + h_us
+    hit = merged["next_dq_us"].to_numpy(dtype="float64", na_value=np.inf) <= as_of_us + dq_us
     dq_values = pd.array(hit, dtype="boolean")
-    dq_values[~out["matured"].to_numpy()] = pd.NA
+    dq_values[~(as_of_us + dq_us <= end_us)] = pd.NA
     out["disqualified"] = dq_values
     return out
 
@@ -339,39 +352,44 @@ def score_band(score) -> pd.Series:
     return pd.Series(labels[np.where(idx < 0, 10, idx)], index=s.index)
 
 
-def rate_table(rows: pd.DataFrame, by: str, order, config: MonitorConfig, with_prediction: bool = True) -> pd.DataFrame:
-    """Per value of ``by`` (and 'all'): matured rows, realized SQL rate with its Wilson
-    interval, mean predicted p_sql; won likewise on rows whose won window matured, and
-    SQL->won (won among the rows that became SQL)."""
+def rate_table(rows: pd.DataFrame, by: str, order, config: MonitorConfig, with_prediction: bool = True,
+               funnel: bool = False) -> pd.DataFrame:
+    """Per value of ``by`` (and 'all'): matured rows, positives (``y``, the primary label)
+    and the realized rate with its Wilson interval, the mean predicted probability (``p``);
+    with ``funnel`` (the primary label is ``became_sql``) also won on the rows whose won window
+    matured, and SQL->won (won among the rows that became SQL). ``rows`` carry ``matured``,
+    ``y`` and ``p``."""
     out = []
     groups = [(str(v), rows[rows[by] == v]) for v in order] + [("all", rows)]
     for name, g in groups:
         m = g[g["matured"]]
-        y = m["became_sql"].astype("float64")
-        w = g[g["won_matured"]]
-        won = w["won"].astype("float64")
-        sql_w = w[w["became_sql"].astype("boolean").fillna(False)]
+        y = m["y"].astype("float64")
         rec = {by: name, "scored": len(g), "matured": len(m), "immature": int(len(g) - len(m)),
-               "sql": int(y.sum()), "realized_sql_rate": y.mean() if len(m) else math.nan}
+               "positives": int(y.sum()), "realized_rate": y.mean() if len(m) else math.nan}
         lo, hi = wilson_interval(y.sum(), len(m), config.confidence)
         rec["realized_low"], rec["realized_high"] = float(lo), float(hi)
         if with_prediction:
-            rec["predicted_sql_rate"] = m["p_sql"].mean() if len(m) else math.nan
-        rec["won_matured"] = len(w)
-        rec["realized_won_rate"] = won.mean() if len(w) else math.nan
-        if with_prediction:
-            rec["predicted_won_rate"] = w["p_won"].mean() if len(w) else math.nan
-        rec["sql_with_won_window"] = len(sql_w)
-        rec["realized_sql_to_won"] = sql_w["won"].astype("float64").mean() if len(sql_w) else math.nan
-        lo, hi = wilson_interval(sql_w["won"].astype("float64").sum(), len(sql_w), config.confidence)
-        rec["sql_to_won_low"], rec["sql_to_won_high"] = float(lo), float(hi)
+            rec["predicted_rate"] = m["p"].mean() if len(m) else math.nan
+        if funnel:
+            w = g[g["won_matured"]]
+            won = w["won"].astype("float64")
+            sql_w = w[w["became_sql"].astype("boolean").fillna(False)]
+            rec["won_matured"] = len(w)
+            rec["realized_won_rate"] = won.mean() if len(w) else math.nan
+            if with_prediction:
+                rec["predicted_won_rate"] = w["p_won"].mean() if len(w) else math.nan
+            rec["sql_with_won_window"] = len(sql_w)
+            rec["realized_sql_to_won"] = sql_w["won"].astype("float64").mean() if len(sql_w) else math.nan
+            lo, hi = wilson_interval(sql_w["won"].astype("float64").sum(), len(sql_w), config.confidence)
+            rec["sql_to_won_low"], rec["sql_to_won_high"] = float(lo), float(hi)
         out.append(rec)
     return pd.DataFrame(out)
 
 
 def target_checks(rows: pd.DataFrame, cutoffs, config: MonitorConfig) -> tuple[pd.DataFrame, str]:
     """The MQL-or-better population and the SQL tier against the conversion targets the
-    cutoffs were chosen for; (table, a sentence on where targets come from)."""
+    cutoffs were chosen for (rates of the primary label, ``y``); (table, a sentence on where
+    targets come from)."""
     policy = cutoffs.policy
     if policy.policy != "conversion_rate":
         return pd.DataFrame(columns=["population", "target", "realized", "low", "high", "matured", "status"]), (
@@ -382,7 +400,7 @@ def target_checks(rows: pd.DataFrame, cutoffs, config: MonitorConfig) -> tuple[p
     for name, mask, target in (("MQL or better", m["tier"].isin(["MQL", "SQL"]), policy.target("mql")),
                                ("SQL tier", m["tier"] == "SQL", policy.target("sql"))):
         g = m[mask.to_numpy()]
-        y = g["became_sql"].astype("float64").to_numpy()
+        y = g["y"].astype("float64").to_numpy()
         realized = float(y.mean()) if len(y) else math.nan
         low, high = lead_bootstrap_interval(y, g["lead_id"], config.bootstrap, config.confidence, config.seed)
         floor = target * (1 - config.target_tolerance)
@@ -398,8 +416,9 @@ def target_checks(rows: pd.DataFrame, cutoffs, config: MonitorConfig) -> tuple[p
             status = "on target"
         out.append({"population": name, "target": target, "realized": realized, "low": low, "high": high,
                     "matured": len(y), "leads": int(g["lead_id"].nunique()), "status": status})
+    outcome = rows.attrs.get("noun", "convert")
     return pd.DataFrame(out), (f"targets from the cutoff policy conversion_rate: leads at or above the MQL cutoff "
-                               f"should become SQL at >= {policy.target('mql'):.1%}, at or above the SQL cutoff at >= "
+                               f"should have {outcome} at >= {policy.target('mql'):.1%}, at or above the SQL cutoff at >= "
                                f"{policy.target('sql'):.1%}; off target = the {config.confidence:.0%} interval "
                                f"(resampling leads) lies below target x {1 - config.target_tolerance:g}")
 
@@ -485,7 +504,9 @@ def reference_population(con, scorer, manifest: dict, config: MonitorConfig,
     from leadscore.features import features_as_of, open_leads
 
     params = manifest.get("params", {})
-    end = utc_timestamp(params["calibration_start"]) - pd.Timedelta(days=int(params.get("horizon_days", 42)))
+    label = LABEL_SPECS[scorer.primary]
+    horizon = int(params.get(label.horizon_field, 42 if label.name == "became_sql" else 120))
+    end = utc_timestamp(params["calibration_start"]) - pd.Timedelta(days=horizon)
     cadence = pd.Timedelta(days=int(params.get("cadence_days", 7)))
     dates = [end - i * cadence for i in reversed(range(config.reference_dates))]
     pairs = open_leads(con, dates)
@@ -509,12 +530,12 @@ def _within_age(con, pairs: pd.DataFrame, max_age: int | None) -> pd.DataFrame:
 
 def population_drift(scorer, reference: pd.DataFrame, current: pd.DataFrame, current_scores: pd.DataFrame,
                      config: MonitorConfig) -> pd.DataFrame:
-    """PSI per feature and for p_sql and score; for categoricals the share of current values
-    the model never saw in training."""
-    levels = scorer.sql_model.levels
+    """PSI per feature and for the primary probability and score; for categoricals the share of
+    current values the model never saw in training."""
+    levels = scorer.primary_model.levels
     group = scorer.catalogue.set_index("name")["group"]
     rows = []
-    for f in scorer.features:
+    for f in scorer.primary_model.features:
         categorical = f in levels
         value = psi(reference[f], current[f], categorical, config.psi_bins, config.psi_epsilon)
         unseen = math.nan
@@ -522,8 +543,9 @@ def population_drift(scorer, reference: pd.DataFrame, current: pd.DataFrame, cur
             unseen = float((~current[f].astype(str).isin(set(levels[f]))).mean())
         rows.append({"feature": f, "group": group.get(f, "other"), "kind": "categorical" if categorical else "numeric",
                      "psi": value, "unseen_share": unseen})
-    ref_pred = scorer.predict(reference) if len(reference) else pd.DataFrame({"p_sql": [], "score": []})
-    for name in ("p_sql", "score"):
+    prob = scorer.probability
+    ref_pred = scorer.predict(reference) if len(reference) else pd.DataFrame({prob: [], "score": []})
+    for name in (prob, "score"):
         value = psi(ref_pred[name], current_scores[name], False, config.psi_bins, config.psi_epsilon)
         rows.append({"feature": name, "group": "score", "kind": "score", "psi": value, "unseen_share": math.nan})
     out = pd.DataFrame(rows)
@@ -537,16 +559,16 @@ def population_drift(scorer, reference: pd.DataFrame, current: pd.DataFrame, cur
 # ---------------------------------------------------------------------------
 
 def resolved_leads(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per lead that sales resolved within a matured window: ``outcome`` 'sql' (it
-    became SQL within the horizon of a run) or 'disqualified' (disqualified within the
-    horizon of a run, never SQL in one), with its latest scored row before that outcome."""
+    """One row per lead that was resolved within a matured window: ``outcome`` 'converted' (the
+    primary label, ``y``, within the horizon of a run) or 'disqualified' (disqualified within
+    the horizon of a run, never converted in one), with its latest scored row before that outcome."""
     m = rows[rows["matured"]].copy()
-    m["_sql"] = m["became_sql"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    m["_sql"] = m["y"].astype("boolean").fillna(False).to_numpy(dtype=bool)
     m["_dq"] = m["disqualified"].astype("boolean").fillna(False).to_numpy(dtype=bool) & ~m["_sql"]
     sql_leads = set(m.loc[m["_sql"], "lead_id"])
     sql = m[m["_sql"]].sort_values("as_of").groupby("lead_id", sort=True).tail(1)
     dq = m[m["_dq"] & ~m["lead_id"].isin(sql_leads)].sort_values("as_of").groupby("lead_id", sort=True).tail(1)
-    out = pd.concat([sql.assign(outcome="sql"), dq.assign(outcome="disqualified")], ignore_index=True)
+    out = pd.concat([sql.assign(outcome="converted"), dq.assign(outcome="disqualified")], ignore_index=True)
     return out.drop(columns=["_sql", "_dq"]).sort_values(["outcome", "lead_id"], kind="stable").reset_index(drop=True)
 
 
@@ -573,7 +595,7 @@ def _bands(values: pd.Series, n_bands: int) -> pd.Series:
 
 
 def negative_persona(features: pd.DataFrame, outcome: pd.Series, scorer, config: MonitorConfig) -> pd.DataFrame:
-    """Per characteristic (feature = value or band): disqualified and SQL leads with it, its
+    """Per characteristic (feature = value or band): disqualified and converted leads with it, its
     share among each group, over-representation among the disqualified (share difference,
     the ranking key), lift (ratio of shares, smoothed) and the share disqualified among the
     resolved leads with it. Characteristics held by fewer than ``persona_min_leads``
@@ -581,52 +603,52 @@ def negative_persona(features: pd.DataFrame, outcome: pd.Series, scorer, config:
     outcome = pd.Series(outcome).to_numpy()
     is_dq = outcome == "disqualified"
     n_dq, n_sql = int(is_dq.sum()), int((~is_dq).sum())
-    cols = ["feature", "group", "value", "disqualified", "sql", "disqualified_share", "sql_share",
+    cols = ["feature", "group", "value", "disqualified", "converted", "disqualified_share", "converted_share",
             "over_representation", "lift", "disqualified_rate"]
     if n_dq == 0 or n_sql == 0:
         return pd.DataFrame(columns=cols)
-    levels = scorer.sql_model.levels
+    levels = scorer.primary_model.levels
     group = scorer.catalogue.set_index("name")["group"]
     parts = []
-    for f in scorer.features:
+    for f in scorer.primary_model.features:
         if f in levels:
             v = features[f].astype("object").where(features[f].notna(), MISSING_BIN).astype(str)
         else:
             v = _bands(features[f], config.persona_bands)
         table = pd.crosstab(v.to_numpy(), is_dq).reindex(columns=[False, True], fill_value=0)
         parts.append(pd.DataFrame({"feature": f, "group": group.get(f, "other"), "value": table.index.astype(str),
-                                   "disqualified": table[True].to_numpy(), "sql": table[False].to_numpy()}))
+                                   "disqualified": table[True].to_numpy(), "converted": table[False].to_numpy()}))
     out = pd.concat(parts, ignore_index=True)
     out["disqualified_share"] = out["disqualified"] / n_dq
-    out["sql_share"] = out["sql"] / n_sql
-    out["over_representation"] = out["disqualified_share"] - out["sql_share"]
+    out["converted_share"] = out["converted"] / n_sql
+    out["over_representation"] = out["disqualified_share"] - out["converted_share"]
     # add-half smoothing: a value no SQL lead had gets a finite lift
-    out["lift"] = ((out["disqualified"] + 0.5) / (n_dq + 1)) / ((out["sql"] + 0.5) / (n_sql + 1))
-    out["disqualified_rate"] = out["disqualified"] / (out["disqualified"] + out["sql"])
+    out["lift"] = ((out["disqualified"] + 0.5) / (n_dq + 1)) / ((out["converted"] + 0.5) / (n_sql + 1))
+    out["disqualified_rate"] = out["disqualified"] / (out["disqualified"] + out["converted"])
     out = out[(out["disqualified"] >= config.persona_min_leads) & (out["over_representation"] > 0)]
     return out.sort_values(["over_representation", "lift"], ascending=False, kind="stable").reset_index(drop=True)[cols]
 
 
 def misleading_contributions(scorer, features: pd.DataFrame, outcome: pd.Series) -> pd.DataFrame:
     """Per feature: mean positive SHAP contribution (log-odds) among disqualified leads - what
-    pushed their p_sql up wrongly - with the mean contribution among disqualified and among
-    SQL leads, and how often it was a disqualified lead's strongest push. Largest first."""
+    pushed their probability up wrongly - with the mean contribution among disqualified and
+    among converted leads, and how often it was a disqualified lead's strongest push. Largest first."""
     from leadscore.explain import contributions
 
     outcome = pd.Series(outcome).to_numpy()
-    cols = ["feature", "group", "mean_positive_disqualified", "mean_disqualified", "mean_sql", "top_push_share"]
+    cols = ["feature", "group", "mean_positive_disqualified", "mean_disqualified", "mean_converted", "top_push_share"]
     if not len(features) or not (outcome == "disqualified").any():
         return pd.DataFrame(columns=cols)
-    c = contributions(scorer.sql_model, features.reset_index(drop=True)).values
+    c = contributions(scorer.primary_model, features.reset_index(drop=True)).values
     dq = c[outcome == "disqualified"]
-    sql = c[outcome == "sql"]
+    sql = c[outcome == "converted"]
     group = scorer.catalogue.set_index("name")["group"]
     top = dq.to_numpy().argmax(axis=1)
     top_share = np.bincount(top[dq.to_numpy().max(axis=1) > 0], minlength=c.shape[1]) / len(dq)
     out = pd.DataFrame({"feature": c.columns, "group": [group.get(f, "other") for f in c.columns],
                         "mean_positive_disqualified": dq.clip(lower=0).mean().to_numpy(),
                         "mean_disqualified": dq.mean().to_numpy(),
-                        "mean_sql": sql.mean().to_numpy() if len(sql) else np.nan,
+                        "mean_converted": sql.mean().to_numpy() if len(sql) else np.nan,
                         "top_push_share": top_share})
     return out.sort_values("mean_positive_disqualified", ascending=False, kind="stable").reset_index(drop=True)
 
@@ -653,8 +675,10 @@ def monitor(scorer, manifest: dict, con, scores: pd.DataFrame, *, config: Monito
     config = config or MonitorConfig()
     _required(scores)
     params = manifest.get("params", {})
-    horizon = int(params.get("horizon_days", 42))
+    label = LABEL_SPECS[scorer.primary]
+    sql_horizon = int(params.get("horizon_days", 42))
     won_horizon = int(params.get("won_horizon_days", 120))
+    horizon = sql_horizon if label.name == "became_sql" else won_horizon
     max_age = params.get("max_lead_age_days", config.max_lead_age_days)
     max_age = None if max_age is None else int(max_age)
     observed_until = utc_timestamp(config.observed_until) if config.observed_until else data_bounds(con)[1]
@@ -667,7 +691,12 @@ def monitor(scorer, manifest: dict, con, scores: pd.DataFrame, *, config: Monito
     for col in ("baseline_tier", "model_version"):
         if col not in rows:
             rows[col] = None
-    rows = pd.concat([rows, outcomes(con, rows, horizon, won_horizon, observed_until)], axis=1)
+    rows = pd.concat([rows, outcomes(con, rows, sql_horizon, won_horizon, observed_until, horizon)], axis=1)
+    # The primary label's outcome (y), maturity and probability (p): what every check reads.
+    rows["matured"] = rows["sql_matured" if label.name == "became_sql" else "won_matured"]
+    rows["y"] = rows[label.name]
+    rows["p"] = pd.to_numeric(rows[label.probability], errors="coerce")
+    rows.attrs["noun"] = label.noun
     rows["band"] = score_band(rows["score"])
 
     runs = rows.groupby("as_of", sort=True).agg(
@@ -685,20 +714,21 @@ def monitor(scorer, manifest: dict, con, scores: pd.DataFrame, *, config: Monito
                      "realized rates and calibration, never counted as negatives")
 
     # 1. realized vs predicted
-    by_tier = rate_table(rows, "tier", TIERS, config)
+    funnel = label.name == "became_sql"
+    by_tier = rate_table(rows, "tier", TIERS, config, funnel=funnel)
     by_baseline = rate_table(rows.assign(baseline_tier=rows["baseline_tier"].astype("object")), "baseline_tier",
-                             TIERS, config, with_prediction=False)
+                             TIERS, config, with_prediction=False, funnel=funnel)
     bands = [f"{10 * i + 1}-{min(10 * i + 10, 99)}" for i in range(10)]
-    by_band = rate_table(rows, "band", bands, config)
+    by_band = rate_table(rows, "band", bands, config, funnel=funnel)
     by_band = by_band[(by_band["band"] == "all") | (by_band["scored"] > 0)].reset_index(drop=True)
     targets, target_note = target_checks(rows, scorer.cutoffs, config)
     b = by_band[(by_band["band"] != "all") & (by_band["matured"] > 0)]
-    ece_bands = float((b["matured"] * (b["predicted_sql_rate"] - b["realized_sql_rate"]).abs()).sum()
+    ece_bands = float((b["matured"] * (b["predicted_rate"] - b["realized_rate"]).abs()).sum()
                       / b["matured"].sum()) if len(b) else math.nan
 
     # 2. calibration
-    y = matured["became_sql"].astype("float64").to_numpy()
-    p = matured["p_sql"].astype("float64").to_numpy()
+    y = matured["y"].astype("float64").to_numpy()
+    p = matured["p"].astype("float64").to_numpy()
     if len(y):
         ece = expected_calibration_error(y, p, config.ece_bins)
         chance = ece_by_chance(p, config.ece_bins, config.chance_draws, config.seed)
@@ -714,8 +744,8 @@ def monitor(scorer, manifest: dict, con, scores: pd.DataFrame, *, config: Monito
     latest_as_of = rows["as_of"].max()
     latest = rows[rows["as_of"] == latest_as_of].reset_index(drop=True)
     current = features_as_of(con, latest[["lead_id", "as_of"]], config=scorer.feature_config)
-    current = latest[["lead_id", "as_of", "p_sql", "score"]].merge(current, on=["lead_id", "as_of"], how="inner",
-                                                                   validate="one_to_one")
+    current = latest[["lead_id", "as_of", label.probability, "score"]].merge(
+        current, on=["lead_id", "as_of"], how="inner", validate="one_to_one")
     in_domain = np.ones(len(current), dtype=bool) if max_age is None else \
         (current["lead_age_days"].to_numpy(dtype="float64") <= max_age)
     out_of_domain = float(1 - in_domain.mean()) if len(current) else math.nan
@@ -735,7 +765,7 @@ def monitor(scorer, manifest: dict, con, scores: pd.DataFrame, *, config: Monito
         persona = negative_persona(feats, feats["outcome"], scorer, config)
         misleading = misleading_contributions(scorer, feats, feats["outcome"])
     n_dq = int((resolved["outcome"] == "disqualified").sum()) if len(resolved) else 0
-    n_sql = int((resolved["outcome"] == "sql").sum()) if len(resolved) else 0
+    n_converted = int((resolved["outcome"] == "converted").sum()) if len(resolved) else 0
 
     # 5. verdict
     acting = drift[drift["status"] == "act"]
@@ -746,28 +776,29 @@ def monitor(scorer, manifest: dict, con, scores: pd.DataFrame, *, config: Monito
                        f"(latest run {latest_as_of:%Y-%m-%d} vs the training window)")
     if _ece_flag(ece, chance, config):
         reasons.append(f"calibration drift: ECE {ece:.4f} > limit {config.ece_limit:g} on {len(y):,} matured rows "
-                       f"(a calibrated model would show <= {chance:.4f} by chance); realized SQL rate {y.mean():.2%} "
-                       f"vs predicted {p.mean():.2%}")
+                       f"(a calibrated model would show <= {chance:.4f} by chance); realized {label.name} rate "
+                       f"{y.mean():.2%} vs predicted {p.mean():.2%}")
     off = targets[targets["status"] == "off target"] if len(targets) else targets
     if reasons:
         verdict = RETRAIN
     elif len(off):
         verdict = REVIEW_CUTOFFS
         for r in off.itertuples():
-            reasons.append(f"realized conversion off target: {r.population} became SQL at {r.realized:.2%} "
+            reasons.append(f"realized conversion off target: {r.population} {label.noun} at {r.realized:.2%} "
                            f"({r.low:.2%}-{r.high:.2%}) vs target {r.target:.1%} on {r.matured:,} matured rows")
     else:
         verdict = NO_ACTION
         top = drift[drift["kind"] != "score"].head(1)
         parts = [f"largest feature PSI {top['psi'].iloc[0]:.3f} ({top['feature'].iloc[0]}) < {config.psi_act:g}"
-                 if len(top) else "no feature PSI", f"p_sql PSI {drift.loc[drift['feature'] == 'p_sql', 'psi'].iloc[0]:.3f}"]
+                 if len(top) else "no feature PSI",
+                 f"{label.probability} PSI {drift.loc[drift['feature'] == label.probability, 'psi'].iloc[0]:.3f}"]
         parts.append(f"ECE {ece:.4f} <= limit {config.ece_limit:g}" if math.isfinite(ece) else "no matured rows for ECE")
         for r in targets.itertuples():
             parts.append(f"{r.population} realized {r.realized:.2%} vs target {r.target:.1%} ({r.status})")
         reasons.append("; ".join(parts))
     if verdict == RETRAIN:
         for r in off.itertuples():
-            notes.append(f"also off target: {r.population} became SQL at {r.realized:.2%} ({r.low:.2%}-{r.high:.2%}) "
+            notes.append(f"also off target: {r.population} {label.noun} at {r.realized:.2%} ({r.low:.2%}-{r.high:.2%}) "
                          f"vs target {r.target:.1%}; retraining sets new cutoffs")
     watch = drift[(drift["status"] == "watch")]
     if len(watch):
@@ -781,7 +812,8 @@ def monitor(scorer, manifest: dict, con, scores: pd.DataFrame, *, config: Monito
     facts = {
         "model_versions": sorted({str(v) for v in rows["model_version"].dropna()}),
         "trained_until": params.get("calibration_start"), "test_start": params.get("test_start"),
-        "horizon_days": horizon, "won_horizon_days": won_horizon, "max_lead_age_days": max_age,
+        "primary_label": label.name, "probability": label.probability, "horizon": horizon,
+        "horizon_days": sql_horizon, "won_horizon_days": won_horizon, "max_lead_age_days": max_age,
         "observed_until": observed_until.isoformat(), "runs": len(runs),
         "first_run": rows["as_of"].min().isoformat(), "latest_run": latest_as_of.isoformat(),
         "scored_rows": len(rows), "matured_rows": len(matured), "immature_rows": n_immature,
@@ -790,7 +822,7 @@ def monitor(scorer, manifest: dict, con, scores: pd.DataFrame, *, config: Monito
         "current_rows": int(in_domain.sum()), "out_of_domain_share": out_of_domain,
         "cutoff_policy": scorer.cutoffs.policy.policy, "mql_cutoff": float(scorer.cutoffs.mql),
         "sql_cutoff": float(scorer.cutoffs.sql), "target_note": target_note, "ece_score_bands": ece_bands,
-        "disqualified_leads": n_dq, "sql_leads": n_sql,
+        "disqualified_leads": n_dq, "converted_leads": n_converted,
     }
     return MonitorResult(verdict=verdict, reasons=reasons, notes=notes, facts=facts, runs=runs, by_tier=by_tier,
                          by_baseline_tier=by_baseline, by_band=by_band, targets=targets, reliability=reliability,
@@ -808,26 +840,32 @@ def _error_bars(point, low, high) -> np.ndarray:
     return np.nan_to_num(np.clip(np.vstack([point - low, high - point]), 0, None))
 
 
+def _outcome(result: MonitorResult) -> tuple[str, str]:
+    """(probability column, outcome word) of the result's primary label: ("p_sql", "SQL")."""
+    return result.facts["probability"], "SQL" if result.facts["primary_label"] == "became_sql" else "won"
+
+
 def _realized_figure(result: MonitorResult):
     from leadscore.report import new_figure
 
+    prob, outcome = _outcome(result)
     fig = new_figure(12, 4.5)
     ax1, ax2 = fig.subplots(1, 2)
     for ax, table, key, title in ((ax1, result.by_band, "band", "by score band"),
                                   (ax2, result.by_tier, "tier", "by model tier")):
         t = table[(table[key] != "all") & (table["matured"] > 0)]
         x = np.arange(len(t))
-        real = t["realized_sql_rate"].to_numpy(dtype="float64")
+        real = t["realized_rate"].to_numpy(dtype="float64")
         err = _error_bars(real, t["realized_low"], t["realized_high"])
-        ax.bar(x - 0.2, t["predicted_sql_rate"], width=0.4, label="predicted (mean p_sql)", color="tab:blue", alpha=0.7)
+        ax.bar(x - 0.2, t["predicted_rate"], width=0.4, label=f"predicted (mean {prob})", color="tab:blue", alpha=0.7)
         ax.bar(x + 0.2, real, width=0.4, yerr=err, capsize=3, label="realized (95 % Wilson)", color="tab:orange",
                alpha=0.8)
         ax.set_xticks(x, t[key].astype(str), rotation=45 if key == "band" else 0)
-        positive = t[["predicted_sql_rate", "realized_sql_rate"]].to_numpy(dtype="float64")
+        positive = t[["predicted_rate", "realized_rate"]].to_numpy(dtype="float64")
         if (positive > 0).any():
             ax.set_yscale("log")
             ax.set_ylim(max(positive[positive > 0].min() / 3, 1e-5), min(1.0, positive.max() * 3))
-        ax.set(ylabel="SQL rate within the horizon", title=f"Realized vs predicted {title} (matured rows)")
+        ax.set(ylabel=f"{outcome} rate within the horizon", title=f"Realized vs predicted {title} (matured rows)")
         ax.legend(fontsize=8)
     if len(result.targets):
         for r in result.targets.itertuples():
@@ -854,13 +892,14 @@ def _psi_figure(result: MonitorResult, top: int = 25):
         ax.text(limit, 0.01, f" {name} {limit:g}", transform=ax.get_xaxis_transform(), fontsize=8, va="bottom")
     ax.set_xscale("log")
     ax.set(xlabel="PSI (log), latest run vs training window",
-           title=f"Population stability: the {top} most drifted features, p_sql and score")
+           title=f"Population stability: the {top} most drifted features, {result.facts['probability']} and score")
     return fig
 
 
 def _calibration_figure(result: MonitorResult):
     from leadscore.report import new_figure
 
+    prob, outcome = _outcome(result)
     fig = new_figure(12, 4.5)
     ax1, ax2 = fig.subplots(1, 2)
     t = result.reliability
@@ -870,24 +909,24 @@ def _calibration_figure(result: MonitorResult):
         ax1.errorbar(t["predicted"], t["observed"], yerr=err, fmt="o-", capsize=3, label="matured scores")
         ax1.scatter(t["predicted"], t["observed"], s=15 + 400 * t["rows"] / total, alpha=0.4)
     ax1.plot([0, 1], [0, 1], ls="-.", color="grey", lw=1, label="perfectly calibrated")
-    ax1.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted p_sql", ylabel="realized SQL rate",
+    ax1.set(xlim=(0, 1), ylim=(0, 1), xlabel=f"mean predicted {prob}", ylabel=f"realized {outcome} rate",
             title=f"Reliability (10 equal-width bins): ECE {result.ece:.4f}")
     ax1.legend(fontsize=8)
     b = result.by_band[(result.by_band["band"] != "all") & (result.by_band["matured"] > 0)]
-    positive = b[["predicted_sql_rate", "realized_sql_rate"]].to_numpy(dtype="float64")
+    positive = b[["predicted_rate", "realized_rate"]].to_numpy(dtype="float64")
     positive = positive[positive > 0]
     if len(positive):
         lo, hi = positive.min() / 2, min(1.0, positive.max() * 2)
-        shown = b[b["realized_sql_rate"] > 0]
-        ax2.errorbar(shown["predicted_sql_rate"], shown["realized_sql_rate"],
-                     yerr=_error_bars(shown["realized_sql_rate"], shown["realized_low"], shown["realized_high"]),
+        shown = b[b["realized_rate"] > 0]
+        ax2.errorbar(shown["predicted_rate"], shown["realized_rate"],
+                     yerr=_error_bars(shown["realized_rate"], shown["realized_low"], shown["realized_high"]),
                      fmt="o-", capsize=3,
                      label="score bands")
         ax2.plot([lo, hi], [lo, hi], ls="-.", color="grey", lw=1, label="perfectly calibrated")
         ax2.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi))
         ax2.legend(fontsize=8)
-    ax2.set(xlabel="mean predicted p_sql (log)", ylabel="realized SQL rate (log)",
-            title="Calibration by score band (bands with a realized SQL)")
+    ax2.set(xlabel=f"mean predicted {prob} (log)", ylabel=f"realized {outcome} rate (log)",
+            title=f"Calibration by score band (bands with a realized {outcome})")
     return fig
 
 
@@ -915,11 +954,14 @@ def _with_interval(frame: pd.DataFrame, point: str, low: str, high: str, name: s
     return out.drop(columns=[point, low, high])
 
 
-def _rate_view(table: pd.DataFrame, key: str) -> pd.DataFrame:
-    t = _with_interval(table, "realized_sql_rate", "realized_low", "realized_high", "realized SQL rate (95 %)")
-    t = _with_interval(t, "realized_sql_to_won", "sql_to_won_low", "sql_to_won_high", "SQL→won (95 %)")
-    t = _pct_columns(t, ["predicted_sql_rate", "realized_won_rate", "predicted_won_rate"])
-    order = [key, "scored", "matured", "immature", "sql", "realized SQL rate (95 %)", "predicted_sql_rate",
+def _rate_view(table: pd.DataFrame, key: str, outcome: str) -> pd.DataFrame:
+    realized = f"realized {outcome} rate (95 %)"
+    t = _with_interval(table, "realized_rate", "realized_low", "realized_high", realized)
+    if "realized_sql_to_won" in t:
+        t = _with_interval(t, "realized_sql_to_won", "sql_to_won_low", "sql_to_won_high", "SQL→won (95 %)")
+    t = _pct_columns(t, ["predicted_rate", "realized_won_rate", "predicted_won_rate"])
+    t = t.rename(columns={"positives": outcome, "predicted_rate": f"predicted {outcome} rate"})
+    order = [key, "scored", "matured", "immature", outcome, realized, f"predicted {outcome} rate",
              "won_matured", "realized_won_rate", "predicted_won_rate", "sql_with_won_window", "SQL→won (95 %)"]
     return t[[c for c in order if c in t.columns]]
 
@@ -929,6 +971,7 @@ def render_monitor_report(result: MonitorResult, figures: dict[str, bytes] | Non
     from leadscore.report import html_page, html_table, img_tag
 
     figures = monitor_figures(result) if figures is None else figures
+    prob, outcome = _outcome(result)
 
     def img(name: str, alt: str) -> str:
         return img_tag(figures[name], alt) if name in figures else ""
@@ -944,8 +987,9 @@ def render_monitor_report(result: MonitorResult, figures: dict[str, bytes] | Non
         f"{f['runs']} runs, {f['first_run'][:10]} .. {f['latest_run'][:10]}",
         (f"{f['scored_rows']:,} rows of {f['scored_leads']:,} leads; {f['matured_rows']:,} matured, "
         f"{f['immature_rows']:,} immature (left out)"), f["observed_until"][:16],
-        f"SQL within {f['horizon_days']} days, won within {f['won_horizon_days']} days",
-        f"{f['cutoff_policy']}: MQL p_sql >= {f['mql_cutoff']:.4f}, SQL p_sql >= {f['sql_cutoff']:.4f}",
+        (f"SQL within {f['horizon_days']} days, won within {f['won_horizon_days']} days"
+         if f["primary_label"] == "became_sql" else f"won within {f['won_horizon_days']} days (no SQL model)"),
+        f"{f['cutoff_policy']}: MQL {prob} >= {f['mql_cutoff']:.4f}, SQL {prob} >= {f['sql_cutoff']:.4f}",
     ]}, index=pd.Index(["model", "trained until", "scoring runs", "rows", "data observed until", "outcomes",
                         "cutoffs"], name="fact"))
     runs = result.runs.copy()
@@ -962,29 +1006,30 @@ def render_monitor_report(result: MonitorResult, figures: dict[str, bytes] | Non
     psi = result.psi.copy()
     psi["unseen_share"] = [("" if pd.isna(v) else f"{v:.1%}") for v in psi["unseen_share"]]
     persona = result.persona
-    persona_html = para(f"{f['disqualified_leads']:,} disqualified leads vs {f['sql_leads']:,} leads that became "
-                        "SQL (each on its latest scored row before the outcome; matured windows only).")
+    persona_html = para(f"{f['disqualified_leads']:,} disqualified leads vs {f['converted_leads']:,} leads that "
+                        f"{LABEL_SPECS[f['primary_label']].noun} (each on its latest scored row before the outcome; "
+                        "matured windows only).")
     for grp, title in (("fit", "Fit (who they are)"), ("engagement", "Engagement (what they did)")):
         g = persona[persona["group"] == grp].head(result.config.persona_top) if len(persona) else persona
         if len(g):
             persona_html += f"<h3>{html.escape(title)}</h3>" + html_table(
-                _pct_columns(g, ["disqualified_share", "sql_share", "over_representation", "disqualified_rate"]))
+                _pct_columns(g, ["disqualified_share", "converted_share", "over_representation", "disqualified_rate"]))
     if not len(persona):
         persona_html += para("No characteristic is over-represented among disqualified leads "
-                             "(or there are no disqualified or no SQL leads with a matured window).")
+                             "(or there are no disqualified or no converted leads with a matured window).")
     misleading_html = ""
     if len(result.misleading):
-        misleading_html = para("Mean SHAP contribution (log-odds of the uncalibrated p_sql model) among disqualified "
+        misleading_html = para(f"Mean SHAP contribution (log-odds of the uncalibrated {prob} model) among disqualified "
                                "leads: the largest positive means are what pushed them up wrongly.") + \
             html_table(result.misleading.head(15))
 
     sections = [
         ("Summary", html_table(facts) + "".join(para(n) for n in result.notes)),
-        ("Realized vs predicted", img("realized_vs_predicted.png", "realized vs predicted SQL rate")
+        ("Realized vs predicted", img("realized_vs_predicted.png", f"realized vs predicted {outcome} rate")
          + "<h3>Conversion targets</h3>" + para(f["target_note"]) + target_html
-         + "<h3>By model tier</h3>" + html_table(_rate_view(result.by_tier, "tier"))
-         + "<h3>By rule-baseline tier</h3>" + html_table(_rate_view(result.by_baseline_tier, "baseline_tier"))
-         + "<h3>By score band</h3>" + html_table(_rate_view(result.by_band, "band"))),
+         + "<h3>By model tier</h3>" + html_table(_rate_view(result.by_tier, "tier", outcome))
+         + "<h3>By rule-baseline tier</h3>" + html_table(_rate_view(result.by_baseline_tier, "baseline_tier", outcome))
+         + "<h3>By score band</h3>" + html_table(_rate_view(result.by_band, "band", outcome))),
         ("Calibration", img("calibration.png", "calibration curves")
          + para(f"ECE {result.ece:.4f} (limit {result.config.ece_limit:g}; a perfectly calibrated model shows up to "
                 f"{result.ece_chance:.4f} by chance on these rows): "

@@ -1,10 +1,13 @@
 """The trained scorer: feature rows in, calibrated probabilities, score and tier out.
 
-One object holds everything a score needs - the ``became_sql`` and ``won`` models with their
-calibrators, the cutoffs and the policy they were chosen by, the score scale, the feature
+One object holds everything a score needs - a model per outcome the CRM records
+(``became_sql``, ``won``, or only one of them) with its calibrator, which of them is the
+*primary* label (the one the cutoffs, the 1-99 score, the tier and the explanations are
+about), the cutoffs and the policy they were chosen by, the score scale, the feature
 catalogue and configuration, and the rule baseline that always runs alongside. It is what
 the bundle under ``models/<name>/`` stores and what the MLflow pyfunc model wraps, so batch
-scoring, on-request serving and retraining all use the same code.
+scoring, on-request serving and retraining all use the same code. A probability whose model
+the CRM's outcomes could not train (``p_sql`` for a CRM without an SQL stage) is empty.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from leadscore.cutoffs import Cutoffs
+from leadscore.examples import LABEL_SPECS
 from leadscore.features import FeatureConfig
 from leadscore.train import ConversionModel
 
@@ -38,8 +42,8 @@ def score_scale(p: np.ndarray, n_points: int = 98) -> np.ndarray:
 
 @dataclass
 class Scorer:
-    sql_model: ConversionModel
-    won_model: ConversionModel | None
+    models: dict[str, ConversionModel]  # label -> calibrated model, for the labels that could be trained
+    primary: str                        # the label of the cutoffs, score, tier and explanations
     cutoffs: Cutoffs
     scale: np.ndarray
     catalogue: pd.DataFrame
@@ -48,9 +52,32 @@ class Scorer:
     grid: object | None = None   # leadscore.explain.GridThresholds: fit x engagement grid cells
     info: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        if self.primary not in self.models:
+            raise ValueError(f"primary label {self.primary!r} has no model (models: {', '.join(self.models)})")
+
+    @property
+    def primary_model(self) -> ConversionModel:
+        return self.models[self.primary]
+
+    @property
+    def probability(self) -> str:
+        """The output column the cutoffs, score and tier read: ``p_sql`` or ``p_won``."""
+        return LABEL_SPECS[self.primary].probability
+
+    @property
+    def sql_model(self) -> ConversionModel | None:
+        return self.models.get("became_sql")
+
+    @property
+    def won_model(self) -> ConversionModel | None:
+        return self.models.get("won")
+
     @property
     def features(self) -> list[str]:
-        return list(self.sql_model.features)
+        """The feature columns any of the models reads, in catalogue order."""
+        used = {f for m in self.models.values() for f in m.features}
+        return [f for f in self.catalogue["name"] if f in used]
 
     def check_input(self, frame: pd.DataFrame) -> None:
         if not isinstance(frame, pd.DataFrame):
@@ -60,34 +87,47 @@ class Scorer:
             shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
             raise ScoringInputError(f"feature rows lack column(s) {shown}; give the columns `leadscore features` "
                                     "writes (lead_id, as_of and the feature catalogue)")
-        numeric = [f for f in self.features if f not in self.sql_model.levels]
+        categorical = {c for m in self.models.values() for c in m.levels}
+        numeric = [f for f in self.features if f not in categorical]
         bad = [c for c in numeric if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))]
         if bad:
             raise ScoringInputError(f"feature column(s) {', '.join(bad[:10])} must be numeric, "
                                     f"got {', '.join(str(frame[c].dtype) for c in bad[:10])}")
 
-    def score_points(self, p_sql: np.ndarray) -> np.ndarray:
-        """1-99, monotone in p_sql (a percentile of the reference open leads)."""
-        return (1 + np.searchsorted(self.scale, p_sql, side="right")).astype("int16")
+    def score_points(self, p: np.ndarray) -> np.ndarray:
+        """1-99, monotone in the primary probability (a percentile of the reference open leads)."""
+        return (1 + np.searchsorted(self.scale, p, side="right")).astype("int16")
+
+    def probabilities(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """``p_sql`` and ``p_won`` of the rows (NaN for a label without a model); models that
+        read the same features share one prepared matrix."""
+        prepared: list[tuple[ConversionModel, pd.DataFrame]] = []
+        out = {}
+        for name, spec in LABEL_SPECS.items():
+            model = self.models.get(name)
+            if model is None:
+                out[spec.probability] = np.full(len(frame), np.nan)
+                continue
+            X = next((X for other, X in prepared if model.reads_like(other)), None)
+            if X is None:
+                X = model.matrix(frame)
+                prepared.append((model, X))
+            out[spec.probability] = model.predict_proba(frame, X)
+        return out
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """lead_id, as_of, p_sql, p_won, score, tier (+ baseline_points / baseline_tier when the
         rows carry them), one row per input row in input order. ``as_of`` without a time zone
         is read as UTC (MLflow's pyfunc schema only takes zone-naive timestamps)."""
         self.check_input(frame)
-        X = self.sql_model.matrix(frame)
-        p_sql = self.sql_model.predict_proba(frame, X)
         as_of = pd.to_datetime(frame["as_of"])
         as_of = as_of.dt.tz_localize("UTC") if as_of.dt.tz is None else as_of.dt.tz_convert("UTC")
         out = pd.DataFrame({"lead_id": frame["lead_id"].astype("str").to_numpy(), "as_of": as_of.array})
-        out["p_sql"] = p_sql
-        if self.won_model is not None:
-            won_X = X if self.won_model.reads_like(self.sql_model) else None
-            out["p_won"] = self.won_model.predict_proba(frame, won_X)
-        else:
-            out["p_won"] = np.nan
-        out["score"] = self.score_points(p_sql)
-        out["tier"] = pd.array(self.cutoffs.tier(p_sql), dtype="str")
+        for column, p in self.probabilities(frame).items():
+            out[column] = p
+        p = out[self.probability].to_numpy()
+        out["score"] = self.score_points(p)
+        out["tier"] = pd.array(self.cutoffs.tier(p), dtype="str")
         for col in BASELINE_COLUMNS:
             if col in frame.columns:
                 out[col] = frame[col].to_numpy()

@@ -42,7 +42,7 @@ OUTPUT_SCHEMA = pa.schema([
     ("baseline_points", pa.float64()), ("baseline_tier", pa.string()), ("model_version", pa.string()),
     ("run_id", pa.string()),
 ])
-QUARANTINE_COLUMNS = ("table", "source_row", "lead_id", "quarantine_reason", "row")
+QUARANTINE_COLUMNS = ("table", "source_file", "source_row", "lead_id", "quarantine_reason", "row")
 
 
 class QuarantineLimitExceeded(RuntimeError):
@@ -86,9 +86,11 @@ def quarantine_frame(quarantined: dict[str, pd.DataFrame]) -> pd.DataFrame:
     for name, q in quarantined.items():
         if q.empty:
             continue
-        body = q.drop(columns=["source_row", "quarantine_reason"])
+        body = q.drop(columns=[c for c in ("source_file", "source_row", "quarantine_reason") if c in q])
         parts.append(pd.DataFrame({
-            "table": name, "source_row": q["source_row"].astype("int64").to_numpy(),
+            "table": name,
+            "source_file": q["source_file"].astype("str").to_numpy() if "source_file" in q else None,
+            "source_row": q["source_row"].astype("int64").to_numpy(),
             "lead_id": q["lead_id"].astype("str").to_numpy() if "lead_id" in q else None,
             "quarantine_reason": q["quarantine_reason"].astype("str").to_numpy(),
             "row": body.astype("str").to_json(orient="records", lines=True).splitlines() if len(body) else [],
@@ -115,7 +117,7 @@ def score_chunk(scorer, con, pairs: pd.DataFrame, top_reasons: int, model_versio
 
     rows = features_as_of(con, pairs, config=scorer.feature_config)
     if scorer.rules is not None:
-        points = score_baseline(con, scorer.rules, pairs, explain=False)
+        points = score_baseline(con, scorer.rules, pairs, explain=False, contract=scorer.feature_config.contract)
         rows = rows.merge(points[["lead_id", "as_of", "total_points", "baseline_tier"]].rename(
             columns={"total_points": "baseline_points"}), on=["lead_id", "as_of"], how="left", validate="one_to_one")
     out = scorer.score(rows, top_reasons)

@@ -55,6 +55,8 @@ class LeadScoreModel(mlflow.pyfunc.PythonModel):
 
 def configure(tracking: TrackingConfig) -> MlflowClient:
     """Point MLflow at the configured store; create the experiment (artifacts where configured)."""
+    # MLflow draws a progress bar for every artifact copy; in a batch log it is noise.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(tracking.tracking_uri)
     client = MlflowClient()
     if client.get_experiment_by_name(tracking.experiment) is None:

@@ -117,23 +117,50 @@ def _require_positives(y: np.ndarray, label: str, config: ModelConfig, where: st
     if n_pos < config.min_positives:
         raise InsufficientData(
             f"{label}: only {n_pos} positive outcomes in the {where} ({len(y):,} examples); at least "
-            f"{config.min_positives} are needed to learn a model (model.min_positives). "
-            "The rule baseline remains in use; retrain when more outcomes have matured.")
+            f"{config.min_positives} are needed to learn a model (model.min_positives)")
+
+
+def informative_features(frame: pd.DataFrame, features: list[str]) -> tuple[list[str], list[str]]:
+    """(kept, dropped): a feature that is constant on ``frame`` - one value everywhere, or
+    missing everywhere - cannot be learned from, and is dropped before fitting."""
+    dropped = [f for f in features if frame[f].nunique(dropna=False) <= 1]
+    return [f for f in features if f not in dropped], dropped
+
+
+def held_out_parts(train: pd.DataFrame, config: ModelConfig) -> np.ndarray:
+    """Per example, by its lead: 0 fits the trees, 1 and 2 (``validation_fraction`` together,
+    half each) are held out - for early stopping, or 1 for early stopping and 2 to calibrate
+    on when there is no calibration slice of other time (never the rows that chose the trees)."""
+    f = config.validation_fraction
+    return lead_parts(train["lead_id"], (1 - f, f / 2, f / 2), salt=config.seed + 17)
 
 
 def validation_mask(train: pd.DataFrame, config: ModelConfig) -> np.ndarray:
     """True for the examples of the training leads held out for early stopping (by lead)."""
-    f = config.validation_fraction
-    return lead_parts(train["lead_id"], (1 - f, f / 2, f / 2), salt=config.seed + 17) > 0
+    return held_out_parts(train, config) > 0
+
+
+def calibration_mask(train: pd.DataFrame, config: ModelConfig) -> np.ndarray:
+    """True for the training leads kept out of fitting and early stopping, to calibrate on."""
+    return held_out_parts(train, config) == 2
 
 
 def fit_lightgbm(train: pd.DataFrame, label: str, features: list[str], categorical: list[str],
-                 config: ModelConfig) -> ConversionModel:
-    """Fit on the training part; early stopping on a held-out group of training leads."""
+                 config: ModelConfig, keep_for_calibration: bool = False) -> ConversionModel:
+    """Fit on the training part; early stopping on a held-out group of training leads. With
+    ``keep_for_calibration`` a second held-out group (:func:`calibration_mask`) is left out of
+    both, to calibrate on."""
     y = train[label].astype(bool).to_numpy()
     _require_positives(y, label, config, "training part")
+    features, constant = informative_features(train, features)
+    if not features:
+        raise InsufficientData(f"{label}: every feature is constant in the training part ({len(train):,} examples)")
+    categorical = [c for c in categorical if c in features]
     levels = categorical_levels(train, categorical)
-    held_out = validation_mask(train, config)
+    parts = held_out_parts(train, config)
+    if keep_for_calibration:
+        train, y, parts = train[parts != 2], y[parts != 2], parts[parts != 2]
+    held_out = parts > 0
     X = as_model_frame(train, features, levels)
     model = lgb.LGBMClassifier(
         objective="binary", n_estimators=config.n_estimators, learning_rate=config.learning_rate,
@@ -149,7 +176,8 @@ def fit_lightgbm(train: pd.DataFrame, label: str, features: list[str], categoric
     return ConversionModel(label=label, features=features, levels=levels, booster=model.booster_,
                            best_iteration=best,
                            info={"train_rows": int((~held_out).sum()), "validation_rows": int(held_out.sum()),
-                                 "train_positives": int(y[~held_out].sum()), "best_iteration": best})
+                                 "train_positives": int(y[~held_out].sum()), "best_iteration": best,
+                                 "constant_features": constant})
 
 
 def calibrate(model: ConversionModel, calibration: pd.DataFrame, method: str = "auto") -> ConversionModel:
@@ -165,7 +193,10 @@ def calibrate(model: ConversionModel, calibration: pd.DataFrame, method: str = "
 
 def fit_logistic(train: pd.DataFrame, label: str, features: list[str], categorical: list[str],
                  seed: int = 0) -> Pipeline:
-    """The reference model: one-hot categoricals, median-imputed log1p numerics (+ missing flags), scaled."""
+    """The reference model: one-hot categoricals, median-imputed log1p numerics (+ missing flags), scaled.
+    Constant features are left out, as for LightGBM."""
+    features, _ = informative_features(train, features)
+    categorical = [c for c in categorical if c in features]
     numeric = [f for f in features if f not in categorical]
     pre = ColumnTransformer([
         ("categorical", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=20), categorical),
@@ -175,7 +206,9 @@ def fit_logistic(train: pd.DataFrame, label: str, features: list[str], categoric
             StandardScaler()), numeric),
     ])
     pipe = Pipeline([("prepare", pre), ("model", LogisticRegression(C=0.1, max_iter=2000, random_state=seed))])
-    return pipe.fit(_logistic_frame(train, features, categorical), train[label].astype(bool).to_numpy())
+    pipe.fit(_logistic_frame(train, features, categorical), train[label].astype(bool).to_numpy())
+    pipe.features_, pipe.categorical_ = features, categorical
+    return pipe
 
 
 def _signed_log1p(x):
@@ -186,5 +219,5 @@ def _logistic_frame(frame: pd.DataFrame, features: list[str], categorical: list[
     return frame[features].astype({c: str for c in categorical})
 
 
-def logistic_proba(pipe: Pipeline, frame: pd.DataFrame, features: list[str], categorical: list[str]) -> np.ndarray:
-    return pipe.predict_proba(_logistic_frame(frame, features, categorical))[:, 1]
+def logistic_proba(pipe: Pipeline, frame: pd.DataFrame) -> np.ndarray:
+    return pipe.predict_proba(_logistic_frame(frame, pipe.features_, pipe.categorical_))[:, 1]
