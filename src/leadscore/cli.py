@@ -33,6 +33,30 @@ def _err(message: str) -> None:
     typer.echo(message, err=True)
 
 
+DATA_HELP = ("Directory with leads, activities, lifecycle (.parquet or .csv); with --source, the directory the "
+             "source YAML's file names are relative to.")
+SOURCE_HELP = ("Source YAML mapping a CRM's own export onto the data contract (e.g. pipelines/sources/sparse.yaml; "
+               "see data/README.md). File names in it are relative to --data, else to the YAML's directory.")
+
+
+def _source(data: Path | None, source: Path | None):
+    """The data source of a command: a contract directory (--data), or an export mapped by a
+    source YAML (--source, files relative to --data when given). Exit 2 on a bad YAML."""
+    from leadscore.config import ConfigError
+    from leadscore.data.sources import load_source
+
+    if source is not None:
+        try:
+            return load_source(source, data)
+        except ConfigError as exc:
+            _err(f"error: {exc}")
+            raise typer.Exit(EXIT_UNUSABLE) from exc
+    if data is None:
+        raise typer.BadParameter("give --data DIR (a contract directory) or --source FILE (a source YAML)",
+                                 param_hint="--data / --source")
+    return contract.ContractDirectory(data)
+
+
 def _parse_timestamp(value: str | None, option: str) -> pd.Timestamp | None:
     """A UTC timestamp from the command line; a usage error naming ``option`` if it is not one."""
     if value is None:
@@ -45,27 +69,51 @@ def _parse_timestamp(value: str | None, option: str) -> pd.Timestamp | None:
 
 @app.command()
 def synth(
-    leads: int = typer.Option(20_000, "--leads", min=1, help="Number of leads to generate."),
-    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives byte-identical files."),
     out: Path = typer.Option(..., "--out", help="Output directory (created if missing)."),
-    start: str = typer.Option("2024-01-01", help="First day leads arrive (UTC date)."),
-    months: int = typer.Option(21, min=2, help="Months of history; the data ends at start + months."),
+    profile: str = typer.Option("default", "--profile", help="default: the contract's own tables (leads, "
+                                "activities, lifecycle), SQL and won stages. sparse: a vendor-style CRM export "
+                                "(its own files, column and stage names, day-first local dates, epoch-ms events, "
+                                "custom attributes and activity kinds, no SQL stage) plus source.yaml mapping it."),
+    leads: int | None = typer.Option(None, "--leads", min=1, help="Number of leads (default: 20,000; sparse 5,000)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives byte-identical files."),
+    start: str | None = typer.Option(None, help="First day leads arrive, UTC date (default: 2024-01-01; sparse "
+                                     "2024-07-01)."),
+    months: int | None = typer.Option(None, min=2, help="Months of history; the data ends at start + months "
+                                      "(default: 21; sparse 15)."),
     horizon_days: int = typer.Option(42, min=1, help="Horizon of the oracle's P(SQL) in truth.parquet."),
-    won_horizon_days: int = typer.Option(120, min=1, help="Horizon of the oracle's P(won) in truth.parquet."),
+    won_horizon_days: int | None = typer.Option(None, min=1, help="Horizon of the oracle's P(won) in truth.parquet "
+                                                "(default: 120; sparse 90)."),
     progress: bool = typer.Option(True, help="Show progress on stderr."),
 ) -> None:
-    """Generate a synthetic B2B funnel with known ground truth.
+    """Generate a synthetic CRM with known ground truth.
 
-    Writes leads, activities and lifecycle (the data contract), truth.parquet (the true
-    probability that each open lead becomes an SQL / closes won within the horizons, for
-    weekly as-of dates), the hidden per-lead parameters, and manifest.json; then prints
-    the funnel summary.
+    The default profile writes leads, activities and lifecycle (the data contract), truth.parquet
+    (the true probability that each open lead becomes an SQL / closes won within the horizons,
+    for weekly as-of dates), the hidden per-lead parameters, and manifest.json. The sparse
+    profile writes a vendor-style export of the same world instead (contacts.csv, activities.csv,
+    lifecycle_history.csv, closed_deals.csv, plan_changes.csv) with source.yaml, the mapping
+    that reads it (`--source OUT/source.yaml`). Then prints the funnel summary.
     """
     from leadscore.synthetic import SynthConfig, generate
+    from leadscore.synthetic.sparse import SparseConfig, generate_sparse
 
+    if profile not in ("default", "sparse"):
+        raise typer.BadParameter(f"unknown profile {profile!r}; use default or sparse", param_hint="--profile")
     t0 = time.perf_counter()
-    cfg = SynthConfig(n_leads=leads, seed=seed, start=start, months=months,
-                      horizon_days=horizon_days, won_horizon_days=won_horizon_days)
+    given = {k: v for k, v in (("n_leads", leads), ("start", start), ("months", months),
+                               ("won_horizon_days", won_horizon_days)) if v is not None}
+    if profile == "sparse":
+        manifest = generate_sparse(SparseConfig(seed=seed, **given), out, progress=progress)
+        rows = manifest["rows"]
+        typer.echo(f"wrote {out}/: {rows['contacts']:,} contacts, {rows['activities']:,} activities, "
+                   f"{rows['lifecycle_history']:,} lifecycle rows, {rows['closed_deals']:,} won deals, "
+                   f"{rows['truth']:,} truth rows in {time.perf_counter() - t0:.1f} s; observed until "
+                   f"{manifest['observed_until']}; mapped by {out / 'source.yaml'}")
+        clean = _load_clean(_source(None, out / "source.yaml"))
+        typer.echo("funnel:")
+        typer.echo(format_funnel(funnel_summary(clean["leads"], clean["lifecycle"])))
+        return
+    cfg = SynthConfig(seed=seed, horizon_days=horizon_days, **{"n_leads": 20_000, **given})
     manifest = generate(cfg, out, progress=progress)
     elapsed = time.perf_counter() - t0
     rows = manifest["rows"]
@@ -79,37 +127,44 @@ def synth(
 
 @app.command()
 def validate(
-    data: Path = typer.Option(..., "--data", help="Directory with leads, activities, lifecycle (.parquet or .csv)."),
+    data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
+    source: Path | None = typer.Option(None, "--source", help=SOURCE_HELP),
     quarantine: Path | None = typer.Option(
         None, "--quarantine",
         help="Write clean rows to DIR/clean/ and failing rows, each with its reason, to DIR/quarantined/.",
     ),
     now: str | None = typer.Option(None, help="Timestamps after this are 'in the future' (default: now, UTC)."),
 ) -> None:
-    """Check the three tables against the data contract.
+    """Check the tables against the data contract (a directory, or an export through a source YAML).
 
     Exit 0 when clean; 1 when rows break the contract (each rule is named with its table,
-    column and up to 10 offending rows); 2 when a table cannot be read or lacks a required
-    column. With --quarantine, rows in = clean + quarantined for every table.
+    column and up to 10 offending rows - with a source YAML, the file and the row in it); 2
+    when a table cannot be read or lacks a required column. With --quarantine, rows in =
+    clean + quarantined for every table. With --source it also says what the mapping did
+    (columns not read, attributes the export lacks, activity kinds mapped to `other`).
     """
+    src = _source(data, source)
+    now_ts = _parse_timestamp(now, "--now")
     try:
-        report = contract.validate_dir(data, now=_parse_timestamp(now, "--now"))
+        report = contract.validate_source(src, now=now_ts)
     except contract.ContractError as exc:
         _err(f"error: {exc}")
         raise typer.Exit(EXIT_UNUSABLE) from exc
+    for note in src.notes():
+        typer.echo(f"note: {note}")
 
     for line in report.lines():
         _err(line)
     counts = report.counts()
     for name, c in counts.items():
-        typer.echo(f"{name:<11} rows in {c['rows_in']:>10,} = clean {c['clean']:>10,} + quarantined {c['quarantined']:>8,}")
+        typer.echo(f"{name:<17} rows in {c['rows_in']:>10,} = clean {c['clean']:>10,} + quarantined {c['quarantined']:>8,}")
     if quarantine is not None:
         _write_quarantine(report, quarantine)
         typer.echo(f"clean rows in {quarantine / 'clean'}/, quarantined rows with reasons in {quarantine / 'quarantined'}/")
     if report.ok:
-        typer.echo(f"{data}: all tables satisfy the contract")
+        typer.echo(f"{src}: all tables satisfy the contract")
         return
-    _err(f"{data}: {len(report.violations)} contract rule(s) broken")
+    _err(f"{src}: {len(report.violations)} contract rule(s) broken")
     raise typer.Exit(EXIT_VIOLATIONS)
 
 
@@ -117,7 +172,7 @@ def _write_quarantine(report: contract.ValidationReport, out: Path) -> None:
     from leadscore.io import write_json, write_parquet
 
     clean, quarantined = report.split()
-    for name in contract.TABLES:
+    for name in report.tables:
         write_parquet(clean[name], out / "clean" / f"{name}.parquet")
         write_parquet(quarantined[name], out / "quarantined" / f"{name}.parquet")
     write_json({"counts": report.counts(), "violations": [
@@ -127,16 +182,21 @@ def _write_quarantine(report: contract.ValidationReport, out: Path) -> None:
 
 @app.command()
 def funnel(
-    data: Path = typer.Option(..., "--data", help="Directory with leads, activities, lifecycle."),
+    data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
+    source: Path | None = typer.Option(None, "--source", help=SOURCE_HELP),
 ) -> None:
-    """Print the funnel: leads, MQLs, SQLs, won; MQL->SQL and SQL->won rates (clean rows only)."""
-    clean = _load_clean(data)
-    typer.echo(f"funnel of {data}:")
+    """Print the funnel: leads, MQLs, SQLs, won; MQL->SQL, SQL->won and MQL->won rates (clean rows only).
+
+    A stage the CRM does not record (no SQL stage, say) is named as such.
+    """
+    src = _source(data, source)
+    clean = _load_clean(src)
+    typer.echo(f"funnel of {src}:")
     typer.echo(format_funnel(funnel_summary(clean["leads"], clean["lifecycle"])))
 
 
-def _load_clean(data: Path) -> dict[str, pd.DataFrame]:
-    """Contract-checked tables; rows that break the contract are left out and counted."""
+def _load_clean(data) -> dict[str, pd.DataFrame]:
+    """Contract-checked tables of a source; rows that break the contract are left out and counted."""
     try:
         clean, report = contract.load_clean(data)
     except contract.ContractError as exc:
@@ -147,7 +207,7 @@ def _load_clean(data: Path) -> dict[str, pd.DataFrame]:
 
 
 @contextlib.contextmanager
-def _staged(data: Path, **tempdir):
+def _staged(data, **tempdir):
     """The contract-checked tables staged as Parquet in a temporary directory (activities
     checked a batch at a time; ``tempdir``: where, as for TemporaryDirectory), removed after."""
     with tempfile.TemporaryDirectory(**tempdir) as stage:
@@ -160,21 +220,21 @@ def _staged(data: Path, **tempdir):
 
 
 @contextlib.contextmanager
-def _clean_connection(data: Path):
+def _clean_connection(data):
     """A DuckDB connection over the staged clean tables: for the commands that read the data
     through DuckDB, so memory does not grow with the activity history."""
     from leadscore.features import connect
 
     with _staged(data, prefix="leadscore-stage-") as staged:
         _note_quarantined(staged.counts)
-        con = connect(staged.paths)
+        con = connect(staged.paths, data.contract)
         try:
             yield con
         finally:
             con.close()
 
 
-def _connect_clean(ctx: typer.Context, data: Path):
+def _connect_clean(ctx: typer.Context, data):
     """:func:`_clean_connection` for the rest of the command (cleaned up when it ends)."""
     return ctx.with_resource(_clean_connection(data))
 
@@ -191,18 +251,23 @@ def _config_error(exc: Exception) -> typer.Exit:
     return typer.Exit(EXIT_UNUSABLE)
 
 
-def _pipeline_and_data(config: Path, data: Path | None):
-    """The pipeline config and the data directory (--data wins over the config's `data`)."""
+def _pipeline_and_data(config: Path, data: Path | None, source: Path | None = None):
+    """The pipeline config and its data source (--data / --source win over the config's
+    `data` / `source`; the config's paths are relative to the working directory or the config)."""
     from leadscore.config import ConfigError, load_pipeline
 
     try:
         pipeline = load_pipeline(config)
     except ConfigError as exc:
         raise _config_error(exc) from exc
-    data = data or (Path(pipeline.data) if pipeline.data else None)
-    if data is None:
-        raise typer.BadParameter("no data directory: give --data or set `data` in the config", param_hint="--data")
-    return pipeline, data
+    if source is None and pipeline.source is not None:
+        source = pipeline.resolve(pipeline.source)
+    if data is None and pipeline.data is not None:
+        data = pipeline.resolve(pipeline.data)
+    if data is None and source is None:
+        raise typer.BadParameter("no data: give --data or --source, or set `data` / `source` in the config",
+                                 param_hint="--data")
+    return pipeline, _source(data, source)
 
 
 def _catalogue_path(out: Path) -> Path:
@@ -212,7 +277,8 @@ def _catalogue_path(out: Path) -> Path:
 @app.command()
 def features(
     ctx: typer.Context,
-    data: Path = typer.Option(..., "--data", help="Directory with leads, activities, lifecycle."),
+    data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
+    source: Path | None = typer.Option(None, "--source", help=SOURCE_HELP),
     as_of: str = typer.Option(..., "--as-of", help="The moment to score at (UTC); only data strictly before it is used."),
     out: Path = typer.Option(..., "--out", help="Output file (.parquet or .csv)."),
     config: Path | None = typer.Option(None, "--config", help="Pipeline YAML whose `features` section to use."),
@@ -220,18 +286,23 @@ def features(
     """Write the feature rows of every lead open at --as-of (the scoring-time table).
 
     One row per lead that exists and is not yet SQL or closed at that moment, with the
-    columns of the feature catalogue (written next to the output as NAME.catalogue.csv).
+    columns of the feature catalogue (written next to the output as NAME.catalogue.csv),
+    including the attributes and activity kinds a source YAML declares.
     """
+    import dataclasses
+
     from leadscore.config import ConfigError, load_pipeline
     from leadscore.features import FeatureConfig, feature_catalogue, features_as_of
     from leadscore.io import write_table
 
     ts = _parse_timestamp(as_of, "--as-of")
+    src = _source(data, source)
     try:
         feature_config = load_pipeline(config).features if config else FeatureConfig()
-    except ConfigError as exc:
+        feature_config = dataclasses.replace(feature_config, contract=src.contract)
+    except (ConfigError, ValueError) as exc:
         raise _config_error(exc) from exc
-    con = _connect_clean(ctx, data)
+    con = _connect_clean(ctx, src)
     t0 = time.perf_counter()
     rows = features_as_of(con, as_of=ts, config=feature_config)
     write_table(rows, out)
@@ -245,37 +316,56 @@ def features(
 @app.command()
 def examples(
     config: Path = typer.Option(Path("pipelines/train.yaml"), "--config", help="Pipeline YAML (examples, features, leakage)."),
-    data: Path | None = typer.Option(None, "--data", help="Data directory (overrides `data` in the config)."),
+    data: Path | None = typer.Option(None, "--data", help=DATA_HELP + " Overrides `data` in the config."),
+    source: Path | None = typer.Option(None, "--source", help=SOURCE_HELP + " Overrides `source` in the config."),
     out: Path = typer.Option(..., "--out", help="Output file (.parquet or .csv)."),
 ) -> None:
     """Build the training table: (lead, as_of) examples with features and matured labels.
 
     Prints how many examples are immature (their horizon reaches past the observed data;
     left unlabelled, never counted as negatives) and the leakage audit of the features
-    against `became_sql`.
+    against each outcome the data records (became_sql, won).
     """
-    from leadscore.examples import build_examples, matured
-    from leadscore.features import feature_catalogue, feature_names
-    from leadscore.io import write_table
-    from leadscore.leakage import format_audit, leakage_audit
+    import dataclasses
 
-    pipeline, data = _pipeline_and_data(config, data)
-    tables = _load_clean(data)
+    from leadscore.examples import LABEL_SPECS, build_examples, matured
+    from leadscore.features import (
+        connect,
+        feature_catalogue,
+        feature_names,
+        point_in_time_features,
+    )
+    from leadscore.io import write_table
+    from leadscore.leakage import AuditSkipped, format_audit, leakage_audit
+
+    pipeline, src = _pipeline_and_data(config, data, source)
+    feature_config = dataclasses.replace(pipeline.features, contract=src.contract)
+    tables = _load_clean(src)
     t0 = time.perf_counter()
     try:
-        table, report = build_examples(tables, pipeline.examples, pipeline.features)
+        table, report = build_examples(connect(tables, src.contract), pipeline.examples, feature_config)
     except ValueError as exc:
         raise _config_error(exc) from exc
     write_table(table, out)
-    write_table(feature_catalogue(pipeline.features), _catalogue_path(out))
+    write_table(feature_catalogue(feature_config), _catalogue_path(out))
     for line in report.lines():
         typer.echo(line)
     typer.echo(f"built in {time.perf_counter() - t0:.1f} s; wrote {out} and {_catalogue_path(out)}")
-    labelled = matured(table, "became_sql")
-    if labelled["became_sql"].nunique() == 2:
-        lk = pipeline.leakage
-        audit = leakage_audit(labelled[feature_names(pipeline.features)], labelled["became_sql"].astype(bool),
-                              lk.threshold, lk.min_support, lk.n_bins)
+    recorded = set(tables["lifecycle"]["stage"])
+    lk = pipeline.leakage
+    for label in LABEL_SPECS.values():
+        if label.stage not in recorded:
+            typer.echo(f"{label.name}: the data records no `{label.stage}` stage; no leakage audit")
+            continue
+        labelled = matured(table, label.name)
+        typer.echo(f"{label.name}:")
+        try:
+            audit = leakage_audit(labelled[feature_names(feature_config)], labelled[label.name].astype(bool),
+                                  lk.threshold, lk.min_support, lk.n_bins, lk.min_positives,
+                                  point_in_time_features(feature_config))
+        except AuditSkipped as exc:
+            typer.echo(str(exc))
+            continue
         typer.echo(format_audit(audit, threshold=lk.threshold))
 
 
@@ -294,13 +384,17 @@ def audit(
     """
     from leadscore.config import ConfigError
     from leadscore.flat import load_config, load_flat
-    from leadscore.leakage import format_audit, leakage_audit
+    from leadscore.leakage import AuditSkipped, format_audit, leakage_audit
 
     try:
         flat_data = load_flat(load_config(flat), data, include_excluded=include_excluded)
     except ConfigError as exc:
         raise _config_error(exc) from exc
-    result = leakage_audit(flat_data.features, flat_data.y, threshold=threshold, min_support=min_support)
+    try:
+        result = leakage_audit(flat_data.features, flat_data.y, threshold=threshold, min_support=min_support)
+    except AuditSkipped as exc:
+        typer.echo(str(exc))
+        return
     typer.echo(f"{len(flat_data.features):,} leads, {flat_data.y.mean():.1%} positive, "
                f"{flat_data.features.shape[1]} columns audited"
                + ("" if include_excluded else f", {len(flat_data.excluded)} excluded by the config"))
@@ -312,39 +406,52 @@ def audit(
 @app.command()
 def baseline(
     ctx: typer.Context,
-    data: Path = typer.Option(..., "--data", help="Directory with leads, activities, lifecycle."),
+    data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
+    source: Path | None = typer.Option(None, "--source", help=SOURCE_HELP),
     as_of: str = typer.Option(..., "--as-of", help="The moment to score at (UTC); only data strictly before it is used."),
     rules: Path = typer.Option(Path("pipelines/rules.yaml"), "--rules", help="Rule set YAML."),
     out: Path = typer.Option(..., "--out", help="Output file (.parquet or .csv)."),
-    horizon_days: int = typer.Option(42, min=1, help="Horizon for the realised SQL rate per tier (when observed)."),
+    horizon_days: int | None = typer.Option(None, "--horizon-days", min=1, help="Horizon of the realised rate per "
+                                            "tier (default: 42 days for SQL, 120 for won)."),
 ) -> None:
     """Score every lead open at --as-of with the rule-based points baseline.
 
     Writes per lead fit_points, engagement_points, total_points, baseline_tier (lead / MQL /
     SQL), grid (A1 best .. C3) and fired_rules. Prints the tier shares and, when the data
-    reaches --horizon-days past --as-of, the share of each tier that became an SQL within it.
+    reaches --horizon-days past --as-of, the share of each tier that became an SQL within it
+    (closed won, for a CRM that records no SQL stage).
     """
     from leadscore.baseline import TIERS, load_rules, score_baseline
     from leadscore.config import ConfigError
-    from leadscore.examples import ExampleConfig, data_bounds, label_examples
+    from leadscore.examples import (
+        LABEL_SPECS,
+        ExampleConfig,
+        data_bounds,
+        label_examples,
+        stage_counts,
+    )
     from leadscore.io import write_table
 
     ts = _parse_timestamp(as_of, "--as-of")
+    src = _source(data, source)
     try:
-        rule_set = load_rules(rules)
+        rule_set = load_rules(rules, src.contract)
     except ConfigError as exc:
         raise _config_error(exc) from exc
-    con = _connect_clean(ctx, data)
-    scores = score_baseline(con, rule_set, as_of=ts)
+    con = _connect_clean(ctx, src)
+    scores = score_baseline(con, rule_set, as_of=ts, contract=src.contract)
     write_table(scores, out)
     typer.echo(f"{len(scores):,} open leads as of {ts:%Y-%m-%d %H:%M} scored with {len(rule_set.rule_names)} rules "
                f"from {rules}; wrote {out}")
     _, observed_until = data_bounds(con)
+    label = LABEL_SPECS["became_sql" if stage_counts(con).get("sql") else "won"]
+    config = ExampleConfig() if horizon_days is None else ExampleConfig(**{label.horizon_field: horizon_days})
+    horizon = label.horizon(config)
     labels = None
-    if ts + pd.Timedelta(days=horizon_days) <= observed_until:
-        labels = label_examples(con, scores[["lead_id", "as_of"]], ExampleConfig(horizon_days=horizon_days),
-                                observed_until)["became_sql"].astype(bool)
-    typer.echo("tier     leads      share" + (f"   SQL within {horizon_days} days" if labels is not None else ""))
+    if ts + pd.Timedelta(days=horizon) <= observed_until:
+        labels = label_examples(con, scores[["lead_id", "as_of"]], config, observed_until)[label.name].astype(bool)
+    outcome = "SQL" if label.name == "became_sql" else "won"
+    typer.echo("tier     leads      share" + (f"   {outcome} within {horizon} days" if labels is not None else ""))
     for tier in TIERS:
         mask = scores["baseline_tier"] == tier
         line = f"{tier:<6}{int(mask.sum()):>9,}   {mask.mean():7.1%}"
@@ -353,9 +460,9 @@ def baseline(
         typer.echo(line)
     if labels is not None:
         qualified = scores["baseline_tier"] != "lead"
-        typer.echo(f"MQL or better converts at {labels[qualified].mean():.2%}, the rest at {labels[~qualified].mean():.2%}")
+        typer.echo(f"MQL or better: {labels[qualified].mean():.2%} {label.noun}, the rest {labels[~qualified].mean():.2%}")
     else:
-        typer.echo(f"(outcomes not yet observed {horizon_days} days past {ts:%Y-%m-%d}: no realised rates)")
+        typer.echo(f"(outcomes not yet observed {horizon} days past {ts:%Y-%m-%d}: no realised rates)")
 
 
 METRIC_COLUMNS = ("auc", "pr_auc", "logloss", "brier", "ece", "lift_top_decile", "capture_top_decile")
@@ -378,7 +485,29 @@ def _is_flat_config(path: Path) -> bool:
         raise _config_error(exc) from exc
 
 
-def _train_pipeline_run(config: Path, data: Path | None, models_dir: Path | None):
+@contextlib.contextmanager
+def _summarised_warnings(where: str):
+    """Library warnings raised inside (scikit-learn's convergence notes, LightGBM's ...) are
+    collected and printed once each, with a count, instead of flooding the output."""
+    import warnings
+    from collections import Counter
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            seen = Counter((w.category.__name__, str(w.message).strip().splitlines()[0][:160]) for w in caught)
+            if seen:
+                _err(f"{sum(seen.values()):,} warning(s) from the libraries during {where}, "
+                     f"{len(seen)} distinct:")
+                for (category, message), n in seen.most_common(5):
+                    _err(f"  {n:>5,} x {category}: {message}")
+                if len(seen) > 5:
+                    _err(f"  ... and {len(seen) - 5} more kinds")
+
+
+def _train_pipeline_run(config: Path, data: Path | None, models_dir: Path | None, source: Path | None = None):
     """Load the pipeline config and data, train; returns (pipeline, run, connection, bundle dir)."""
     from leadscore.config import ConfigError
     from leadscore.cutoffs import CutoffError
@@ -386,10 +515,12 @@ def _train_pipeline_run(config: Path, data: Path | None, models_dir: Path | None
     from leadscore.pipeline import train_pipeline
     from leadscore.train import InsufficientData
 
-    pipeline, data = _pipeline_and_data(config, data)
-    con = connect(_load_clean(data))
+    pipeline, src = _pipeline_and_data(config, data, source)
+    con = connect(_load_clean(src), src.contract)
+    base = getattr(src, "base", getattr(src, "path", None))
     try:
-        run = train_pipeline(pipeline, con, data_dir=data, echo=typer.echo)
+        with _summarised_warnings("training"):
+            run = train_pipeline(pipeline, con, data_dir=base, echo=typer.echo, contract=src.contract)
     except InsufficientData as exc:
         _err(f"not trained: {exc}")
         raise typer.Exit(EXIT_UNUSABLE) from exc
@@ -400,16 +531,22 @@ def _train_pipeline_run(config: Path, data: Path | None, models_dir: Path | None
 
 
 def _print_run(run) -> None:
-    typer.echo("\nout-of-time test slice, became_sql:")
+    label = run.primary
+    typer.echo(f"\nout-of-time test slice, {label.name} (primary label):")
     typer.echo(_metric_table(run.comparison))
-    if run.won_metrics:
-        typer.echo(f"won: auc {run.won_metrics['won_auc']:.4f}, ece {run.won_metrics['won_ece']:.4f}")
-    if "sql_auc_vs_oracle" in run.metrics:
-        typer.echo(f"model / oracle AUC: {run.metrics['sql_auc_vs_oracle']:.3f}")
+    for name, other in run.labels.items():
+        if name != label.name and other.metrics:
+            p = other.label.short
+            typer.echo(f"{name}: auc {other.metrics[f'{p}_auc']:.4f}, ece {other.metrics[f'{p}_ece']:.4f} "
+                       f"(its own test slice)")
+    for name, why in run.skipped.items():
+        typer.echo(f"{name}: not trained ({why})")
+    if f"{label.short}_auc_vs_oracle" in run.metrics:
+        typer.echo(f"model / oracle AUC: {run.metrics[f'{label.short}_auc_vs_oracle']:.3f}")
     typer.echo("cutoffs on the test slice (95 % bootstrap intervals, leads per week for the whole lead base):")
     for _, r in run.cutoffs.iterrows():
-        typer.echo(f"  {r['cutoff']}: p_sql >= {r['threshold']:.4f}: {r['leads_per_week']:.0f} leads/week "
-                   f"({r['leads_per_week_low']:.0f}-{r['leads_per_week_high']:.0f}), conversion "
+        typer.echo(f"  {r['cutoff']}: {label.probability} >= {r['threshold']:.4f}: {r['leads_per_week']:.0f} "
+                   f"leads/week ({r['leads_per_week_low']:.0f}-{r['leads_per_week_high']:.0f}), conversion "
                    f"{r['conversion_rate']:.1%} ({r['conversion_rate_low']:.1%}-{r['conversion_rate_high']:.1%}), "
                    f"recall {r['recall']:.1%} ({r['recall_low']:.1%}-{r['recall_high']:.1%})")
 
@@ -427,26 +564,29 @@ def train(
     config: Path = typer.Option(Path("pipelines/train.yaml"), "--config",
                                 help="Pipeline YAML (pipelines/train.yaml), or a flat-export dataset YAML "
                                      "(pipelines/xeducation.yaml: k-fold evaluation)."),
-    data: Path | None = typer.Option(None, "--data", help="Data directory (overrides `data` in the config)."),
+    data: Path | None = typer.Option(None, "--data", help=DATA_HELP + " Overrides `data` in the config."),
+    source: Path | None = typer.Option(None, "--source", help=SOURCE_HELP + " Overrides `source` in the config."),
     models_dir: Path | None = typer.Option(None, "--models-dir", help="Where bundles go (default: `models_dir` in the config, models/)."),
     tracking: bool = typer.Option(True, help="Log the run to MLflow and register the model."),
 ) -> None:
     """Train, calibrate, cut off, evaluate and record a lead-scoring model.
 
     Builds point-in-time examples, splits them out of time (grouped by lead), fits LightGBM
-    for `became_sql` and `won` with a logistic regression and the rule baseline beside it,
-    calibrates on the calibration slice, picks MQL/SQL cutoffs by the configured policy and
-    evaluates everything on the test slice (with the generator's oracle on synthetic data).
-    Writes the bundle `models/<name>/` (scorer, manifest.json with hashes, report.html), logs
-    the run to MLflow (SQLite store `mlflow.db` by default) and registers the scorer; the
-    first registered version becomes `champion`. With too few conversions to learn from it
-    refuses (exit 2) and the rule baseline stays in use.
+    for each outcome the CRM records - `became_sql` when it has an SQL stage, `won` when it
+    records won deals - with a logistic regression and the rule baseline beside it,
+    calibrates on the calibration slice, picks MQL/SQL cutoffs on the primary label by the
+    configured policy and evaluates everything on the test slice (with the generator's oracle
+    on synthetic data). Constant features are left out and listed. Writes the bundle
+    `models/<name>/` (scorer, manifest.json with hashes, report.html), logs the run to MLflow
+    (SQLite store `mlflow.db` by default) and registers the scorer; the first registered
+    version becomes `champion`. A label with too few conversions is skipped (the message
+    says how many); with none trainable it refuses (exit 2) and the rule baseline stays.
     """
     if _is_flat_config(config):
         return _train_flat(config, data)
     from leadscore.pipeline import write_outputs
 
-    pipeline, run, _, bundle_dir = _train_pipeline_run(config, data, models_dir)
+    pipeline, run, _, bundle_dir = _train_pipeline_run(config, data, models_dir, source)
     _print_run(run)
     if not tracking or not pipeline.tracking.enabled:
         report, _ = write_outputs(run, bundle_dir)
@@ -476,7 +616,8 @@ def train(
 @app.command()
 def retrain(
     config: Path = typer.Option(Path("pipelines/train.yaml"), "--config", help="Pipeline YAML."),
-    data: Path | None = typer.Option(None, "--data", help="Data directory with the newest outcomes."),
+    data: Path | None = typer.Option(None, "--data", help=DATA_HELP + " With the newest outcomes."),
+    source: Path | None = typer.Option(None, "--source", help=SOURCE_HELP + " Overrides `source` in the config."),
     models_dir: Path | None = typer.Option(None, "--models-dir", help="Where bundles go."),
 ) -> None:
     """Train a challenger on data with newer outcomes; promote it only if it beats the champion.
@@ -492,7 +633,7 @@ def retrain(
     from leadscore import tracking as T
     from leadscore.pipeline import compare_on_test, promotion_decision, write_outputs
 
-    pipeline, run, con, bundle_dir = _train_pipeline_run(config, data, models_dir)
+    pipeline, run, con, bundle_dir = _train_pipeline_run(config, data, models_dir, source)
     _print_run(run)
     client = T.configure(pipeline.tracking)
     name = pipeline.tracking.registered_model
@@ -503,14 +644,19 @@ def retrain(
         T.log_run_record(run, report, figures, challenger_dir)
         version = _register(pipeline, challenger_dir, run)
         T.set_alias(client, name, T.CHALLENGER, version.version)
-        challenger_metrics = {k[4:]: run.metrics[k] for k in ("sql_auc", "sql_logloss", "sql_ece")}
+        p = run.primary.short
+        challenger_metrics = {k: run.metrics[f"{p}_{k}"] for k in ("auc", "logloss", "ece")}
         if champion is None:
             promote, reason = True, "promote: there is no champion yet"
         else:
             scorer, _ = T.load_scorer(f"models:/{name}@{T.CHAMPION}")
             champ = compare_on_test(run, scorer, con)
-            mlflow.log_metrics({f"champion_sql_{k}": v for k, v in champ.items()})
-            promote, reason = promotion_decision(champ, challenger_metrics, pipeline.promotion)
+            if champ is None:
+                promote, reason = True, (f"promote: the champion has no {run.primary.name} model to compare with "
+                                         f"(its primary label is {scorer.primary})")
+            else:
+                mlflow.log_metrics({f"champion_{p}_{k}": v for k, v in champ.items()})
+                promote, reason = promotion_decision(champ, challenger_metrics, pipeline.promotion)
         mlflow.set_tags({"promotion": "promoted" if promote else "kept champion", "promotion_reason": reason,
                          "champion_version": champion.version if champion else "none",
                          "challenger_version": version.version})
@@ -554,7 +700,8 @@ def explain(
     ctx: typer.Context,
     model: str = typer.Option(..., "--model", help="models:/leadscore@champion, models:/leadscore/3, or a bundle "
                               "directory such as models/leadscore."),
-    data: Path = typer.Option(..., "--data", help="Directory with leads, activities, lifecycle."),
+    data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
+    source: Path | None = typer.Option(None, "--source", help=SOURCE_HELP),
     as_of: str = typer.Option(..., "--as-of", help="The moment to explain the score at (UTC); only data strictly "
                               "before it is used."),
     lead_id: str = typer.Option(..., "--lead-id", help="The lead to explain."),
@@ -564,21 +711,23 @@ def explain(
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI for models:/ URIs "
                                             "(default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."),
 ) -> None:
-    """Why a lead scored as it did: p_sql, tier and the decision, reasons in words.
+    """Why a lead scored as it did: its probability (p_sql, or p_won for a won-only CRM), tier and the decision, reasons in words.
 
     Shows the lead's calibrated probability and tier with the cutoffs that decided it, the top
     reasons for and against (exact SHAP contributions of the LightGBM model, in log-odds),
     fit_score and engagement_score with the A/B/C x 1/2/3 grid cell, and the rule baseline's
     points and fired rules. Contributions plus the base value equal the model's margin; the
-    calibrator maps that margin monotonically to p_sql.
+    calibrator maps that margin monotonically to the probability.
     """
     import json
 
     from leadscore.explain import UnknownLead, explain_lead, explanation_text
 
     ts = _parse_timestamp(as_of, "--as-of")
+    src = _source(data, source)
     scorer, _ = _load_model(model, tracking_uri)
-    con = _connect_clean(ctx, data)
+    _check_model_source(scorer, src)
+    con = _connect_clean(ctx, src)
     try:
         result = explain_lead(scorer, con, lead_id, ts, k=top)
     except UnknownLead as exc:
@@ -586,6 +735,17 @@ def explain(
         raise typer.Exit(EXIT_VIOLATIONS) from exc
     result["model"] = model
     typer.echo(json.dumps(result, indent=2) if as_json else explanation_text(result))
+
+
+def _check_model_source(scorer, src) -> None:
+    """Exit 2 when the data source lacks what the model's features read."""
+    from leadscore.features import check_source
+
+    try:
+        check_source(scorer.feature_config, src.contract)
+    except ValueError as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(EXIT_UNUSABLE) from exc
 
 
 def _stop_on_sigterm() -> None:
@@ -620,7 +780,8 @@ def _check_freshness(newest: pd.Timestamp | None, as_of: pd.Timestamp, max_age_d
 def score(
     model: str = typer.Option(..., "--model", help="models:/leadscore@champion, models:/leadscore/3, or a bundle "
                               "directory such as models/leadscore."),
-    data: Path = typer.Option(..., "--data", help="Directory with leads, activities, lifecycle."),
+    data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
+    source: Path | None = typer.Option(None, "--source", help=SOURCE_HELP),
     as_of: str = typer.Option(..., "--as-of", help="The run time (UTC): leads open at this moment are scored from "
                               "data strictly before it."),
     out: Path = typer.Option(..., "--out", help="Output file (.parquet or .csv), one row per open lead."),
@@ -671,6 +832,7 @@ def score(
 
     _stop_on_sigterm()
     ts = _parse_timestamp(as_of, "--as-of")
+    src = _source(data, source)
     try:
         settings, hook = load_scoring(config)
         settings = dataclasses.replace(settings, **{k: v for k, v in (
@@ -684,6 +846,7 @@ def score(
         _err(f"error: --previous {previous}: no such file")
         raise typer.Exit(EXIT_UNUSABLE)
     scorer, manifest = _load_model(model, tracking_uri)
+    _check_model_source(scorer, src)
     import os
 
     version, run_id = model_identity(model, manifest, tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
@@ -692,7 +855,7 @@ def score(
     out.parent.mkdir(parents=True, exist_ok=True)
     # The clean rows are staged as Parquet beside the output (activities checked a batch at a
     # time) and read in place by DuckDB: memory follows the chunk size, not the activity history.
-    with _staged(data, prefix=f".{out.name}.stage-", dir=out.parent) as staged:
+    with _staged(src, prefix=f".{out.name}.stage-", dir=out.parent) as staged:
         counts = ScoringCounts(tables=staged.counts)
         quarantined = quarantine_frame(staged.quarantined)
         quarantine_path = quarantine_out or _sibling(out, "quarantine")
@@ -708,11 +871,11 @@ def score(
             _err(f"error: {exc}")
             raise typer.Exit(EXIT_VIOLATIONS) from exc
 
-        con = connect(staged.paths)
+        con = connect(staged.paths, src.contract)
         typer.echo(f"scoring leads open at {ts:%Y-%m-%d %H:%M} UTC with {version}, chunks of {settings.chunk_size:,}")
         _check_freshness(newest_event_before(con, ts), ts, settings.max_data_age_days)
         try:
-            with Progress(0, "scoring", unit="leads", enabled=progress) as bar:
+            with Progress(0, "scoring", unit="leads", enabled=progress) as bar, _summarised_warnings("scoring"):
                 score_open_leads(scorer, con, ts, out, counts=counts, chunk_size=settings.chunk_size,
                                  top_reasons=settings.top_reasons, model_version=version, run_id=run_id,
                                  progress=lambda n, total: bar.advance(n, total))
@@ -768,7 +931,9 @@ def monitor(
     ctx: typer.Context,
     model: str = typer.Option(..., "--model", help="The model the scores came from: models:/leadscore@champion, "
                               "models:/leadscore/3, or a bundle directory."),
-    data: Path = typer.Option(..., "--data", help="Directory with leads, activities, lifecycle, now including "
+    source: Path | None = typer.Option(None, "--source", help=SOURCE_HELP),
+    data: Path | None = typer.Option(None, "--data", help="Directory with leads, activities, lifecycle (or the files "
+                                     "of --source), now including "
                               "the outcomes that happened after the scoring runs."),
     scores: list[Path] = typer.Option(..., "--scores", help="Past `leadscore score` outputs: files or "
                                       "directories (repeatable). Quarantine and transitions files are skipped."),
@@ -823,11 +988,14 @@ def monitor(
             _err(f"error: --scores {path}: cannot read a scoring output: {exc}")
             raise typer.Exit(EXIT_UNUSABLE) from exc
     scored = pd.concat(frames, ignore_index=True)
+    src = _source(data, source)
     scorer, manifest = _load_model(model, tracking_uri)
-    con = _connect_clean(ctx, data)
-    typer.echo(f"monitoring {len(scored):,} scored rows from {len(files)} file(s) against the outcomes in {data}")
+    _check_model_source(scorer, src)
+    con = _connect_clean(ctx, src)
+    typer.echo(f"monitoring {len(scored):,} scored rows from {len(files)} file(s) against the outcomes in {src}")
     try:
-        result = run_monitor(scorer, manifest, con, scored, config=settings)
+        with _summarised_warnings("monitoring"):
+            result = run_monitor(scorer, manifest, con, scored, config=settings)
     except ValueError as exc:
         _err(f"error: {exc}")
         raise typer.Exit(EXIT_UNUSABLE) from exc

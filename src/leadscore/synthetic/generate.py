@@ -38,14 +38,11 @@ GENERATOR_VERSION = 2
 TS = pa.timestamp("us", tz="UTC")
 
 
-@dataclass
-class SynthConfig:
-    n_leads: int
-    seed: int
-    start: str = "2024-01-01"
-    months: int = 21
-    horizon_days: int = 42
-    won_horizon_days: int = 120
+class HistoryWindow:
+    """The observed window of a synthetic world: ``start`` (a date) and ``months`` after it."""
+
+    start: str
+    months: int
 
     @property
     def start_day(self) -> np.datetime64:
@@ -62,6 +59,16 @@ class SynthConfig:
     @property
     def epoch_s(self) -> int:
         return int(self.start_day.astype("datetime64[s]").astype(np.int64))
+
+
+@dataclass
+class SynthConfig(HistoryWindow):
+    n_leads: int
+    seed: int
+    start: str = "2024-01-01"
+    months: int = 21
+    horizon_days: int = 42
+    won_horizon_days: int = 120
 
 
 def weekly_as_of(cfg: SynthConfig) -> np.ndarray:

@@ -60,10 +60,13 @@ def generator_matrices(fit, intent, persona, hand_raiser) -> np.ndarray:
     return Q
 
 
-def initial_state(rng, intent, persona) -> np.ndarray:
+def initial_state(rng, intent, persona, p_start_decision: float = W.P_START_DECISION,
+                  p_start_consideration: float = W.P_START_CONSIDERATION) -> np.ndarray:
+    """The hidden stage a lead is created in (defaults: the world's; a funnel whose every row is
+    already an MQL starts further down)."""
     u = rng.random(len(intent))
-    p_decide = np.clip(W.P_START_DECISION * np.exp(0.5 * intent), 0, 0.3)
-    p_consider = W.P_START_CONSIDERATION
+    p_decide = np.clip(p_start_decision * np.exp(0.5 * intent), 0, 0.3)
+    p_consider = p_start_consideration
     state = np.where(u < p_decide, W.DECISION, np.where(u < p_decide + p_consider, W.CONSIDERATION, W.AWARENESS))
     state[persona == W.PERSONAS.index("student")] = W.AWARENESS
     return state.astype(np.int8)
@@ -136,18 +139,30 @@ def conversion_probabilities(Q: np.ndarray, horizon_days: float, won_horizon_day
     return np.clip(p_sql, 0.0, 1.0), np.clip(p_won, 0.0, 1.0)
 
 
-def truth_rows(path_lead, path_state, path_entered_s, created_s, as_of_s, p_sql, p_won):
+def won_probabilities(Q: np.ndarray, won_horizon_days: float) -> np.ndarray:
+    """(n, 8): the probability from every hidden state of closing won within the horizon -
+    for a CRM that records no SQL, a lead in a hidden SQL state is still open."""
+    won_idx = np.array(_WON_STATES)
+    Q_won = Q[:, won_idx[:, None], won_idx[None, :]]
+    reach = batched_expm(Q_won * won_horizon_days)[:, :, -1]
+    out = np.zeros((len(Q), 8))
+    out[:, won_idx] = reach
+    return np.clip(out, 0.0, 1.0)
+
+
+def truth_rows(path_lead, path_state, path_entered_s, created_s, as_of_s, p_sql, p_won, open_states=W.OPEN_STATES):
     """Oracle rows for every (lead, as_of) with the lead created before as_of and still open.
 
     ``path_*`` sorted by lead then time; ``as_of_s`` sorted ascending; ``p_sql``/``p_won``
-    from :func:`conversion_probabilities` for the same leads. Returns
-    (lead, as_of index, state, p_sql, p_won).
+    per lead and hidden state (from :func:`conversion_probabilities`, or
+    :func:`won_probabilities`) for the same leads; ``open_states``: the hidden states in
+    which the CRM still shows the lead open. Returns (lead, as_of index, state, p_sql, p_won).
     """
     as_of_s = np.asarray(as_of_s, dtype=np.int64)
     n_rows = len(path_lead)
     same_next = np.r_[path_lead[1:] == path_lead[:-1], False]
     left_s = np.where(same_next, np.r_[path_entered_s[1:], 0], np.iinfo(np.int64).max)
-    is_open = np.isin(path_state, W.OPEN_STATES)
+    is_open = np.isin(path_state, open_states)
     # A lead exists at T when created_at < T; a state holds at T when entered <= T < left.
     lo_time = np.maximum(path_entered_s, created_s[path_lead] + 1)
     first = np.searchsorted(as_of_s, lo_time, side="left")

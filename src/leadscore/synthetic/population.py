@@ -46,8 +46,10 @@ def arrival_weights(start: np.datetime64, n_days: int) -> np.ndarray:
     return w / w.sum()
 
 
-def sample_population(rng: np.random.Generator, n: int, start: np.datetime64, n_days: int) -> Population:
-    persona = rng.choice(len(W.PERSONAS), size=n, p=W.PERSONA_P).astype(np.int8)
+def sample_population(rng: np.random.Generator, n: int, start: np.datetime64, n_days: int,
+                      persona_p: np.ndarray | None = None) -> Population:
+    """``persona_p``: the persona mix (default ``world.PERSONA_P``)."""
+    persona = rng.choice(len(W.PERSONAS), size=n, p=W.PERSONA_P if persona_p is None else persona_p).astype(np.int8)
     student = persona == W.PERSONAS.index("student")
     competitor = persona == W.PERSONAS.index("competitor")
     free_mail = persona == W.PERSONAS.index("free_mail")
