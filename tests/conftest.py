@@ -48,14 +48,17 @@ def train_dir(tmp_path_factory):
     return out
 
 
-def write_config(path: Path, data: Path, **overrides) -> Path:
-    """pipelines/train.yaml pointed at ``data``, with models and MLflow next to ``path``."""
-    raw = yaml.safe_load((REPO / "pipelines" / "train.yaml").read_text())
+def write_config(path: Path, data: Path, base: str = "train.yaml", **overrides) -> Path:
+    """pipelines/``base`` (train.yaml) pointed at ``data``, with models and MLflow next to ``path``
+    and its other files (rules, source) found in pipelines/."""
+    raw = yaml.safe_load((REPO / "pipelines" / base).read_text())
     raw["data"] = str(data)
-    raw["rules"] = str(REPO / "pipelines" / "rules.yaml")
+    raw["rules"] = str(REPO / "pipelines" / raw.get("rules", "rules.yaml"))
+    if raw.get("source"):
+        raw["source"] = str(REPO / "pipelines" / raw["source"])
     raw["models_dir"] = str(path.parent / "models")
-    raw["tracking"] = {"tracking_uri": f"sqlite:///{path.parent / 'mlflow.db'}",
-                       "artifact_location": str(path.parent / "mlartifacts")}
+    raw.setdefault("tracking", {}).update(tracking_uri=f"sqlite:///{path.parent / 'mlflow.db'}",
+                                          artifact_location=str(path.parent / "mlartifacts"))
     raw["cutoffs"]["bootstrap"] = 200
     for section, values in overrides.items():
         if isinstance(values, dict):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 
@@ -124,7 +126,11 @@ def test_conversion_rate_ignores_the_thin_top_but_not_with_min_rows_one():
     assert cut.sql == 0.5 and rate_at_or_above(p, y, 0.5) >= 0.4 > rate_at_or_above(p, y, 0.1)
     assert cut.mql == 0.1 and rate_at_or_above(p, y, 0.1) >= 0.2
     with pytest.raises(CutoffError, match=r"top 20 examples .* convert at only 0\.0%"):
-        choose_cutoffs(p, y, as_of, CutoffPolicy(mql=0.2, sql=0.4, min_rows=1))
+        choose_cutoffs(p, y, as_of, CutoffPolicy(mql=0.2, sql=0.4, min_rows=1, unreachable="refuse"))
+    # by default the thin top is set aside with a note: the lowest cutoff whose leads convert at the target
+    cut = choose_cutoffs(p, y, as_of, CutoffPolicy(mql=0.2, sql=0.4, min_rows=1))
+    assert cut.sql == 0.5 and cut.mql == 0.1
+    assert any("poorly ranked at the top" in n and "p_sql >= 0.5" in n for n in cut.notes)
 
 
 def test_conversion_rate_stops_at_the_first_dip_below_target_from_the_top():
@@ -142,16 +148,32 @@ def test_unreachable_conversion_target_reports_the_best_rate():
     p, y = df["p"].to_numpy(), df["y"].to_numpy()
     best = max(rate_at_or_above(p, y, t) for t in set(p.tolist()) if (p >= t).sum() >= 30)
     target = min(1.0, best + 0.05)
+    refuse = CutoffPolicy(mql=0.01, sql=target, unreachable="refuse")
     with pytest.raises(CutoffError, match=rf"best rate .* is {best:.1%}"):
-        choose_cutoffs(p, y, df["as_of"], CutoffPolicy(mql=0.01, sql=target))
+        choose_cutoffs(p, y, df["as_of"], refuse)
     with pytest.raises(CutoffError, match="sql target"):
-        choose_cutoffs(p, y, df["as_of"], CutoffPolicy(mql=0.01, sql=target))
+        choose_cutoffs(p, y, df["as_of"], refuse)
+
+
+def test_unreachable_target_falls_back_to_the_best_rate_and_says_so():
+    df = make_frame(500, seed=2)
+    p, y = df["p"].to_numpy(), df["y"].to_numpy()
+    supported = sorted(t for t in set(p.tolist()) if (p >= t).sum() >= 30)
+    best = max(rate_at_or_above(p, y, t) for t in supported)
+    target = min(1.0, best + 0.05)
+    cut = choose_cutoffs(p, y, df["as_of"], CutoffPolicy(mql=0.01, sql=target), probability="p_won")
+    assert rate_at_or_above(p, y, cut.sql) == best
+    assert cut.sql == min(t for t in supported if rate_at_or_above(p, y, t) == best)
+    assert len(cut.notes) == 1 and f"best rate with at least 30 examples at or above is {best:.1%}" in cut.notes[0]
+    assert "p_won >=" in cut.notes[0] and "lower the sql target" in cut.notes[0]
+    assert Cutoffs.from_dict(cut.to_dict()).notes == cut.notes
 
 
 def test_conversion_rate_without_positives_reports_zero():
     p = np.linspace(0, 1, 100)
     with pytest.raises(CutoffError, match=r"best rate .* is 0\.0%"):
-        choose_cutoffs(p, np.zeros(100), weeks(np.zeros(100, dtype=int)), CutoffPolicy(mql=0.1, sql=0.2))
+        choose_cutoffs(p, np.zeros(100), weeks(np.zeros(100, dtype=int)),
+                       CutoffPolicy(mql=0.1, sql=0.2, unreachable="refuse"))
 
 
 def test_conversion_rate_needs_min_rows_examples():
@@ -518,13 +540,23 @@ def test_property_recall_cutoff_keeps_the_target_and_is_highest(data, a, b):
 def test_property_conversion_rate_matches_the_definition(data, target, min_rows):
     p, y, as_of = data
     expected = oracle_conversion(p, y, target, min_rows)
-    policy = CutoffPolicy(mql=target, sql=target, min_rows=min_rows)
+    policy = CutoffPolicy(mql=target, sql=target, min_rows=min_rows, unreachable="refuse")
+    fallback = choose_cutoffs(p, y, as_of, dataclasses.replace(policy, unreachable="best")) \
+        if (p >= p.min()).sum() >= min_rows else None
     if expected is None:
         with pytest.raises(CutoffError):
             choose_cutoffs(p, y, as_of, policy)
+        if fallback is not None:  # the lowest cutoff that meets the target on its own, else the best rate
+            supported = [t for t in sorted(set(p.tolist())) if (p >= t).sum() >= min_rows]
+            rates = {t: rate_at_or_above(p, y, t) for t in supported}
+            meets = [t for t in supported if rates[t] >= target]
+            best = max(rates.values())
+            assert fallback.sql == (meets[0] if meets else min(t for t in supported if rates[t] == best))
+            assert fallback.notes
         return
     cut = choose_cutoffs(p, y, as_of, policy)
     assert cut.sql == cut.mql == expected and rate_at_or_above(p, y, expected) >= target
+    assert (fallback.mql, fallback.sql) == (cut.mql, cut.sql) and not fallback.notes
 
 
 @settings(max_examples=150, deadline=None)

@@ -187,8 +187,8 @@ def test_unshifted_population_recommends_no_action(unshifted):
     assert result.ece <= result.config.ece_limit and not result.ece_flag
     # the predicted rate of matured rows is close to what happened
     total = result.by_tier.set_index("tier").loc["all"]
-    assert total["realized_low"] <= total["predicted_sql_rate"] * 1.25
-    assert total["predicted_sql_rate"] * 0.75 <= total["realized_high"]
+    assert total["realized_low"] <= total["predicted_rate"] * 1.25
+    assert total["predicted_rate"] * 0.75 <= total["realized_high"]
     assert not (result.targets["status"] == "off target").any()
     # nothing was unseen in training
     assert result.psi.loc[result.psi["feature"] == "lead_source", "unseen_share"].iloc[0] < 0.01
@@ -268,7 +268,7 @@ def test_realized_rates_use_only_matured_outcomes_and_count_the_rest(model, fram
     total = result.by_tier.set_index("tier").loc["all"]
     n_matured, n_sql = _realized_by_hand(frames, scores)
     assert total["matured"] == n_matured == len(scores) - len(immature)
-    assert total["sql"] == n_sql and total["realized_sql_rate"] == pytest.approx(n_sql / n_matured)
+    assert total["positives"] == n_sql and total["realized_rate"] == pytest.approx(n_sql / n_matured)
     # some immature leads did become SQL before the data ended: counted neither way
     late_sql = frames["lifecycle"][(frames["lifecycle"]["stage"] == "sql")
                                    & (frames["lifecycle"]["occurred_at"] > IMMATURE_RUN)]["lead_id"]
@@ -276,7 +276,7 @@ def test_realized_rates_use_only_matured_outcomes_and_count_the_rest(model, fram
     # the same figures without the immature run at all
     alone = monitor(scorer, manifest, connect(frames), scores[scores["as_of"] != IMMATURE_RUN],
                     config=MonitorConfig(bootstrap=0, chance_draws=20))
-    cols = ["matured", "sql", "realized_sql_rate", "predicted_sql_rate"]
+    cols = ["matured", "positives", "realized_rate", "predicted_rate"]
     pd.testing.assert_frame_equal(alone.by_tier[cols], result.by_tier[cols])
     assert alone.ece == pytest.approx(result.ece)
 
@@ -296,7 +296,7 @@ def test_an_earlier_end_of_data_makes_later_runs_immature(model, frames, unshift
     total = result.by_tier.set_index("tier").loc["all"]
     assert total["matured"] == int(early.sum())
     _, n_sql = _realized_by_hand(frames, scores[early.to_numpy()])
-    assert total["sql"] == n_sql
+    assert total["positives"] == n_sql
 
 
 # ---------------------------------------------------------------------------
@@ -321,7 +321,7 @@ def test_negative_persona_recovers_a_planted_source(model, frames, unshifted):
     row = before[(before["feature"] == "lead_source") & (before["value"] == PLANTED_SOURCE)]
     assert row.empty or row["lift"].iloc[0] < 2
     # rates and counts are consistent
-    assert (persona["disqualified_share"] > persona["sql_share"]).all()
+    assert (persona["disqualified_share"] > persona["converted_share"]).all()
     assert persona["over_representation"].is_monotonic_decreasing
     n_dq = result.facts["disqualified_leads"]
     assert top["disqualified_share"] == pytest.approx(top["disqualified"] / n_dq)
