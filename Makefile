@@ -7,6 +7,7 @@ LOCK   := constraints.txt
 
 DEMO_DIR   ?= data/synthetic/demo
 DEMO_OUT   ?= data/demo-output
+SPARSE_DIR ?= data/synthetic/sparse
 DEMO_LEADS ?= 50000
 SEED       ?= 7
 
@@ -46,6 +47,12 @@ demo: install  ## generate synthetic data and run every stage that exists, end t
 		--as-of $$d --out $(DEMO_OUT)/scores/$$d.parquet --no-progress > /dev/null || exit 1; done
 	$(BIN)/leadscore monitor --model models:/leadscore@champion --data $(DEMO_DIR) --scores $(DEMO_OUT)/scores \
 		--out $(DEMO_OUT)/monitor.html --json $(DEMO_OUT)/monitor.json || [ $$? -ge 4 ]  # 4 retrain, 5 review cutoffs: a verdict, not a failure
+	# a real-shaped export (no SQL stage, its own names and formats), read through a source mapping
+	$(BIN)/leadscore synth --profile sparse --seed 0 --out $(SPARSE_DIR) --no-progress
+	$(BIN)/leadscore validate --source pipelines/sources/sparse.yaml --data $(SPARSE_DIR)
+	$(BIN)/leadscore train --config pipelines/sparse.yaml --data $(SPARSE_DIR)
+	$(BIN)/leadscore score --model models:/leadscore-sparse@champion --source pipelines/sources/sparse.yaml \
+		--data $(SPARSE_DIR) --as-of 2025-10-01 --out $(DEMO_OUT)/sparse/scores/2025-10-01.parquet --no-progress
 	@echo
 	@echo "Results:"
 	@echo "  synthetic CRM tables   $(DEMO_DIR)/{leads,activities,lifecycle}.parquet"
@@ -59,6 +66,8 @@ demo: install  ## generate synthetic data and run every stage that exists, end t
 	@echo "  stage transitions      $(DEMO_OUT)/scores/2025-10-01.transitions.parquet"
 	@echo "  monitoring report      $(DEMO_OUT)/monitor.html (+ monitor.json)"
 	@echo "  explain one lead       $(BIN)/leadscore explain --model models:/leadscore@champion --data $(DEMO_DIR) --as-of 2025-10-01 --lead-id ID"
+	@echo "  sparse CRM export      $(SPARSE_DIR)/ (mapped by pipelines/sources/sparse.yaml), model models/leadscore-sparse/,"
+	@echo "                         scores $(DEMO_OUT)/sparse/scores/2025-10-01.parquet"
 
 test: install-test  ## run the whole test suite
 	$(BIN)/python -m pytest
@@ -79,4 +88,5 @@ lock:  ## re-resolve the lock file from pyproject.toml lower bounds (newest allo
 	rm -rf .venv-lock
 
 clean:  ## remove the virtual environment and generated data
-	rm -rf $(VENV) data/synthetic data/demo-output models/leadscore models/leadscore-challenger mlflow.db mlartifacts
+	rm -rf $(VENV) data/synthetic data/demo-output models/leadscore models/leadscore-challenger models/leadscore-sparse \
+		mlflow.db mlartifacts
