@@ -197,6 +197,12 @@ def test_score_explain_and_monitor_a_won_only_crm_through_its_source(sparse_trai
         result = runner.invoke(app, ["score", *model, *source, "--as-of", day, "--out", str(tmp_path / f"{day}.parquet"),
                                      "--no-progress"], env=env)
         assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["score", *model, *source, "--as-of", "2025-10-01", "--out",
+                                 str(tmp_path / "next" / "2025-10-01.parquet"), "--previous",
+                                 str(tmp_path / "2025-09-24.parquet"), "--no-progress"], env=env)
+    assert result.exit_code == 0, result.output
+    moved = pd.read_parquet(tmp_path / "next" / "2025-10-01.transitions.parquet")
+    assert len(moved) and moved["p_won"].notna().all() and moved["p_sql"].isna().all()
     scores = pd.read_parquet(tmp_path / "2025-06-01.parquet")
     assert scores["p_sql"].isna().all() and scores["p_won"].between(0, 1).all()
     assert (scores.sort_values("p_won")["score"].diff().dropna() >= 0).all()  # the score follows p_won

@@ -25,8 +25,9 @@ a real SQL in the CRM or was closed, which sales already knows about (the CRM di
 
 Each row carries the current run's ``as_of``, the previous run's ``as_of`` (``previous_as_of``,
 the same for every row: the window the change happened in; NaT only when the previous run was
-empty), ``p_sql`` before (NaN for new leads) and now, the score, the current reasons in words,
-and the model version. Rows are ordered by change (the order above) then ``lead_id``, so the
+empty), ``p_sql`` and ``p_won`` before (NaN for new leads) and now (a CRM without an SQL stage
+tiers on ``p_won``; the other is empty), the score, the current reasons in words, and the
+model version. Rows are ordered by change (the order above) then ``lead_id``, so the
 same two inputs always give the same frame - and the same bytes once written.
 
 Delivery (:func:`deliver`): the transitions are POSTed as JSON in batches of
@@ -72,9 +73,10 @@ TIER_RANK = {"lead": 0, "MQL": 1, "SQL": 2}
 NEW = "new"  # from_tier of a lead absent from the previous run
 CHANGES = ("entered SQL", "entered MQL", "dropped to MQL", "dropped out")  # also the output order
 TRANSITION_COLUMNS = ("lead_id", "as_of", "previous_as_of", "from_tier", "to_tier", "change", "p_sql_before",
-                      "p_sql", "score", "reasons", "model_version")
+                      "p_sql", "p_won_before", "p_won", "score", "reasons", "model_version")
 PREVIOUS_REQUIRED = ("lead_id", "as_of", "tier", "p_sql")
 CURRENT_REQUIRED = ("lead_id", "as_of", "tier", "p_sql", "score", "reasons", "model_version")
+OPTIONAL = ("p_won",)  # carried when the runs have it
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,7 +91,7 @@ def _checked(frame: pd.DataFrame, name: str, required: tuple[str, ...]) -> tuple
     if missing:
         raise ValueError(f"{name} run: missing required column(s) {', '.join(missing)} "
                          f"(has: {', '.join(map(str, frame.columns)) or 'none'})")
-    out = frame.loc[:, list(required)].copy()
+    out = frame.loc[:, list(required) + [c for c in OPTIONAL if c in frame.columns and c not in required]].copy()
     if out["lead_id"].isna().any():
         raise ValueError(f"{name} run: {int(out['lead_id'].isna().sum()):,} row(s) without a lead_id")
     out["lead_id"] = out["lead_id"].astype(str)
@@ -134,10 +136,15 @@ def stage_transitions(previous: pd.DataFrame, current: pd.DataFrame) -> pd.DataF
         raise ValueError(f"the previous run (as_of {prev_at.isoformat()}) is later than the current run "
                          f"(as_of {cur_at.isoformat()}); pass the older output as previous")
 
-    before = prev.loc[:, ["lead_id", "tier", "p_sql"]].rename(columns={"tier": "from_tier", "p_sql": "p_sql_before"})
+    for frame in (prev, cur):  # runs written before p_won was carried: empty
+        if "p_won" not in frame:
+            frame["p_won"] = np.nan
+    before = prev.loc[:, ["lead_id", "tier", "p_sql", "p_won"]].rename(
+        columns={"tier": "from_tier", "p_sql": "p_sql_before", "p_won": "p_won_before"})
     both = cur.merge(before, on="lead_id", how="left", validate="one_to_one", sort=False)
     both["from_tier"] = both["from_tier"].astype(object).where(both["from_tier"].notna(), NEW)
-    both["p_sql_before"] = pd.to_numeric(both["p_sql_before"], errors="coerce").astype("float64")
+    for col in ("p_sql_before", "p_won_before", "p_won"):
+        both[col] = pd.to_numeric(both[col], errors="coerce").astype("float64")
     rank_from = both["from_tier"].map({NEW: -1, **TIER_RANK}).to_numpy()
     rank_to = both["tier"].map(TIER_RANK).to_numpy()
     change = np.select(

@@ -16,8 +16,8 @@ from leadscore.funnel import format_funnel, funnel_summary
 
 app = typer.Typer(
     help="Predictive lead scoring with a rule-based baseline alongside. "
-    "Data directories hold the contract tables leads, activities and lifecycle (.parquet or .csv); "
-    "see data/README.md.",
+    "Data is a directory of the contract tables leads, activities and lifecycle (.parquet or .csv; --data), "
+    "or a CRM's own export mapped by a source YAML (--source); see data/README.md.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -260,10 +260,11 @@ def _pipeline_and_data(config: Path, data: Path | None, source: Path | None = No
         pipeline = load_pipeline(config)
     except ConfigError as exc:
         raise _config_error(exc) from exc
-    if source is None and pipeline.source is not None:
-        source = pipeline.resolve(pipeline.source)
-    if data is None and pipeline.data is not None:
-        data = pipeline.resolve(pipeline.data)
+    if source is None:  # the config's source, its files in --data or in the config's data
+        if pipeline.source is not None:
+            source = pipeline.resolve(pipeline.source)
+        if data is None and pipeline.data is not None:
+            data = Path(pipeline.data)  # relative to the working directory, as --data
     if data is None and source is None:
         raise typer.BadParameter("no data: give --data or --source, or set `data` / `source` in the config",
                                  param_hint="--data")
