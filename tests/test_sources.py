@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from leadscore import contract
+from leadscore.baseline import parse_rules, score_baseline
 from leadscore.cli import app
 from leadscore.config import ConfigError
 from leadscore.contract import AttributeSpec, Contract, KindSpec, TimestampFormat
@@ -117,7 +118,7 @@ def test_undeclared_kinds_are_quarantined_by_name_when_the_source_says_so(tmp_pa
     assert len(q) == 1 and q.loc[0, "activity_type"] == "Live chat"
     assert q.loc[0, "source_file"] == "events-2.csv" and q.loc[0, "source_row"] == 0
     line = next(x for x in report.lines() if "activity_type" in x)
-    assert "events-2.csv row 0 (lead_id=B)" in line
+    assert "events-2.csv row 0 (line 2) (lead_id=B)" in line and "(values: 'Live chat')" in line
     counts = report.counts()["activities"]
     assert counts["rows_in"] == 4 == counts["clean"] + counts["quarantined"]
     assert "quarantined" in " ".join(source.notes()) and "Live chat" in " ".join(source.notes())
@@ -129,7 +130,7 @@ def test_a_date_in_another_format_is_quarantined_with_file_row_and_the_expected_
     report = contract.validate_source(load_source(path), now=NOW)
     line = next(x for x in report.lines() if "created_at" in x)
     assert "[type]" in line and "format %d-%m-%Y %H:%M" in line and "America/Sao_Paulo" in line
-    assert "contacts.csv row 3 (lead_id=D)" in line
+    assert "contacts.csv row 3 (line 5) (lead_id=D)" in line
     assert report.counts()["leads"] == {"rows_in": 4, "clean": 3, "quarantined": 1}
 
 
@@ -163,7 +164,8 @@ def test_a_query_over_files_is_a_table_too(tmp_path):
     (("occurred_at: epoch_s}", "occurred_at: epoch_days}"), r"tables.activities.timestamps.occurred_at.*epoch_days"),
     (("columns: {lead_id: Contact, created_at: Created, lead_source: Origin}",
       "columns: {lead_id: Contact, created_at: Created, lead_source: Source}"),
-     r"leads: column\(s\) 'Source' named in .*source.yaml are not in contacts.csv \(found: Contact, Created"),
+     r"leads: column\(s\) 'Source' named in .*source.yaml:5: tables.leads.columns.lead_source are not in "
+     r"contacts.csv \(found: 'Contact', 'Created'"),
     (("files: stages.csv", "files: staging-*.csv"), r"lifecycle: 'staging-\*.csv' matches no file"),
 ])
 def test_mapping_errors_name_file_line_and_key(tmp_path, change, message):
@@ -273,6 +275,14 @@ def test_attribute_history_rules_are_checked():
     assert counts == {"rows_in": 8, "clean": 4, "quarantined": 4}
 
 
+PLAN_RULES = parse_rules({
+    "fit": {"rules": [{"name": "Paid plan", "attribute": "plan", "values": ["Paid"], "points": 30},
+                      {"name": "Big company", "attribute": "company_size", "range": [1000, 100000], "points": 20},
+                      {"name": "Many seats", "attribute": "seats", "range": [5, 100], "points": 10}]},
+    "engagement": {"rules": [{"name": "Price simulation", "activity": "price_sim", "points": 25}]},
+    "thresholds": {"mql": 20, "sql": 50}}, contract=HISTORY_CONTRACT)
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(changes=st.lists(st.tuples(st.sampled_from(["A", "B", "C"]), st.sampled_from(["plan", "seats", "company_size"]),
                                   st.integers(0, 40), st.sampled_from(["Paid", "7", "9000", None])),
@@ -295,31 +305,157 @@ def test_property_changing_an_attribute_after_as_of_changes_no_feature_row(chang
     tables["leads"]["company_size"] = pd.array([1, 1, 1], dtype="Int64")
     after = features_as_of(tables, as_of=as_of, config=config)
     pd.testing.assert_frame_equal(before, after)
+    points = [score_baseline(t, PLAN_RULES, as_of=as_of, contract=HISTORY_CONTRACT)
+              for t in (history_tables(BASE_HISTORY), tables)]
+    pd.testing.assert_frame_equal(*points)
 
 
 def test_a_model_refuses_a_source_without_its_attributes():
     from leadscore.features import check_source
 
     config = FeatureConfig(contract=HISTORY_CONTRACT)
-    with pytest.raises(ValueError, match="attribute plan; attribute seats; an attribute history of plan"):
+    with pytest.raises(ValueError, match="attribute plan; attribute seats; activity kind catalog_view; activity kind "
+                                         "price_sim; an attribute history of plan, seats, company_size"):
         check_source(config, Contract())
     check_source(config, HISTORY_CONTRACT)
+    # a model trained on current values refuses a source that reads them from a history
+    with pytest.raises(ValueError, match="read at their current value, not from an attribute history"):
+        check_source(FeatureConfig(), Contract(history_attributes=("company_size",)))
 
 
-def test_the_documented_example_mappings_are_valid(tmp_path):
-    """data/README.md's source YAML examples (generic, HubSpot-style, Salesforce-style) pass the
-    mapping's checks, so the documentation cannot drift from the code."""
+DOC_FILES = {
+    # the generic example
+    0: {"contacts-1.csv": "Record ID;Create Date;Job Seniority;Landing Page;Price\n"  # csv: {delimiter: ";"}
+                          "A;05/01/2025 09:30;C-Level;lp-1;10\nB;06/01/2025 10:00;(not set);lp-2;\n",
+        "events.parquet": None,
+        "stages.csv": "Contact ID,Stage,Entered On\nA,Marketing Qualified Lead,05/01/2025 09:30\n",
+        "won_deals.csv": "mql_id,won_date,deal_value\nA,20/02/2025,100\n",
+        "property_history.csv": "Contact ID,Property,New Value,Changed At\nA,Plan,Free,2025-01-05T10:00:00Z\n"},
+    # HubSpot-style
+    1: {"hubspot-contacts-1.csv": "Record ID,Create Date,Original Source,Job Title,Industry,Number of Employees,"
+                                  "Country/Region,Persona,Became a Marketing Qualified Lead Date,"
+                                  "Became a Sales Qualified Lead Date,Became a Customer Date\n"
+                                  "101,2025-01-05 09:30,Organic Search,CTO,Software,120,United States,Tech buyer,"
+                                  "2025-01-06 10:00,2025-01-20 11:00,2025-03-01 12:00\n"
+                                  "102,2025-01-07 10:00,Paid Search,,,,Germany,,2025-01-08 10:00,,\n",
+        "hubspot-events.csv": "Contact ID,Timestamp,Event Type\n101,2025-01-05T09:45:00Z,Form submission\n"
+                              "101,2025-01-10T10:00:00Z,Meeting booked\n102,2025-01-09T10:00:00Z,Webinar\n"},
+    # Salesforce-style: the status history becomes the lifecycle, tracked fields are read as of T
+    2: {"Lead.csv": "Id,CreatedDate,LeadSource,Title,Industry,NumberOfEmployees,Country,Rating,ConvertedOpportunityId\n"
+                    "00Q1,2025-01-05T09:30:00.000+0000,Web,VP Sales,Software,5000,US,Hot,006A\n"
+                    "00Q2,2025-01-06T09:30:00.000+0000,Partner,,,,DE,Cold,\n",
+        "LeadHistory.csv": "LeadId,Field,OldValue,NewValue,CreatedDate\n"
+                           "00Q1,Status,Open - Not Contacted,Working - Contacted,2025-01-06T10:00:00.000+0000\n"
+                           "00Q1,Status,Working - Contacted,Qualified,2025-01-20T10:00:00.000+0000\n"
+                           "00Q1,Rating,,Warm,2025-01-05T09:30:00.000+0000\n"
+                           "00Q1,Rating,Warm,Hot,2025-02-01T10:00:00.000+0000\n"
+                           "00Q1,NumberOfEmployees,,120,2025-01-05T09:30:00.000+0000\n"
+                           "00Q1,NumberOfEmployees,120,5000,2025-03-05T10:00:00.000+0000\n"
+                           "00Q2,Status,Open - Not Contacted,Closed - Not Converted,2025-02-06T10:00:00.000+0000\n",
+        "Opportunity.csv": "Id,IsWon,CloseDate,Amount\n006A,true,2025-03-05,12000\n"},
+}
+
+
+def test_the_documented_example_mappings_read_their_exports(tmp_path):
+    """data/README.md's source YAML examples (generic, HubSpot-style, Salesforce-style) read a tiny
+    export of the shape they describe, so the documentation cannot drift from the code."""
     import re
-
-    import yaml
-
-    from leadscore.data.sources import SourceSpec, _check_names
 
     text = (Path(__file__).resolve().parents[1] / "data" / "README.md").read_text()
     blocks = [b for b in re.findall(r"```yaml\n(.*?)```", text, flags=re.S) if b.startswith("source:")]
     assert len(blocks) == 3
     for i, block in enumerate(blocks):
-        path = tmp_path / f"example-{i}.yaml"
-        path.write_text(block)
-        spec = SourceSpec.model_validate(yaml.safe_load(block))
-        _check_names(spec, path, {})
+        work = tmp_path / f"example-{i}"
+        work.mkdir()
+        for name, content in DOC_FILES[i].items():
+            if content is None:  # the generic example's events, in Parquet with epoch ms
+                pd.DataFrame({"contact_id": ["A"], "ts": [1736170200000], "event": ["Catalog Viewed"],
+                              "asset": [""]}).to_parquet(work / name)
+            else:
+                (work / name).write_text(content)
+        (work / "source.yaml").write_text(block)
+        source = load_source(work / "source.yaml")
+        report = contract.validate_source(source, now=NOW)
+        assert report.ok, (i, report.lines())
+        clean, _ = report.split()
+        assert len(clean["leads"]) == 2 and len(clean["lifecycle"]) >= 1
+        if i == 2:  # Salesforce: stages from the status history, the won deal from the opportunity
+            stages = clean["lifecycle"].sort_values("occurred_at")["stage"].tolist()
+            assert stages == ["mql", "sql", "disqualified", "won"]
+            pairs = pd.DataFrame({"lead_id": ["00Q1", "00Q2"], "as_of": [ts("2025-02-15")] * 2})
+            rows = features_as_of(clean, pairs, config=FeatureConfig(contract=source.contract)).set_index("lead_id")
+            # as of 2025-02-15: 120 employees and rating Hot; today's 5000 employees are not read
+            assert rows.loc["00Q1", "company_size_band"] == "51-200" and rows.loc["00Q1", "rating"] == "Hot"
+            assert rows.loc["00Q2", "rating"] == "missing"
+
+
+def write_files(tmp_path: Path, files: dict[str, str], source: str) -> Path:
+    for name, content in files.items():
+        (tmp_path / name).write_text(content)
+    (tmp_path / "source.yaml").write_text(source)
+    return tmp_path / "source.yaml"
+
+
+MINIMAL = """\
+source: minimal
+tables:
+  leads:
+    files: leads.parquet
+    columns: {lead_id: id, created_at: created, seniority: level, lead_source: origin}
+    values:
+      seniority: {1: c_level, 2: manager}
+  lifecycle:
+    files: stages.csv
+"""
+
+
+def test_typed_inputs_read_like_csv(tmp_path):
+    """Parquet: an empty string is missing, numbers and booleans match a value map by their text."""
+    pd.DataFrame({"id": ["A", "B", ""], "created": pd.to_datetime(["2025-01-01", "2025-01-02", "2025-01-03"], utc=True),
+                  "level": [1.0, 2.0, None], "origin": ["ads", "", None]}).to_parquet(tmp_path / "leads.parquet")
+    path = write_files(tmp_path, {"stages.csv": "lead_id,stage,occurred_at\nA,mql,2025-01-02T00:00:00Z\n"}, MINIMAL)
+    report = contract.validate_source(load_source(path), now=NOW)
+    clean, quarantined = report.split()
+    assert clean["leads"]["seniority"].tolist() == ["c_level", "manager"]
+    assert clean["leads"]["lead_source"].isna().tolist() == [False, True]
+    assert quarantined["leads"]["quarantine_reason"].str.contains("required").all()  # the empty id
+
+
+def test_a_file_two_patterns_match_is_read_once(tmp_path):
+    path = write_export(tmp_path, SOURCE.replace("files: events-*.csv", "files: [events-1.csv, events-*.csv]"))
+    assert contract.validate_source(load_source(path), now=NOW).counts()["activities"]["rows_in"] == 4
+
+
+@pytest.mark.parametrize("change, files, message", [
+    (("    parts:", "    query: SELECT CAST(Contact AS INTEGER) AS lead_id FROM stages\n    inputs: {stages: stages.csv}\n"
+                     "    parts_:"), {}, r"lifecycle: the query failed \(.*source.yaml:\d+: tables.lifecycle.query\)"),
+    (("files: deals.csv", "files: deals.csv\n        csv: {encoding: ascii}"), {"deals.csv": "Contact,Won\nÄ,20-02-2025\n"},
+     r"cannot read .*deals.csv: not ascii text .* csv: \{encoding: latin-1\}"),
+    (("columns: {lead_id: Contact, created_at: Created, lead_source: Origin}",
+      "columns: {lead_id: Contact, created_at: Created, lead_source: Origin, lead_source: Source}"), {},
+     r"source.yaml: line 5, column \d+: malformed YAML: duplicate key 'lead_source'"),
+    (("revenue: {column: Revenue, kind: numeric}", "lead_age_days: {column: Revenue, kind: numeric}"), {},
+     r"attribute 'lead_age_days' is a built-in feature or column name"),
+    (("catalog_view: viewed the catalogue", "activities: viewed the catalogue"), {},
+     r"activity kind 'activities' would make the feature\(s\) n_activities_7d"),
+])
+def test_more_mapping_errors(tmp_path, change, files, message):
+    text = SOURCE.replace(*change)
+    if "parts_:" in text:  # the query replaces the parts of the lifecycle table
+        head, _, tail = text.partition("    parts_:")
+        text = head + tail[tail.index("    timestamps:"):]
+    path = write_export(tmp_path, text)
+    for name, content in files.items():
+        (tmp_path / name).write_text(content, encoding="latin-1")
+    with pytest.raises((ConfigError, contract.ContractError), match=message):
+        contract.validate_source(load_source(path), now=NOW)
+
+
+def test_history_values_follow_the_attributes_rules():
+    history = pd.DataFrame({"lead_id": ["A", "A", "B"], "attribute": ["seniority", "company_size", "company_size"],
+                            "value": ["Janitor", "-5", "40"], "valid_from": [ts("2025-01-02")] * 3})
+    raw = history_tables(history)
+    report = contract.validate_tables(raw, now=NOW, contract=Contract(history_attributes=("seniority", "company_size")))
+    rules = {(v.column, v.rule): (v.rows.tolist(), v.values) for v in report.violations if v.table == "attribute_history"}
+    assert rules[("value", "vocabulary")] == ([0], ("Janitor",))
+    assert rules[("value", "positive")][0] == [1]

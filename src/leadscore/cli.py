@@ -260,11 +260,10 @@ def _pipeline_and_data(config: Path, data: Path | None, source: Path | None = No
         pipeline = load_pipeline(config)
     except ConfigError as exc:
         raise _config_error(exc) from exc
-    if source is None:  # the config's source, its files in --data or in the config's data
-        if pipeline.source is not None:
-            source = pipeline.resolve(pipeline.source)
-        if data is None and pipeline.data is not None:
-            data = Path(pipeline.data)  # relative to the working directory, as --data
+    if source is None and pipeline.source is not None:
+        source = pipeline.resolve(pipeline.source)
+    if data is None and pipeline.data is not None:
+        data = Path(pipeline.data)  # relative to the working directory, as --data
     if data is None and source is None:
         raise typer.BadParameter("no data: give --data or --source, or set `data` / `source` in the config",
                                  param_hint="--data")
@@ -489,7 +488,9 @@ def _is_flat_config(path: Path) -> bool:
 @contextlib.contextmanager
 def _summarised_warnings(where: str):
     """Library warnings raised inside (scikit-learn's convergence notes, LightGBM's ...) are
-    collected and printed once each, with a count, instead of flooding the output."""
+    collected and printed once each, with a count, instead of flooding the output. Deprecation
+    notices between the libraries (a pandas API pyarrow still uses) are for their developers,
+    not for a user of leadscore: they are dropped."""
     import warnings
     from collections import Counter
 
@@ -498,7 +499,9 @@ def _summarised_warnings(where: str):
         try:
             yield
         finally:
-            seen = Counter((w.category.__name__, str(w.message).strip().splitlines()[0][:160]) for w in caught)
+            shown = [w for w in caught
+                     if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning))]
+            seen = Counter((w.category.__name__, str(w.message).strip().splitlines()[0][:160]) for w in shown)
             if seen:
                 _err(f"{sum(seen.values()):,} warning(s) from the libraries during {where}, "
                      f"{len(seen)} distinct:")
@@ -956,8 +959,9 @@ def monitor(
 ) -> None:
     """How past scores performed, and whether to act: no action, review cutoffs, or retrain.
 
-    Realized MQL->SQL and SQL->won rates per tier and score band against the predicted ones
-    (matured outcome windows only; immature rows are counted and left out), the same for the
+    Realized rates of the model's primary outcome (MQL->SQL and SQL->won; MQL->won for a CRM
+    without an SQL stage) per tier and score band against the predicted ones (matured outcome
+    windows only; immature rows are counted and left out), the same for the
     rule baseline's tiers, calibration (ECE, reliability), population drift (PSI per feature
     and of the score between the training window and the latest run, unseen categories), and
     the characteristics over-represented among disqualified leads. Exit codes: 0 no action,

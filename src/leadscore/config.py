@@ -20,6 +20,23 @@ class ConfigError(ValueError):
     """A configuration file is malformed or names something that does not exist."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key == "<<":
+                    continue
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first given on line {seen[key]})", key_node.start_mark)
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
 def load_yaml(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     try:
@@ -27,7 +44,7 @@ def load_yaml(path: Path | str) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -74,6 +91,8 @@ def pydantic_error(exc, path: Path | str, lines: dict[tuple, int]) -> ConfigErro
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown key"
+        elif isinstance(err.get("input"), bool) and "string" in message:
+            message += " (YAML reads yes/no/on/off/true/false unquoted as a boolean: quote it, e.g. \"NO\")"
         problems.append(f"{path}" + (f":{line}" if line else "") + f": {where}: {message}")
     return ConfigError("\n".join(problems))
 

@@ -255,6 +255,7 @@ class Violation:
     rule: str
     message: str
     rows: np.ndarray  # positions (0-based) in the table as read
+    values: tuple = ()  # some of the offending values, where showing them helps (unknown names)
 
     @property
     def count(self) -> int:
@@ -265,14 +266,16 @@ class Violation:
         key = ROW_KEY[self.table]
         keys = frame[key].iloc[shown] if key in frame.columns else pd.Series([None] * len(shown))
         if SOURCE_FILE in frame.columns:  # a mapped export: name the file and the row in it
-            files, lines = frame[SOURCE_FILE].iloc[shown], frame[SOURCE_ROW].iloc[shown]
-            parts = [f"{f} row {int(r)} ({key}={_show(k)})" for f, r, k in zip(files, lines, keys)]
+            files, rows = frame[SOURCE_FILE].iloc[shown], frame[SOURCE_ROW].iloc[shown]
+            parts = [f"{f} row {int(r)}" + (f" (line {int(r) + 2})" if str(f).lower().endswith(".csv") else "")
+                     + f" ({key}={_show(k)})" for f, r, k in zip(files, rows, keys)]
         else:
             parts = [f"row {int(r)} ({key}={_show(k)})" for r, k in zip(shown, keys)]
         more = f" and {self.count - len(shown)} more" if self.count > len(shown) else ""
         noun = "row" if self.count == 1 else "rows"
+        values = f" (values: {', '.join(repr(v) for v in self.values)})" if self.values else ""
         return (
-            f"{self.table}.{self.column} [{self.rule}] {self.message}: "
+            f"{self.table}.{self.column} [{self.rule}] {self.message}{values}: "
             f"{self.count} {noun}: {', '.join(parts)}{more}"
         )
 
@@ -595,7 +598,8 @@ def _schema_violations(name: str, frame: pd.DataFrame, already_bad: dict[str, se
             rule, message = _PANDERA_RULES[check]
         else:
             rule, message = _check_rule(contract.schema(name), column, check)
-        out.append(Violation(name, column, rule, message, rows))
+        shown = tuple(pd.unique(group["failure_case"].astype(str))[:5]) if rule == "vocabulary" else ()
+        out.append(Violation(name, column, rule, message, rows, shown))
     return out
 
 
@@ -724,6 +728,16 @@ def _history_violations(frame: pd.DataFrame, contract: Contract) -> list[Violati
     bad = numeric & value.notna().to_numpy() & parsed.isna().to_numpy()
     if bad.any():
         out.append(Violation(HISTORY, "value", "type", "not a number (the attribute is numeric)", np.flatnonzero(bad)))
+    # the leads table's rules for the same attribute
+    small = (frame["attribute"] == "company_size").to_numpy() & (parsed < 1).fillna(False).to_numpy()
+    if small.any():
+        out.append(Violation(HISTORY, "value", "positive", "employees must be >= 1", np.flatnonzero(small)))
+    for attribute, allowed in (("seniority", SENIORITY_LEVELS), ("department", DEPARTMENTS),
+                               ("email_domain_type", EMAIL_DOMAIN_TYPES)):
+        rows = (frame["attribute"] == attribute).to_numpy() & value.notna().to_numpy() & ~value.isin(allowed).to_numpy()
+        if rows.any():
+            out.append(Violation(HISTORY, "value", "vocabulary", f"unknown {attribute} (allowed: {', '.join(allowed)})",
+                                 np.flatnonzero(rows), tuple(pd.unique(value[rows].astype(str))[:5])))
     return out
 
 

@@ -201,9 +201,11 @@ class Cutoffs:
     mql: float
     sql: float
     notes: tuple[str, ...] = ()  # where a target could not be met and what was chosen instead
+    fell_back: tuple[str, ...] = ()  # the cutoffs ("mql", "sql") whose target the data could not meet
 
     def __post_init__(self):
         object.__setattr__(self, "notes", tuple(self.notes))
+        object.__setattr__(self, "fell_back", tuple(self.fell_back))
         if not isinstance(self.policy, CutoffPolicy):
             raise CutoffError(f"policy must be a CutoffPolicy, got {type(self.policy).__name__}")
         for name in ("mql", "sql"):
@@ -221,7 +223,8 @@ class Cutoffs:
 
     def to_dict(self) -> dict:
         """JSON-serialisable: ``{"mql": cutoff, "sql": cutoff, "policy": {policy fields}}``."""
-        return {"mql": self.mql, "sql": self.sql, "policy": dataclasses.asdict(self.policy), "notes": list(self.notes)}
+        return {"mql": self.mql, "sql": self.sql, "policy": dataclasses.asdict(self.policy), "notes": list(self.notes),
+                "fell_back": list(self.fell_back)}
 
     @classmethod
     def from_dict(cls, d) -> Cutoffs:
@@ -237,7 +240,8 @@ class Cutoffs:
         if unknown:
             raise CutoffError(f"cutoffs policy has unknown key(s) {', '.join(unknown)}; "
                               f"allowed: {', '.join(sorted(fields))}")
-        return cls(policy=CutoffPolicy(**d["policy"]), mql=d["mql"], sql=d["sql"], notes=tuple(d.get("notes", ())))
+        return cls(policy=CutoffPolicy(**d["policy"]), mql=d["mql"], sql=d["sql"], notes=tuple(d.get("notes", ())),
+                   fell_back=tuple(d.get("fell_back", ())))
 
 
 # ---------------------------------------------------------------------------
@@ -446,12 +450,15 @@ def choose_cutoffs(p, y, as_of, policy: CutoffPolicy, population_scale: float = 
         sql = float(np.clip(policy.sql_cost / policy.value_per_sql, EPS, 1.0))
         return Cutoffs(policy=policy, mql=mql, sql=sql)
     s = _Sorted.of(p, y)
-    chosen, notes = {}, []
+    chosen, notes, fell_back = {}, [], []
     for name in ("mql", "sql"):
         target = getattr(policy, name)
         if policy.policy == "conversion_rate":
+            before = len(notes)
             chosen[name] = _by_conversion_rate(s, target, name, policy.min_rows, policy.unreachable == "best",
                                                probability, notes)
+            if len(notes) > before:
+                fell_back.append(name)
         elif policy.policy == "capacity":
             chosen[name] = _by_capacity(s, target, name, n_dates, scale)
         else:
@@ -465,7 +472,7 @@ def choose_cutoffs(p, y, as_of, policy: CutoffPolicy, population_scale: float = 
             f"the targets conflict: the MQL cutoff ({probability} >= {chosen['mql']:.4g}, from mql={policy.mql:g}) is "
             f"above the SQL cutoff ({probability} >= {chosen['sql']:.4g}, from sql={policy.sql:g}) under policy "
             f"{policy.policy}; set the MQL target so it admits at least the leads the SQL target does")
-    return Cutoffs(policy=policy, mql=chosen["mql"], sql=chosen["sql"], notes=tuple(notes))
+    return Cutoffs(policy=policy, mql=chosen["mql"], sql=chosen["sql"], notes=tuple(notes), fell_back=tuple(fell_back))
 
 
 # ---------------------------------------------------------------------------

@@ -182,7 +182,8 @@ def build_examples(
     the baseline is evaluated on exactly the model's rows (they are not model features).
     """
     config = config or ExampleConfig()
-    con = tables if isinstance(tables, duckdb.DuckDBPyConnection) else connect(tables)
+    con = tables if isinstance(tables, duckdb.DuckDBPyConnection) else \
+        connect(tables, (feature_config or FeatureConfig()).contract)
     first_created, last_seen = data_bounds(con)
     observed_until = utc_timestamp(config.observed_until) if config.observed_until else last_seen
     dates = as_of_dates(config, first_created, observed_until)

@@ -85,6 +85,23 @@ class FeatureConfig:
             unknown = sorted(set(getattr(self, name)) - set(self.contract.kinds))
             if unknown:
                 raise ValueError(f"{name}: unknown activity types {unknown}; known: {sorted(self.contract.kinds)}")
+        if self.contract.attributes or self.contract.activity_kinds:
+            self._check_declared_names()
+
+    def _check_declared_names(self) -> None:
+        """A declared attribute or kind must not produce a feature name the built-in features,
+        the key columns or the query's own columns already use."""
+        builtin = {s.name for s in feature_specs(FeatureConfig(self.windows_days, self.half_life_days))}
+        reserved = builtin | {"lead_id", "as_of", "as_of_us", "pair", "k"}
+        for a in self.contract.attributes:
+            if a.name in reserved:
+                raise ValueError(f"attribute {a.name!r} is a built-in feature or column name; rename it")
+        for kind in self.contract.activity_kinds:
+            made = [_count_name(kind.name, w) for w in self.windows_days] + [_recency_name(kind.name)]
+            clash = [m for m in made if m in reserved]
+            if clash:
+                raise ValueError(f"activity kind {kind.name!r} would make the feature(s) {', '.join(clash)}, which "
+                                 "already exist; rename it")
 
     @property
     def kinds(self) -> dict[str, str]:
@@ -208,19 +225,13 @@ def feature_names(config: FeatureConfig | None = None) -> list[str]:
     return [s.name for s in feature_specs(config)]
 
 
-# Fit features derived from another attribute.
-DERIVED_FROM = {"company_size_band": "company_size", "region": "country"}
-
-
 def point_in_time_features(config: FeatureConfig | None = None) -> list[str]:
-    """The features that cannot carry information from after as_of by construction: every
-    engagement feature (computed from timestamped events strictly before it) and the fit
-    attributes an attribute history gives as of then. The rest - lead attributes read at
-    their current value - can leak an outcome the CRM wrote back into them."""
-    config = config or FeatureConfig()
-    history = set(config.contract.history_attributes)
-    return [s.name for s in feature_specs(config)
-            if s.group == "engagement" or DERIVED_FROM.get(s.name, s.name) in history]
+    """The features that cannot carry information from after as_of by construction: the
+    engagement features, counted from timestamped events strictly before it. Lead attributes
+    can leak an outcome the CRM wrote back into them - read at their current value, or from
+    an attribute history whose ``valid_from`` is not when the change happened (a backfill, an
+    import) - so the leakage audit keeps them."""
+    return [s.name for s in feature_specs(config or FeatureConfig()) if s.group == "engagement"]
 
 
 # ---------------------------------------------------------------------------
@@ -274,10 +285,13 @@ def check_source(config: FeatureConfig, contract: Contract) -> None:
     need = config.contract
     have = {a.name: a.kind for a in contract.attributes}
     missing = [f"attribute {a.name}" for a in need.attributes if have.get(a.name) != a.kind]
-    if need.history_attributes and set(need.history_attributes) != set(contract.history_attributes):
-        missing.append("an attribute history of " + ", ".join(need.history_attributes))
+    missing += [f"activity kind {k.name}" for k in need.activity_kinds if k.name not in contract.kinds]
+    if set(need.history_attributes) != set(contract.history_attributes):
+        missing.append("an attribute history of " + ", ".join(need.history_attributes) if need.history_attributes
+                       else "attributes read at their current value, not from an attribute history ("
+                            + ", ".join(contract.history_attributes) + ")")
     if missing:
-        raise ValueError(f"the model's features read {'; '.join(missing)}, which the data source does not declare "
+        raise ValueError(f"the model's features read {'; '.join(missing)}, which the data source does not give "
                          "(give the source YAML the model was trained with: --source)")
 
 

@@ -397,8 +397,9 @@ def target_checks(rows: pd.DataFrame, cutoffs, config: MonitorConfig) -> tuple[p
             "realized conversion is reported but not checked against a target")
     m = rows[rows["matured"]]
     out = []
-    for name, mask, target in (("MQL or better", m["tier"].isin(["MQL", "SQL"]), policy.target("mql")),
-                               ("SQL tier", m["tier"] == "SQL", policy.target("sql"))):
+    fell_back = set(getattr(cutoffs, "fell_back", ()))
+    for cut, name, mask, target in (("mql", "MQL or better", m["tier"].isin(["MQL", "SQL"]), policy.target("mql")),
+                                    ("sql", "SQL tier", m["tier"] == "SQL", policy.target("sql"))):
         g = m[mask.to_numpy()]
         y = g["y"].astype("float64").to_numpy()
         realized = float(y.mean()) if len(y) else math.nan
@@ -406,6 +407,8 @@ def target_checks(rows: pd.DataFrame, cutoffs, config: MonitorConfig) -> tuple[p
         floor = target * (1 - config.target_tolerance)
         if len(y) < config.min_rows:
             status = "too few rows"
+        elif cut in fell_back:  # training could not meet it either: the cutoff is the best rate reachable
+            status = "target unreachable at training (best-rate cutoff)"
         elif high < floor:
             status = "off target"
         elif high < target:

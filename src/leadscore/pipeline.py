@@ -29,7 +29,12 @@ import pandas as pd
 
 from leadscore.baseline import RuleBaselineClassifier, load_rules
 from leadscore.config import PipelineConfig
-from leadscore.contract import DEFAULT_CONTRACT, Contract, utc_timestamp
+from leadscore.contract import (
+    DEFAULT_CONTRACT,
+    FIT_ATTRIBUTE_COLUMNS,
+    Contract,
+    utc_timestamp,
+)
 from leadscore.cutoffs import choose_cutoffs, cutoff_report, tradeoff_curve
 from leadscore.examples import (
     LABEL_SPECS,
@@ -103,11 +108,14 @@ class TrainingRun:
         return self.leakage.loc[self.leakage["suspected"], "feature"].tolist()
 
 
-def data_fingerprint(con: duckdb.DuckDBPyConnection) -> dict:
-    """Row counts, date range and an order-independent hash of the three contract tables."""
+def data_fingerprint(con: duckdb.DuckDBPyConnection, contract: Contract | None = None) -> dict:
+    """Row counts, date range and an order-independent hash of the contract's tables."""
+    from leadscore.contract import TIME_COLUMN
+
     out: dict = {"rows": {}}
     digest = hashlib.sha256()
-    for table, ts in (("leads", "created_at"), ("activities", "occurred_at"), ("lifecycle", "occurred_at")):
+    for table in (contract or DEFAULT_CONTRACT).tables:
+        ts = TIME_COLUMN[table]
         n, lo, hi, row_hash = con.execute(
             f"SELECT count(*), min({ts})::VARCHAR, max({ts})::VARCHAR, sum(hash(t)::HUGEINT) FROM {table} t").fetchall()[0]
         out["rows"][table] = int(n)
@@ -295,13 +303,15 @@ def train_pipeline(pipeline: PipelineConfig, tables, data_dir: Path | None = Non
         lines.append(line)
         echo(line)
 
-    fingerprint = data_fingerprint(con)
+    fingerprint = data_fingerprint(con, contract)
     say(f"data: {fingerprint['rows']['leads']:,} leads, {fingerprint['rows']['activities']:,} activities, "
         f"{fingerprint['rows']['lifecycle']:,} lifecycle events (fingerprint {fingerprint['hash']})")
-    if not contract.history_attributes:
-        say("note: lead attributes are read at their current value (no attribute history): if the CRM overwrites "
-            "them after qualification they leak the outcome into training - the leakage audit below names "
-            "features that predict too well (data/README.md: attribute history)")
+    current = [a for a in (*FIT_ATTRIBUTE_COLUMNS, *(a.name for a in contract.attributes))
+               if a != "job_title" and a not in contract.history_attributes]
+    if current:
+        say(f"note: lead attributes read at their current value (no attribute history for them): {', '.join(current)}; "
+            "if the CRM overwrites one after qualification it leaks the outcome into training - the leakage audit "
+            "below names any that predicts too well (data/README.md: attribute history)")
     examples, report = build_examples(con, pipeline.examples, feature_config, rules=rules)
     for line in report.lines():
         say(line)

@@ -87,14 +87,15 @@ def _timestamp(value):
 
 
 class Part(_Strict):
-    """Where some of a table's rows are, and which export column is which contract column."""
+    """Where some of a table's rows are, and which export column is which contract column.
+    ``csv``: how its CSV files are written (default: the table's)."""
 
     files: Annotated[list[str] | None, BeforeValidator(_listed)] = None
     query: str | None = None
     inputs: dict[str, str] = {}
     columns: dict[str, str] = {}
     constants: dict[str, str | float | int | None] = {}
-    csv: CsvOptions = CsvOptions()
+    csv: CsvOptions | None = None
 
     @model_validator(mode="after")
     def _one_origin(self):
@@ -111,14 +112,29 @@ def _check_origin(part):
     return part
 
 
+def _text_keys(value):
+    """YAML reads 1, 1.0 and yes as numbers and booleans; a value map's keys are export values as text."""
+    if not isinstance(value, dict):
+        return value
+    return {col: ({_as_text(k): v for k, v in m.items()} if isinstance(m, dict) else m) for col, m in value.items()}
+
+
+def _as_text(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 class Table(Part):
     """A table: one part inline (files or query) or several under ``parts``; how its values
-    read (timestamps, value maps, missing-value markers) applies to all of them."""
+    read (timestamps, value maps, missing-value markers, CSV options) applies to all of them."""
 
     files: Annotated[list[str] | None, BeforeValidator(_listed)] = None
     parts: list[Part] | None = None
     timestamps: dict[str, Annotated[TimestampSpec, BeforeValidator(_timestamp)]] = {}
-    values: dict[str, dict[str, str | None]] = {}
+    values: Annotated[dict[str, dict[str, str | None]], BeforeValidator(_text_keys)] = {}
     missing_values: list[str] = []
 
     @model_validator(mode="after")
@@ -133,10 +149,10 @@ class Table(Part):
         return _check_origin(self)
 
     def all_parts(self) -> list[Part]:
-        if self.parts is not None:
-            return list(self.parts)
-        return [Part(files=self.files, query=self.query, inputs=self.inputs, columns=self.columns,
-                     constants=self.constants, csv=self.csv)]
+        parts = self.parts if self.parts is not None else [
+            Part(files=self.files, query=self.query, inputs=self.inputs, columns=self.columns,
+                 constants=self.constants, csv=self.csv)]
+        return [p if p.csv is not None else p.model_copy(update={"csv": self.csv or CsvOptions()}) for p in parts]
 
 
 class AttributeDecl(_Strict):
@@ -180,11 +196,6 @@ class SourceSpec(_Strict):
     description: str = ""
     tables: Tables
 
-    @model_validator(mode="after")
-    def _contract(self):
-        self.contract()  # names, kinds and history attributes must make a valid contract
-        return self
-
     def contract(self) -> Contract:
         t = self.tables
         attributes = tuple(AttributeSpec(name, a.kind, a.label, a.description) for name, a in t.leads.attributes.items())
@@ -208,10 +219,12 @@ class MappedSource:
     ``base``: the directory the YAML's file names are relative to (``--data``, else the
     YAML's own directory)."""
 
-    def __init__(self, spec: SourceSpec, path: Path, base: Path):
+    def __init__(self, spec: SourceSpec, path: Path, base: Path, lines: dict[tuple, int] | None = None):
         self.spec, self.path, self.base = spec, Path(path), Path(base)
         self.contract = spec.contract()
+        self.lines = lines or {}
         self._notes: dict[str, str] = {}
+        self._unknown: Counter = Counter()
 
     def __repr__(self) -> str:
         return f"{self.path} (files in {self.base})"
@@ -243,15 +256,24 @@ class MappedSource:
                 raise ContractError(f"{self.path}: tables.{name} is required")
             yield self._empty(name)
             return
+        if name == "activities":
+            self._unknown = Counter()  # counted afresh on every read
         yielded = False
-        for part in table.all_parts():
-            for label, frame in self._read_part(name, part, batch_rows):
-                yield self._map(name, table, part, frame, label)
+        parts = table.all_parts()
+        for i, part in enumerate(parts):
+            where = ("tables", name, "parts", i) if table.parts is not None else ("tables", name)
+            for label, frame in self._read_part(name, part, batch_rows, where, i if len(parts) > 1 else None):
+                yield self._map(name, table, part, frame, label, where)
                 yielded = True
         if not yielded:
             yield self._empty(name)
 
     # -- one part -----------------------------------------------------------------------
+
+    def _at(self, where: tuple) -> str:
+        """``FILE:LINE: key.path`` of a place in the YAML, for messages."""
+        line = next((self.lines[where[:i]] for i in range(len(where), 0, -1) if where[:i] in self.lines), None)
+        return f"{self.path}" + (f":{line}" if line else "") + f": {'.'.join(map(str, where))}"
 
     def _wanted(self, name: str) -> list[str]:
         cols = [c.name for c in self.contract.columns(name)]
@@ -269,30 +291,35 @@ class MappedSource:
         return pd.DataFrame({c.name: pd.Series(dtype="str") for c in self.contract.columns(name) if c.required}
                             | {SOURCE_FILE: pd.Series(dtype="str"), SOURCE_ROW: pd.Series(dtype="int64")})
 
-    def _files(self, name: str, patterns: list[str]) -> list[Path]:
+    def _files(self, name: str, patterns: list[str], where: tuple) -> list[Path]:
         found: list[Path] = []
         for pattern in patterns:
-            full = pattern if Path(pattern).is_absolute() else str(self.base / pattern)
-            matches = sorted(Path(p) for p in glob.glob(full))
+            full = Path(pattern) if Path(pattern).is_absolute() else self.base / pattern
+            # a name that exists is that file, even if it holds glob characters such as [
+            matches = [full] if full.is_file() else sorted(Path(p) for p in glob.glob(str(full)))
             if not matches:
-                raise ContractError(f"{name}: {pattern!r} matches no file in {self.base} ({self.path})")
-            found += matches
+                raise ContractError(f"{name}: {pattern!r} matches no file in {self.base} ({self._at(where)}); "
+                                    "file names are relative to --data, else to the source YAML's directory")
+            found += [m for m in matches if m not in found]  # a file two patterns match is read once
         return found
 
-    def _read_part(self, name: str, part: Part, batch_rows: int | None):
+    def _label(self, path: Path) -> str:
+        return str(path.relative_to(self.base)) if path.is_relative_to(self.base) else str(path)
+
+    def _read_part(self, name: str, part: Part, batch_rows: int | None, where: tuple, index: int | None):
         """(label for messages, frame of export columns with SOURCE_ROW) per batch."""
         table = self.table(name)
-        na = [""] + list(table.missing_values)
+        na = ["", *table.missing_values]
         if part.query is not None:
-            yield from self._query(name, part, batch_rows, na)
+            label = "query" if index is None else f"query of part {index + 1}"
+            yield from self._query(name, part, batch_rows, na, label, where)
             return
-        for path in self._files(name, part.files):
-            label = str(path.relative_to(self.base)) if path.is_relative_to(self.base) else str(path)
+        for path in self._files(name, part.files, (*where, "files")):
             offset = 0
             for frame in self._read_file(name, path, part.csv, batch_rows, na):
                 frame[SOURCE_ROW] = range(offset, offset + len(frame))
                 offset += len(frame)
-                yield label, frame
+                yield self._label(path), frame
 
     def _read_file(self, name: str, path: Path, csv: CsvOptions, batch_rows: int | None, na: list[str]):
         import pyarrow.parquet as pq
@@ -304,8 +331,7 @@ class MappedSource:
                     yield _frame_of(parquet.schema_arrow.empty_table())
                     return
                 for batch in parquet.iter_batches(batch_size=batch_rows or 1_000_000):
-                    frame = _frame_of(batch)
-                    yield frame.mask(frame.astype("str").isin(na[1:]) & frame.notna()) if len(na) > 1 else frame
+                    yield _as_missing(_frame_of(batch), na)
             else:
                 options = {"dtype": str, "keep_default_na": False, "na_values": na, "sep": csv.delimiter,
                            "encoding": csv.encoding}
@@ -315,48 +341,66 @@ class MappedSource:
                     yield from pd.read_csv(path, chunksize=batch_rows, **options)
         except ContractError:
             raise
-        except Exception as exc:  # unreadable file, bad encoding, unparsable CSV
+        except UnicodeDecodeError as exc:
+            raise ContractError(f"{name}: cannot read {path}: not {csv.encoding} text ({exc.reason} at byte "
+                                f"{exc.start}); set the file's encoding, e.g. csv: {{encoding: latin-1}}") from exc
+        except Exception as exc:  # unreadable file, unparsable CSV
             raise ContractError(f"{name}: cannot read {path}: {exc}") from exc
 
-    def _query(self, name: str, part: Part, batch_rows: int | None, na: list[str]):
+    def _query(self, name: str, part: Part, batch_rows: int | None, na: list[str], label: str, where: tuple):
         import duckdb
 
         con = duckdb.connect()
+        view = None
         try:
             for view, pattern in part.inputs.items():
-                files = [str(p) for p in self._files(name, [pattern])]
+                files = [str(p) for p in self._files(name, [pattern], (*where, "inputs", view))]
+                parquet = [f.lower().endswith(".parquet") for f in files]
+                if any(parquet) and not all(parquet):
+                    raise ContractError(f"{name}: inputs.{view} ({pattern!r}) matches both Parquet and CSV files "
+                                        f"({self._at((*where, 'inputs', view))}); give each its own input")
                 quoted = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
-                if all(f.lower().endswith(".parquet") for f in files):
+                if all(parquet):
                     relation = f"read_parquet({quoted})"
                 else:
                     delim = part.csv.delimiter.replace("'", "''")
-                    relation = f"read_csv({quoted}, all_varchar = true, header = true, delim = '{delim}')"
+                    encoding = part.csv.encoding.replace("'", "''")
+                    relation = (f"read_csv({quoted}, all_varchar = true, header = true, delim = '{delim}', "
+                                f"encoding = '{encoding}')")
                 con.execute(f'CREATE VIEW "{view}" AS SELECT * FROM {relation}')
-            try:
-                reader = con.sql(part.query).to_arrow_reader(batch_size=batch_rows or 1_000_000)
-            except duckdb.Error as exc:
-                raise ContractError(f"{name}: the query in {self.path} failed: {exc}") from exc
+            view = None
             offset = 0
-            for batch in reader:
-                frame = _frame_of(batch)
-                if len(na) > 1:
-                    frame = frame.mask(frame.astype("str").isin(na[1:]) & frame.notna())
+            for batch in con.sql(part.query).to_arrow_reader(batch_size=batch_rows or 1_000_000):
+                frame = _as_missing(_frame_of(batch), na)
                 frame[SOURCE_ROW] = range(offset, offset + len(frame))
                 offset += len(frame)
-                yield "query", frame
+                yield label, frame
+        except ContractError:
+            raise
+        except (duckdb.Error, OSError, ValueError) as exc:  # bad SQL, unreadable input, a failed cast
+            what = f"reading inputs.{view}" if view else "the query"
+            raise ContractError(f"{name}: {what} failed ({self._at((*where, 'inputs', view) if view else (*where, 'query'))}): "
+                                f"{str(exc).strip().splitlines()[0]}") from exc
         finally:
             con.close()
 
-    def _map(self, name: str, table: Table, part: Part, frame: pd.DataFrame, label: str) -> pd.DataFrame:
+    def _map(self, name: str, table: Table, part: Part, frame: pd.DataFrame, label: str, where: tuple) -> pd.DataFrame:
         """Export columns -> contract columns: renames, constants, value maps, unknown kinds."""
         renames = dict(part.columns)
         if name == "leads":
             renames.update({attr: col for attr, col in self._attribute_columns().items() if attr not in renames})
-        missing = sorted({col for col in renames.values() if col not in frame.columns})
+        missing = {contract_col: col for contract_col, col in renames.items() if col not in frame.columns}
         if missing:
-            found = ", ".join(c for c in frame.columns if c != SOURCE_ROW)
-            raise ContractError(f"{name}: column(s) {', '.join(map(repr, missing))} named in {self.path} are not in "
-                                f"{label} (found: {found})")
+            contract_col, col = next(iter(missing.items()))
+            key = (*where, "columns", contract_col) if contract_col in part.columns else \
+                ("tables", "leads", "attributes", contract_col)
+            found = [c for c in frame.columns if c != SOURCE_ROW]
+            hint = ""
+            if len(found) == 1 and any(sep in found[0] for sep in ";\t|,"):
+                hint = " - is the file's delimiter something else? set csv: {delimiter: ...}"
+            raise ContractError(f"{name}: column(s) {', '.join(repr(c) for c in missing.values())} named in "
+                                f"{self._at(key)} are not in {label} (found: {', '.join(repr(c) for c in found)})"
+                                + hint)
         wanted = self._wanted(name)
         out = {}
         for col in wanted:
@@ -379,30 +423,44 @@ class MappedSource:
                       self.contract.history_attributes]
             if absent:
                 self._note("absent:leads", f"leads: the export gives no {', '.join(absent)}: read as missing")
-            for col in absent:
-                mapped[col] = pd.Series(None, index=mapped.index, dtype="object")
+            for col in FIT_ATTRIBUTE_COLUMNS:  # attributes read from the history: today's value is not read
+                if col not in mapped.columns:
+                    mapped[col] = pd.Series(None, index=mapped.index, dtype="object")
         for col, mapping in table.values.items():
             if col in mapped.columns:
                 mapped[col] = _apply_map(mapped[col], mapping)
+        if name == HISTORY:
+            mapped = self._history_values(mapped)
         if name == "activities" and "activity_type" in mapped.columns:
             mapped["activity_type"] = self._unknown_kinds(table, mapped["activity_type"])
         mapped[SOURCE_FILE] = label
         mapped[SOURCE_ROW] = frame[SOURCE_ROW].to_numpy()
         return mapped.reset_index(drop=True)
 
+    def _history_values(self, mapped: pd.DataFrame) -> pd.DataFrame:
+        """History values of an attribute read like the leads table reads it: its value map
+        (the CRM's seniority names, say) applies to them too."""
+        leads_maps = self.spec.tables.leads.values
+        if "attribute" not in mapped or "value" not in mapped:
+            return mapped
+        for attribute in self.contract.history_attributes:
+            if attribute in leads_maps:
+                rows = (mapped["attribute"] == attribute).to_numpy()
+                mapped.loc[rows, "value"] = _apply_map(mapped.loc[rows, "value"], leads_maps[attribute])
+        return mapped
+
     def _unknown_kinds(self, table: ActivitiesTable, kinds: pd.Series) -> pd.Series:
         known = set(self.contract.kinds)
         unknown = kinds.notna() & ~kinds.astype("str").isin(known)
         if not unknown.any():
             return kinds
-        counts = Counter(kinds[unknown].astype("str"))
-        self._counts = getattr(self, "_counts", Counter()) + counts
-        names = ", ".join(f"{k} ({n:,})" for k, n in self._counts.most_common(8))
+        self._unknown.update(kinds[unknown].astype("str"))
+        names = ", ".join(f"{k} ({n:,})" for k, n in self._unknown.most_common(8))
         if table.unknown_kinds == "other":
-            self._note("other", f"activities: {sum(self._counts.values()):,} rows of kinds the source does not "
+            self._note("other", f"activities: {sum(self._unknown.values()):,} rows of kinds the source does not "
                                 f"declare mapped to {OTHER_KIND}: {names}")
             return kinds.where(~unknown, OTHER_KIND)
-        self._note("other", f"activities: {sum(self._counts.values()):,} rows of kinds the source does not declare "
+        self._note("other", f"activities: {sum(self._unknown.values()):,} rows of kinds the source does not declare "
                             f"are quarantined (unknown_kinds: quarantine): {names}")
         return kinds
 
@@ -410,10 +468,20 @@ class MappedSource:
         self._notes[key] = text
 
 
+def _as_missing(frame: pd.DataFrame, na: list[str]) -> pd.DataFrame:
+    """Text cells that mean "empty" (an empty string, the table's missing_values) as missing, in
+    typed inputs (Parquet, query results) as CSV reading does."""
+    text = [c for c in frame.columns if pd.api.types.is_object_dtype(frame[c]) or pd.api.types.is_string_dtype(frame[c])]
+    for col in text:
+        frame[col] = frame[col].mask(frame[col].isin(na))
+    return frame
+
+
 def _apply_map(values: pd.Series, mapping: dict[str, str | None]) -> pd.Series:
     """Exported values -> contract values; a value the map does not name is kept (the contract
-    then says whether it is allowed); a value mapped to null becomes missing."""
-    text = values.astype("object").where(values.isna(), values.astype("str"))
+    then says whether it is allowed); a value mapped to null becomes missing. Numbers and
+    booleans are matched by their text (1.0 as "1", True as "true")."""
+    text = values.map(_as_text, na_action="ignore")
     hit = text.isin(list(mapping))
     out = values.astype("object").copy()
     out[hit] = text[hit].map(mapping)
@@ -429,28 +497,73 @@ def load_source(path: Path | str, data_dir: Path | str | None = None) -> MappedS
     else to the YAML's own directory. Errors name the file, the line and the key."""
     path = Path(path)
     raw = load_yaml(path)
+    lines = yaml_lines(path)
     try:
         spec = SourceSpec.model_validate(raw)
     except ValidationError as exc:
-        raise pydantic_error(exc, path, yaml_lines(path)) from None
-    _check_names(spec, path, yaml_lines(path))
+        raise pydantic_error(exc, path, lines) from None
+    _check_names(spec, path, lines)
     base = Path(data_dir) if data_dir is not None else path.parent
     if not base.is_dir():
         raise ConfigError(f"{path}: the data directory {base} does not exist")
-    return MappedSource(spec, path, base)
+    return MappedSource(spec, path, base, lines)
+
+
+# What a value map may map a column onto, per table.
+def _vocabularies(contract: Contract) -> dict[str, dict[str, tuple]]:
+    from leadscore.contract import DEPARTMENTS, EMAIL_DOMAIN_TYPES, SENIORITY_LEVELS
+
+    return {"lifecycle": {"stage": tuple(STAGES)}, "activities": {"activity_type": tuple(contract.kinds)},
+            HISTORY: {"attribute": contract.history_attributes},
+            "leads": {"seniority": SENIORITY_LEVELS, "department": DEPARTMENTS,
+                      "email_domain_type": EMAIL_DOMAIN_TYPES}}
+
+
+VOCABULARY_HINTS = {
+    "stage": "the lifecycle stages are fixed; map each CRM stage onto one of them (or to null)",
+    "activity_type": "declare a kind of your own under tables.activities.kinds",
+    "attribute": "list the attribute under tables.attribute_history.attributes (and declare it under "
+                 "tables.leads.attributes if it is not built in)",
+}
 
 
 def _check_names(spec: SourceSpec, path: Path, lines: dict[tuple, int]) -> None:
-    """Column names in ``columns``, ``constants``, ``timestamps`` and ``values`` must be the
+    """Declared names must make a valid contract and features (no clash with the built-in
+    ones); column names in ``columns``, ``constants``, ``timestamps`` and ``values`` must be the
     contract's; value maps must map onto the contract's vocabularies."""
-    contract = spec.contract()
-
     def fail(where: tuple, message: str):
         line = next((lines[where[:i]] for i in range(len(where), 0, -1) if where[:i] in lines), None)
         raise ConfigError(f"{path}" + (f":{line}" if line else "") + f": {'.'.join(map(str, where))}: {message}")
 
+    t = spec.tables
+    for name, decl in t.leads.attributes.items():
+        try:
+            AttributeSpec(name, decl.kind, decl.label, decl.description)
+        except ValueError as exc:
+            fail(("tables", "leads", "attributes", name), str(exc))
+    if t.activities is not None:
+        for kind, decl in t.activities.kinds.items():
+            if kind in ACTIVITY_TYPES:
+                fail(("tables", "activities", "kinds", kind), "a built-in activity kind; map the export's name to it "
+                                                                "under values.activity_type instead")
+            try:
+                KindSpec(kind, decl.description, decl.hand_raiser)
+            except ValueError as exc:
+                fail(("tables", "activities", "kinds", kind), str(exc))
+    try:
+        contract = spec.contract()
+    except ValueError as exc:
+        fail(("tables", "attribute_history", "attributes") if "history" in str(exc) else ("tables", "leads", "attributes"),
+             str(exc))
+    from leadscore.features import FeatureConfig
+
+    try:  # declared names must not collide with the features' own
+        FeatureConfig(contract=contract)
+    except ValueError as exc:
+        fail(("tables",), str(exc))
+    vocabularies = _vocabularies(contract)
     for name in TABLE_NAMES:
-        table = getattr(spec.tables, name)
+        table = getattr(t, name)
         if table is None:
             continue
         columns = [c.name for c in contract.columns(name)]
@@ -462,21 +575,16 @@ def _check_names(spec: SourceSpec, path: Path, lines: dict[tuple, int]) -> None:
                     if col not in columns:
                         fail((*at, key, col), f"not a column of the contract's {name} table; columns: "
                                               f"{', '.join(columns)}")
-        for col, ts in table.timestamps.items():
+        for col in table.timestamps:
             if col not in [c.name for c in contract.columns(name) if c.kind == "timestamp"]:
                 fail((*where, "timestamps", col), f"not a timestamp column of {name}")
         for col, mapping in table.values.items():
             if col not in columns:
                 fail((*where, "values", col), f"not a column of the contract's {name} table")
-            allowed = {"lifecycle": {"stage": STAGES}, "activities": {"activity_type": contract.kinds},
-                       HISTORY: {"attribute": contract.history_attributes}}.get(name, {}).get(col)
+            allowed = vocabularies.get(name, {}).get(col)
             if allowed is not None:
                 bad = sorted({v for v in mapping.values() if v is not None and v not in allowed})
                 if bad:
+                    hint = VOCABULARY_HINTS.get(col, "")
                     fail((*where, "values", col), f"maps onto {', '.join(bad)}, not in the vocabulary "
-                                                  f"({', '.join(allowed)}); declare activity kinds under kinds")
-    if spec.tables.activities is not None:
-        for kind in spec.tables.activities.kinds:
-            if kind in ACTIVITY_TYPES:
-                fail(("tables", "activities", "kinds", kind), "a built-in activity kind; map the export's name to "
-                                                                "it under values.activity_type instead")
+                                                  f"({', '.join(allowed)})" + (f"; {hint}" if hint else ""))

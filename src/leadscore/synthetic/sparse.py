@@ -13,8 +13,8 @@ they do), seen through a CRM that is not leadscore's contract:
 * two custom attributes: ``Landing Page`` carries real signal (some pages draw buyers, the
   ebook pages draw researchers), ``Region Code`` (a sales territory) carries none; a ``Plan``
   that the CRM overwrites with "Paid" when a deal is won, with its change history;
-* activity kinds of its own (catalogue views, a price simulator, WhatsApp messages) and a few
-  the mapping leaves undeclared (chats, form submissions, careers pages);
+* activity kinds of its own (catalogue views, a price simulator, WhatsApp messages) and two
+  the mapping leaves undeclared (chats and form submissions: counted as ``other``);
 * a few thousand contacts over 15 months.
 
 It also writes ``source.yaml`` - a copy of ``pipelines/sources/sparse.yaml``, the mapping
@@ -72,7 +72,7 @@ SOURCE = {"organic_search": "Organic Search", "paid_search": "Paid Search", "soc
           "direct": "Direct Traffic", "events": "Events", "partner": "Partner",
           "content_syndication": "Content Syndication"}
 # The CRM's activity names; the mapping declares catalog views, price simulations and WhatsApp
-# messages as kinds of their own and leaves chats, form submissions and careers pages undeclared.
+# messages as kinds of their own and leaves chats and form submissions undeclared.
 ACTIVITY = {"page_view_pricing": "Price Simulation", "page_view_product": "Catalog Viewed",
             "page_view_blog": "Blog Post Viewed", "page_view_careers": "Careers Page Viewed",
             "page_view_docs": "Help Center Article", "content_download": "Content Download",
