@@ -13,7 +13,18 @@ from typer.testing import CliRunner
 
 from leadscore.cli import app
 from leadscore.config import ConfigError, load_pipeline
-from leadscore.examples import ExampleConfig, build_examples, matured, split_out_of_time
+from leadscore.examples import (
+    ExampleConfig,
+    build_examples,
+    history_weeks_needed,
+    label_examples,
+    lead_hash,
+    matured,
+    observed_end,
+    parts_at,
+    walk_forward,
+)
+from leadscore.features import connect, open_leads
 from leadscore.flat import load_config, load_flat
 from leadscore.leakage import leakage_audit
 
@@ -28,17 +39,18 @@ def _labels_tables():
     leads = [_lead(x, "2025-01-01") for x in ("EARLY", "EDGE", "LATE", "NEVER", "WON")]
     lc = [
         ("EARLY", "sql", ts("2025-03-11"), None),  # 10 days after the as_of of 2025-03-01
-        ("EDGE", "sql", ts("2025-04-12"), None),  # exactly as_of + 42 days: inside (as_of, as_of + H]
+        ("EDGE", "sql", ts("2025-04-12"), None),  # exactly as_of + 42 days: inside [as_of, as_of + H]
         ("LATE", "sql", ts("2025-04-12 00:00:01"), None),  # one second past the horizon
         ("WON", "sql", ts("2025-03-05"), None),
         ("WON", "won", ts("2025-05-01"), None),
     ]
-    acts = [("NEVER", ts("2025-09-01"), "email_open", None)]  # data observed until 2025-09-01
+    acts = [("NEVER", ts("2025-09-01"), "email_open", None)]  # exported on 2025-09-01 (observed_until below)
     return _tables(leads, acts, lc)
 
 
 def test_labels_read_the_horizon_window():
-    cfg = ExampleConfig(start="2025-03-01", end="2025-03-01", horizon_days=42, won_horizon_days=120)
+    cfg = ExampleConfig(start="2025-03-01", end="2025-03-01", horizon_days=42, won_horizon_days=120,
+                        observed_until="2025-09-01")
     ex, report = build_examples(_labels_tables(), cfg)
     got = ex.set_index("lead_id")
     assert got.loc["EARLY", "became_sql"] and got.loc["EDGE", "became_sql"]
@@ -52,7 +64,7 @@ def test_labels_read_the_horizon_window():
 def test_immature_examples_are_unlabelled_and_counted():
     # Observed until 2025-09-01: as-of dates after 2025-07-21 cannot see 42 days ahead,
     # and after 2025-05-04 cannot see 120 days ahead.
-    cfg = ExampleConfig(start="2025-06-01", end="2025-08-31", cadence_days=7)
+    cfg = ExampleConfig(start="2025-06-01", end="2025-08-31", cadence_days=7, observed_until="2025-09-01")
     ex, report = build_examples(_labels_tables(), cfg)
     end = ts("2025-09-01")
     expect_sql = ex["as_of"] + pd.Timedelta(days=42) > end
@@ -80,42 +92,93 @@ def test_examples_cover_open_leads_at_every_date(synthetic_dir):
     assert (joined["sql_at"].isna() | (joined["sql_at"] >= joined["as_of"])).all()
 
 
-def test_split_keeps_leads_on_one_side_and_time_in_order(synthetic_dir):
+def test_a_fit_at_a_cutoff_sees_only_closed_label_windows_and_holds_out_leads(synthetic_dir):
     tables = {n: synthetic_dir / f"{n}.parquet" for n in ("leads", "activities", "lifecycle")}
-    ex, _ = build_examples(tables, ExampleConfig(cadence_days=14))
-    split = split_out_of_time(ex, "2025-01-01", "2025-04-01", horizon_days=42)
-    parts = split.parts
-    leads = {name: set(p["lead_id"]) for name, p in parts.items()}
-    assert not (leads["train"] & leads["calibration"] or leads["train"] & leads["test"]
-                or leads["calibration"] & leads["test"])
-    assert (parts["train"]["as_of"] + pd.Timedelta(days=42) <= ts("2025-01-01")).all()
-    assert (parts["calibration"]["as_of"] >= ts("2025-01-01")).all()
-    assert (parts["calibration"]["as_of"] + pd.Timedelta(days=42) <= ts("2025-04-01")).all()
-    assert (parts["test"]["as_of"] >= ts("2025-04-01")).all()
-    assert sum(len(p) for p in parts.values()) + sum(split.dropped.values()) == len(ex)
-    # Stable: the same lead lands in the same part when the data grows or shrinks.
-    again = split_out_of_time(ex.sample(frac=0.5, random_state=1), "2025-01-01", "2025-04-01", horizon_days=42)
-    for name in parts:
-        assert set(again.parts[name]["lead_id"]) <= leads[name]
+    ex, report = build_examples(tables, ExampleConfig(cadence_days=7))
+    cut = ts("2025-06-01")
+    parts = parts_at(ex, "became_sql", cut, 42, holdout_weeks=8, promotion_fraction=0.15)
+    for frame in (parts.fit, parts.calibration, parts.promotion):
+        assert (frame["as_of"] + pd.Timedelta(days=42) <= cut).all() and frame["became_sql"].notna().all()
+    newest = parts.holdout_from
+    assert (parts.calibration["as_of"] > newest).all() and (parts.promotion["as_of"] > newest).all()
+    # the promotion leads are out of everything; calibration is the fit's newest weeks
+    assert not set(parts.promotion["lead_id"]) & set(parts.fit.loc[parts.fit["as_of"] > newest, "lead_id"])
+    assert parts.calibration.equals(parts.fit[parts.fit["as_of"] > newest].reset_index(drop=True))
+    share = parts.promotion["lead_id"].nunique() / ex.loc[ex["as_of"] > newest, "lead_id"].nunique()
+    assert 0.1 < share < 0.2
+    # every matured example before the cut-off is fitted, held out for promotion or purged (a
+    # promotion lead's example whose label window reaches into the held-out weeks), once
+    known = ex[ex["became_sql"].notna() & (ex["as_of"] + pd.Timedelta(days=42) <= cut)]
+    assert len(parts.fit) + len(parts.promotion) + parts.purged == len(known) and parts.purged > 0
 
 
-@settings(max_examples=50, deadline=None)
-@given(
-    rows=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 60)), min_size=1, max_size=200),
-    b1=st.integers(5, 30), gap=st.integers(1, 20), horizon=st.integers(1, 20),
-)
-def test_split_never_puts_a_lead_on_two_sides(rows, b1, gap, horizon):
-    start = ts("2025-01-01")
-    ex = pd.DataFrame({"lead_id": [f"L{lead}" for lead, _ in rows],
-                       "as_of": [start + pd.Timedelta(days=7 * week) for _, week in rows]})
-    c1 = start + pd.Timedelta(days=7 * b1)
-    c2 = c1 + pd.Timedelta(days=7 * gap)
-    split = split_out_of_time(ex, c1, c2, horizon_days=horizon)
-    owner = {}
-    for name, part in split.parts.items():
-        for lead in part["lead_id"]:
-            assert owner.setdefault(lead, name) == name
-    assert sum(len(p) for p in split.parts.values()) + sum(split.dropped.values()) == len(ex)
+def test_walk_forward_places_folds_from_the_end_of_the_matured_outcomes():
+    dates = pd.Series(pd.date_range("2024-01-07", "2025-09-28", freq="7D", tz="UTC"))
+    end = ts("2025-10-01")
+    folds = walk_forward(dates, 42, end, folds=3, test_weeks=8, step_weeks=8)
+    assert len(folds) == 3 and [len(f.test_dates) for f in folds] == [8, 8, 8]
+    matured = dates[dates + pd.Timedelta(days=42) <= end]
+    assert folds[-1].test_end == matured.max()                       # the newest fold ends at the newest matured date
+    assert [f.cutoff for f in folds] == sorted(f.cutoff for f in folds)
+    assert folds[1].cutoff - folds[0].cutoff == pd.Timedelta(weeks=8)
+    assert all(f.cutoff == f.test_dates[0] for f in folds)
+    explicit = walk_forward(dates, 42, end, 3, 4, 4, cutoffs=["2025-03-01"])
+    assert [f.cutoff for f in explicit] == [ts("2025-03-01")] and explicit[0].test_dates[0] == ts("2025-03-02")
+    assert history_weeks_needed(42, 3, 8, 8, 8) == 8 + 8 + 16 + 12
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 60), st.booleans()), min_size=1, max_size=200),
+       cut_week=st.integers(1, 70), horizon=st.integers(1, 60), holdout=st.integers(1, 10))
+def test_property_nothing_a_fit_sees_closes_after_its_cutoff(rows, cut_week, horizon, holdout):
+    start = ts("2025-01-05")
+    ex = pd.DataFrame({"lead_id": [f"L{lead}" for lead, _, _ in rows],
+                       "as_of": [start + pd.Timedelta(days=7 * week) for _, week, _ in rows],
+                       "won": pd.array([y for _, _, y in rows], dtype="boolean")})
+    cut = start + pd.Timedelta(days=7 * cut_week)
+    parts = parts_at(ex, "won", cut, horizon, holdout, 0.2)
+    seen = pd.concat([parts.fit, parts.promotion])
+    assert (seen["as_of"] + pd.Timedelta(days=horizon) <= cut).all()
+    # a lead of the newest weeks is held out for promotion or fitted (and calibrated) there - never both
+    assert not set(parts.fit.loc[parts.fit["as_of"] > parts.holdout_from, "lead_id"]) & set(parts.promotion["lead_id"])
+    assert (parts.promotion["as_of"] > parts.holdout_from).all()
+    assert len(parts.calibration) == int((parts.fit["as_of"] > parts.holdout_from).sum())
+    # no fitted example of a promotion lead shares an outcome with its held-out ones: its label
+    # window closes before the first held-out as-of date (purged otherwise, and counted)
+    held = parts.fit[parts.fit["lead_id"].isin(parts.promotion["lead_id"])]
+    assert (held["as_of"] + pd.Timedelta(days=horizon) <= parts.holdout_from).all()
+    assert len(seen) + parts.purged == int((ex["as_of"] + pd.Timedelta(days=horizon) <= cut).sum())
+
+
+def test_lead_hashing_is_stable_across_versions():
+    """A SHA-256 of the id (not pandas' hash, which is no stable promise): these numbers are the
+    contract that keeps a lead in its part from one release to the next."""
+    u = lead_hash(pd.Series(["L0000001", "L0000002", "L0000001"]))
+    assert u[0] == u[2] and u[0] == pytest.approx(0.1866792, abs=1e-6) and u[1] == pytest.approx(0.9759125, abs=1e-6)
+    many = lead_hash(pd.Series([f"L{i:07d}" for i in range(20_000)]))
+    assert 0.49 < many.mean() < 0.51 and abs((many < 0.15).mean() - 0.15) < 0.01
+
+
+def test_an_outcome_exactly_at_as_of_is_a_positive_of_an_open_lead(tables):
+    """Features read strictly before as_of, so an SQL at as_of is an outcome: the lead is open
+    then and its example is positive (it was open and negative: the SQL fell between the two)."""
+    at = ts("2025-01-10")  # lead A's SQL
+    con = connect(tables)
+    assert "A" in set(open_leads(con, [at])["lead_id"])
+    labels = label_examples(con, pd.DataFrame({"lead_id": ["A"], "as_of": [at]}),
+                            ExampleConfig(horizon_days=1), ts("2025-06-01"))
+    assert bool(labels["became_sql"].iloc[0])
+
+
+def test_outcomes_are_observed_until_the_newest_lifecycle_event_minus_the_latency(tables):
+    """Web activity runs later than sales keys stages: the activity table does not mature labels."""
+    tables = {**tables, "activities": pd.concat([tables["activities"], pd.DataFrame({
+        "lead_id": ["B"], "occurred_at": [ts("2025-03-01")], "activity_type": ["email_open"], "detail": [None]})])}
+    con = connect(tables)
+    newest_stage = tables["lifecycle"]["occurred_at"].max()
+    assert observed_end(con, ExampleConfig()) == newest_stage
+    assert observed_end(con, ExampleConfig(label_latency_days=3)) == newest_stage - pd.Timedelta(days=3)
+    assert observed_end(con, ExampleConfig(observed_until="2025-02-01", label_latency_days=1)) == ts("2025-01-31")
 
 
 # --- leakage audit ------------------------------------------------------------------------

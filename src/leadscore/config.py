@@ -125,23 +125,47 @@ def build(cls: type[T], mapping: Any, where: str) -> T:
 
 @dataclasses.dataclass(frozen=True)
 class SplitConfig:
-    """Where the out-of-time split falls. Dates win; without them the as-of window of the
-    matured examples is cut by fractions of its length (calibration, then test, at the end)."""
+    """How a model is evaluated and what the shipped model is fitted on - all placed from the
+    end of the matured outcomes backwards, so any history long enough works.
 
+    **Walk-forward backtest**: ``folds`` cut-offs ``step_weeks`` apart, the newest one
+    ``test_weeks`` of as-of dates before the last matured one (or the explicit ``cutoffs``).
+    At each cut-off the model is fitted exactly as the shipped one is, on what was known
+    then (examples whose label window had closed), and tested on the ``test_weeks`` of as-of
+    dates from the cut-off on. **The shipped model** is fitted the same way at the end of the
+    data, with the number of trees the folds chose. In both, the newest ``holdout_weeks`` of
+    matured as-of dates calibrate the model, out of fold (two models fitted on half the leads
+    each score the other half), and ``promotion_fraction`` of the leads there are kept out of
+    everything to compare a retrained challenger with the champion on outcomes neither was
+    trained on. ``min_train_weeks``: fewest weeks of training as-of dates the oldest fold needs.
+    """
+
+    folds: int = 3
+    test_weeks: int = 8
+    step_weeks: int = 8
+    holdout_weeks: int = 8
+    promotion_fraction: float = 0.15
+    min_train_weeks: int = 8
+    cutoffs: tuple[str, ...] | None = None
+    salt: int = 0
+    # replaced by the walk-forward backtest; named so an old config gets a clear message
     calibration_start: str | None = None
     test_start: str | None = None
-    calibration_fraction: float = 0.15
-    test_fraction: float = 0.25
-    lead_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
-    salt: int = 0
 
     def __post_init__(self):
-        if (self.calibration_start is None) != (self.test_start is None):
-            raise ValueError("give both calibration_start and test_start, or neither (then fractions are used)")
-        if not (0 < self.calibration_fraction < 1 and 0 < self.test_fraction < 1
-                and self.calibration_fraction + self.test_fraction < 1):
-            raise ValueError(f"calibration_fraction and test_fraction must be in (0, 1) and sum to < 1, got "
-                             f"{self.calibration_fraction!r} and {self.test_fraction!r}")
+        if self.calibration_start is not None or self.test_start is not None:
+            raise ValueError("calibration_start / test_start are gone: the split is now a walk-forward backtest "
+                             "placed from the end of the matured outcomes (folds, test_weeks, step_weeks, "
+                             "holdout_weeks); to fix the fold cut-offs yourself give cutoffs: [date, ...]")
+        for name in ("folds", "test_weeks", "step_weeks", "holdout_weeks", "min_train_weeks"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        f = self.promotion_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 0.5:
+            raise ValueError(f"promotion_fraction must be a share of leads in (0, 0.5], got {f!r}")
+        if self.cutoffs is not None and not self.cutoffs:
+            raise ValueError("cutoffs: give at least one date, or leave it out to place the folds from the data")
 
 
 @dataclasses.dataclass(frozen=True)

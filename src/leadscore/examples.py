@@ -5,12 +5,18 @@ before it, not yet SQL or closed) is one example. Its features come from
 :func:`leadscore.features.features_as_of` - the same code that scoring runs - and its labels
 only from the future:
 
-* ``became_sql``: an ``sql`` event in (as_of, as_of + horizon_days];
-* ``won``: a ``won`` event in (as_of, as_of + won_horizon_days].
+* ``became_sql``: an ``sql`` event in [as_of, as_of + horizon_days];
+* ``won``: a ``won`` event in [as_of, as_of + won_horizon_days].
 
-An example whose horizon reaches past the end of the observed data is *immature*: its outcome
-is unknown, not negative. Its label is left empty (pd.NA), and training and evaluation skip
-it; :class:`ExampleReport` counts how many.
+An event exactly at as_of is an outcome, not history: features read only what happened
+strictly before as_of, and the lead is still open then (it closes only by an event before it).
+
+An example whose horizon reaches past the end of the observed outcomes is *immature*: its
+outcome is unknown, not negative. Its label is left empty (pd.NA), and training and evaluation
+skip it; :class:`ExampleReport` counts how many. The observed outcomes end at the newest
+lifecycle event (or an explicit export time) minus ``label_latency_days``: web activity keeps
+arriving in real time while sales keys stages in days late, so the newest days of the
+lifecycle table are not yet complete.
 
 Why 42 and 120 days by default: sales works an MQL about six weeks before giving up, so an
 SQL that has not happened six weeks after as_of rarely comes from today's signals; B2B deals
@@ -19,6 +25,7 @@ take about four months from SQL to close.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import duckdb
@@ -66,10 +73,11 @@ class ExampleConfig:
     """Which (lead, as_of) pairs become examples, and how their labels are read.
 
     ``start``/``end``: the as-of window (defaults: 90 days after the first lead was created,
-    so histories have filled; the end of the observed data). ``cadence_days``: spacing of
-    as-of dates. ``observed_until``: the end of the observed data (default: the latest
-    timestamp in the tables). ``max_lead_age_days``: leave out leads older than this at
-    as_of (None keeps every open lead).
+    so histories have filled; the end of the observed outcomes). ``cadence_days``: spacing of
+    as-of dates. ``observed_until``: when the export was taken (default: the newest lifecycle
+    event); ``label_latency_days``: how late sales records stages - outcomes are taken as
+    complete only up to ``observed_until`` minus this. ``max_lead_age_days``: leave out leads
+    older than this at as_of (None keeps every open lead).
     """
 
     start: str | None = None
@@ -78,6 +86,7 @@ class ExampleConfig:
     horizon_days: int = 42
     won_horizon_days: int = 120
     observed_until: str | None = None
+    label_latency_days: float = 0
     max_lead_age_days: int | None = None
     warmup_days: int = 90
 
@@ -85,6 +94,8 @@ class ExampleConfig:
         for name in ("cadence_days", "horizon_days", "won_horizon_days"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if isinstance(self.label_latency_days, bool) or not self.label_latency_days >= 0:
+            raise ValueError(f"label_latency_days must be >= 0, got {self.label_latency_days!r}")
         if self.max_lead_age_days is not None and self.max_lead_age_days < 1:
             raise ValueError(f"max_lead_age_days must be >= 1, got {self.max_lead_age_days!r}")
 
@@ -116,6 +127,18 @@ def stage_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return {str(stage): int(n) for stage, n in rows}
 
 
+def observed_end(con: duckdb.DuckDBPyConnection, config: ExampleConfig) -> pd.Timestamp:
+    """The end of the observed outcomes: the export time (``config.observed_until``, else the
+    newest lifecycle event; the newest event of any table when there is none) minus the label
+    latency."""
+    if config.observed_until:
+        end = utc_timestamp(config.observed_until)
+    else:
+        newest = con.execute("SELECT max(epoch_us(occurred_at)) FROM lifecycle").fetchall()[0][0]
+        end = pd.Timestamp(newest, unit="us", tz="UTC") if newest is not None else data_bounds(con)[1]
+    return end - pd.Timedelta(days=float(config.label_latency_days))
+
+
 def data_bounds(con: duckdb.DuckDBPyConnection) -> tuple[pd.Timestamp, pd.Timestamp]:
     """(first lead created, latest timestamp of any table)."""
     first, last = con.execute("""
@@ -139,7 +162,8 @@ def as_of_dates(config: ExampleConfig, first_created: pd.Timestamp, observed_unt
 
 def label_examples(con: duckdb.DuckDBPyConnection, pairs: pd.DataFrame, config: ExampleConfig,
                    observed_until: pd.Timestamp) -> pd.DataFrame:
-    """``became_sql`` and ``won`` for each pair, pd.NA where the horizon is not yet observed."""
+    """``became_sql`` and ``won`` for each pair - an event in [as_of, as_of + horizon] - pd.NA
+    where the horizon is not yet observed."""
     frame = _pairs_frame(pairs)
     con.register("_label_pairs", frame)
     try:
@@ -148,7 +172,7 @@ def label_examples(con: duckdb.DuckDBPyConnection, pairs: pd.DataFrame, config: 
                    min(epoch_us(e.occurred_at)) FILTER (WHERE e.stage = 'sql') AS next_sql_us,
                    min(epoch_us(e.occurred_at)) FILTER (WHERE e.stage = 'won') AS next_won_us
             FROM _label_pairs p
-            LEFT JOIN lifecycle e ON e.lead_id = p.lead_id AND epoch_us(e.occurred_at) > p.as_of_us
+            LEFT JOIN lifecycle e ON e.lead_id = p.lead_id AND epoch_us(e.occurred_at) >= p.as_of_us
                                   AND e.stage IN ('sql', 'won')
             GROUP BY p.lead_id, p.as_of_us
         """).df()
@@ -184,8 +208,8 @@ def build_examples(
     config = config or ExampleConfig()
     con = tables if isinstance(tables, duckdb.DuckDBPyConnection) else \
         connect(tables, (feature_config or FeatureConfig()).contract)
-    first_created, last_seen = data_bounds(con)
-    observed_until = utc_timestamp(config.observed_until) if config.observed_until else last_seen
+    first_created, _ = data_bounds(con)
+    observed_until = observed_end(con, config)
     dates = as_of_dates(config, first_created, observed_until)
     pairs = open_leads(con, dates)
     features = features_as_of(con, pairs, config=feature_config)
@@ -216,80 +240,115 @@ def matured(examples: pd.DataFrame, label: str) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------
-# Out-of-time split, grouped by lead
+# Walk-forward: what a fit at a cut-off may see, and the folds of the backtest
 # ---------------------------------------------------------------------------
 
-SPLITS = ("train", "calibration", "test")
+def lead_hash(lead_ids: pd.Series, salt: int = 0) -> np.ndarray:
+    """A uniform number in [0, 1) per lead, from a SHA-256 of its id and ``salt``: the same lead
+    gets the same number on every run, on every machine and in every library version."""
+    codes, uniques = pd.factorize(lead_ids.astype(str))
+    values = np.array([int.from_bytes(hashlib.sha256(f"{u}|{salt}".encode()).digest()[:8], "big") / 2.0**64
+                       for u in uniques], dtype="float64")
+    return values[codes] if len(codes) else np.zeros(0)
+
+
+def lead_parts(lead_ids: pd.Series, fractions, salt: int = 0) -> np.ndarray:
+    """A stable part (0, 1, 2, ...) per lead by the shares in ``fractions`` (:func:`lead_hash`)."""
+    if len(fractions) < 2 or any(f <= 0 for f in fractions):
+        raise ValueError(f"lead fractions must be positive numbers, got {fractions!r}")
+    cuts = np.cumsum(np.asarray(fractions, dtype="float64") / sum(fractions))[:-1]
+    return np.searchsorted(cuts, lead_hash(lead_ids, salt), side="right")
 
 
 @dataclass
-class Split:
-    parts: dict[str, pd.DataFrame]
-    boundaries: tuple[pd.Timestamp, pd.Timestamp]
-    dropped: dict[str, int]  # reason -> examples left out
+class CutoffParts:
+    """What a fit at ``cutoff`` may use: the examples whose label window had closed by then.
+    ``promotion``: the held-out leads of its newest ``holdout`` weeks, kept to compare a
+    challenger with the champion on; ``fit``: all the rest, except the promotion leads' older
+    examples whose label window reaches into those weeks (*purged*: they could share an outcome
+    with a held-out example). ``calibration``: the fit's
+    examples of those newest weeks, calibrated on out of fold (each scored by a model fitted
+    without its lead)."""
 
-    def lines(self) -> list[str]:
-        b1, b2 = self.boundaries
-        out = [f"split at {b1:%Y-%m-%d} and {b2:%Y-%m-%d} (out of time, grouped by lead):"]
-        for name in SPLITS:
-            part = self.parts[name]
-            out.append(f"  {name:<12} {len(part):>9,} examples, {part['lead_id'].nunique():>7,} leads, as of "
-                       + (f"{part['as_of'].min():%Y-%m-%d} .. {part['as_of'].max():%Y-%m-%d}" if len(part) else "-"))
-        for reason, n in self.dropped.items():
-            out.append(f"  left out: {n:,} examples ({reason})")
+    cutoff: pd.Timestamp
+    fit: pd.DataFrame
+    calibration: pd.DataFrame
+    promotion: pd.DataFrame
+    holdout_from: pd.Timestamp
+    purged: int = 0   # promotion leads' older examples whose label window reaches the held-out weeks
+
+    def lines(self, label: str) -> list[str]:
+        def span(frame):
+            return (f"{len(frame):,} examples of {frame['lead_id'].nunique():,} leads, as of "
+                    f"{frame['as_of'].min():%Y-%m-%d} .. {frame['as_of'].max():%Y-%m-%d}" if len(frame) else "none")
+
+        return [f"  fit          {span(self.fit)} ({int(self.fit[label].sum()):,} positive)",
+                f"  calibration  {span(self.calibration)} ({int(self.calibration[label].sum()):,} positive; the "
+                f"fit's as-of dates from {self.holdout_from:%Y-%m-%d}, out of fold)",
+                f"  promotion    {span(self.promotion)} (held out to compare with a champion; {self.purged:,} "
+                "older examples of its leads purged: their label windows reach into it)"]
+
+
+def parts_at(examples: pd.DataFrame, label: str, cutoff, horizon_days: int, holdout_weeks: int,
+             promotion_fraction: float, salt: int = 0) -> CutoffParts:
+    """The parts of a fit at ``cutoff`` (see :class:`CutoffParts`): nothing in them has a label
+    window that closes after ``cutoff``."""
+    cutoff = utc_timestamp(cutoff)
+    horizon = pd.Timedelta(days=int(horizon_days))
+    closes = examples["as_of"] + horizon
+    known = (examples[label].notna() & (closes <= cutoff)).to_numpy()
+    holdout_from = cutoff - horizon - pd.Timedelta(weeks=int(holdout_weeks))
+    newest = (examples["as_of"] > holdout_from).to_numpy()
+    promoted = lead_parts(examples["lead_id"], (promotion_fraction, 1 - promotion_fraction), salt) == 0
+    promo = known & newest & promoted
+    purged = known & promoted & ~newest & (closes > holdout_from).to_numpy()
+    fit = known & ~promo & ~purged
+    return CutoffParts(cutoff=cutoff, fit=examples[fit].reset_index(drop=True),
+                       calibration=examples[fit & newest].reset_index(drop=True),
+                       promotion=examples[promo].reset_index(drop=True), holdout_from=holdout_from,
+                       purged=int(purged.sum()))
+
+
+@dataclass(frozen=True)
+class Fold:
+    """A backtest fold: fit as the shipped model is at ``cutoff``, tested on ``test_dates``."""
+
+    cutoff: pd.Timestamp
+    test_dates: tuple[pd.Timestamp, ...]
+
+    @property
+    def test_end(self) -> pd.Timestamp:
+        return self.test_dates[-1]
+
+
+def walk_forward(as_of: pd.Series, horizon_days: int, observed_until, folds: int, test_weeks: int, step_weeks: int,
+                 cadence_days: int = 7, cutoffs=None) -> list[Fold]:
+    """The backtest folds, oldest first. Test dates are matured as-of dates (label window
+    closed by ``observed_until``); the newest fold tests the last ``test_weeks`` of them, each
+    older one ``step_weeks`` earlier; a fold's cut-off is its first test date. With explicit
+    ``cutoffs``, each tests the ``test_weeks`` of matured as-of dates from its cut-off on."""
+    horizon = pd.Timedelta(days=int(horizon_days))
+    dates = sorted(pd.Series(as_of).drop_duplicates())
+    matured = [d for d in dates if d + horizon <= utc_timestamp(observed_until)]
+    n_test = max(1, round(test_weeks * 7 / cadence_days))
+    n_step = max(1, round(step_weeks * 7 / cadence_days))
+    out = []
+    if cutoffs:
+        for c in sorted(utc_timestamp(c) for c in cutoffs):
+            test = [d for d in matured if d >= c][:n_test]
+            if test:
+                out.append(Fold(cutoff=c, test_dates=tuple(test)))
         return out
+    for k in reversed(range(folds)):
+        end = len(matured) - k * n_step
+        test = matured[max(0, end - n_test):end]
+        if len(test) == n_test:
+            out.append(Fold(cutoff=test[0], test_dates=tuple(test)))
+    return out
 
 
-def lead_parts(lead_ids: pd.Series, fractions: tuple[float, float, float], salt: int = 0) -> np.ndarray:
-    """A stable part (0 train, 1 calibration, 2 test) per lead, from a hash of its id.
-
-    The same lead lands in the same part on every retraining, whatever else is in the data.
-    """
-    if len(fractions) != 3 or any(f <= 0 for f in fractions):
-        raise ValueError(f"lead fractions must be three positive numbers, got {fractions!r}")
-    cuts = np.cumsum(np.asarray(fractions, dtype="float64") / sum(fractions))[:2]
-    hashed = pd.util.hash_pandas_object(lead_ids.astype(str) + f"|{salt}", index=False).to_numpy()
-    u = (hashed >> np.uint64(11)).astype("float64") / float(2**53)
-    return np.searchsorted(cuts, u, side="right")
-
-
-def split_out_of_time(examples: pd.DataFrame, calibration_start, test_start, horizon_days: int,
-                      lead_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), salt: int = 0,
-                      without_calibration: bool = False) -> Split:
-    """Split examples into train / calibration / test: out of time, and never one lead on two sides.
-
-    Each lead is assigned to one part by a stable hash of its id (``lead_fractions``); each
-    part then keeps only its leads' examples inside its time window:
-
-    * train: label window closed before ``calibration_start`` (as_of + horizon <= calibration_start);
-    * calibration: as_of >= calibration_start and label window closed before ``test_start``;
-    * test: as_of >= test_start.
-
-    So no training label is read from the calibration or test period, and the test slice
-    holds leads of every age that the model never saw. Everything left out is counted.
-
-    ``without_calibration``: when the window between the two dates is shorter than the label
-    window, no calibration example can mature there; the calibration part's leads then train
-    too, with label windows closed before ``test_start``, and the calibration part is empty
-    (the model is calibrated on held-out training leads instead).
-    """
-    b1, b2 = utc_timestamp(calibration_start), utc_timestamp(test_start)
-    if not b1 < b2:
-        raise ValueError(f"calibration_start {b1} must be before test_start {b2}")
-    part = lead_parts(examples["lead_id"], lead_fractions, salt)
-    as_of = examples["as_of"]
-    closes = as_of + pd.Timedelta(days=int(horizon_days))
-    in_window = [(closes <= b1).to_numpy(), ((as_of >= b1) & (closes <= b2)).to_numpy(), (as_of >= b2).to_numpy()]
-    if without_calibration:
-        part = np.where(part == 1, 0, part)
-        in_window = [(closes <= b2).to_numpy(), np.zeros(len(examples), dtype=bool), in_window[2]]
-    keep = {name: (part == i) & in_window[i] for i, name in enumerate(SPLITS)}
-    parts = {name: examples[mask].reset_index(drop=True) for name, mask in keep.items()}
-    kept = keep["train"] | keep["calibration"] | keep["test"]
-    in_some_window = in_window[0] | in_window[1] | in_window[2]
-    dropped = {}
-    if (n := int((~kept & in_some_window).sum())):
-        dropped["the lead belongs to another part"] = n
-    if (n := int((~in_some_window).sum())):
-        dropped["label window crosses a split boundary"] = n
-    return Split(parts=parts, boundaries=(b1, b2), dropped=dropped)
+def history_weeks_needed(horizon_days: int, folds: int, test_weeks: int, step_weeks: int, min_train_weeks: int) -> int:
+    """Weeks of as-of dates a backtest needs: the oldest fold's training, its gap to the
+    cut-off (one label window), the folds' test dates, and the newest tests' maturity."""
+    horizon_weeks = -(-int(horizon_days) // 7)
+    return min_train_weeks + test_weeks + (folds - 1) * step_weeks + 2 * horizon_weeks

@@ -16,7 +16,7 @@ baseline stays in use.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import lightgbm as lgb
 import numpy as np
@@ -41,7 +41,10 @@ class ModelConfig:
 
     ``min_positives``: fewest positives in the training part to train at all (CRM vendors
     ask for about 120 conversions). ``validation_fraction``: share of training leads held
-    out for early stopping.
+    out for early stopping. ``max_fit_rows``: a fit on more examples keeps every positive and
+    a random sample of the negatives, each weighted by the inverse of its sampling rate, so the
+    margins keep the full data's scale (None: no sampling); calibration always reads every
+    held-out row, so the probabilities stay unbiased.
     """
 
     n_estimators: int = 2000
@@ -54,10 +57,13 @@ class ModelConfig:
     early_stopping_rounds: int = 100
     validation_fraction: float = 0.2
     min_positives: int = 120
+    max_fit_rows: int | None = 300_000
     seed: int = 0
     n_jobs: int = 2
 
     def __post_init__(self):
+        if self.max_fit_rows is not None and self.max_fit_rows < 1000:
+            raise ValueError(f"max_fit_rows must be >= 1000 (or empty for no sampling), got {self.max_fit_rows!r}")
         if not 0 < self.validation_fraction < 0.5:
             raise ValueError(f"validation_fraction must be in (0, 0.5), got {self.validation_fraction!r}")
         if self.min_positives < 1:
@@ -127,52 +133,62 @@ def informative_features(frame: pd.DataFrame, features: list[str]) -> tuple[list
     return [f for f in features if f not in dropped], dropped
 
 
-def held_out_parts(train: pd.DataFrame, config: ModelConfig) -> np.ndarray:
-    """Per example, by its lead: 0 fits the trees, 1 and 2 (``validation_fraction`` together,
-    half each) are held out - for early stopping, or 1 for early stopping and 2 to calibrate
-    on when there is no calibration slice of other time (never the rows that chose the trees)."""
-    f = config.validation_fraction
-    return lead_parts(train["lead_id"], (1 - f, f / 2, f / 2), salt=config.seed + 17)
+WEIGHT = "_weight"  # the example weight a negative sample carries
+
+
+def sample_negatives(frame: pd.DataFrame, label: str, max_rows: int | None, seed: int = 0) -> tuple[pd.DataFrame, float]:
+    """At most ``max_rows`` examples: every positive and a uniform random sample of the
+    negatives, with a ``_weight`` column (the rows' weights - 1 unless ``frame`` has them -
+    divided, for the sampled negatives, by the sampling rate); returns (rows, the negatives'
+    sampling rate)."""
+    y = frame[label].astype(bool).to_numpy()
+    weight = frame[WEIGHT].to_numpy(dtype="float64") if WEIGHT in frame else np.ones(len(frame))
+    n_neg = int((~y).sum())
+    if max_rows is None or len(frame) <= max_rows or n_neg == 0:
+        return frame.assign(**{WEIGHT: weight}), 1.0
+    rate = max(1.0, max_rows - float(y.sum())) / n_neg
+    keep = y | (np.random.default_rng(seed).random(len(frame)) < rate)
+    out = frame[keep].reset_index(drop=True)
+    out[WEIGHT] = np.where(y[keep], weight[keep], weight[keep] / rate)
+    return out, rate
 
 
 def validation_mask(train: pd.DataFrame, config: ModelConfig) -> np.ndarray:
     """True for the examples of the training leads held out for early stopping (by lead)."""
-    return held_out_parts(train, config) > 0
-
-
-def calibration_mask(train: pd.DataFrame, config: ModelConfig) -> np.ndarray:
-    """True for the training leads kept out of fitting and early stopping, to calibrate on."""
-    return held_out_parts(train, config) == 2
+    f = config.validation_fraction
+    return lead_parts(train["lead_id"], (1 - f, f), salt=config.seed + 17) > 0
 
 
 def fit_lightgbm(train: pd.DataFrame, label: str, features: list[str], categorical: list[str],
-                 config: ModelConfig, keep_for_calibration: bool = False) -> ConversionModel:
+                 config: ModelConfig, trees: int | None = None) -> ConversionModel:
     """Fit on the training part; early stopping on a held-out group of training leads. With
-    ``keep_for_calibration`` a second held-out group (:func:`calibration_mask`) is left out of
-    both, to calibrate on."""
+    ``trees`` (chosen beforehand, by the backtest) every row fits that many trees instead."""
     y = train[label].astype(bool).to_numpy()
+    w = train[WEIGHT].to_numpy(dtype="float64") if WEIGHT in train else np.ones(len(train))
     _require_positives(y, label, config, "training part")
     features, constant = informative_features(train, features)
     if not features:
         raise InsufficientData(f"{label}: every feature is constant in the training part ({len(train):,} examples)")
     categorical = [c for c in categorical if c in features]
     levels = categorical_levels(train, categorical)
-    parts = held_out_parts(train, config)
-    if keep_for_calibration:
-        train, y, parts = train[parts != 2], y[parts != 2], parts[parts != 2]
-    held_out = parts > 0
+    held_out = validation_mask(train, config) if trees is None else np.zeros(len(train), dtype=bool)
     X = as_model_frame(train, features, levels)
     model = lgb.LGBMClassifier(
-        objective="binary", n_estimators=config.n_estimators, learning_rate=config.learning_rate,
+        objective="binary", n_estimators=trees or config.n_estimators, learning_rate=config.learning_rate,
         num_leaves=config.num_leaves, min_child_samples=config.min_child_samples,
         subsample=config.subsample, subsample_freq=1, colsample_bytree=config.colsample_bytree,
         reg_lambda=config.reg_lambda, random_state=config.seed, n_jobs=config.n_jobs, verbose=-1,
         deterministic=True, force_row_wise=True,
     )
-    model.fit(X[~held_out], y[~held_out], eval_X=(X[held_out],), eval_y=(y[held_out],), eval_metric="binary_logloss",
-              categorical_feature=categorical,
-              callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)])
-    best = int(model.best_iteration_ or config.n_estimators)
+    if trees is None:
+        model.fit(X[~held_out], y[~held_out], sample_weight=w[~held_out], eval_X=(X[held_out],),
+                  eval_y=(y[held_out],), eval_sample_weight=[w[held_out]], eval_metric="binary_logloss",
+                  categorical_feature=categorical,
+                  callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)])
+        best = int(model.best_iteration_ or config.n_estimators)
+    else:
+        model.fit(X, y, sample_weight=w, categorical_feature=categorical)
+        best = int(trees)
     return ConversionModel(label=label, features=features, levels=levels, booster=model.booster_,
                            best_iteration=best,
                            info={"train_rows": int((~held_out).sum()), "validation_rows": int(held_out.sum()),
@@ -180,21 +196,52 @@ def fit_lightgbm(train: pd.DataFrame, label: str, features: list[str], categoric
                                  "constant_features": constant})
 
 
-def calibrate(model: ConversionModel, calibration: pd.DataFrame, method: str = "auto") -> ConversionModel:
+def calibrate(model: ConversionModel, calibration: pd.DataFrame, method: str = "auto",
+              margin: np.ndarray | None = None) -> ConversionModel:
+    """Fit ``model``'s calibrator on the ``calibration`` rows: their margins under ``model``,
+    or ``margin`` given (out of fold, :func:`cross_fitted_margin`)."""
     y = calibration[model.label].astype(bool).to_numpy()
     if y.sum() == 0 or y.all():
         raise InsufficientData(f"{model.label}: the calibration slice has no positives or no negatives "
-                               f"({len(y):,} examples); move split.calibration_start earlier")
-    model.calibrator = MarginCalibrator(method=method).fit(model.margin(calibration), y, groups=calibration["lead_id"])
+                               f"({len(y):,} examples); widen split.holdout_weeks")
+    margin = model.margin(calibration) if margin is None else margin
+    model.calibrator = MarginCalibrator(method=method).fit(margin, y, groups=calibration["lead_id"])
     model.info["calibration"] = model.calibrator.method_
     model.info["calibration_cv_logloss"] = model.calibrator.cv_logloss_
     return model
 
 
+CROSS_FIT_GROUPS = 2  # calibration: models fitted on half the leads score the other half
+
+
+def cross_fitted_margin(train: pd.DataFrame, rows: pd.DataFrame, label: str, features: list[str],
+                        categorical: list[str], config: ModelConfig, trees: int) -> np.ndarray:
+    """Each of ``rows``' margin from a model (``trees`` trees) fitted on the ``train`` rows of
+    the *other* leads: leads fall in :data:`CROSS_FIT_GROUPS` groups by hash, one model per
+    group is fitted without it and scores it. Calibrating on these margins uses every lead of
+    ``rows`` without a lead judging the trees it trained - far more outcomes than a held-out
+    share would leave, which is what decides how well a small CRM's probabilities are
+    calibrated (README: Training)."""
+    shares = (1.0,) * CROSS_FIT_GROUPS
+    in_train = lead_parts(train["lead_id"], shares, salt=config.seed + 29)
+    in_rows = lead_parts(rows["lead_id"], shares, salt=config.seed + 29)
+    margin = np.empty(len(rows))
+    half = replace(config, min_positives=1)  # the whole fit was checked for enough positives
+    for group in range(CROSS_FIT_GROUPS):
+        model = fit_lightgbm(train[in_train != group], label, features, categorical, half, trees=trees)
+        margin[in_rows == group] = model.margin(rows[in_rows == group])
+    return margin
+
+
+LOGISTIC_ROWS = 50_000  # the reference is fitted on at most this many examples (a weighted negative sample)
+
+
 def fit_logistic(train: pd.DataFrame, label: str, features: list[str], categorical: list[str],
                  seed: int = 0) -> Pipeline:
-    """The reference model: one-hot categoricals, median-imputed log1p numerics (+ missing flags), scaled.
+    """The reference model: one-hot categoricals, median-imputed log1p numerics (+ missing flags),
+    scaled, on every positive and a weighted sample of negatives up to :data:`LOGISTIC_ROWS`.
     Constant features are left out, as for LightGBM."""
+    train, _ = sample_negatives(train, label, LOGISTIC_ROWS, seed)
     features, _ = informative_features(train, features)
     categorical = [c for c in categorical if c in features]
     numeric = [f for f in features if f not in categorical]
@@ -206,7 +253,9 @@ def fit_logistic(train: pd.DataFrame, label: str, features: list[str], categoric
             StandardScaler()), numeric),
     ])
     pipe = Pipeline([("prepare", pre), ("model", LogisticRegression(C=0.1, max_iter=2000, random_state=seed))])
-    pipe.fit(_logistic_frame(train, features, categorical), train[label].astype(bool).to_numpy())
+    weights = train[WEIGHT].to_numpy(dtype="float64") if WEIGHT in train else None
+    pipe.fit(_logistic_frame(train, features, categorical), train[label].astype(bool).to_numpy(),
+             model__sample_weight=weights)
     pipe.features_, pipe.categorical_ = features, categorical
     return pipe
 
