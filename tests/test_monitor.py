@@ -1,9 +1,9 @@
 """Monitoring: realized vs predicted on matured outcomes only, calibration and population
 drift with a verdict, the negative persona of disqualified leads, and the self-contained report.
 
-All scenarios score the session's trained model (``trained``: 8,000 synthetic leads, data
-until 2025-10-01, trained until 2025-01-15, 42-day SQL horizon) on weekly-ish runs from
-May to September 2025. The run of 2025-09-01 is deliberately immature (its window closes
+All scenarios score the module's model (``monitored_bundle``: 8,000 synthetic leads, data
+until 2025-10-01, trained on the outcomes known on 2025-03-01 - fitted up to mid January -
+42-day SQL horizon) on weekly-ish runs from May to September 2025. The run of 2025-09-01 is deliberately immature (its window closes
 after the data ends); the others have matured.
 """
 
@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from leadscore.config import load_pipeline
 from leadscore.cutoffs import CutoffPolicy, Cutoffs
 from leadscore.examples import data_bounds
 from leadscore.features import connect, open_leads
@@ -40,11 +42,11 @@ from leadscore.monitor import (
 from leadscore.scoring import score_chunk
 from leadscore.tracking import load_scorer
 
-from .conftest import app, runner
+from .conftest import app, runner, write_config
 
 RUNS = ("2025-05-05", "2025-06-09", "2025-07-14", "2025-08-18", "2025-09-01")
 IMMATURE_RUN = pd.Timestamp("2025-09-01", tz="UTC")  # + 42 days is after the end of the data
-SHIFT_START = pd.Timestamp("2025-01-15", tz="UTC")    # the model's calibration_start: end of training
+SHIFT_START = pd.Timestamp("2025-01-20", tz="UTC")    # after the newest as-of date the model was fitted on
 NEW_SOURCE = "tiktok_ads"                             # a lead source the model never saw
 PLANTED_SOURCE = "social"
 
@@ -105,8 +107,23 @@ def plant_disqualifications(frames: dict, scores: pd.DataFrame, source: str, sha
 # ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def model(trained_bundle):
-    return load_scorer(str(trained_bundle))
+def monitored_bundle(train_dir, tmp_path_factory) -> Path:
+    """A model trained on the outcomes known on 2025-03-01 (fitted on as-of dates up to mid
+    January), monitored over the months after it."""
+    work = tmp_path_factory.mktemp("monitored")
+    config = write_config(work / "train.yaml", train_dir, examples={"observed_until": "2025-03-01"},
+                          split={"folds": 2})  # the monitor reads the shipped model only: a short backtest will do
+    result = runner.invoke(app, ["train", "--config", str(config), "--no-tracking"])
+    assert result.exit_code == 0, result.output
+    pipeline = load_pipeline(config)
+    bundle = Path(pipeline.models_dir) / pipeline.name
+    assert json.loads((bundle / "manifest.json").read_text())["params"]["train_until"] < f"{SHIFT_START:%Y-%m-%d}"
+    return bundle
+
+
+@pytest.fixture(scope="module")
+def model(monitored_bundle):
+    return load_scorer(str(monitored_bundle))
 
 
 @pytest.fixture(scope="module")
@@ -371,7 +388,7 @@ def test_json_and_metrics_are_plain(unshifted):
 # The command a scheduler runs
 # ---------------------------------------------------------------------------
 
-def test_cli_writes_report_json_and_an_mlflow_run_and_exits_retrain_on_drift(frames, trained_bundle, shifted, tmp_path):
+def test_cli_writes_report_json_and_an_mlflow_run_and_exits_retrain_on_drift(frames, monitored_bundle, shifted, tmp_path):
     from mlflow.tracking import MlflowClient
 
     from leadscore.io import write_table
@@ -387,7 +404,7 @@ def test_cli_writes_report_json_and_an_mlflow_run_and_exits_retrain_on_drift(fra
     write_table(pd.DataFrame({"table": ["leads"], "reason": ["planted"]}), runs / "2025-09-01.quarantine.parquet")
     uri = f"sqlite:///{tmp_path / 'monitor.db'}"
     out, js = tmp_path / "report" / "monitor.html", tmp_path / "report" / "monitor.json"
-    result = runner.invoke(app, ["monitor", "--model", str(trained_bundle),
+    result = runner.invoke(app, ["monitor", "--model", str(monitored_bundle),
                                  "--data", str(data), "--scores", str(runs), "--out", str(out), "--json", str(js),
                                  "--tracking-uri", uri])
     assert result.exit_code == EXIT_RETRAIN, result.output

@@ -19,6 +19,7 @@ from leadscore.train import InsufficientData
 
 from .conftest import REPO, runner, write_config
 
+
 def test_train_prints_metrics_and_writes_bundle_with_project_metric_names(trained):
     config, output = trained
     pipeline = load_pipeline(config)
@@ -108,33 +109,74 @@ def _last_run_tags(config: Path) -> dict:
         k[len("metrics."):]: v for k, v in runs.iloc[0].items() if k.startswith("metrics.")}
 
 
-def test_retrain_on_newer_outcomes_records_a_decision_and_a_worse_challenger_is_not_promoted(train_dir, tmp_path):
-    old = write_config(tmp_path / "old.yaml", train_dir, examples={"observed_until": "2025-07-01"},
-                       split={"calibration_start": "2024-11-15", "test_start": "2025-02-01"})
+def export_as_of(data: Path, cut: pd.Timestamp, out: Path) -> Path:
+    """The CRM as exported at ``cut``: leads created, activities and stages recorded before it."""
+    out.mkdir(parents=True)
+    for name, col in (("leads", "created_at"), ("activities", "occurred_at"), ("lifecycle", "occurred_at")):
+        frame = pd.read_parquet(data / f"{name}.parquet")
+        frame[frame[col] < cut].to_parquet(out / f"{name}.parquet")
+    return out
+
+
+def _manifest(config: Path) -> dict:
+    pipeline = load_pipeline(config)
+    return json.loads((Path(pipeline.models_dir) / pipeline.name / "manifest.json").read_text())
+
+
+def test_the_shipped_model_is_fitted_on_the_newest_matured_outcomes(trained):
+    config, output = trained
+    params = _manifest(config)["params"]
+    observed = pd.Timestamp(params["observed_until"])
+    # the newest as-of date whose 42-day window has closed: no matured outcome left out of the fit
+    assert observed - pd.Timedelta(days=42 + 7) < pd.Timestamp(params["train_until"], tz="UTC") <= observed - pd.Timedelta(days=42)
+    assert params["calibration_until"] == params["train_until"]  # calibrated on the same newest weeks
+    # the won model too: its own newest matured (120-day) window, calibrated on held-out leads of it -
+    # not on its early-stopping rows
+    won_until = pd.Timestamp(params["won_calibration_until"], tz="UTC")
+    assert observed - pd.Timedelta(days=120 + 7) < won_until <= observed - pd.Timedelta(days=120)
+    assert params["won_train_until"] == params["won_calibration_until"] and params["won_calibration_rows"] > 1000
+    metrics = _manifest(config)["metrics"]
+    folds = [k for k in metrics if k.startswith("fold") and k.endswith("_sql_auc")]
+    assert len(folds) == 3 and metrics["sql_auc"] == metrics["fold3_sql_auc"]
+    assert np.isfinite(metrics["backtest_sql_auc_mean"]) and np.isfinite(metrics["backtest_sql_auc_sd"])
+    assert "walk-forward backtest, became_sql (primary label), AUC per fold:" in output
+
+
+def test_a_retrain_moves_with_newer_outcomes_and_compares_on_outcomes_neither_model_saw(train_dir, tmp_path):
+    """Train on the export of 8 weeks ago, then retrain on today's: the challenger's window is
+    later, the comparison rows are after everything the champion saw and held out of the
+    challenger's fit; a worse (two-tree) challenger is not promoted; a retrain on data no newer
+    than the champion's says so and promotes nothing."""
+    two_folds = {"folds": 2}  # the retrain's semantics do not depend on the backtest's length; it keeps the test quick
+    early = export_as_of(train_dir, pd.Timestamp("2025-08-06", tz="UTC"), tmp_path / "early")
+    old = write_config(tmp_path / "old.yaml", early, split=two_folds)
     result = runner.invoke(app, ["train", "--config", str(old)])
     assert result.exit_code == 0, result.output
-    champion = _alias_version(old, "champion")
+    champion, champion_params = _alias_version(old, "champion"), _manifest(old)["params"]
 
-    newer = write_config(tmp_path / "new.yaml", train_dir)
-    result = runner.invoke(app, ["retrain", "--config", str(newer)])
-    assert result.exit_code == 0, result.output
-    tags = _last_run_tags(newer)
-    assert tags["promotion"] in ("promoted", "kept champion")
-    assert np.isfinite(tags["champion_sql_auc"]) and np.isfinite(tags["sql_auc"])
-    assert tags["challenger_version"] == _alias_version(newer, "challenger")
-    champion = _alias_version(newer, "champion")
+    # a two-tree challenger (quick to fit): on the same export it is kept because nothing newer
+    # matured, whatever its quality; on the newer export because it is worse
+    two_trees = dict(split=two_folds, model={"n_estimators": 2, "learning_rate": 0.001, "early_stopping_rounds": 1},
+                     cutoffs={"policy": "capacity", "mql": 0.2, "sql": 0.05})
+    same = runner.invoke(app, ["retrain", "--config", str(write_config(tmp_path / "same.yaml", early, **two_trees))])
+    assert same.exit_code == 0, same.output
+    assert "keep the champion: the training window did not move" in same.output
+    assert _alias_version(old, "champion") == champion
 
-    worse = write_config(tmp_path / "worse.yaml", train_dir,
-                         model={"n_estimators": 2, "learning_rate": 0.001, "early_stopping_rounds": 1,
-                                "min_positives": 1},
-                         # a two-tree model has too few distinct scores to meet conversion targets: top shares
-                         cutoffs={"policy": "capacity", "mql": 0.2, "sql": 0.05})
+    worse = write_config(tmp_path / "worse.yaml", train_dir, **two_trees)
     result = runner.invoke(app, ["retrain", "--config", str(worse)])
     assert result.exit_code == 0, result.output
     tags = _last_run_tags(worse)
     assert tags["promotion"] == "kept champion", tags["promotion_reason"]
     assert _alias_version(worse, "champion") == champion
-    assert _alias_version(worse, "challenger") == tags["challenger_version"] != champion
+    assert np.isfinite(tags["champion_sql_auc"]) and np.isfinite(tags["challenger_sql_auc"])
+    assert tags["champion_sql_auc"] > tags["challenger_sql_auc"]
+    assert tags["promotion_rows"] > 0 and tags["promotion_positives"] > 0
+    params = json.loads((Path(load_pipeline(worse).models_dir) / "leadscore-challenger" / "manifest.json")
+                        .read_text())["params"]
+    assert params["train_until"] > champion_params["train_until"]  # the window moved
+    since = max(champion_params["train_until"], champion_params["calibration_until"])
+    assert tags["comparison_since"] == since and "after the champion's data (" + since in result.output
 
 
 @pytest.mark.parametrize("challenger, promote", [

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from leadscore.config import load_pipeline
 from leadscore.scoring import OUTPUT_COLUMNS, read_scores
@@ -237,3 +239,33 @@ def test_undeliverable_alerts_are_reported_with_a_distinct_exit_code(registry, t
     assert "were not delivered" in result.output and "500" in result.output
     assert day2.exists() and (tmp_path / "b.transitions.parquet").exists()
     assert len(handler.received) == 2 * -(-len(pd.read_parquet(tmp_path / "b.transitions.parquet")) // 500)
+
+
+# ---------------------------------------------------------------------------
+# The 1-99 score
+# ---------------------------------------------------------------------------
+
+def test_the_score_spans_1_to_99_even_when_the_calibrator_ties_probabilities():
+    """An isotonic calibrator gives a few distinct probabilities: 23 here, 40 leads each. Built
+    from unique quantiles the scale had 23 break points and the top leads scored 24; the
+    mid-rank ECDF gives each tie group its share of the scale."""
+    from leadscore.scorer import ScoreScale
+
+    reference = np.repeat(np.linspace(0.001, 0.2, 23), 40)
+    scale = ScoreScale.of(reference)
+    points = scale.points(np.unique(reference))
+    assert points[0] <= 5 and points[-1] >= 95 and len(set(points)) == 23
+    assert scale.points([0.0])[0] == 1 and scale.points([0.5])[0] == 99
+    assert (np.diff(scale.points(np.linspace(0, 1, 2001))) >= 0).all()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=300), st.lists(st.floats(0, 1), min_size=1, max_size=50))
+def test_property_the_score_is_the_mid_rank_share_of_reference_leads_below(reference, query):
+    from leadscore.scorer import ScoreScale
+
+    ref = np.asarray(reference)
+    got = ScoreScale.of(ref).points(query)
+    for q, s in zip(query, got):
+        share = ((ref < q).sum() + 0.5 * (ref == q).sum()) / len(ref)
+        assert s == 1 + np.floor(98 * share + 0.5) and 1 <= s <= 99

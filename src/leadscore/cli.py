@@ -83,6 +83,9 @@ def synth(
     horizon_days: int = typer.Option(42, min=1, help="Horizon of the oracle's P(SQL) in truth.parquet."),
     won_horizon_days: int | None = typer.Option(None, min=1, help="Horizon of the oracle's P(won) in truth.parquet "
                                                 "(default: 120; sparse 90)."),
+    drift: bool = typer.Option(False, "--drift", help="Default profile: from the middle of the history on, the "
+                               "channels change what their leads are worth (a model fitted on old outcomes goes "
+                               "stale; see benchmarks/bench_backtest.py)."),
     progress: bool = typer.Option(True, help="Show progress on stderr."),
 ) -> None:
     """Generate a synthetic CRM with known ground truth.
@@ -103,6 +106,8 @@ def synth(
     given = {k: v for k, v in (("n_leads", leads), ("start", start), ("months", months),
                                ("won_horizon_days", won_horizon_days)) if v is not None}
     if profile == "sparse":
+        if drift:
+            raise typer.BadParameter("--drift is an option of the default profile", param_hint="--drift")
         manifest = generate_sparse(SparseConfig(seed=seed, **given), out, progress=progress)
         rows = manifest["rows"]
         typer.echo(f"wrote {out}/: {rows['contacts']:,} contacts, {rows['activities']:,} activities, "
@@ -113,7 +118,7 @@ def synth(
         typer.echo("funnel:")
         typer.echo(format_funnel(funnel_summary(clean["leads"], clean["lifecycle"])))
         return
-    cfg = SynthConfig(seed=seed, horizon_days=horizon_days, **{"n_leads": 20_000, **given})
+    cfg = SynthConfig(seed=seed, horizon_days=horizon_days, drift=drift, **{"n_leads": 20_000, **given})
     manifest = generate(cfg, out, progress=progress)
     elapsed = time.perf_counter() - t0
     rows = manifest["rows"]
@@ -426,8 +431,8 @@ def baseline(
     from leadscore.examples import (
         LABEL_SPECS,
         ExampleConfig,
-        data_bounds,
         label_examples,
+        observed_end,
         stage_counts,
     )
     from leadscore.io import write_table
@@ -443,7 +448,7 @@ def baseline(
     write_table(scores, out)
     typer.echo(f"{len(scores):,} open leads as of {ts:%Y-%m-%d %H:%M} scored with {len(rule_set.rule_names)} rules "
                f"from {rules}; wrote {out}")
-    _, observed_until = data_bounds(con)
+    observed_until = observed_end(con, ExampleConfig())
     label = LABEL_SPECS["became_sql" if stage_counts(con).get("sql") else "won"]
     config = ExampleConfig() if horizon_days is None else ExampleConfig(**{label.horizon_field: horizon_days})
     horizon = label.horizon(config)
@@ -536,18 +541,32 @@ def _train_pipeline_run(config: Path, data: Path | None, models_dir: Path | None
 
 def _print_run(run) -> None:
     label = run.primary
-    typer.echo(f"\nout-of-time test slice, {label.name} (primary label):")
+    p = label.short
+    typer.echo(f"\nwalk-forward backtest, {label.name} (primary label), AUC per fold:")
+    table = run.backtest
+    models = [m for m in ("model", "logreg", "baseline", "oracle") if f"{m}_auc" in table.columns]
+    typer.echo("  fold  cut-off     tested                      " + "".join(f"{m:>10}" for m in models))
+    for _, r in table.iterrows():
+        typer.echo(f"  {r['fold']:<5} {r.get('cutoff', '') if isinstance(r.get('cutoff'), str) else '':<11} "
+                   f"{r.get('tested', '') if isinstance(r.get('tested'), str) else '':<27} "
+                   + "".join(f"{r[f'{m}_auc']:>10.4f}" for m in models))
+    typer.echo(f"\nnewest fold's test slice, {label.name}:")
     typer.echo(_metric_table(run.comparison))
     for name, other in run.labels.items():
         if name != label.name and other.metrics:
-            p = other.label.short
-            typer.echo(f"{name}: auc {other.metrics[f'{p}_auc']:.4f}, ece {other.metrics[f'{p}_ece']:.4f} "
-                       f"(its own test slice)")
+            q = other.label.short
+            typer.echo(f"{name}: auc {other.metrics[f'{q}_auc']:.4f}, ece {other.metrics[f'{q}_ece']:.4f} "
+                       f"(its newest fold)")
     for name, why in run.skipped.items():
         typer.echo(f"{name}: not trained ({why})")
-    if f"{label.short}_auc_vs_oracle" in run.metrics:
-        typer.echo(f"model / oracle AUC: {run.metrics[f'{label.short}_auc_vs_oracle']:.3f}")
-    typer.echo("cutoffs on the test slice (95 % bootstrap intervals, leads per week for the whole lead base):")
+    if f"{p}_auc_vs_oracle" in run.metrics:
+        typer.echo(f"model / oracle AUC on the newest fold: {run.metrics[f'{p}_auc_vs_oracle']:.3f}")
+    typer.echo(f"the shipped model: fitted on examples as of {run.params['train_from']} .. {run.params['train_until']}, "
+               f"calibrated out of fold on its examples as of {run.params['calibration_from']} .. "
+               f"{run.params['calibration_until']} (outcomes observed until {run.params['observed_until'][:10]}), "
+               f"{run.params['best_iteration']} trees")
+    typer.echo("cutoffs of the policy in the newest fold, on its test slice (95 % bootstrap intervals, leads per "
+               "week for the whole lead base):")
     for _, r in run.cutoffs.iterrows():
         typer.echo(f"  {r['cutoff']}: {label.probability} >= {r['threshold']:.4f}: {r['leads_per_week']:.0f} "
                    f"leads/week ({r['leads_per_week_low']:.0f}-{r['leads_per_week_high']:.0f}), conversion "
@@ -575,12 +594,16 @@ def train(
 ) -> None:
     """Train, calibrate, cut off, evaluate and record a lead-scoring model.
 
-    Builds point-in-time examples, splits them out of time (grouped by lead), fits LightGBM
-    for each outcome the CRM records - `became_sql` when it has an SQL stage, `won` when it
-    records won deals - with a logistic regression and the rule baseline beside it,
-    calibrates on the calibration slice, picks MQL/SQL cutoffs on the primary label by the
-    configured policy and evaluates everything on the test slice (with the generator's oracle
-    on synthetic data). Constant features are left out and listed. Writes the bundle
+    Builds point-in-time examples with matured labels, for each outcome the CRM records -
+    `became_sql` when it has an SQL stage, `won` when it records won deals. A walk-forward
+    backtest (`split`: folds placed from the end of the matured outcomes backwards) fits
+    LightGBM at each fold's cut-off on what was known then and tests it on the weeks after,
+    beside a logistic regression, the rule baseline and, on synthetic data, the generator's
+    oracle. The shipped model is then refitted on every matured outcome up to the newest,
+    with the folds' median number of trees, calibrated out of fold on the newest matured
+    weeks (a share of their leads held out to compare a future challenger on), and gets
+    MQL/SQL cutoffs on the primary label by the configured policy. Prints the backtest per fold and the windows that trained and calibrated the shipped
+    model. Constant features are left out and listed. Writes the bundle
     `models/<name>/` (scorer, manifest.json with hashes, report.html), logs the run to MLflow
     (SQLite store `mlflow.db` by default) and registers the scorer; the first registered
     version becomes `champion`. A label with too few conversions is skipped (the message
@@ -626,16 +649,20 @@ def retrain(
 ) -> None:
     """Train a challenger on data with newer outcomes; promote it only if it beats the champion.
 
-    Champion and challenger are evaluated on the same, most recent out-of-time test slice.
-    The challenger takes the `champion` alias only when it is better by the `promotion`
-    margins (AUC or log loss) without a worse ECE. The decision and both sets of metrics are
-    logged to MLflow either way; the challenger is registered with the alias `challenger`.
-    Exit 0 either way; the decision is printed on the last line.
+    The challenger is fitted like any training run, on the newest matured outcomes. Champion
+    and challenger are compared on outcomes neither was trained on: the challenger's promotion
+    slice (leads held out of its newest matured weeks) as of dates after everything the
+    champion was fitted and calibrated on. The challenger takes the `champion` alias only when
+    it is better there by the `promotion` margins (AUC or log loss) without a worse ECE; when
+    the data has no newer matured outcome than the champion's (the window did not move), it
+    says so and promotes nothing. The decision and both sets of metrics are logged to MLflow
+    either way; the challenger is registered with the alias `challenger`. Exit 0 either way;
+    the decision is printed on the last line.
     """
     import mlflow
 
     from leadscore import tracking as T
-    from leadscore.pipeline import compare_on_test, promotion_decision, write_outputs
+    from leadscore.pipeline import compare_champion, promotion_decision, write_outputs
 
     pipeline, run, con, bundle_dir = _train_pipeline_run(config, data, models_dir, source)
     _print_run(run)
@@ -649,18 +676,22 @@ def retrain(
         version = _register(pipeline, challenger_dir, run)
         T.set_alias(client, name, T.CHALLENGER, version.version)
         p = run.primary.short
-        challenger_metrics = {k: run.metrics[f"{p}_{k}"] for k in ("auc", "logloss", "ece")}
         if champion is None:
             promote, reason = True, "promote: there is no champion yet"
         else:
-            scorer, _ = T.load_scorer(f"models:/{name}@{T.CHAMPION}")
-            champ = compare_on_test(run, scorer, con)
-            if champ is None:
-                promote, reason = True, (f"promote: the champion has no {run.primary.name} model to compare with "
-                                         f"(its primary label is {scorer.primary})")
+            scorer, champion_manifest = T.load_scorer(f"models:/{name}@{T.CHAMPION}")
+            compared = compare_champion(run, scorer, champion_manifest, con)
+            if compared.champion is None:
+                promote, reason = False, f"keep the champion: {compared.reason}"
             else:
-                mlflow.log_metrics({f"champion_{p}_{k}": v for k, v in champ.items()})
-                promote, reason = promotion_decision(champ, challenger_metrics, pipeline.promotion)
+                typer.echo(f"champion and challenger on {compared.rows:,} held-out examples as of dates after the "
+                           f"champion's data ({compared.since:%Y-%m-%d}), {compared.positives:,} positive:")
+                mlflow.log_metrics({**{f"champion_{p}_{k}": v for k, v in compared.champion.items()},
+                                    **{f"challenger_{p}_{k}": v for k, v in compared.challenger.items()},
+                                    "promotion_rows": compared.rows, "promotion_positives": compared.positives})
+                promote, reason = promotion_decision(compared.champion, compared.challenger, pipeline.promotion)
+        if champion is not None and compared.since is not None:
+            mlflow.set_tag("comparison_since", f"{compared.since:%Y-%m-%d}")
         mlflow.set_tags({"promotion": "promoted" if promote else "kept champion", "promotion_reason": reason,
                          "champion_version": champion.version if champion else "none",
                          "challenger_version": version.version})
@@ -950,7 +981,8 @@ def monitor(
                                            "conversion counts as off target when its 95 % interval lies wholly "
                                            "below target x (1 - tolerance)."),
     observed_until: str | None = typer.Option(None, "--observed-until", help="End of the observed outcomes "
-                                              "(default: the latest timestamp in the data)."),
+                                              "(default: as training reads it - the newest lifecycle event minus "
+                                              "the model's label_latency_days)."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: "
                                             "$MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."),
     experiment: str = typer.Option("leadscore-monitoring", "--experiment", help="MLflow experiment of the "

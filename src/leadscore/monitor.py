@@ -32,8 +32,8 @@ without an SQL stage): its probability (``p_sql`` / ``p_won``), its horizon, its
 3. **Population drift.** PSI of every feature and of the probability and ``score`` between a
    training-window reference and the latest scoring run. The reference is recomputed with
    :func:`leadscore.features.features_as_of` for the leads open at the last
-   ``reference_dates`` cadence dates of the training window (label windows closing before
-   ``calibration_start``), sampled deterministically. Both sides are restricted to the
+   ``reference_dates`` cadence dates of the shipped model's training window (up to its
+   ``train_until``), sampled deterministically. Both sides are restricted to the
    model's domain, leads at most ``max_lead_age_days`` old (training leaves older leads
    out); the share of scored leads outside it is reported on its own. Numeric features are
    binned at reference quantiles, missing values are a bin of their own, categoricals are
@@ -96,7 +96,7 @@ class MonitorConfig:
     in 42 days, so an ECE of 0.01 means the probabilities are off on average by roughly a
     third to all of the base rate - enough to move the leads a conversion-rate cutoff lets
     through - while a well calibrated model shows a few thousandths (0.001 on the 50k demo
-    test slice, about 0.004 on the 8k test setup). The flag also requires ECE above what
+    test weeks, about 0.004 on the 8k test setup). The flag also requires ECE above what
     perfect calibration shows by chance on the same rows (``chance_draws`` simulations).
     ``psi_watch`` / ``psi_act``: the customary 0.1 / 0.25. ``target_tolerance`` 0.2: a
     realized rate counts as off target only if its interval lies wholly below target x 0.8;
@@ -319,7 +319,7 @@ def outcomes(con, scores: pd.DataFrame, horizon_days: int, won_horizon_days: int
             SELECT p.lead_id, p.as_of_us, min(epoch_us(e.occurred_at)) AS next_dq_us
             FROM _monitor_pairs p
             JOIN lifecycle e ON e.lead_id = p.lead_id AND e.stage = 'disqualified'
-                             AND epoch_us(e.occurred_at) > p.as_of_us
+                             AND epoch_us(e.occurred_at) >= p.as_of_us
             GROUP BY p.lead_id, p.as_of_us
         """).df()
     finally:
@@ -501,15 +501,18 @@ def psi_status(value: float, config: MonitorConfig) -> str:
 
 def reference_population(con, scorer, manifest: dict, config: MonitorConfig,
                          max_age: int | None) -> tuple[pd.DataFrame, list[pd.Timestamp]]:
-    """Feature rows of leads open at the last ``reference_dates`` cadence dates of the
-    training window (label windows closed before ``calibration_start``), inside the model's
+    """Feature rows of leads open at the last ``reference_dates`` cadence dates of the shipped
+    model's training window (up to its newest as-of date, ``train_until``), inside the model's
     domain, sampled deterministically to ``reference_size``."""
     from leadscore.features import features_as_of, open_leads
 
     params = manifest.get("params", {})
-    label = LABEL_SPECS[scorer.primary]
-    horizon = int(params.get(label.horizon_field, 42 if label.name == "became_sql" else 120))
-    end = utc_timestamp(params["calibration_start"]) - pd.Timedelta(days=horizon)
+    if params.get("train_until"):  # the newest as-of date the shipped model was fitted on
+        end = utc_timestamp(params["train_until"])
+    else:  # a bundle from before the walk-forward backtest
+        label = LABEL_SPECS[scorer.primary]
+        horizon = int(params.get(label.horizon_field, 42 if label.name == "became_sql" else 120))
+        end = utc_timestamp(params["calibration_start"]) - pd.Timedelta(days=horizon)
     cadence = pd.Timedelta(days=int(params.get("cadence_days", 7)))
     dates = [end - i * cadence for i in reversed(range(config.reference_dates))]
     pairs = open_leads(con, dates)
@@ -672,7 +675,7 @@ def _required(scores: pd.DataFrame) -> None:
 def monitor(scorer, manifest: dict, con, scores: pd.DataFrame, *, config: MonitorConfig | None = None) -> MonitorResult:
     """Realized vs predicted, calibration, population drift, the negative persona and the
     verdict for past scoring runs ``scores`` (concatenated ``leadscore score`` outputs)."""
-    from leadscore.examples import data_bounds
+    from leadscore.examples import ExampleConfig, observed_end
     from leadscore.features import features_as_of
 
     config = config or MonitorConfig()
@@ -684,7 +687,10 @@ def monitor(scorer, manifest: dict, con, scores: pd.DataFrame, *, config: Monito
     horizon = sql_horizon if label.name == "became_sql" else won_horizon
     max_age = params.get("max_lead_age_days", config.max_lead_age_days)
     max_age = None if max_age is None else int(max_age)
-    observed_until = utc_timestamp(config.observed_until) if config.observed_until else data_bounds(con)[1]
+    if config.observed_until:
+        observed_until = utc_timestamp(config.observed_until)
+    else:  # as training reads it: the newest lifecycle event minus the model's label latency
+        observed_until = observed_end(con, ExampleConfig(label_latency_days=float(params.get("label_latency_days") or 0)))
 
     rows = scores.copy()
     rows["as_of"] = pd.to_datetime(rows["as_of"], utc=True)
@@ -814,7 +820,8 @@ def monitor(scorer, manifest: dict, con, scores: pd.DataFrame, *, config: Monito
 
     facts = {
         "model_versions": sorted({str(v) for v in rows["model_version"].dropna()}),
-        "trained_until": params.get("calibration_start"), "test_start": params.get("test_start"),
+        "trained_until": params.get("train_until") or params.get("calibration_start"),
+        "observed_until_at_training": params.get("observed_until"),
         "primary_label": label.name, "probability": label.probability, "horizon": horizon,
         "horizon_days": sql_horizon, "won_horizon_days": won_horizon, "max_lead_age_days": max_age,
         "observed_until": observed_until.isoformat(), "runs": len(runs),
@@ -986,14 +993,15 @@ def render_monitor_report(result: MonitorResult, figures: dict[str, bytes] | Non
         [f"{'Triggered by' if result.verdict != NO_ACTION else 'Checked'}: {r}" for r in result.reasons]
     f = result.facts
     facts = pd.DataFrame({"value": [
-        ", ".join(f["model_versions"]) or "-", f"{f['trained_until']} (test from {f['test_start']})",
+        ", ".join(f["model_versions"]) or "-",
+        f"{f['trained_until']} (outcomes observed until {str(f.get('observed_until_at_training') or '-')[:10]})",
         f"{f['runs']} runs, {f['first_run'][:10]} .. {f['latest_run'][:10]}",
         (f"{f['scored_rows']:,} rows of {f['scored_leads']:,} leads; {f['matured_rows']:,} matured, "
         f"{f['immature_rows']:,} immature (left out)"), f["observed_until"][:16],
         (f"SQL within {f['horizon_days']} days, won within {f['won_horizon_days']} days"
          if f["primary_label"] == "became_sql" else f"won within {f['won_horizon_days']} days (no SQL model)"),
         f"{f['cutoff_policy']}: MQL {prob} >= {f['mql_cutoff']:.4f}, SQL {prob} >= {f['sql_cutoff']:.4f}",
-    ]}, index=pd.Index(["model", "trained until", "scoring runs", "rows", "data observed until", "outcomes",
+    ]}, index=pd.Index(["model", "fitted on as-of dates until", "scoring runs", "rows", "data observed until", "outcomes",
                         "cutoffs"], name="fact"))
     runs = result.runs.copy()
     runs["as_of"] = runs["as_of"].dt.strftime("%Y-%m-%d %H:%M")

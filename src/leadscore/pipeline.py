@@ -1,4 +1,4 @@
-"""The training pipeline: examples -> out-of-time split -> models -> calibration -> cutoffs ->
+"""The training pipeline: examples -> walk-forward backtest -> the shipped model -> calibration -> cutoffs ->
 evaluation beside the references -> report. Pure orchestration over the stage modules; the
 command line adds I/O (tables in, bundle and MLflow run out).
 
@@ -11,8 +11,18 @@ trained does training refuse (the rule baseline stays in use). The *primary* lab
 cutoffs, the 1-99 score, the tier and the explanations; the other is trained and evaluated
 beside it.
 
+**Walk-forward, then the newest data.** Each label is evaluated the way production runs: at
+each of the backtest's cut-offs (:func:`leadscore.examples.walk_forward`) a model is fitted on
+what was known then - examples whose label window had closed - and calibrated on its newest
+weeks out of fold (models fitted on half the leads score the other half), exactly as the
+shipped model is, then tested on the weeks after the cut-off. The shipped model is that same
+fit at the end of the data, on the newest matured outcomes and every lead, with the number of
+trees the folds chose. Its promotion slice - leads of the newest weeks held out of everything -
+is where a retrained challenger meets the champion on outcomes neither was trained on.
+
 Everything a run learned or measured is in the returned :class:`TrainingRun`; metric names
-are the project's (``sql_auc``, ``won_auc``, ``baseline_sql_auc``, ``oracle_won_auc``, ...).
+are the project's (``sql_auc`` - the newest fold - , ``backtest_sql_auc_mean``, ``won_auc``,
+``baseline_sql_auc``, ``oracle_won_auc``, ...).
 """
 
 from __future__ import annotations
@@ -33,17 +43,19 @@ from leadscore.contract import (
     DEFAULT_CONTRACT,
     FIT_ATTRIBUTE_COLUMNS,
     Contract,
-    utc_timestamp,
 )
 from leadscore.cutoffs import choose_cutoffs, cutoff_report, tradeoff_curve
 from leadscore.examples import (
     LABEL_SPECS,
+    CutoffParts,
+    Fold,
     Label,
-    Split,
     build_examples,
+    history_weeks_needed,
     matured,
-    split_out_of_time,
+    parts_at,
     stage_counts,
+    walk_forward,
 )
 from leadscore.features import connect, feature_catalogue, point_in_time_features
 from leadscore.leakage import AuditSkipped, empty_audit, leakage_audit
@@ -53,47 +65,63 @@ from leadscore.train import (
     ConversionModel,
     InsufficientData,
     calibrate,
-    calibration_mask,
+    cross_fitted_margin,
     fit_lightgbm,
     fit_logistic,
     logistic_proba,
+    sample_negatives,
 )
 
 DEFAULT_RULES = Path(__file__).resolve().parents[2] / "pipelines" / "rules.yaml"
+AUDIT_SAMPLE = 100_000  # the leakage audit reads a uniform sample of the shipped model's fit rows
+
+
+@dataclass
+class FoldRun:
+    """One backtest fold: the model fitted at its cut-off and how it did on the weeks after."""
+
+    fold: Fold
+    parts: CutoffParts
+    model: ConversionModel
+    test: pd.DataFrame                     # the test rows (features, labels)
+    scores: pd.DataFrame                   # y and each model's probability on them
+    comparison: pd.DataFrame               # models x metrics
+    calibration: pd.DataFrame              # log loss, Brier, ECE before / after calibration
+    calibration_p: np.ndarray              # parts.calibration's out-of-fold calibrated probabilities
 
 
 @dataclass
 class LabelRun:
-    """One label's model, where it was calibrated, and how it did on its test slice."""
+    """One label: its backtest folds and the shipped model, fitted on the newest matured outcomes."""
 
     label: Label
     model: ConversionModel
-    split: Split
-    calibration_frame: pd.DataFrame        # the rows the calibrator (and, if primary, the cutoffs) saw
-    calibration_share: float               # share of all leads those rows' leads are
-    scores: pd.DataFrame | None            # y and each model's probability on the test slice
-    comparison: pd.DataFrame | None        # models x metrics on the test slice
-    calibration: pd.DataFrame | None       # log loss, Brier, ECE before / after calibration
-    metrics: dict[str, float]              # project metric names (sql_auc, logreg_won_auc, ...)
+    parts: CutoffParts                     # what the shipped model was fitted and calibrated on
+    folds: list[FoldRun]
+    fold_notes: list[str]                  # folds that could not be evaluated, and why
+    metrics: dict[str, float]              # project metric names (sql_auc, backtest_sql_auc_mean, ...)
+    calibration_p: np.ndarray              # parts.calibration's out-of-fold calibrated probabilities
 
     @property
-    def test(self) -> pd.DataFrame:
-        return self.split.parts["test"]
+    def newest(self) -> FoldRun | None:
+        return self.folds[-1] if self.folds else None
 
 
 @dataclass
 class TrainingRun:
     config: PipelineConfig
     scorer: Scorer
-    metrics: dict[str, float]                 # project metric names, on the test slices
-    comparison: pd.DataFrame                  # models x metrics (primary label, test slice)
-    calibration: pd.DataFrame                 # before / after calibration on the test slice
-    cutoffs: pd.DataFrame                     # cutoff_report on the test slice
+    metrics: dict[str, float]                 # project metric names: the newest fold, and the backtest
+    comparison: pd.DataFrame                  # models x metrics (primary label, newest fold's test slice)
+    calibration: pd.DataFrame                 # before / after calibration on that slice
+    cutoffs: pd.DataFrame                     # the policy's cutoffs in the newest fold, on its test slice
     tradeoff: pd.DataFrame
-    test_scores: pd.DataFrame                 # y and each model's probability on the test slice
-    test_frame: pd.DataFrame                  # the test slice's feature rows and labels
+    test_scores: pd.DataFrame                 # y and each model's probability on the newest fold's test slice
+    test_frame: pd.DataFrame                  # that slice's feature rows and labels
     leakage: pd.DataFrame
     fingerprint: dict
+    backtest: pd.DataFrame = field(default_factory=pd.DataFrame)  # fold x model metrics of the primary label
+    promotion: pd.DataFrame = field(default_factory=pd.DataFrame)  # rows to compare a champion on
     labels: dict[str, LabelRun] = field(default_factory=dict)   # every trained label
     skipped: dict[str, str] = field(default_factory=dict)       # label -> why it was not trained
     lines: list[str] = field(default_factory=list)   # what happened, for the console and the report
@@ -125,18 +153,6 @@ def data_fingerprint(con: duckdb.DuckDBPyConnection, contract: Contract | None =
     return out
 
 
-def _split_dates(pipeline: PipelineConfig, examples: pd.DataFrame) -> tuple[pd.Timestamp, pd.Timestamp]:
-    s = pipeline.split
-    if s.calibration_start is not None:
-        return utc_timestamp(s.calibration_start), utc_timestamp(s.test_start)
-    if not len(examples):
-        raise InsufficientData("no example has a matured label yet: the data ends before the first label window "
-                               "closes; add data or shorten the horizon")
-    lo, hi = examples["as_of"].min(), examples["as_of"].max()
-    span = hi - lo
-    return (lo + span * (1 - s.test_fraction - s.calibration_fraction)).floor("D"), (lo + span * (1 - s.test_fraction)).floor("D")
-
-
 def _latent(data_dir: Path | None) -> dict | None:
     """The generator's hidden tables when the data is synthetic (read once per run)."""
     from leadscore.synthetic.truth import find_latent
@@ -159,93 +175,59 @@ def _named(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}{k}": v for k, v in metrics.items()}
 
 
-def _part_problem(split: Split, label: Label, horizon: int) -> str | None:
-    """Why a split part is empty, in words that say which date to move."""
-    b1, b2 = split.boundaries
-    for name, when in (("training part", f"label windows ({horizon} days) closing before calibration_start "
-                                         f"{b1:%Y-%m-%d}"),
-                       ("test slice", f"as-of dates from test_start {b2:%Y-%m-%d} on")):
-        part = split.parts["train" if name == "training part" else "test"]
-        if len(part) == 0:
-            return (f"{label.name}: the {name} is empty ({when}); set the split dates inside the matured examples' "
-                    "as-of window, or remove them to split by fractions")
-    return None
-
-
-def _fit_label(label: Label, examples: pd.DataFrame, b1, b2, pipeline: PipelineConfig, features: list[str],
-               categorical: list[str], latent, say, primary: bool) -> LabelRun:
-    """Fit, calibrate and evaluate one label on its own out-of-time split (its own horizon).
-    Raises InsufficientData (with the counts) when it cannot be trained; for the primary
-    label also when its test slice cannot evaluate it."""
-    ex_cfg = pipeline.examples
-    horizon = label.horizon(ex_cfg)
-    rows = matured(examples, label.name)
-    # A calibration window shorter than the label window can hold no matured example: its
-    # leads train too, and held-out training leads calibrate.
-    short = b2 - b1 < pd.Timedelta(days=horizon)
-    split = split_out_of_time(rows, b1, b2, horizon, pipeline.split.lead_fractions, pipeline.split.salt,
-                              without_calibration=short)
-    if primary:
-        for line in split.lines():
-            say(line)
-    if short:
-        say(f"{label.name}: the calibration window {b1:%Y-%m-%d} .. {b2:%Y-%m-%d} is shorter than the "
-            f"{horizon}-day label window, so no calibration example can mature in it: the calibration part's "
-            "leads train too (label windows closed before test_start), and held-out training leads calibrate")
-    problem = _part_problem(split, label, horizon)
-    if problem and (primary or len(split.parts["train"]) == 0):
-        raise InsufficientData(problem)
-    train, cal, test = (split.parts[k] for k in ("train", "calibration", "test"))
-    n_pos = {k: int(v[label.name].sum()) for k, v in split.parts.items()}
-    if n_pos["train"] < pipeline.model.min_positives:
+def _fit_at(label: Label, rows: pd.DataFrame, cutoff, pipeline: PipelineConfig, features: list[str],
+            categorical: list[str], trees: int | None = None):
+    """The shipped model's procedure at ``cutoff``: fit on what was known then (a weighted
+    negative sample beyond ``model.max_fit_rows``; early stopping on held-out leads, or
+    ``trees`` fixed), calibrate on its newest weeks out of fold (:func:`cross_fitted_margin`).
+    Returns (model, parts, the rows it was fitted on, the calibration rows' out-of-fold
+    probabilities - what cutoffs and the score scale are set on). Raises InsufficientData
+    with the counts."""
+    sp = pipeline.split
+    parts = parts_at(rows, label.name, cutoff, label.horizon(pipeline.examples), sp.holdout_weeks,
+                     sp.promotion_fraction, sp.salt)
+    n_pos = int(parts.fit[label.name].sum())
+    if n_pos < pipeline.model.min_positives:
         raise InsufficientData(
-            f"{label.name}: only {n_pos['train']} positive outcomes in the training part ({len(train):,} examples; "
-            f"{int(rows[label.name].sum()):,} among all {len(rows):,} matured examples); at least "
-            f"{pipeline.model.min_positives} are needed to learn a model (model.min_positives)")
-    if primary and test[label.name].nunique() < 2:
+            f"{label.name}: only {n_pos} positive outcomes known by {parts.cutoff:%Y-%m-%d} ({len(parts.fit):,} "
+            f"examples to fit on; {int(rows[label.name].sum()):,} among all {len(rows):,} matured examples); at "
+            f"least {pipeline.model.min_positives} are needed to learn a model (model.min_positives)")
+    cal = parts.calibration
+    if cal[label.name].nunique() < 2:
         raise InsufficientData(
-            f"{label.name}: the test slice (as of {b2:%Y-%m-%d} on) has {len(test):,} examples and "
-            f"{n_pos['test']} positives ({int(rows[label.name].sum()):,} positives among all "
-            f"{len(rows):,} matured examples); move split.test_start earlier or add data")
-    fractions = np.asarray(pipeline.split.lead_fractions, dtype="float64") / sum(pipeline.split.lead_fractions)
-    share = float(fractions[1])
-    in_period = len(cal) == 0 or cal[label.name].nunique() < 2
-    model = fit_lightgbm(train, label.name, features, categorical, pipeline.model, keep_for_calibration=in_period)
-    if in_period:
-        cal = train[calibration_mask(train, pipeline.model)]
-        share = float((fractions[0] + (fractions[1] if short else 0.0)) * pipeline.model.validation_fraction / 2)
-        if not short:
-            say(f"{label.name}: the calibration slice has {n_pos['calibration']} positives among "
-                f"{len(split.parts['calibration']):,} matured examples; calibrating on held-out training leads")
-        say(f"{label.name}: calibrated on {len(cal):,} examples of held-out training leads "
-            f"({int(cal[label.name].sum())} positive), never used to fit or to stop the trees")
-        if cal[label.name].sum() < 2:
-            raise InsufficientData(f"{label.name}: {int(cal[label.name].sum())} positives to calibrate on")
-    model = calibrate(model, cal, pipeline.calibration)
-    dropped = model.info["constant_features"]
-    say(f"{label.name}: LightGBM {model.best_iteration} trees on {model.info['train_rows']:,} examples "
-        f"({model.info['train_positives']:,} positive), {model.info['calibration']} calibration; "
-        f"{len(model.features)} features" + (f", {len(dropped)} constant in the training part left out" if dropped
-                                             else ""))
-    if dropped and primary:
-        say(f"  constant features left out: {', '.join(dropped[:20])}" + (f" and {len(dropped) - 20} more"
-                                                                         if len(dropped) > 20 else ""))
-    run = LabelRun(label=label, model=model, split=split, calibration_frame=cal, calibration_share=share,
-                   scores=None, comparison=None, calibration=None, metrics={})
-    if len(test) == 0 or test[label.name].nunique() < 2:
-        say(f"{label.name}: no matured test slice with both outcomes to evaluate on ({len(test):,} examples, "
-            f"{n_pos['test']} positive)")
-        return run
+            f"{label.name}: the newest {sp.holdout_weeks} weeks of matured as-of dates before {parts.cutoff:%Y-%m-%d} "
+            f"have {int(cal[label.name].sum())} positives in {len(cal):,} examples to calibrate on; widen "
+            "split.holdout_weeks")
+    sample, rate = sample_negatives(parts.fit, label.name, pipeline.model.max_fit_rows, pipeline.model.seed)
+    model = fit_lightgbm(sample, label.name, features, categorical, pipeline.model, trees=trees)
+    model.info["negative_sampling_rate"] = rate
+    margin = cross_fitted_margin(sample, cal, label.name, features, categorical, pipeline.model,
+                                 model.best_iteration)
+    model = calibrate(model, cal, pipeline.calibration, margin=margin)
+    model.info.update(train_from=f"{parts.fit['as_of'].min():%Y-%m-%d}", train_until=f"{parts.fit['as_of'].max():%Y-%m-%d}",
+                      calibration_from=f"{cal['as_of'].min():%Y-%m-%d}",
+                      calibration_until=f"{cal['as_of'].max():%Y-%m-%d}", calibration_rows=len(cal))
+    return model, parts, sample, model.calibrator.predict(margin)
 
+
+def _evaluate(label: Label, fold: Fold, model: ConversionModel, parts: CutoffParts, sample: pd.DataFrame,
+              calibration_p: np.ndarray, rows: pd.DataFrame, pipeline: PipelineConfig, categorical: list[str],
+              latent) -> FoldRun | str:
+    """The fold's model, the logistic regression (fitted on the same rows, ``sample``) and the
+    rule baseline (mapped on the same calibration leads) and the oracle on the fold's test
+    dates; a reason string when it cannot be tested."""
+    test = rows[rows["as_of"].isin(fold.test_dates)].reset_index(drop=True)
+    if test[label.name].nunique() < 2:
+        return f"{len(test):,} test examples with {int(test[label.name].sum())} positives"
     y = test[label.name].astype(int).to_numpy()
     margin = model.margin(test)
     scores = pd.DataFrame({"lead_id": test["lead_id"], "as_of": test["as_of"], "y": y,
                            "model": model.calibrator.predict(margin),
                            "model_uncalibrated": 1.0 / (1.0 + np.exp(-margin))})
-    logreg = fit_logistic(train, label.name, model.features, [c for c in categorical if c in model.features],
+    logreg = fit_logistic(sample, label.name, model.features, [c for c in categorical if c in model.features],
                           seed=pipeline.model.seed)
     scores["logreg"] = logistic_proba(logreg, test)
-    baseline = RuleBaselineClassifier().fit(cal, cal[label.name].astype(int))
+    baseline = RuleBaselineClassifier().fit(parts.calibration, parts.calibration[label.name].astype(int))
     scores["baseline"] = baseline.predict_proba(test)[:, 1]
     scores["baseline_points"] = test["baseline_points"].to_numpy()
     comparison = {
@@ -253,25 +235,138 @@ def _fit_label(label: Label, examples: pd.DataFrame, b1, b2, pipeline: PipelineC
         "logreg": classification_metrics(y, scores["logreg"]),
         "baseline": classification_metrics(y, scores["baseline"], score=scores["baseline_points"]),
     }
-    oracle = _oracle(latent, test, ex_cfg.horizon_days, ex_cfg.won_horizon_days)
+    ex = pipeline.examples
+    oracle = _oracle(latent, test, ex.horizon_days, ex.won_horizon_days)
     if oracle is not None and oracle[label.probability].notna().all():
         scores["oracle"] = oracle[label.probability].to_numpy()
         comparison["oracle"] = classification_metrics(y, scores["oracle"])
-    elif oracle is not None:
-        say(f"note: the oracle lacks {int(oracle[label.probability].isna().sum()):,} test rows; oracle metrics left out")
-    p = f"{label.short}_"
-    metrics = {**_named(p, comparison["model"]), **_named(f"logreg_{p}", comparison["logreg"]),
-               **_named(f"baseline_{p}", comparison["baseline"])}
-    if "oracle" in comparison:
-        metrics.update(_named(f"oracle_{p}", comparison["oracle"]))
-        metrics[f"{p}auc_vs_oracle"] = metrics[f"{p}auc"] / metrics[f"oracle_{p}auc"]
     calibration = pd.DataFrame({
         name: {k: classification_metrics(y, scores[col])[k] for k in ("logloss", "brier", "ece")}
         for name, col in (("before", "model_uncalibrated"), ("after", "model"))}).T
-    run.scores, run.comparison, run.calibration, run.metrics = scores, pd.DataFrame(comparison).T, calibration, metrics
-    if not primary:
-        say(f"{label.name}: test AUC {metrics[f'{p}auc']:.3f} on {len(test):,} examples")
-    return run
+    return FoldRun(fold=fold, parts=parts, model=model, test=test, scores=scores,
+                   comparison=pd.DataFrame(comparison).T, calibration=calibration, calibration_p=calibration_p)
+
+
+def _backtest_metrics(label: Label, folds: list[FoldRun]) -> dict[str, float]:
+    """The newest fold's metrics under the project names (``sql_auc``, ``logreg_sql_auc``, ...),
+    the mean and sd over the folds (``backtest_sql_auc_mean``), and each fold's (``fold1_sql_auc``)."""
+    p = f"{label.short}_"
+    out: dict[str, float] = {}
+    prefixes = {"model": p, "logreg": f"logreg_{p}", "baseline": f"baseline_{p}", "oracle": f"oracle_{p}"}
+    newest = folds[-1].comparison
+    for name, prefix in prefixes.items():
+        if name in newest.index:
+            out.update(_named(prefix, newest.loc[name].to_dict()))
+    if f"oracle_{p}auc" in out:
+        out[f"{p}auc_vs_oracle"] = out[f"{p}auc"] / out[f"oracle_{p}auc"]
+    for name, prefix in prefixes.items():
+        for metric in ("auc", "logloss", "ece"):
+            values = [f.comparison.loc[name, metric] for f in folds if name in f.comparison.index]
+            if values:
+                out[f"backtest_{prefix}{metric}_mean"] = float(np.mean(values))
+                out[f"backtest_{prefix}{metric}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    for i, f in enumerate(folds, start=1):
+        out[f"fold{i}_{p}auc"] = float(f.comparison.loc["model", "auc"])
+    return out
+
+
+def _fit_label(label: Label, examples: pd.DataFrame, observed_until: pd.Timestamp, pipeline: PipelineConfig,
+               features: list[str], categorical: list[str], latent, say, primary: bool) -> LabelRun:
+    """The backtest, then the shipped model, for one label. Raises InsufficientData when the
+    label cannot be trained - and, for the primary label, when no fold can evaluate it."""
+    sp, ex = pipeline.split, pipeline.examples
+    horizon = label.horizon(ex)
+    rows = matured(examples, label.name)
+    n_pos = int(rows[label.name].sum())
+    if n_pos < pipeline.model.min_positives:
+        raise InsufficientData(
+            f"{label.name}: only {n_pos} positive outcomes among all {len(rows):,} matured examples; at least "
+            f"{pipeline.model.min_positives} are needed to learn a model (model.min_positives)")
+    folds = walk_forward(rows["as_of"], horizon, observed_until, sp.folds, sp.test_weeks, sp.step_weeks,
+                         ex.cadence_days, sp.cutoffs)
+    if not primary:  # the other label: its newest fold tells its trees and how it does
+        folds = folds[-1:]
+    n_folds = sp.folds if primary else 1
+    needed = history_weeks_needed(horizon, n_folds, sp.test_weeks, sp.step_weeks, sp.min_train_weeks)
+    have = (observed_until - examples["as_of"].min()) / pd.Timedelta(weeks=1) if len(examples) else 0.0
+    notes: list[str] = []
+    if not sp.cutoffs and (len(folds) < n_folds or have < needed):
+        layout = (f"{sp.folds} folds of {sp.test_weeks} test weeks, {sp.step_weeks} weeks apart" if primary
+                  else f"its newest fold's {sp.test_weeks} test weeks")
+        problem = (f"{label.name}: the history is too short for the backtest: its as-of dates run "
+                   f"{have:.0f} weeks up to the end of the outcomes ({observed_until:%Y-%m-%d}); {layout}, a "
+                   f"{horizon}-day label window and {sp.min_train_weeks} weeks of training need {needed} weeks - "
+                   "lower split.folds, test_weeks or step_weeks, or add history")
+        if primary:
+            raise InsufficientData(problem)
+        notes.append(problem.removeprefix(f"{label.name}: "))
+        folds = []
+    fold_runs: list[FoldRun] = []
+    for i, fold in enumerate(folds, start=1):
+        try:
+            model, parts, sample, p_cal = _fit_at(label, rows, fold.cutoff, pipeline, features, categorical)
+        except InsufficientData as exc:
+            notes.append(f"fold {i} (cut-off {fold.cutoff:%Y-%m-%d}): {str(exc).removeprefix(label.name + ': ')}")
+            continue
+        run = _evaluate(label, fold, model, parts, sample, p_cal, rows, pipeline, categorical, latent)
+        if isinstance(run, str):
+            notes.append(f"fold {i} (cut-off {fold.cutoff:%Y-%m-%d}): not tested: {run}")
+            continue
+        fold_runs.append(run)
+        c = run.comparison["auc"]
+        say(f"  {'fold ' + str(i) if primary else 'newest fold'}: cut-off {fold.cutoff:%Y-%m-%d}; fit on {len(parts.fit):,} examples as of "
+            f"{parts.fit['as_of'].min():%Y-%m-%d} .. {parts.fit['as_of'].max():%Y-%m-%d} "
+            f"({int(parts.fit[label.name].sum()):,} positive), {model.best_iteration} trees; tested on "
+            f"{len(run.test):,} examples as of {fold.test_dates[0]:%Y-%m-%d} .. {fold.test_end:%Y-%m-%d}: AUC "
+            f"{c['model']:.3f} (logistic {c['logreg']:.3f}, rule baseline {c['baseline']:.3f}"
+            + (f", oracle {c['oracle']:.3f}" if "oracle" in c else "") + ")")
+        run.parts.fit = run.parts.fit.iloc[:0]  # the fold's fit rows are done with: keep memory to the shipped fit
+    for note in notes:
+        say(f"  {label.name}: {note}")
+    if primary and not fold_runs:
+        raise InsufficientData(f"{label.name}: no backtest fold could be evaluated (each is named above); the "
+                               f"newest: {notes[-1]}")
+    trees = int(np.median([f.model.best_iteration for f in fold_runs])) if fold_runs else None
+    model, parts, _, p_cal = _fit_at(label, rows, observed_until, pipeline, features, categorical, trees=trees)
+    dropped = model.info["constant_features"]
+    say(f"{label.name}: the shipped model: {model.best_iteration} trees"
+        + ((f" (the median of the {len(fold_runs)} folds')" if len(fold_runs) > 1 else " (as its newest fold)")
+           if trees else " (early-stopped: no fold to choose them)")
+        + f" on {len(parts.fit):,} examples as of {parts.fit['as_of'].min():%Y-%m-%d} .. "
+        f"{parts.fit['as_of'].max():%Y-%m-%d} ({int(parts.fit[label.name].sum()):,} positive), the newest matured "
+        f"outcomes; {model.info['calibration']} calibration out of fold on its {len(parts.calibration):,} examples "
+        f"as of {parts.calibration['as_of'].min():%Y-%m-%d} .. {parts.calibration['as_of'].max():%Y-%m-%d}; "
+        f"{len(parts.promotion):,} examples of {parts.promotion['lead_id'].nunique():,} leads held out to compare "
+        "a challenger on; "
+        f"{len(model.features)} features" + (f", {len(dropped)} constant in the fit left out" if dropped else "")
+        + (f"; fitted on every positive and {model.info['negative_sampling_rate']:.0%} of the negatives, weighted"
+           if model.info["negative_sampling_rate"] < 1 else ""))
+    if dropped and primary:
+        say(f"  constant features left out: {', '.join(dropped[:20])}" + (f" and {len(dropped) - 20} more"
+                                                                         if len(dropped) > 20 else ""))
+    metrics = _backtest_metrics(label, fold_runs) if fold_runs else {}
+    return LabelRun(label=label, model=model, parts=parts, folds=fold_runs, fold_notes=notes, metrics=metrics,
+                    calibration_p=p_cal)
+
+
+def backtest_table(run: LabelRun) -> pd.DataFrame:
+    """fold, cut-off, test dates, model and each reference's AUC / log loss / ECE, then mean and sd."""
+    rows = []
+    for i, f in enumerate(run.folds, start=1):
+        rec = {"fold": str(i), "cutoff": f"{f.fold.cutoff:%Y-%m-%d}",
+               "tested": f"{f.fold.test_dates[0]:%Y-%m-%d} .. {f.fold.test_end:%Y-%m-%d}",
+               "examples": len(f.test), "positives": int(f.scores["y"].sum())}
+        for name in f.comparison.index:
+            for metric in ("auc", "logloss", "ece"):
+                rec[f"{name}_{metric}"] = float(f.comparison.loc[name, metric])
+        rows.append(rec)
+    table = pd.DataFrame(rows)
+    if len(table) > 1:
+        numeric = [c for c in table.columns if c.endswith(("_auc", "_logloss", "_ece"))]
+        mean = {"fold": "mean", **table[numeric].mean().to_dict()}
+        sd = {"fold": "sd", **table[numeric].std(ddof=1).to_dict()}
+        table = pd.concat([table, pd.DataFrame([mean, sd])], ignore_index=True)
+    return table
 
 
 def _label_order(pipeline: PipelineConfig, recorded: dict[str, int], skipped: dict[str, str]) -> list[Label]:
@@ -320,17 +415,20 @@ def train_pipeline(pipeline: PipelineConfig, tables, data_dir: Path | None = Non
     categorical = catalogue.loc[catalogue["kind"] == "categorical", "name"].tolist()
     latent = _latent(data_dir)
 
+    observed_until = report.observed_until
     skipped: dict[str, str] = {}
     order = _label_order(pipeline, stage_counts(con), skipped)
     runs: dict[str, LabelRun] = {}
-    b1 = b2 = None
+    sp = pipeline.split
     for label in order:  # the first label that trains is the primary one
         if pipeline.primary_label not in ("auto", label.name):
             break
         try:
-            b1, b2 = _split_dates(pipeline, matured(examples, label.name))
-            runs[label.name] = _fit_label(label, examples, b1, b2, pipeline, features, categorical, latent, say,
-                                          primary=True)
+            say(f"{label.name}: walk-forward backtest, {sp.folds if not sp.cutoffs else len(sp.cutoffs)} folds of "
+                f"{sp.test_weeks} test weeks; each fold fitted as the shipped model is, on what was known at its "
+                f"cut-off:")
+            runs[label.name] = _fit_label(label, examples, observed_until, pipeline, features, categorical, latent,
+                                          say, primary=True)
             break
         except InsufficientData as exc:
             skipped[label.name] = str(exc).removeprefix(f"{label.name}: ")
@@ -345,8 +443,9 @@ def train_pipeline(pipeline: PipelineConfig, tables, data_dir: Path | None = Non
         if label.name in runs or label.name in skipped:
             continue
         try:
-            runs[label.name] = _fit_label(label, examples, b1, b2, pipeline, features, categorical, latent, say,
-                                          primary=False)
+            say(f"{label.name}: its newest fold:")
+            runs[label.name] = _fit_label(label, examples, observed_until, pipeline, features, categorical, latent,
+                                          say, primary=False)
         except InsufficientData as exc:
             skipped[label.name] = str(exc).removeprefix(f"{label.name}: ")
             say(f"{label.name}: not trained: {skipped[label.name]}")
@@ -354,10 +453,12 @@ def train_pipeline(pipeline: PipelineConfig, tables, data_dir: Path | None = Non
         say(f"{name}: skipped ({why}); {primary.label.name} is the primary label: cutoffs, score and tier read "
             f"{primary.label.probability}")
 
-    train = primary.split.parts["train"]
+    label, model, parts = primary.label, primary.model, primary.parts
+    fit = parts.fit
     lk = pipeline.leakage
+    audited = fit.sample(n=AUDIT_SAMPLE, random_state=pipeline.model.seed) if len(fit) > AUDIT_SAMPLE else fit
     try:
-        audit = leakage_audit(train[primary.model.features], train[primary.label.name].astype(bool), lk.threshold,
+        audit = leakage_audit(audited[model.features], audited[label.name].astype(bool), lk.threshold,
                               lk.min_support, lk.n_bins, lk.min_positives, point_in_time_features(feature_config))
     except AuditSkipped as exc:
         say(str(exc))
@@ -367,47 +468,63 @@ def train_pipeline(pipeline: PipelineConfig, tables, data_dir: Path | None = Non
         say(f"WARNING suspected leakage (single-feature AUC >= {lk.threshold}): {', '.join(suspected)}")
 
     metrics = {k: v for r in runs.values() for k, v in r.metrics.items()}
-    # Cutoffs: chosen where the primary model was calibrated, reported on the test slice for the whole lead base.
-    label, model, cal = primary.label, primary.model, primary.calibration_frame
-    p_cal = model.predict_proba(cal)
-    test = primary.test
-    test_scale = 1.0 / (pipeline.split.lead_fractions[2] / sum(pipeline.split.lead_fractions))
-    cutoffs = choose_cutoffs(p_cal, cal[label.name].astype(int).to_numpy(), cal["as_of"], pipeline.cutoffs,
-                             population_scale=1.0 / primary.calibration_share, probability=label.probability)
-    for note in cutoffs.notes:
-        say(f"WARNING cutoffs: {note}")
-    scores = primary.scores
-    cut_table = cutoff_report(cutoffs, scores["model"].to_numpy(), scores["y"].to_numpy(), test["as_of"],
-                              test["lead_id"], population_scale=test_scale)
-    tradeoff = tradeoff_curve(scores["model"].to_numpy(), scores["y"].to_numpy(), test["as_of"],
-                              population_scale=test_scale)
-    say(f"cutoffs ({pipeline.cutoffs.policy}): MQL {label.probability} >= {cutoffs.mql:.4f}, "
+    # Cutoffs of the shipped model: chosen on its newest weeks, out of fold (the promotion leads aside).
+    cal, p_cal = parts.calibration, primary.calibration_p
+    cal_scale = 1.0 / (1.0 - sp.promotion_fraction)
+    cutoffs = _cutoffs(pipeline, label, p_cal, cal, cal_scale, say)
+    # What the same policy delivers out of time: chosen in the newest fold, measured on its test slice.
+    newest = primary.newest
+    fold_cal = newest.parts.calibration
+    fold_cutoffs = choose_cutoffs(newest.calibration_p, fold_cal[label.name].astype(int).to_numpy(),
+                                  fold_cal["as_of"], pipeline.cutoffs, population_scale=cal_scale,
+                                  probability=label.probability)
+    scores, test = newest.scores, newest.test
+    cut_table = cutoff_report(fold_cutoffs, scores["model"].to_numpy(), scores["y"].to_numpy(), test["as_of"],
+                              test["lead_id"])
+    tradeoff = tradeoff_curve(scores["model"].to_numpy(), scores["y"].to_numpy(), test["as_of"])
+    say(f"cutoffs ({pipeline.cutoffs.policy}) of the shipped model: MQL {label.probability} >= {cutoffs.mql:.4f}, "
         f"SQL {label.probability} >= {cutoffs.sql:.4f}")
 
-    grid = _learn_grid(model, train, catalogue, seed=pipeline.model.seed)
+    grid = _learn_grid(model, fit, catalogue, seed=pipeline.model.seed)
+    window = {"observed_until": observed_until.isoformat(), "train_from": f"{fit['as_of'].min():%Y-%m-%d}",
+              "train_until": f"{fit['as_of'].max():%Y-%m-%d}",
+              "calibration_from": f"{cal['as_of'].min():%Y-%m-%d}", "calibration_until": f"{cal['as_of'].max():%Y-%m-%d}"}
     scorer = Scorer(models={name: r.model for name, r in runs.items()}, primary=label.name, cutoffs=cutoffs,
                     scale=score_scale(p_cal), catalogue=catalogue, feature_config=feature_config, rules=rules,
-                    grid=grid, info={"name": pipeline.name, "trained_until": str(b1), "test_start": str(b2)})
+                    grid=grid, info={"name": pipeline.name, **window})
     ex_cfg, model_cfg = pipeline.examples, pipeline.model
-    params = {"calibration_start": str(b1.date()), "test_start": str(b2.date()),
-              "primary_label": label.name, "labels_trained": ", ".join(runs),
+    params = {**window, "primary_label": label.name, "labels_trained": ", ".join(runs),
               "horizon_days": ex_cfg.horizon_days, "won_horizon_days": ex_cfg.won_horizon_days,
               "cadence_days": ex_cfg.cadence_days, "max_lead_age_days": ex_cfg.max_lead_age_days,
-              "calibration_method": model.info["calibration"],
-              "best_iteration": model.best_iteration, "cutoff_policy": pipeline.cutoffs.policy,
-              "mql_cutoff": cutoffs.mql, "sql_cutoff": cutoffs.sql, "n_features": len(model.features),
-              "n_constant_features": len(model.info["constant_features"]),
+              "label_latency_days": ex_cfg.label_latency_days,
+              "calibration_method": model.info["calibration"], "best_iteration": model.best_iteration,
+              "backtest_cutoffs": ", ".join(f"{f.fold.cutoff:%Y-%m-%d}" for f in primary.folds),
+              "backtest_test_until": f"{newest.fold.test_end:%Y-%m-%d}",
+              "cutoff_policy": pipeline.cutoffs.policy, "mql_cutoff": cutoffs.mql, "sql_cutoff": cutoffs.sql,
+              "n_features": len(model.features), "n_constant_features": len(model.info["constant_features"]),
               "grid_fit_a": grid.fit[0], "grid_fit_b": grid.fit[1],
               "grid_engagement_1": grid.engagement[0], "grid_engagement_2": grid.engagement[1],
               **{f"model_{k}": v for k, v in vars(model_cfg).items()},
-              **{f"rows_{k}": len(v) for k, v in primary.split.parts.items()}}
-    return TrainingRun(config=pipeline, scorer=scorer, metrics=metrics, comparison=primary.comparison,
-                       calibration=primary.calibration, cutoffs=cut_table, tradeoff=tradeoff, test_scores=scores,
-                       test_frame=test, leakage=audit, fingerprint=fingerprint, labels=runs, skipped=skipped,
-                       lines=lines, params=params)
+              **{f"split_{k}": v for k, v in vars(sp).items() if k not in ("calibration_start", "test_start")},
+              "rows_fit": len(fit), "rows_calibration": len(cal), "rows_promotion": len(parts.promotion),
+              "rows_test": len(test),
+              **{f"{r.label.short}_{k}": r.model.info[k] for r in runs.values() if r is not primary
+                 for k in ("train_from", "train_until", "calibration_from", "calibration_until", "calibration_rows")}}
+    return TrainingRun(config=pipeline, scorer=scorer, metrics=metrics, comparison=newest.comparison,
+                       calibration=newest.calibration, cutoffs=cut_table, tradeoff=tradeoff, test_scores=scores,
+                       test_frame=test, leakage=audit, fingerprint=fingerprint, backtest=backtest_table(primary),
+                       promotion=parts.promotion, labels=runs, skipped=skipped, lines=lines, params=params)
 
 
-GRID_SAMPLE = 50_000
+def _cutoffs(pipeline: PipelineConfig, label: Label, p, frame: pd.DataFrame, scale: float, say):
+    cutoffs = choose_cutoffs(p, frame[label.name].astype(int).to_numpy(), frame["as_of"], pipeline.cutoffs,
+                             population_scale=scale, probability=label.probability)
+    for note in cutoffs.notes:
+        say(f"WARNING cutoffs: {note}")
+    return cutoffs
+
+
+GRID_SAMPLE = 20_000
 
 
 def _learn_grid(model, train: pd.DataFrame, catalogue: pd.DataFrame, seed: int = 0):
@@ -433,21 +550,25 @@ def report_inputs(run: TrainingRun, facts: list[tuple[str, str]] | None = None):
         ("model", run.config.name),
         ("data", f"{run.fingerprint['rows']['leads']:,} leads, {run.fingerprint['rows']['activities']:,} activities "
                  f"(fingerprint {run.fingerprint['hash']})"),
-        ("split", f"calibration from {run.params['calibration_start']}, test from {run.params['test_start']} "
-                  "(out of time, grouped by lead)"),
+        ("outcomes observed until", run.params["observed_until"][:16]),
+        ("the shipped model", f"fitted on examples as of {run.params['train_from']} .. {run.params['train_until']} "
+                              f"(the newest matured outcomes), {run.params['best_iteration']} trees; calibrated "
+                              f"({run.params['calibration_method']}) out of fold on its examples as of "
+                              f"{run.params['calibration_from']} .. {run.params['calibration_until']}"),
+        ("backtest", f"walk forward, cut-offs {run.params['backtest_cutoffs']}; each fold fitted as the shipped "
+                     "model is, on what was known at its cut-off, and tested on the weeks after it"),
         ("primary label", f"{run.primary.name}: cutoffs, score and tier read {run.primary.probability}"),
-        ("test slice", f"{len(run.test_scores):,} examples, {int(run.test_scores['y'].sum()):,} {run.primary.noun} "
-                       f"within {run.primary.horizon(run.config.examples)} days"),
-        ("calibration", run.params["calibration_method"]),
+        ("newest fold's test slice", f"{len(run.test_scores):,} examples, {int(run.test_scores['y'].sum()):,} "
+                                     f"{run.primary.noun} within {run.primary.horizon(run.config.examples)} days"),
         ("cutoffs", f"{run.config.cutoffs.policy}: MQL {run.primary.probability} >= {s.cutoffs.mql:.4f}, "
                     f"SQL {run.primary.probability} >= {s.cutoffs.sql:.4f}"),
     ]
     base_facts += [(f"{name} (not trained)", why) for name, why in run.skipped.items()]
-    extra = []
+    extra = [("Walk-forward backtest (AUC, log loss, ECE per fold; the newest fold last)", run.backtest)]
     for name, other in run.labels.items():
-        if name != run.primary.name and other.comparison is not None:
-            extra.append((f"{other.label.name} model (its own test slice)", other.comparison))
-    extra.append(("Leakage audit: top single-feature AUCs (training part)", run.leakage.head(15)))
+        if name != run.primary.name and other.newest is not None:
+            extra.append((f"{other.label.name} model (its own newest fold)", other.newest.comparison))
+    extra.append(("Leakage audit: top single-feature AUCs (the shipped model's fit)", run.leakage.head(15)))
     notes = [f"Suspected leakage: {', '.join(run.suspected_leakage)}"] if run.suspected_leakage else []
     notes += [f"Cutoffs: {note}" for note in s.cutoffs.notes]
     return TrainingReportInputs(
@@ -519,21 +640,56 @@ def write_outputs(run: TrainingRun, bundle_dir: Path, mlflow_run_id: str | None 
 # Retraining: champion and challenger on the same newest out-of-time slice
 # ---------------------------------------------------------------------------
 
-def compare_on_test(run: TrainingRun, champion: Scorer, con) -> dict[str, float] | None:
-    """The champion's metrics on the challenger's test slice for the challenger's primary label
-    (features recomputed with the champion's own feature configuration when it differs);
-    None when the champion has no model for that label."""
-    model = champion.models.get(run.scorer.primary)
+def champion_trained_until(manifest: dict) -> pd.Timestamp | None:
+    """The newest as-of date the champion was fitted or calibrated on (older bundles: the day
+    before their calibration_start minus the horizon)."""
+    params = manifest.get("params", {})
+    if params.get("calibration_until"):
+        return pd.Timestamp(max(params["calibration_until"], params["train_until"]), tz="UTC")
+    if params.get("calibration_start"):  # a bundle from before the walk-forward backtest
+        return pd.Timestamp(params["calibration_start"], tz="UTC")
+    return None
+
+
+@dataclass
+class Comparison:
+    """Champion and challenger on the challenger's promotion slice after the champion's data."""
+
+    rows: int
+    positives: int
+    since: pd.Timestamp | None
+    champion: dict[str, float] | None
+    challenger: dict[str, float] | None
+    reason: str = ""            # why there is nothing to compare on
+
+
+def compare_champion(run: TrainingRun, champion: Scorer, champion_manifest: dict, con) -> Comparison:
+    """The champion and the challenger on matured outcomes neither was trained on: the
+    challenger's promotion slice (held-out leads of its newest matured weeks, never fitted or
+    calibrated on), as of dates after everything the champion was fitted and calibrated on."""
+    label = run.primary
+    model = champion.models.get(label.name)
+    since = champion_trained_until(champion_manifest)
+    promo = run.promotion
     if model is None:
-        return None
-    test = run.test_frame
+        return Comparison(0, 0, since, None, None, f"the champion has no {label.name} model (its primary label is "
+                                                     f"{champion.primary})")
+    if since is None:
+        return Comparison(0, 0, None, None, None, "the champion's manifest does not say what it was trained on")
+    rows = promo[promo["as_of"] > since].reset_index(drop=True)
+    if len(rows) == 0 or rows[label.name].nunique() < 2:
+        return Comparison(len(rows), int(rows[label.name].sum()) if len(rows) else 0, since, None, None,
+                          f"the training window did not move: no matured outcome after the champion's data "
+                          f"(as of {since:%Y-%m-%d}) to compare on ({len(rows):,} held-out examples)")
+    champ_rows = rows
     if champion.feature_config != run.scorer.feature_config:
         from leadscore.features import features_as_of
 
-        test = features_as_of(con, test[["lead_id", "as_of"]], config=champion.feature_config)
-        test = run.test_frame[["lead_id", "as_of"]].merge(test, on=["lead_id", "as_of"], how="left")
-    p = model.predict_proba(test)
-    return classification_metrics(run.test_scores["y"].to_numpy(), p)
+        champ_rows = features_as_of(con, rows[["lead_id", "as_of"]], config=champion.feature_config)
+        champ_rows = rows[["lead_id", "as_of"]].merge(champ_rows, on=["lead_id", "as_of"], how="left")
+    y = rows[label.name].astype(int).to_numpy()
+    return Comparison(len(rows), int(y.sum()), since, classification_metrics(y, model.predict_proba(champ_rows)),
+                      classification_metrics(y, run.scorer.primary_model.predict_proba(rows)))
 
 
 def promotion_decision(champion: dict[str, float], challenger: dict[str, float], cfg) -> tuple[bool, str]:

@@ -272,14 +272,14 @@ def render_training_report(inputs: TrainingReportInputs, figures: dict[str, byte
     facts = pd.DataFrame({"value": [str(v) for _, v in inputs.facts]},
                          index=pd.Index([str(k) for k, _ in inputs.facts], name="fact"))
     sections = [("Run", html_table(facts)),
-                ("Out-of-time test slice: model and references", html_table(inputs.metrics)),
+                ("Out of time, the newest backtest fold's test weeks: model and references", html_table(inputs.metrics)),
                 ("Calibration", (html_table(inputs.calibration) if inputs.calibration is not None else "")
                  + img("reliability.png", "reliability diagram")),
                 ("Gains and lift", img("gains.png", "cumulative gains and lift")),
                 ("Score distributions", img("score_distribution.png", "score distributions by outcome"))]
     if inputs.cutoffs is not None or "cutoffs.png" in figures:
         table = html_table(cutoff_table(inputs.cutoffs)) if inputs.cutoffs is not None else ""
-        sections.append(("Cutoffs on the test slice (bootstrap intervals in brackets)",
+        sections.append(("Cutoffs chosen in the newest fold, on its test weeks (bootstrap intervals in brackets)",
                          table + img("cutoffs.png", "cutoff trade-offs")))
     sections += [(title, "".join(img(name, name.removesuffix(".png").replace("_", " ")) for name in names))
                  for title, names in inputs.figure_sections]

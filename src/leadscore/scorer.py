@@ -33,11 +33,38 @@ class ScoringInputError(ValueError):
     """Feature rows that the scorer cannot use; the message names the columns at fault."""
 
 
-def score_scale(p: np.ndarray, n_points: int = 98) -> np.ndarray:
-    """Break points of the 1-99 score: quantiles of ``p`` on reference data (the calibration
-    slice), so a score of 90 means "higher than about 90 % of open leads were"."""
-    qs = np.linspace(0, 1, n_points + 2)[1:-1]
-    return np.unique(np.quantile(np.asarray(p, dtype="float64"), qs))
+@dataclass(frozen=True)
+class ScoreScale:
+    """The 1-99 score: 1 + 98 x the mid-rank ECDF of the reference probabilities (the
+    calibration slice's open leads) at ``p`` - the share of reference leads below ``p`` plus
+    half the share tied with it. A score of 90 means "higher than about 90 % of open leads";
+    leads tied in probability get the same score whatever their number (a flat stretch of an
+    isotonic calibrator does not eat the scale), and the scale runs from 1 (below every
+    reference lead) to 99 (above every one)."""
+
+    values: np.ndarray      # distinct reference probabilities, ascending
+    cumulative: np.ndarray  # reference leads at or below each value
+
+    @classmethod
+    def of(cls, p) -> ScoreScale:
+        values, counts = np.unique(np.asarray(p, dtype="float64"), return_counts=True)
+        if not len(values):
+            raise ValueError("the score scale needs reference probabilities")
+        return cls(values=values, cumulative=np.cumsum(counts))
+
+    def points(self, p) -> np.ndarray:
+        p = np.asarray(p, dtype="float64")
+        n = float(self.cumulative[-1])
+        below_i = np.searchsorted(self.values, p, side="left")   # values < p
+        upto_i = np.searchsorted(self.values, p, side="right")   # values <= p
+        cum = np.r_[0, self.cumulative]
+        share = (cum[below_i] + 0.5 * (cum[upto_i] - cum[below_i])) / n
+        return (1 + np.floor(98 * share + 0.5)).astype("int16")
+
+
+def score_scale(p: np.ndarray) -> ScoreScale:
+    """The 1-99 score of reference probabilities ``p`` (the calibration slice): :class:`ScoreScale`."""
+    return ScoreScale.of(p)
 
 
 @dataclass
@@ -45,7 +72,7 @@ class Scorer:
     models: dict[str, ConversionModel]  # label -> calibrated model, for the labels that could be trained
     primary: str                        # the label of the cutoffs, score, tier and explanations
     cutoffs: Cutoffs
-    scale: np.ndarray
+    scale: ScoreScale
     catalogue: pd.DataFrame
     feature_config: FeatureConfig
     rules: object | None = None  # leadscore.baseline.RuleSet: the points baseline scored alongside
@@ -96,7 +123,7 @@ class Scorer:
 
     def score_points(self, p: np.ndarray) -> np.ndarray:
         """1-99, monotone in the primary probability (a percentile of the reference open leads)."""
-        return (1 + np.searchsorted(self.scale, p, side="right")).astype("int16")
+        return self.scale.points(p)
 
     def probabilities(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
         """``p_sql`` and ``p_won`` of the rows (NaN for a label without a model); models that
