@@ -69,6 +69,11 @@ class SynthConfig(HistoryWindow):
     months: int = 21
     horizon_days: int = 42
     won_horizon_days: int = 120
+    drift: bool = False  # from the middle of the history on, channels change what their leads are worth
+
+    @property
+    def drift_after_s(self) -> int | None:
+        return (self.n_days // 2) * P.SECONDS_PER_DAY if self.drift else None
 
 
 def weekly_as_of(cfg: SynthConfig) -> np.ndarray:
@@ -95,7 +100,8 @@ def generate(cfg: SynthConfig, out_dir: Path | str, progress: bool = True) -> di
         raise ValueError("n_leads must be at least 1")
     seeds = np.random.SeedSequence(cfg.seed)
     pop_seed, journey_seed = seeds.spawn(2)
-    pop = P.sample_population(np.random.default_rng(pop_seed), n, cfg.start_day, cfg.n_days)
+    pop = P.sample_population(np.random.default_rng(pop_seed), n, cfg.start_day, cfg.n_days,
+                              drift_after_s=cfg.drift_after_s)
     end_s = cfg.n_days * P.SECONDS_PER_DAY
     width = max(7, len(str(n)))
     lead_ids = pa.array([f"L{i:0{width}d}" for i in range(1, n + 1)], type=pa.string())
@@ -172,6 +178,8 @@ def generate(cfg: SynthConfig, out_dir: Path | str, progress: bool = True) -> di
         "seed": cfg.seed, "n_leads": n, "start": str(cfg.start_day),
         "observed_until": str(cfg.end_day) + "T00:00:00+00:00",
         "horizon_days": cfg.horizon_days, "won_horizon_days": cfg.won_horizon_days,
+        "drift": {"from": str(cfg.start_day + cfg.n_days // 2), "source_intent": W.DRIFTED_SOURCE_INTENT}
+        if cfg.drift else None,
         "truth_as_of": {"first": str(cfg.start_day + as_of_s[0] // P.SECONDS_PER_DAY) if len(as_of_s) else None,
                         "cadence_days": 7, "count": int(len(as_of_s))},
         "rows": {"leads": n, "activities": n_activities, "lifecycle": lifecycle.num_rows, "truth": n_truth},

@@ -47,8 +47,9 @@ def arrival_weights(start: np.datetime64, n_days: int) -> np.ndarray:
 
 
 def sample_population(rng: np.random.Generator, n: int, start: np.datetime64, n_days: int,
-                      persona_p: np.ndarray | None = None) -> Population:
-    """``persona_p``: the persona mix (default ``world.PERSONA_P``)."""
+                      persona_p: np.ndarray | None = None, drift_after_s: int | None = None) -> Population:
+    """``persona_p``: the persona mix (default ``world.PERSONA_P``). ``drift_after_s``: leads
+    created from then on (seconds since the start) take the drifted channel effects."""
     persona = rng.choice(len(W.PERSONAS), size=n, p=W.PERSONA_P if persona_p is None else persona_p).astype(np.int8)
     student = persona == W.PERSONAS.index("student")
     competitor = persona == W.PERSONAS.index("competitor")
@@ -79,7 +80,13 @@ def sample_population(rng: np.random.Generator, n: int, start: np.datetime64, n_
     source = _categorical(rng, n, [x[1] for x in W.SOURCES], W.P_MISSING["lead_source"])
 
     fit = _fit(title, department_missing, company_size, industry, country, persona) + rng.normal(0, W.FIT_NOISE_SD, n)
-    source_effect = np.where(source >= 0, np.array([x[2] for x in W.SOURCES])[source], 0.0)
+    effects = np.array([x[2] for x in W.SOURCES])
+    if drift_after_s is not None:
+        drifted = np.array([W.DRIFTED_SOURCE_INTENT[x[0]] for x in W.SOURCES])
+        effects = np.where((created_s >= drift_after_s)[:, None], drifted[None, :], effects[None, :])
+        source_effect = np.where(source >= 0, effects[np.arange(n), np.maximum(source, 0)], 0.0)
+    else:
+        source_effect = np.where(source >= 0, effects[source], 0.0)
     intent = W.INTENT_FIT_COEF * fit + source_effect + rng.normal(0, W.INTENT_NOISE_SD, n)
     # Buyers' activity volume rises with their intent; students and competitors are active for
     # their own reasons (coursework, job hunting, competitive research), not for buying.

@@ -97,6 +97,13 @@ SOURCES = (  # name, weight, intent effect
     ("partner", 4, 0.35), ("content_syndication", 8, -0.5),
 )
 
+# Drift (``leadscore synth --drift``): from the middle of the history on, the channels change
+# what their leads are worth - a partner programme and paid search start bringing buyers,
+# referrals and events dry up - for every lead created from then on.
+DRIFTED_SOURCE_INTENT = {"organic_search": 0.1, "paid_search": 0.35, "social": -0.3, "email_campaign": 0.0,
+                         "webinar": 0.2, "referral": -0.2, "direct": 0.2, "events": -0.3, "partner": 0.7,
+                         "content_syndication": 0.3}
+
 EMAIL_FIT = {"corporate": 0.3, "free": -0.6, "student": -1.5, "competitor": -1.5}
 
 # Latent fit = the attributes' effects above + what the CRM does not record (budget, tech
