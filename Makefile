@@ -11,7 +11,7 @@ SPARSE_DIR ?= data/synthetic/sparse
 DEMO_LEADS ?= 50000
 SEED       ?= 7
 
-.PHONY: demo test install install-test lock bench clean help
+.PHONY: demo retrain test install install-test lock bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -68,6 +68,12 @@ demo: install  ## generate synthetic data and run every stage that exists, end t
 	@echo "  explain one lead       $(BIN)/leadscore explain --model models:/leadscore@champion --data $(DEMO_DIR) --as-of 2025-10-01 --lead-id ID"
 	@echo "  sparse CRM export      $(SPARSE_DIR)/ (mapped by pipelines/sources/sparse.yaml), model models/leadscore-sparse/,"
 	@echo "                         scores $(DEMO_OUT)/sparse/scores/2025-10-01.parquet"
+
+CONFIG ?= pipelines/train.yaml
+DATA   ?= $(DEMO_DIR)
+
+retrain: install  ## retrain on the newest matured outcomes (CONFIG=..., DATA=...); promote only a better challenger
+	$(BIN)/leadscore retrain --config $(CONFIG) --data $(DATA)
 
 test: install-test  ## run the whole test suite
 	$(BIN)/python -m pytest

@@ -2,10 +2,10 @@
 
 The oracle knows what the CRM does not record: each lead's hidden journey stage at as_of
 (awareness, consideration, decision, cold) and its latent fit and intent. This script trains
-the pipeline's LightGBM (same examples, same out-of-time split, same parameters as
-`leadscore train`) on the features alone and again with that hidden information added as
-extra columns, and prints the test-slice ROC AUC of each next to the rule baseline and the
-oracle. The rows with hidden columns are not achievable models: they bound what better
+the pipeline's LightGBM (same examples, same parameters as `leadscore train`, fitted as the
+newest backtest fold is - on what was known at its cut-off - and tested on the weeks after it)
+on the features alone and again with that hidden information added as extra columns, and
+prints the test-slice ROC AUC of each next to the rule baseline and the oracle. The rows with hidden columns are not achievable models: they bound what better
 features could ever recover, and so how far above the rule baseline any model can get in this
 synthetic world.
 
@@ -27,9 +27,14 @@ from sklearn.metrics import roc_auc_score
 
 from leadscore.baseline import load_rules
 from leadscore.config import load_pipeline
-from leadscore.examples import build_examples, matured, split_out_of_time
+from leadscore.examples import (
+    build_examples,
+    matured,
+    observed_end,
+    parts_at,
+    walk_forward,
+)
 from leadscore.features import connect, feature_catalogue
-from leadscore.pipeline import _split_dates
 from leadscore.synthetic import SynthConfig, generate
 from leadscore.synthetic.truth import load_latent, true_probabilities
 from leadscore.train import fit_lightgbm
@@ -60,9 +65,11 @@ def main() -> None:
     con = connect({n: str(args.data / f"{n}.parquet") for n in ("leads", "activities", "lifecycle")})
     examples, _ = build_examples(con, cfg.examples, cfg.features, rules=load_rules(cfg.resolve(cfg.rules)))
     examples = matured(examples, SQL)
-    b1, b2 = _split_dates(cfg, examples)
-    split = split_out_of_time(examples, b1, b2, cfg.examples.horizon_days, cfg.split.lead_fractions, cfg.split.salt)
-    train, test = split.parts["train"], split.parts["test"]
+    sp, h = cfg.split, cfg.examples.horizon_days
+    newest = walk_forward(examples["as_of"], h, observed_end(con, cfg.examples), sp.folds, sp.test_weeks,
+                          sp.step_weeks, cfg.examples.cadence_days, sp.cutoffs)[-1]
+    train = parts_at(examples, SQL, newest.cutoff, h, sp.holdout_weeks, sp.promotion_fraction, sp.salt).fit
+    test = examples[examples["as_of"].isin(newest.test_dates)].reset_index(drop=True)
 
     latent = load_latent(args.data)
     hidden = pd.concat([true_probabilities(latent, a, cfg.examples.horizon_days, cfg.examples.won_horizon_days)
