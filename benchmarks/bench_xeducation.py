@@ -32,24 +32,6 @@ ROWS = (("auc", "AUC", 4), ("pr_auc", "PR AUC", 4), ("logloss", "log loss", 4), 
         ("ece", "ECE", 4), ("lift_top_decile", "lift top decile", 2), ("capture_top_decile", "capture top decile", 3))
 
 
-def load_dataset(path: Path):
-    """The FlatDataset and the raw `model:` section (empty if absent) of a dataset config.
-
-    FlatDataset does not know a `model:` key yet, so it is taken out before the rest is checked
-    the way leadscore.flat.load_config checks it."""
-    from leadscore.config import ConfigError, build, load_yaml
-    from leadscore.flat import FlatDataset
-
-    raw = load_yaml(path)
-    model = raw.pop("model", None) or {}
-    if not isinstance(model, dict):
-        raise ConfigError(f"{path}: model: expected a mapping of ModelConfig fields, got {type(model).__name__}")
-    raw.setdefault("base_dir", str(path.parent))
-    if isinstance(raw.get("exclude"), list):
-        raise ConfigError(f"{path}: exclude must map each column to the reason it is excluded")
-    return build(FlatDataset, raw, str(path)), model
-
-
 def parse_params(items: list[str]) -> dict:
     out = {}
     for item in items:
@@ -79,12 +61,13 @@ def main() -> None:
     args = ap.parse_args()
 
     from leadscore.config import ConfigError, build
-    from leadscore.flat import load_flat
+    from leadscore.flat import load_config, load_flat
     from leadscore.flatcv import MODELS, cross_validate_flat
     from leadscore.train import ModelConfig
 
     try:
-        dataset, section = load_dataset(args.config)
+        dataset = load_config(args.config)
+        section = dict(dataset.model)
         cli = parse_params(args.model_param)
         config = build(ModelConfig, {**section, **cli}, f"{args.config} model: + --model-param")
         data = load_flat(dataset, args.data)

@@ -73,7 +73,9 @@ def synth(
     profile: str = typer.Option("default", "--profile", help="default: the contract's own tables (leads, "
                                 "activities, lifecycle), SQL and won stages. sparse: a vendor-style CRM export "
                                 "(its own files, column and stage names, day-first local dates, epoch-ms events, "
-                                "custom attributes and activity kinds, no SQL stage) plus source.yaml mapping it."),
+                                "custom attributes and activity kinds, no SQL stage) plus source.yaml mapping it. "
+                                "flat: a one-row-per-lead export (leads.csv: MQL date, attributes, 30-day activity "
+                                "counts, converted and when) plus flat.yaml, the dataset config that reads it."),
     leads: int | None = typer.Option(None, "--leads", min=1, help="Number of leads (default: 20,000; sparse 5,000)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives byte-identical files."),
     start: str | None = typer.Option(None, help="First day leads arrive, UTC date (default: 2024-01-01; sparse "
@@ -95,13 +97,15 @@ def synth(
     for weekly as-of dates), the hidden per-lead parameters, and manifest.json. The sparse
     profile writes a vendor-style export of the same world instead (contacts.csv, activities.csv,
     lifecycle_history.csv, closed_deals.csv, plan_changes.csv) with source.yaml, the mapping
-    that reads it (`--source OUT/source.yaml`). Then prints the funnel summary.
+    that reads it (`--source OUT/source.yaml`). The flat profile writes the default world's
+    tables under OUT/world/ and its one-row-per-MQL export OUT/leads.csv with OUT/flat.yaml
+    (`leadscore train --config OUT/flat.yaml`). Then prints the funnel summary.
     """
     from leadscore.synthetic import SynthConfig, generate
     from leadscore.synthetic.sparse import SparseConfig, generate_sparse
 
-    if profile not in ("default", "sparse"):
-        raise typer.BadParameter(f"unknown profile {profile!r}; use default or sparse", param_hint="--profile")
+    if profile not in ("default", "sparse", "flat"):
+        raise typer.BadParameter(f"unknown profile {profile!r}; use default, sparse or flat", param_hint="--profile")
     t0 = time.perf_counter()
     given = {k: v for k, v in (("n_leads", leads), ("start", start), ("months", months),
                                ("won_horizon_days", won_horizon_days)) if v is not None}
@@ -119,6 +123,15 @@ def synth(
         typer.echo(format_funnel(funnel_summary(clean["leads"], clean["lifecycle"])))
         return
     cfg = SynthConfig(seed=seed, horizon_days=horizon_days, drift=drift, **{"n_leads": 20_000, **given})
+    if profile == "flat":
+        from leadscore.synthetic.flat import flat_export
+
+        generate(cfg, out / "world", progress=progress)
+        config = flat_export(out / "world", out)
+        n = sum(1 for _ in open(out / "leads.csv", encoding="utf-8")) - 1
+        typer.echo(f"wrote {out / 'leads.csv'}: {n:,} leads (one row per MQL) and {config} in "
+                   f"{time.perf_counter() - t0:.1f} s; the world's tables are in {out / 'world'}/")
+        return
     manifest = generate(cfg, out, progress=progress)
     elapsed = time.perf_counter() - t0
     rows = manifest["rows"]
@@ -586,7 +599,7 @@ def _register(pipeline, bundle_dir: Path, run):
 def train(
     config: Path = typer.Option(Path("pipelines/train.yaml"), "--config",
                                 help="Pipeline YAML (pipelines/train.yaml), or a flat-export dataset YAML "
-                                     "(pipelines/xeducation.yaml: k-fold evaluation)."),
+                                     "(pipelines/xeducation.yaml: out-of-time and k-fold evaluation)."),
     data: Path | None = typer.Option(None, "--data", help=DATA_HELP + " Overrides `data` in the config."),
     source: Path | None = typer.Option(None, "--source", help=SOURCE_HELP + " Overrides `source` in the config."),
     models_dir: Path | None = typer.Option(None, "--models-dir", help="Where bundles go (default: `models_dir` in the config, models/)."),
@@ -1063,28 +1076,56 @@ def monitor(
 
 
 def _train_flat(config: Path, data: Path | None) -> None:
-    """Flat one-row-per-lead export: stratified 5-fold evaluation of the model beside a default
-    LightGBM and the logistic regression, on the same folds and columns (no dates, no oracle)."""
+    """Flat one-row-per-lead export: the model beside a default LightGBM and the logistic
+    regression, on the same folds and columns - out of time (walk-forward on the leads' dates)
+    when the export has a date column, then stratified k-fold, labelled as the optimistic one."""
     from leadscore.config import ConfigError
     from leadscore.flat import load_config, load_flat
-    from leadscore.flatcv import cross_validate_flat
-    from leadscore.train import ModelConfig
+    from leadscore.flatcv import cross_validate_flat, walk_forward_flat
+    from leadscore.train import InsufficientData
 
     try:
-        flat_data = load_flat(load_config(config), data)
+        dataset = load_config(config)
+        flat_data = load_flat(dataset, data)
     except ConfigError as exc:
         raise _config_error(exc) from exc
-    typer.echo(f"{len(flat_data.features):,} leads, {flat_data.y.mean():.1%} positive, "
-               f"{flat_data.features.shape[1]} columns, {len(flat_data.excluded)} excluded by the config "
-               "(see the config for why); 5-fold stratified cross-validation")
-    result = cross_validate_flat(flat_data, ModelConfig(), n_splits=5, seed=0, progress=typer.echo)
-    means = result.folds.groupby("model")[list(METRIC_COLUMNS)].mean()
-    means = means.rename(index={"lgbm_default": "lgbm_dflt"}).reindex(["model", "lgbm_dflt", "logreg"])
-    typer.echo("\nmean over 5 folds, converted:")
-    typer.echo(_metric_table(means))
-    typer.echo(f"sql_auc {means.loc['model', 'auc']:.4f}, logreg_sql_auc {means.loc['logreg', 'auc']:.4f}, "
-               f"default LightGBM {means.loc['lgbm_dflt', 'auc']:.4f} "
-               "(flat exports: evaluation only; no bundle or registry yet)")
+    label, model_cfg, split = flat_data.label, dataset.model_config, dataset.split_config
+    matured = flat_data.matured()
+    typer.echo(f"{len(flat_data.features):,} leads, {flat_data.features.shape[1]} columns, {len(flat_data.excluded)} "
+               f"excluded by the config (see the config for why); label {label}: {int(matured.y.sum()):,} positive "
+               f"of {len(matured.y):,} ({matured.y.mean():.1%})"
+               + (f" with matured {flat_data.horizon_days}-day outcomes, lead dates "
+                  f"{flat_data.dates.min():%Y-%m-%d} .. {flat_data.dates.max():%Y-%m-%d}, export time "
+                  f"{flat_data.observed_until:%Y-%m-%d}" if flat_data.dates is not None else ""))
+    for note in flat_data.notes:
+        typer.echo(f"note: {note}")
+
+    def table(result, title: str) -> None:
+        means = result.folds.groupby("model")[list(METRIC_COLUMNS)].mean()
+        means = means.rename(index={"lgbm_default": "lgbm_dflt"}).reindex(["model", "lgbm_dflt", "logreg"])
+        typer.echo(f"\n{title}, {label}:")
+        typer.echo(_metric_table(means))
+        typer.echo(f"{label}_auc {means.loc['model', 'auc']:.4f}, logreg_{label}_auc {means.loc['logreg', 'auc']:.4f}, "
+                   f"default LightGBM {means.loc['lgbm_dflt', 'auc']:.4f}")
+
+    try:
+        if flat_data.dates is not None:
+            typer.echo(f"\nout of time: walk-forward, {split.folds} folds of {split.test_weeks} weeks of leads; each "
+                       "trained on the leads whose outcome had matured by its cut-off")
+            oot = walk_forward_flat(flat_data, model_cfg, split, progress=typer.echo)
+            table(oot, f"out of time, mean over {oot.folds['fold'].nunique()} walk-forward folds")
+        typer.echo(f"\n{split.cv_folds}-fold stratified cross-validation (random split"
+                   + (" - optimistic when the funnel drifts: its folds mix the months a model is tested on into "
+                      "its training)" if flat_data.dates is not None else
+                      "; the export has no date column, so this is the best evaluation available - with "
+                      "date_column an out-of-time one is made)"))
+        cv = cross_validate_flat(flat_data, model_cfg, n_splits=split.cv_folds, seed=0, progress=typer.echo)
+    except InsufficientData as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    table(cv, f"random split - optimistic when the funnel drifts, mean over {split.cv_folds} stratified folds"
+          if flat_data.dates is not None else f"mean over {split.cv_folds} stratified folds")
+    typer.echo("(flat exports: evaluation only; no bundle or registry yet)")
 
 
 def main() -> None:  # pragma: no cover - console entry point

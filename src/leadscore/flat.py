@@ -14,12 +14,26 @@ configuration in YAML says how to read it::
     exclude:
       Tags: filled in by the sales team after contacting the lead
 
-Every column of the file must be the id, the label, categorical, numeric or excluded (with a
-reason): nothing is silently dropped, and a column the config does not mention is an error.
+Every column of the file must be the id, the label, the date columns, categorical, numeric or
+excluded (with a reason): nothing is silently dropped, and a column the config does not
+mention is an error.
+
+**Dates.** An export that says when each lead came in (``date_column``: created or first
+contact) is evaluated out of time (:func:`leadscore.flatcv.walk_forward_flat`). Its labels
+mature: a lead counts only once ``horizon_days`` have passed since its date by the export
+time (``observed_until``, default the newest date in the file); with ``outcome_date_column``,
+a positive counts only if its outcome came within ``horizon_days`` of the lead's date, so
+every lead had the same time to convert. Dates are read with ``date_format`` (iso8601,
+epoch_s, epoch_ms or strftime pattern(s), tried in order) in ``timezone``.
+
+``label``: the outcome's name in every table and metric key (default: the label column in
+snake case, ``Converted`` -> ``converted``). ``model``: LightGBM parameters
+(:class:`leadscore.train.ModelConfig`); ``split``: the walk-forward folds (:class:`FlatSplit`).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +41,35 @@ import numpy as np
 import pandas as pd
 
 from leadscore.config import ConfigError, build, load_yaml
+from leadscore.contract import TimestampFormat, utc_timestamp
 from leadscore.features import MISSING, FeatureSpec
+from leadscore.train import ModelConfig
+
+
+@dataclass(frozen=True)
+class FlatSplit:
+    """The walk-forward folds of a dated flat export: the newest fold tests the leads dated in
+    the last ``test_weeks`` whose label matured, each older fold ``step_weeks`` earlier; a
+    fold trains on the leads whose ``horizon_days`` had passed by its cut-off (at least
+    ``min_train_weeks`` of them). Without a date column, ``cv_folds`` stratified folds."""
+
+    folds: int = 3
+    test_weeks: int = 8
+    step_weeks: int = 8
+    min_train_weeks: int = 8
+    cv_folds: int = 5
+
+    def __post_init__(self):
+        for name in ("folds", "test_weeks", "step_weeks", "min_train_weeks"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"split.{name} must be a whole number >= 1, got {getattr(self, name)!r}")
+        if not isinstance(self.cv_folds, int) or self.cv_folds < 2:
+            raise ValueError(f"split.cv_folds must be a whole number >= 2, got {self.cv_folds!r}")
+
+
+def snake_case(name: str) -> str:
+    """``Converted`` -> ``converted``, ``Became SQL?`` -> ``became_sql``."""
+    return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_") or "label"
 
 
 @dataclass(frozen=True)
@@ -43,7 +85,42 @@ class FlatDataset:
     exclude: dict = field(default_factory=dict)  # column -> reason
     fit_columns: tuple[str, ...] = ()  # columns describing who the lead is; the rest is engagement
     descriptions: dict = field(default_factory=dict)
+    label: str | None = None             # the outcome's name in tables and metric keys
+    date_column: str | None = None       # when the lead came in: evaluation out of time
+    outcome_date_column: str | None = None
+    date_format: str | tuple[str, ...] = "iso8601"
+    timezone: str = "UTC"
+    horizon_days: int = 90
+    observed_until: str | None = None    # the export time (default: the newest date in the file)
+    model: dict = field(default_factory=dict)
+    split: dict = field(default_factory=dict)
     base_dir: str = "."
+
+    def __post_init__(self):
+        if self.outcome_date_column and not self.date_column:
+            raise ValueError("outcome_date_column needs a date_column (the lead's date its horizon counts from)")
+        if not isinstance(self.horizon_days, int) or self.horizon_days < 1:
+            raise ValueError(f"horizon_days must be a whole number of days >= 1, got {self.horizon_days!r}")
+        if self.label is not None and snake_case(self.label) != self.label:
+            raise ValueError(f"label must be a snake_case name such as {snake_case(self.label)!r}, got {self.label!r}")
+        self.timestamps  # noqa: B018 - checks the format and zone
+        self.model_config, self.split_config  # noqa: B018
+
+    @property
+    def label_name(self) -> str:
+        return self.label or snake_case(self.label_column)
+
+    @property
+    def timestamps(self) -> TimestampFormat:
+        return TimestampFormat(format=self.date_format, timezone=self.timezone)
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return build(ModelConfig, self.model, "model")
+
+    @property
+    def split_config(self) -> FlatSplit:
+        return build(FlatSplit, self.split, "split")
 
     @property
     def file(self) -> Path:
@@ -58,6 +135,21 @@ class FlatData:
     y: np.ndarray
     catalogue: pd.DataFrame
     excluded: dict[str, str]
+    label: str = "converted"
+    dates: pd.Series | None = None      # UTC; None: the export has no date column
+    horizon_days: int | None = None
+    observed_until: pd.Timestamp | None = None
+    notes: list[str] = field(default_factory=list)  # what reading the labels decided, for the console
+
+    def matured(self) -> FlatData:
+        """The leads whose label window had closed by the export time (all without dates)."""
+        if self.dates is None:
+            return self
+        keep = (self.dates + pd.Timedelta(days=self.horizon_days) <= self.observed_until).to_numpy()
+        return FlatData(ids=self.ids[keep].reset_index(drop=True), features=self.features[keep].reset_index(drop=True),
+                        y=self.y[keep], catalogue=self.catalogue, excluded=self.excluded, label=self.label,
+                        dates=self.dates[keep].reset_index(drop=True), horizon_days=self.horizon_days,
+                        observed_until=self.observed_until, notes=self.notes)
 
 
 def load_config(path: Path | str) -> FlatDataset:
@@ -80,7 +172,8 @@ def load_flat(config: FlatDataset, path: Path | str | None = None, include_exclu
         raise ConfigError(f"{config.dataset}: data file not found: {file}")
     frame = pd.read_csv(file, dtype=str, keep_default_na=False, na_values=[""])
     where = f"{file} (config {config.dataset})"
-    declared = [config.id_column, config.label_column, *config.categorical, *config.numeric, *config.exclude]
+    dated = [c for c in (config.date_column, config.outcome_date_column) if c]
+    declared = [config.id_column, config.label_column, *dated, *config.categorical, *config.numeric, *config.exclude]
     dupes = sorted({c for c in declared if declared.count(c) > 1})
     if dupes:
         raise ConfigError(f"{where}: column(s) declared more than once: {dupes}")
@@ -98,6 +191,9 @@ def load_flat(config: FlatDataset, path: Path | str | None = None, include_exclu
         rows = np.flatnonzero(label.isna())[:10].tolist()
         raise ConfigError(f"{where}: label column {config.label_column!r} is empty in rows {rows}")
     y = label.isin(set(map(str, config.positive_values))).to_numpy()
+    dates, observed_until, notes = None, None, []
+    if config.date_column:
+        y, dates, observed_until, notes = _dated_labels(frame, y, config, where)
 
     categorical, numeric = list(config.categorical), list(config.numeric)
     if include_excluded:
@@ -126,4 +222,52 @@ def load_flat(config: FlatDataset, path: Path | str | None = None, include_exclu
     catalogue = pd.DataFrame([{"name": s.name, "group": s.group, "kind": s.kind, "dtype": s.dtype,
                                "description": s.description} for s in specs])
     excluded = {} if include_excluded else dict(config.exclude)
-    return FlatData(ids=frame[config.id_column], features=out, y=y, catalogue=catalogue, excluded=excluded)
+    return FlatData(ids=frame[config.id_column], features=out, y=y, catalogue=catalogue, excluded=excluded,
+                    label=config.label_name, dates=dates, horizon_days=config.horizon_days if dates is not None else None,
+                    observed_until=observed_until, notes=notes)
+
+
+def _parsed(frame: pd.DataFrame, column: str, fmt: TimestampFormat, where: str, required: bool) -> pd.Series:
+    values = fmt.parse(frame[column]).reset_index(drop=True)
+    bad = values.isna() & frame[column].notna().to_numpy()
+    if required:
+        bad |= frame[column].isna().to_numpy()
+    if bad.any():
+        rows = np.flatnonzero(bad)[:10].tolist()
+        example = frame[column].iloc[rows[0]]
+        raise ConfigError(f"{where}: date column {column!r} in rows {rows} (of {int(bad.sum()):,}) is "
+                          f"{'empty' if pd.isna(example) else repr(example) + ', ' + fmt.expected}; set date_format "
+                          "(e.g. '%d/%m/%Y %H:%M') or fix the rows")
+    return values
+
+
+def _dated_labels(frame: pd.DataFrame, y: np.ndarray, config: FlatDataset, where: str):
+    """(y within the horizon, the leads' dates, the export time, notes)."""
+    fmt = config.timestamps
+    dates = _parsed(frame, config.date_column, fmt, where, required=True)
+    horizon = pd.Timedelta(days=config.horizon_days)
+    notes = []
+    newest = dates.max()
+    if config.outcome_date_column:
+        outcome = _parsed(frame, config.outcome_date_column, fmt, where, required=False)
+        newest = max(newest, outcome.max()) if outcome.notna().any() else newest
+        undated = y & outcome.isna().to_numpy()
+        late = y & (outcome > dates + horizon).to_numpy()
+        if undated.any():
+            notes.append(f"{int(undated.sum()):,} positive leads have no {config.outcome_date_column!r}: counted as "
+                         f"positive (their outcome cannot be placed in time), e.g. rows "
+                         f"{np.flatnonzero(undated)[:5].tolist()}")
+        if late.any():
+            notes.append(f"{int(late.sum()):,} leads converted more than {config.horizon_days} days after their "
+                         f"{config.date_column!r}: negatives of a {config.horizon_days}-day label")
+        y = y & ~late
+    else:
+        notes.append(f"no outcome_date_column: a lead counts as positive whenever it converted, once "
+                     f"{config.horizon_days} days have passed since its {config.date_column!r}")
+    observed_until = utc_timestamp(config.observed_until) if config.observed_until else newest
+    immature = int((dates + horizon > observed_until).sum())
+    if immature:
+        notes.append(f"{immature:,} leads dated after {observed_until - horizon:%Y-%m-%d} (the export time "
+                     f"{observed_until:%Y-%m-%d} minus {config.horizon_days} days) have not matured: left out of "
+                     "training and evaluation, scored like any lead")
+    return y, dates, observed_until, notes

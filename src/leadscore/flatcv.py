@@ -1,22 +1,27 @@
-"""Stratified k-fold evaluation on a flat export (one row per lead, no dates), and the final fit.
+"""Evaluation of a flat export (one row per lead), and the final fit.
 
-A flat export has no timestamps, so there is no out-of-time split: rows are split into
-``n_splits`` stratified folds (shuffled, seeded) and every fold is the test set once. On each
-fold, on the same training rows and the same columns, three models are fitted:
+**Out of time when the export has dates** (:func:`walk_forward_flat`): folds placed from the
+newest matured lead backwards; at each cut-off the models train on the leads whose label had
+matured by then (their date plus the horizon is at or before the cut-off - so no training
+lead is dated after the earliest test lead) and are tested on the leads dated in the
+``test_weeks`` from the cut-off on. This is how a model deployed at the cut-off would have
+done. **Stratified k-fold** (:func:`cross_validate_flat`): rows shuffled into folds - the only
+evaluation an export without dates allows, and optimistic when the funnel drifts (the model
+trains on leads from the same months it is tested on).
+
+On each fold, on the same training rows and the same columns, three models are fitted:
 
 * ``model`` - leadscore's model: :func:`leadscore.train.fit_lightgbm` (early-stopped on a
-  share of the training rows held out by id) then :func:`leadscore.train.calibrate`. The
-  calibration map is fitted on that same held-out share: the booster's trees never saw those
-  rows (only the number of trees was chosen on them - one number), and carving a further
-  calibration slice out of the training folds would cost the booster another fifth of its
-  rows. The test fold is never used for fitting, early stopping or calibration;
+  share of the training leads), calibrated out of fold on every training row
+  (:func:`leadscore.train.cross_fitted_margin`: two models with the same trees, each fitted
+  on half the leads, score the other half), so no row calibrates trees it was fitted on;
 * ``lgbm_default`` - a plain ``lightgbm.LGBMClassifier()`` with default parameters on all
   training rows (categoricals as pandas categories with the same training levels);
 * ``logreg`` - the one-hot logistic regression of :func:`leadscore.train.fit_logistic`.
 
 Metrics are the project's :func:`leadscore.metrics.classification_metrics` names on the test
 fold, from each model's probabilities (leadscore's model is ranked by its calibrated
-probability, as it is served); callers add the label prefix (``sql_``) if they need it.
+probability, as it is served); callers add the label prefix (``converted_``) if they need it.
 """
 
 from __future__ import annotations
@@ -29,22 +34,23 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
-from leadscore.flat import FlatData
+from leadscore.flat import FlatData, FlatSplit
 from leadscore.metrics import classification_metrics
 from leadscore.train import (
     ConversionModel,
+    InsufficientData,
     ModelConfig,
     as_model_frame,
     calibrate,
     categorical_levels,
+    cross_fitted_margin,
     fit_lightgbm,
     fit_logistic,
     logistic_proba,
-    validation_mask,
 )
 
-LABEL = "converted"
 ID = "lead_id"
+DATE = "lead_date"
 MODELS = ("model", "lgbm_default", "logreg")
 METRICS = ("auc", "pr_auc", "logloss", "brier", "ece", "lift_top_decile", "capture_top_decile")
 
@@ -54,6 +60,9 @@ class FlatCVResult:
     folds: pd.DataFrame  # one row per (fold, model): fold, model, auc, pr_auc, logloss, brier, ece, lift/capture
     summary: pd.DataFrame  # index: model; columns: (metric, "mean") and (metric, "std") over folds
     out_of_fold: pd.DataFrame  # id, y, fold, and one out-of-fold probability column per model
+    label: str = "converted"
+    out_of_time: bool = False   # walk-forward on the leads' dates (else stratified, shuffled folds)
+    windows: pd.DataFrame | None = None  # out of time: fold, cutoff, train rows / until, test from / until / rows
 
     def mean(self, metric: str = "auc") -> pd.Series:
         """Mean of ``metric`` over folds, per model."""
@@ -61,13 +70,15 @@ class FlatCVResult:
 
 
 def model_frame(data: FlatData) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """The frame :func:`fit_lightgbm` expects (``lead_id``, the features, ``converted``), indexed
-    by row position; and the feature and categorical column names."""
+    """The frame :func:`fit_lightgbm` expects (``lead_id``, the features, the label and, when the
+    export has dates, ``lead_date``), indexed by row position; and the feature and categorical
+    column names."""
     features = list(data.features.columns)
-    for reserved in (ID, LABEL):
+    label = data.label
+    for reserved, what in ((ID, "id"), (label, "label"), (DATE, "lead date")):
         if reserved in features:
-            raise ValueError(f"feature column {reserved!r} clashes with the name used for the "
-                             f"{'id' if reserved == ID else 'label'}; rename it in the export")
+            raise ValueError(f"feature column {reserved!r} clashes with the name used for the {what}; rename it "
+                             "in the export" + (" or set `label:` in the config" if what == "label" else ""))
     if not (len(data.ids) == len(data.features) == len(data.y)):
         raise ValueError(f"ids, features and labels differ in length: {len(data.ids)}, "
                          f"{len(data.features)}, {len(data.y)}")
@@ -79,28 +90,30 @@ def model_frame(data: FlatData) -> tuple[pd.DataFrame, list[str], list[str]]:
                    or (c not in kind and not pd.api.types.is_numeric_dtype(data.features[c]))]
     frame = data.features.reset_index(drop=True).copy()
     frame.insert(0, ID, ids)
-    frame[LABEL] = np.asarray(data.y).astype(bool)
+    frame[label] = np.asarray(data.y).astype(bool)
+    if data.dates is not None:
+        frame[DATE] = pd.Series(data.dates).reset_index(drop=True)
     return frame, features, categorical
 
 
-def fit_calibrated(train: pd.DataFrame, features: list[str], categorical: list[str],
+def fit_calibrated(train: pd.DataFrame, label: str, features: list[str], categorical: list[str],
                    config: ModelConfig, method: str = "auto") -> ConversionModel:
-    """leadscore's model on ``train``: LightGBM early-stopped on the held-out share of its rows
-    (:func:`validation_mask`), then calibrated on that same share (never seen by the trees)."""
-    model = fit_lightgbm(train, LABEL, features, categorical, config)
-    held_out = train[validation_mask(train, config)]
-    model = calibrate(model, held_out, method)
-    model.info["calibration_rows"] = len(held_out)
+    """leadscore's model on ``train``: LightGBM early-stopped on a held-out share of its leads,
+    calibrated out of fold on every row of ``train`` (:func:`cross_fitted_margin`)."""
+    model = fit_lightgbm(train, label, features, categorical, config)
+    margin = cross_fitted_margin(train, train, label, features, categorical, config, model.best_iteration)
+    model = calibrate(model, train, method, margin=margin)
+    model.info["calibration_rows"] = len(train)
     return model
 
 
-def fit_default_lgbm(train: pd.DataFrame, features: list[str], categorical: list[str],
+def fit_default_lgbm(train: pd.DataFrame, label: str, features: list[str], categorical: list[str],
                      seed: int = 0, n_jobs: int = 2) -> tuple[lgb.LGBMClassifier, dict[str, list[str]]]:
     """``LGBMClassifier()`` with default parameters on all of ``train``; categoricals as pandas
     categories with the training levels (returned, to build the test frame the same way)."""
     levels = categorical_levels(train, categorical)
     clf = lgb.LGBMClassifier(random_state=seed, n_jobs=n_jobs, verbose=-1)
-    clf.fit(as_model_frame(train, features, levels), train[LABEL].to_numpy())
+    clf.fit(as_model_frame(train, features, levels), train[label].to_numpy())
     return clf, levels
 
 
@@ -114,18 +127,37 @@ def stratified_folds(y: np.ndarray, n_splits: int = 5, seed: int = 0) -> np.ndar
     return fold
 
 
+def _compare(train: pd.DataFrame, test: pd.DataFrame, label: str, features: list[str], categorical: list[str],
+             config: ModelConfig) -> tuple[dict[str, np.ndarray], ConversionModel]:
+    """The three models fitted on ``train``, their probabilities on ``test``."""
+    model = fit_calibrated(train, label, features, categorical, config)
+    default, levels = fit_default_lgbm(train, label, features, categorical, seed=config.seed, n_jobs=config.n_jobs)
+    logreg = fit_logistic(train, label, features, categorical, seed=config.seed)
+    return {"model": model.predict_proba(test),
+            "lgbm_default": default.predict_proba(as_model_frame(test, features, levels))[:, 1],
+            "logreg": logistic_proba(logreg, test)}, model
+
+
+def _result(rows: list[dict], oof: pd.DataFrame, label: str, **kw) -> FlatCVResult:
+    folds = pd.DataFrame(rows, columns=["fold", "model", *METRICS])
+    summary = folds.groupby("model", sort=False)[list(METRICS)].agg(["mean", "std"]).reindex(list(MODELS))
+    return FlatCVResult(folds=folds, summary=summary, out_of_fold=oof, label=label, **kw)
+
+
 def cross_validate_flat(data: FlatData, config: ModelConfig, n_splits: int = 5, seed: int = 0,
                         progress: Callable[[str], None] | None = None) -> FlatCVResult:
     """Stratified ``n_splits``-fold comparison of leadscore's model, a default LGBMClassifier and
-    the logistic regression on the same folds and columns.
+    the logistic regression on the same folds and columns (matured leads only, when dated).
 
     ``seed`` shuffles the folds; the models' own seed is ``config.seed``. ``progress`` (if given)
     is called with one line per finished fold.
     """
     if n_splits < 2:
         raise ValueError(f"n_splits must be >= 2, got {n_splits!r}")
+    data = data.matured()
+    label = data.label
     frame, features, categorical = model_frame(data)
-    y = frame[LABEL].to_numpy().astype(int)
+    y = frame[label].to_numpy().astype(int)
     fold = stratified_folds(y, n_splits, seed)
     oof = pd.DataFrame({"id": frame[ID], "y": y, "fold": fold})
     for name in MODELS:
@@ -133,14 +165,7 @@ def cross_validate_flat(data: FlatData, config: ModelConfig, n_splits: int = 5, 
     rows = []
     for k in range(n_splits):
         train, test = frame[fold != k], frame[fold == k]
-        model = fit_calibrated(train, features, categorical, config)
-        default, levels = fit_default_lgbm(train, features, categorical, seed=config.seed, n_jobs=config.n_jobs)
-        logreg = fit_logistic(train, LABEL, features, categorical, seed=config.seed)
-        proba = {
-            "model": model.predict_proba(test),
-            "lgbm_default": default.predict_proba(as_model_frame(test, features, levels))[:, 1],
-            "logreg": logistic_proba(logreg, test),
-        }
+        proba, model = _compare(train, test, label, features, categorical, config)
         y_test = y[fold == k]
         for name in MODELS:
             oof.loc[fold == k, name] = proba[name]
@@ -149,15 +174,92 @@ def cross_validate_flat(data: FlatData, config: ModelConfig, n_splits: int = 5, 
             aucs = ", ".join(f"{r['model']} {r['auc']:.4f}" for r in rows[-len(MODELS):])
             progress(f"fold {k + 1}/{n_splits}: {len(train):,} training rows, {len(test):,} test rows; "
                      f"{model.best_iteration} trees, {model.info['calibration']} calibration; AUC {aucs}")
-    folds = pd.DataFrame(rows, columns=["fold", "model", *METRICS])
-    summary = (folds.groupby("model", sort=False)[list(METRICS)].agg(["mean", "std"]).reindex(list(MODELS)))
-    return FlatCVResult(folds=folds, summary=summary, out_of_fold=oof)
+    return _result(rows, oof, label)
+
+
+@dataclass(frozen=True)
+class TimeFold:
+    """A walk-forward fold of a dated export: train on leads matured by ``cutoff``, test on the
+    leads dated in [``cutoff``, ``test_until``)."""
+
+    cutoff: pd.Timestamp
+    test_until: pd.Timestamp
+
+
+def flat_folds(dates: pd.Series, horizon_days: int, observed_until: pd.Timestamp, split: FlatSplit) -> list[TimeFold]:
+    """The folds, oldest first: the newest tests the ``test_weeks`` up to the newest matured
+    lead date, each older one ``step_weeks`` earlier; a fold is kept only if at least
+    ``min_train_weeks`` of leads had matured by its cut-off."""
+    horizon = pd.Timedelta(days=horizon_days)
+    newest = observed_until - horizon            # the last date whose label window has closed
+    first = dates.min()
+    out = []
+    for k in reversed(range(split.folds)):
+        until = newest - pd.Timedelta(weeks=split.step_weeks * k)
+        cutoff = until - pd.Timedelta(weeks=split.test_weeks)
+        if cutoff - horizon - first >= pd.Timedelta(weeks=split.min_train_weeks):
+            out.append(TimeFold(cutoff=cutoff, test_until=until))
+    return out
+
+
+def walk_forward_flat(data: FlatData, config: ModelConfig, split: FlatSplit,
+                      progress: Callable[[str], None] | None = None) -> FlatCVResult:
+    """Out-of-time comparison of the three models on :func:`flat_folds`. Raises
+    InsufficientData when the history is too short for a single fold."""
+    if data.dates is None:
+        raise ValueError("walk-forward evaluation needs the leads' dates (date_column)")
+    label, horizon = data.label, pd.Timedelta(days=data.horizon_days)
+    frame, features, categorical = model_frame(data.matured())
+    folds = flat_folds(data.dates, data.horizon_days, data.observed_until, split)
+    if not folds:
+        weeks = (data.observed_until - horizon - data.dates.min()) / pd.Timedelta(weeks=1)
+        raise InsufficientData(
+            f"{label}: the leads' dates span {weeks:.0f} weeks up to the newest matured one; one fold of "
+            f"{split.test_weeks} test weeks after {split.min_train_weeks} weeks of training and a {data.horizon_days}-"
+            f"day label window needs {split.test_weeks + split.min_train_weeks + -(-data.horizon_days // 7)} weeks")
+    y = frame[label].to_numpy().astype(int)
+    oof = pd.DataFrame({"id": frame[ID], "y": y, "fold": -1})
+    for name in MODELS:
+        oof[name] = np.nan
+    rows, windows = [], []
+    for k, f in enumerate(folds):
+        train = frame[frame[DATE] + horizon <= f.cutoff]
+        in_test = ((frame[DATE] >= f.cutoff) & (frame[DATE] < f.test_until)).to_numpy()
+        test = frame[in_test]
+        why = (f"{int(test[label].sum())} positives among its {len(test):,} test leads"
+               if test[label].nunique() < 2 else None)
+        if why is None:
+            try:
+                proba, model = _compare(train, test, label, features, categorical, config)
+            except InsufficientData as exc:
+                why = str(exc).removeprefix(f"{label}: ")
+        if why is not None:
+            if progress is not None:
+                progress(f"fold {k + 1}/{len(folds)} (cut-off {f.cutoff:%Y-%m-%d}): not evaluated: {why}")
+            continue
+        for name in MODELS:
+            oof.loc[in_test, name] = proba[name]
+            rows.append({"fold": k, "model": name, **classification_metrics(y[in_test], proba[name])})
+        oof.loc[in_test, "fold"] = k
+        windows.append({"fold": k, "cutoff": f.cutoff, "train_rows": len(train), "train_positives": int(train[label].sum()),
+                        "train_until": train[DATE].max(), "test_from": test[DATE].min(), "test_until": test[DATE].max(),
+                        "test_rows": len(test), "test_positives": int(test[label].sum())})
+        if progress is not None:
+            aucs = ", ".join(f"{r['model']} {r['auc']:.4f}" for r in rows[-len(MODELS):])
+            progress(f"fold {k + 1}/{len(folds)}: cut-off {f.cutoff:%Y-%m-%d}; trained on {len(train):,} leads dated "
+                     f"{train[DATE].min():%Y-%m-%d} .. {train[DATE].max():%Y-%m-%d} ({int(train[label].sum()):,} "
+                     f"positive), tested on {len(test):,} dated {f.cutoff:%Y-%m-%d} .. {test[DATE].max():%Y-%m-%d} "
+                     f"({int(test[label].sum()):,} positive); AUC {aucs}")
+    if not rows:
+        raise InsufficientData(f"{label}: no walk-forward fold has both outcomes in its test weeks (each named above)")
+    return _result(rows, oof[oof["fold"] >= 0].reset_index(drop=True), label, out_of_time=True,
+                   windows=pd.DataFrame(windows))
 
 
 def fit_flat(data: FlatData, config: ModelConfig, seed: int = 0) -> ConversionModel:
-    """The model to serve: fitted on all rows but the held-out share, which early-stops and
-    calibrates it. ``seed`` replaces ``config.seed`` (LightGBM's seed and the held-out split)."""
-    frame, features, categorical = model_frame(data)
-    model = fit_calibrated(frame, features, categorical, replace(config, seed=seed))
+    """The model to serve: fitted on every matured row (early-stopped on a held-out share of
+    the leads), calibrated out of fold on all of them. ``seed`` replaces ``config.seed``."""
+    frame, features, categorical = model_frame(data.matured())
+    model = fit_calibrated(frame, data.label, features, categorical, replace(config, seed=seed))
     model.info["categorical"] = categorical
     return model
