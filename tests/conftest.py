@@ -79,6 +79,34 @@ def trained(train_dir, tmp_path_factory):
     return config, result.output
 
 
+def write_flat_config(path: Path, data: Path, base: Path | str = "xeducation.yaml", **overrides) -> Path:
+    """A flat dataset YAML (``base``: a file, or one in pipelines/) reading ``data``, with models
+    and MLflow next to ``path``."""
+    raw = yaml.safe_load((REPO / "pipelines" / base if isinstance(base, str) else base).read_text())
+    raw["path"] = str(data)
+    raw["models_dir"] = str(path.parent / "models")
+    raw["tracking"] = {"tracking_uri": f"sqlite:///{path.parent / 'mlflow.db'}",
+                       "artifact_location": str(path.parent / "mlartifacts")}
+    raw.setdefault("cutoffs", {})["bootstrap"] = 200
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            raw.setdefault(section, {}).update(values)
+        else:
+            raw[section] = values
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="session")
+def flat_trained(xeducation_csv, tmp_path_factory):
+    """One CLI training run on the X Education export into a fresh MLflow store: (config, output)."""
+    work = tmp_path_factory.mktemp("flat-run")
+    config = write_flat_config(work / "xeducation.yaml", xeducation_csv, split={"cv_folds": 3})
+    result = runner.invoke(app, ["train", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    return config, result.output
+
+
 @pytest.fixture(scope="session")
 def trained_bundle(trained) -> Path:
     """The bundle directory the session's training run wrote."""

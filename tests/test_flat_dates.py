@@ -20,6 +20,8 @@ from leadscore.synthetic import SynthConfig, generate
 from leadscore.synthetic.flat import flat_export
 from leadscore.train import ModelConfig
 
+from .conftest import write_flat_config
+
 runner = CliRunner()
 HEADER = "dataset: t\npath: t.csv\nid_column: id\nlabel_column: Converted\nnumeric: [visits]\n"
 
@@ -118,8 +120,9 @@ def test_no_training_lead_is_dated_after_the_earliest_test_lead(drift_flat):
 
 
 @pytest.mark.slow
-def test_train_on_a_drifting_flat_export_prints_out_of_time_below_the_random_split(drift_flat):
-    result = runner.invoke(app, ["train", "--config", str(drift_flat)])
+def test_train_on_a_drifting_flat_export_prints_out_of_time_below_the_random_split(drift_flat, tmp_path):
+    config = write_flat_config(tmp_path / "flat.yaml", drift_flat.parent / "leads.csv", base=drift_flat)
+    result = runner.invoke(app, ["train", "--config", str(config)])
     assert result.exit_code == 0, result.output
     out = result.output
     assert "out of time, mean over" in out and "random split - optimistic when the funnel drifts" in out

@@ -623,7 +623,7 @@ def train(
     says how many); with none trainable it refuses (exit 2) and the rule baseline stays.
     """
     if _is_flat_config(config):
-        return _train_flat(config, data)
+        return _train_flat(config, data, models_dir, tracking)
     from leadscore.pipeline import write_outputs
 
     pipeline, run, _, bundle_dir = _train_pipeline_run(config, data, models_dir, source)
@@ -750,9 +750,11 @@ def explain(
                               "directory such as models/leadscore."),
     data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
     source: Path | None = typer.Option(None, "--source", help=SOURCE_HELP),
-    as_of: str = typer.Option(..., "--as-of", help="The moment to explain the score at (UTC); only data strictly "
-                              "before it is used."),
+    as_of: str | None = typer.Option(None, "--as-of", help="The moment to explain the score at (UTC), e.g. "
+                                     "2025-10-01; only data strictly before it is used. Required but with --flat."),
     lead_id: str = typer.Option(..., "--lead-id", help="The lead to explain."),
+    flat: Path | None = typer.Option(None, "--flat", help="Dataset YAML of a one-row-per-lead export: explain its "
+                                     "row of --data (a CSV; default the config's path)."),
     top: int = typer.Option(3, "--top", min=1, help="Reasons to show in each direction."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON, with every contribution, the base value and "
                                  "the margin."),
@@ -769,11 +771,28 @@ def explain(
     """
     import json
 
-    from leadscore.explain import UnknownLead, explain_lead, explanation_text
+    from leadscore.explain import (
+        UnknownLead,
+        explain_lead,
+        explanation_of,
+        explanation_text,
+    )
 
     ts = _parse_timestamp(as_of, "--as-of")
-    src = _source(data, source)
     scorer, _ = _load_model(model, tracking_uri)
+    if flat is not None:
+        rows = _flat_rows(scorer, model, flat, data, ts)
+        row = rows[rows["lead_id"] == str(lead_id)]
+        if row.empty:
+            _err(f"error: lead_id {lead_id!r} is not a row of {data or flat} (or it was quarantined)")
+            raise typer.Exit(EXIT_VIOLATIONS)
+        result = explanation_of(scorer, row.reset_index(drop=True), k=top)
+        result["model"] = model
+        typer.echo(json.dumps(result, indent=2) if as_json else explanation_text(result))
+        return
+    if ts is None:
+        raise typer.BadParameter("give the moment to explain at, e.g. --as-of 2025-10-01", param_hint="--as-of")
+    src = _source(data, source)
     _check_model_source(scorer, src)
     con = _connect_clean(ctx, src)
     try:
@@ -830,9 +849,13 @@ def score(
                               "directory such as models/leadscore."),
     data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
     source: Path | None = typer.Option(None, "--source", help=SOURCE_HELP),
-    as_of: str = typer.Option(..., "--as-of", help="The run time (UTC): leads open at this moment are scored from "
-                              "data strictly before it."),
+    as_of: str | None = typer.Option(None, "--as-of", help="The run time (UTC), e.g. 2025-10-01 or 2025-10-01T06:00: "
+                                     "leads open at this moment are scored from data strictly before it. Required "
+                                     "but with --flat (there: the as_of of leads without a date; default now)."),
     out: Path = typer.Option(..., "--out", help="Output file (.parquet or .csv), one row per open lead."),
+    flat: Path | None = typer.Option(None, "--flat", help="Dataset YAML of a one-row-per-lead export (e.g. "
+                                     "pipelines/xeducation.yaml): score every row of --data (a CSV; default the "
+                                     "config's path) with a model trained on that export."),
     previous: Path | None = typer.Option(None, "--previous", help="The previous run's output: write the stage "
                                          "transitions since then (and POST them when a webhook is configured)."),
     transitions_out: Path | None = typer.Option(None, "--transitions", help="Transitions file (default: "
@@ -880,6 +903,10 @@ def score(
 
     _stop_on_sigterm()
     ts = _parse_timestamp(as_of, "--as-of")
+    if flat is not None:
+        return _score_flat(model, flat, data, ts, out, quarantine_out, top, tracking_uri)
+    if ts is None:
+        raise typer.BadParameter("give the run time, e.g. --as-of 2025-10-01", param_hint="--as-of")
     src = _source(data, source)
     try:
         settings, hook = load_scoring(config)
@@ -953,6 +980,59 @@ def score(
     if not delivery.ok:
         _err(f"error: {delivery.failed:,} transitions were not delivered to {hook.url}; they are in {path}")
         raise typer.Exit(EXIT_DELIVERY)
+
+
+def _score_flat(model: str, flat: Path, data: Path | None, as_of, out: Path, quarantine_out: Path | None,
+                top: int | None, tracking_uri: str | None) -> None:
+    """Score every row of a flat export: the scorer's columns, the model's identity, one row per
+    lead; rows that cannot be scored are quarantined with the reason (rows in = scored + quarantined)."""
+    import os
+
+    from leadscore.io import write_table
+    from leadscore.tracking import model_identity
+
+    scorer, manifest = _load_model(model, tracking_uri)
+    rows = _flat_rows(scorer, model, flat, data, as_of)
+    quarantined = rows.attrs.pop("quarantined")
+    version, run_id = model_identity(model, manifest, tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+                                     or DEFAULT_TRACKING_URI)
+    scored = scorer.score(rows, top_reasons=top or 3)
+    scored["model_version"], scored["run_id"] = version, run_id
+    if len(quarantined):
+        path = quarantine_out or _sibling(out, "quarantine")
+        write_table(quarantined, path)
+        _err(f"{len(quarantined):,} rows cannot be scored; quarantined with their reasons in {path}")
+    write_table(scored, out)
+    typer.echo(f"{len(rows) + len(quarantined):,} rows in = {len(scored):,} scored + {len(quarantined):,} quarantined "
+               f"with {version}")
+    typer.echo("tier      leads")
+    for tier in ("lead", "MQL", "SQL"):
+        typer.echo(f"{tier:<6}{int((scored['tier'] == tier).sum()):>9,}")
+    typer.echo(f"scores: {out}")
+
+
+def _flat_rows(scorer, model: str, flat: Path, data: Path | None, as_of) -> pd.DataFrame:
+    """The scorer's input rows for a flat export's leads (``attrs["quarantined"]``: the rows set
+    aside, with their reasons); exit 2 when the model or the export does not fit."""
+    from leadscore.config import ConfigError
+    from leadscore.flat import load_config, load_flat
+    from leadscore.flat_pipeline import scoring_rows
+
+    if not scorer.flat:
+        _err(f"error: --model {model} was trained on event data (leads, activities, lifecycle); give it --data DIR "
+             "--as-of, not --flat")
+        raise typer.Exit(EXIT_UNUSABLE)
+    try:
+        leads = load_flat(load_config(flat), data, scoring=True)
+    except ConfigError as exc:
+        raise _config_error(exc) from exc
+    missing = [f for f in scorer.features if f not in leads.features.columns]
+    if missing:
+        _err(f"error: {flat} does not give the column(s) the model reads: {', '.join(missing)}")
+        raise typer.Exit(EXIT_UNUSABLE)
+    rows = scoring_rows(leads, as_of)
+    rows.attrs["quarantined"] = leads.quarantined
+    return rows
 
 
 def _score_files(paths: list[Path]) -> list[Path]:
@@ -1075,30 +1155,23 @@ def monitor(
     raise typer.Exit(result.exit_code)
 
 
-def _train_flat(config: Path, data: Path | None) -> None:
-    """Flat one-row-per-lead export: the model beside a default LightGBM and the logistic
-    regression, on the same folds and columns - out of time (walk-forward on the leads' dates)
-    when the export has a date column, then stratified k-fold, labelled as the optimistic one."""
+def _train_flat(config: Path, data: Path | None, models_dir: Path | None, tracking: bool) -> None:
+    """Flat one-row-per-lead export: evaluate (out of time when it has dates, then the random
+    split), then fit the model to deploy on every matured lead, write its bundle and register it."""
     from leadscore.config import ConfigError
-    from leadscore.flat import load_config, load_flat
-    from leadscore.flatcv import cross_validate_flat, walk_forward_flat
+    from leadscore.flat import load_config
+    from leadscore.flat_pipeline import input_example, train_flat, write_flat_outputs
     from leadscore.train import InsufficientData
 
     try:
         dataset = load_config(config)
-        flat_data = load_flat(dataset, data)
+        run = train_flat(dataset, data, echo=typer.echo)
     except ConfigError as exc:
         raise _config_error(exc) from exc
-    label, model_cfg, split = flat_data.label, dataset.model_config, dataset.split_config
-    matured = flat_data.matured()
-    typer.echo(f"{len(flat_data.features):,} leads, {flat_data.features.shape[1]} columns, {len(flat_data.excluded)} "
-               f"excluded by the config (see the config for why); label {label}: {int(matured.y.sum()):,} positive "
-               f"of {len(matured.y):,} ({matured.y.mean():.1%})"
-               + (f" with matured {flat_data.horizon_days}-day outcomes, lead dates "
-                  f"{flat_data.dates.min():%Y-%m-%d} .. {flat_data.dates.max():%Y-%m-%d}, export time "
-                  f"{flat_data.observed_until:%Y-%m-%d}" if flat_data.dates is not None else ""))
-    for note in flat_data.notes:
-        typer.echo(f"note: {note}")
+    except InsufficientData as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    label = run.label
 
     def table(result, title: str) -> None:
         means = result.folds.groupby("model")[list(METRIC_COLUMNS)].mean()
@@ -1108,24 +1181,42 @@ def _train_flat(config: Path, data: Path | None) -> None:
         typer.echo(f"{label}_auc {means.loc['model', 'auc']:.4f}, logreg_{label}_auc {means.loc['logreg', 'auc']:.4f}, "
                    f"default LightGBM {means.loc['lgbm_dflt', 'auc']:.4f}")
 
-    try:
-        if flat_data.dates is not None:
-            typer.echo(f"\nout of time: walk-forward, {split.folds} folds of {split.test_weeks} weeks of leads; each "
-                       "trained on the leads whose outcome had matured by its cut-off")
-            oot = walk_forward_flat(flat_data, model_cfg, split, progress=typer.echo)
-            table(oot, f"out of time, mean over {oot.folds['fold'].nunique()} walk-forward folds")
-        typer.echo(f"\n{split.cv_folds}-fold stratified cross-validation (random split"
-                   + (" - optimistic when the funnel drifts: its folds mix the months a model is tested on into "
-                      "its training)" if flat_data.dates is not None else
-                      "; the export has no date column, so this is the best evaluation available - with "
-                      "date_column an out-of-time one is made)"))
-        cv = cross_validate_flat(flat_data, model_cfg, n_splits=split.cv_folds, seed=0, progress=typer.echo)
-    except InsufficientData as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    table(cv, f"random split - optimistic when the funnel drifts, mean over {split.cv_folds} stratified folds"
-          if flat_data.dates is not None else f"mean over {split.cv_folds} stratified folds")
-    typer.echo("(flat exports: evaluation only; no bundle or registry yet)")
+    ev, folds = run.evaluation, run.dataset.split_config.cv_folds
+    if ev.out_of_time:
+        table(ev, f"out of time, mean over {ev.folds['fold'].nunique()} walk-forward folds")
+        table(run.random_split, f"random split - optimistic when the funnel drifts, mean over {folds} stratified folds")
+    else:
+        table(ev, f"mean over {folds} stratified folds")
+    bundle_dir = (models_dir or Path(dataset.models_dir)) / dataset.bundle_name
+    settings = dataset.tracking_config
+    if not tracking or not settings.enabled:
+        report, _ = write_flat_outputs(run, bundle_dir)
+        typer.echo(f"\nwrote the bundle {bundle_dir}/ and the report {report} (MLflow tracking off)")
+        return
+    import mlflow
+
+    from leadscore import tracking as T
+
+    client = T.configure(settings)
+    with mlflow.start_run(run_name=f"train {dataset.bundle_name}") as active:
+        report, figures = write_flat_outputs(run, bundle_dir, active.info.run_id)
+        mlflow.log_params(run.params)
+        mlflow.log_metrics(run.metrics)
+        mlflow.set_tags({"data_hash": run.fingerprint["hash"], "flat": "true"})
+        mlflow.log_artifact(str(config), artifact_path="config")
+        mlflow.log_artifact(str(report))
+        mlflow.log_artifact(str(bundle_dir / "manifest.json"), artifact_path="bundle")
+        example = input_example(run)
+        version = T.log_model_version(settings, bundle_dir, example, run.scorer.score(example))
+        name = settings.registered_model
+        if T.champion_version(client, name) is None:
+            T.set_alias(client, name, T.CHAMPION, version.version)
+            mlflow.set_tag("promotion", "first model: champion")
+            typer.echo(f"registered {name} version {version.version} as @{T.CHAMPION}")
+        else:
+            T.set_alias(client, name, T.CHALLENGER, version.version)
+            typer.echo(f"registered {name} version {version.version} as @{T.CHALLENGER} (the champion is unchanged)")
+    typer.echo(f"\nreport: {report}\nbundle: {bundle_dir}/\nMLflow run {active.info.run_id} in {settings.tracking_uri}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -356,6 +356,18 @@ def declared_phrases(config) -> dict[str, Callable[[object, Mapping | None], str
     return out
 
 
+def flat_phrases(catalogue: pd.DataFrame) -> dict[str, Callable[[object, Mapping | None], str]]:
+    """Phrases of a flat export's columns: "Lead Source = Reference", "Lead Source not given",
+    "Total Time Spent on Website = 1,250"."""
+    out: dict[str, Callable[[object, Mapping | None], str]] = {}
+    for name, kind in zip(catalogue["name"], catalogue["kind"]):
+        if kind == "categorical":
+            out[name] = lambda v, row=None, n=name: f"{n} not given" if v in (None, "missing") else f"{n} = {v}"
+        else:
+            out[name] = lambda v, row=None, n=name: f"{n} not given" if _missing(v) else f"{n} = {_num(v):,.4g}"
+    return out
+
+
 def phrase_for(feature: str) -> Phrase | None:
     """The phrase of a feature of the catalogue (``None``: the feature reads "name = value")."""
     if feature in PHRASES:
@@ -459,7 +471,7 @@ def explain_rows(scorer, frame: pd.DataFrame, k: int = 3) -> tuple[pd.DataFrame,
     model = scorer.primary_model
     contrib = contributions(model, frame)
     groups = group_scores(contrib.values, scorer.catalogue)
-    out = scored[["lead_id", "as_of", "p_sql", "p_won", "score", "tier"]].copy()
+    out = scored[["lead_id", "as_of", *scorer.probability_columns.values(), "score", "tier"]].copy()
     out["margin"] = contrib.margin
     out["base"] = contrib.base
     out["p_uncalibrated"] = 1.0 / (1.0 + np.exp(-contrib.margin))
@@ -467,8 +479,8 @@ def explain_rows(scorer, frame: pd.DataFrame, k: int = 3) -> tuple[pd.DataFrame,
     out["engagement_score"] = groups["engagement_score"].to_numpy()
     grid = getattr(scorer, "grid", None)
     out["grid"] = grid.cells(out["fit_score"], out["engagement_score"]) if grid is not None else None
-    positives, negatives = top_reasons(contrib.values.to_numpy(), frame[model.features], k,
-                                       declared_phrases(scorer.feature_config))
+    phrases = flat_phrases(scorer.catalogue) if scorer.flat else declared_phrases(scorer.feature_config)
+    positives, negatives = top_reasons(contrib.values.to_numpy(), frame[model.features], k, phrases)
     decisions = [decision_sentence(p, t, scorer.cutoffs.mql, scorer.cutoffs.sql, pos, neg, scorer.probability)
                  for p, t, pos, neg in zip(out[scorer.probability].to_numpy(dtype=float), out["tier"].astype(str),
                                            positives, negatives)]
@@ -596,12 +608,25 @@ def explain_lead(scorer, con, lead_id: str, as_of, k: int = 3) -> dict:
         raise UnknownLead(f"lead {lead_id!r} was created at {known[0][0]}, not before as_of {as_of}; "
                           "there is nothing to score yet")
     is_open = bool((open_leads(con, [as_of])["lead_id"] == str(lead_id)).any())
+    out = explanation_of(scorer, frame, k)
+    out.update(lead_id=str(lead_id), as_of=as_of.isoformat(), open=is_open)
+    if scorer.rules is not None:
+        b = score_baseline(con, scorer.rules, pair, contract=contract).iloc[0]
+        out["baseline"] = {"points": float(b["total_points"]), "fit_points": float(b["fit_points"]),
+                           "engagement_points": float(b["engagement_points"]), "tier": str(b["baseline_tier"]),
+                           "grid": str(b["grid"]), "fired_rules": [s for s in str(b["fired_rules"]).split("; ") if s]}
+    return out
+
+
+def explanation_of(scorer, frame: pd.DataFrame, k: int = 3) -> dict:
+    """The explanation of one feature row (``frame``: lead_id, as_of and the features), JSON-
+    serialisable: probabilities, tier, decision, reasons, fit/engagement, every contribution."""
     row, contrib = explain_rows(scorer, frame, k)
     r = row.iloc[0]
+    probabilities = {c: None if pd.isna(r[c]) else float(r[c]) for c in scorer.probability_columns.values()}
     out = {
-        "lead_id": str(lead_id), "as_of": as_of.isoformat(), "open": is_open,
-        "p_sql": None if pd.isna(r["p_sql"]) else float(r["p_sql"]),
-        "p_won": None if pd.isna(r["p_won"]) else float(r["p_won"]),
+        "lead_id": str(r["lead_id"]), "as_of": pd.Timestamp(r["as_of"]).isoformat(), "open": True,
+        **probabilities, "probabilities": probabilities,
         "primary_label": scorer.primary, "probability": scorer.probability,
         "score": int(r["score"]), "tier": str(r["tier"]),
         "cutoffs": {"mql": scorer.cutoffs.mql, "sql": scorer.cutoffs.sql},
@@ -619,11 +644,6 @@ def explain_lead(scorer, con, lead_id: str, as_of, k: int = 3) -> dict:
             c = contributions(other, frame)
             out[name] = {"margin": float(c.margin[0]), "base": float(c.base[0]),
                          "contributions": {f: float(v) for f, v in c.values.iloc[0].items()}}
-    if scorer.rules is not None:
-        b = score_baseline(con, scorer.rules, pair, contract=contract).iloc[0]
-        out["baseline"] = {"points": float(b["total_points"]), "fit_points": float(b["fit_points"]),
-                           "engagement_points": float(b["engagement_points"]), "tier": str(b["baseline_tier"]),
-                           "grid": str(b["grid"]), "fired_rules": [s for s in str(b["fired_rules"]).split("; ") if s]}
     return out
 
 
@@ -632,8 +652,8 @@ def explanation_text(e: dict) -> str:
     lines = [f"lead {e['lead_id']} as of {e['as_of']}" + ("" if e["open"] else " (not open at that moment: "
                                                                               "already an SQL or closed)"),
              e["decision"], "",
-             ", ".join([f"{name} {e[name]:.4f}" + (f" (score {e['score']}/99)" if name == e["probability"] else "")
-                        for name in ("p_sql", "p_won") if e[name] is not None]),
+             ", ".join([f"{name} {p:.4f}" + (f" (score {e['score']}/99)" if name == e["probability"] else "")
+                        for name, p in e["probabilities"].items() if p is not None]),
              f"model margin {e['margin']:+.3f} log-odds = base {e['base']:+.3f} + contributions "
              f"{e['margin'] - e['base']:+.3f}; uncalibrated p {e['p_uncalibrated']:.4f}, calibrated "
              f"{e['probability']} {e[e['probability']]:.4f}",

@@ -94,6 +94,10 @@ class FlatDataset:
     observed_until: str | None = None    # the export time (default: the newest date in the file)
     model: dict = field(default_factory=dict)
     split: dict = field(default_factory=dict)
+    cutoffs: dict = field(default_factory=dict)   # as in pipelines/train.yaml, on p_<label>
+    name: str | None = None                         # bundle and registered model (default leadscore-<dataset>)
+    models_dir: str = "models"
+    tracking: dict = field(default_factory=dict)    # as in pipelines/train.yaml
     base_dir: str = "."
 
     def __post_init__(self):
@@ -104,7 +108,7 @@ class FlatDataset:
         if self.label is not None and snake_case(self.label) != self.label:
             raise ValueError(f"label must be a snake_case name such as {snake_case(self.label)!r}, got {self.label!r}")
         self.timestamps  # noqa: B018 - checks the format and zone
-        self.model_config, self.split_config  # noqa: B018
+        self.model_config, self.split_config, self.cutoff_policy, self.tracking_config  # noqa: B018
 
     @property
     def label_name(self) -> str:
@@ -121,6 +125,25 @@ class FlatDataset:
     @property
     def split_config(self) -> FlatSplit:
         return build(FlatSplit, self.split, "split")
+
+    @property
+    def cutoff_policy(self):
+        from leadscore.cutoffs import CutoffError, CutoffPolicy
+
+        try:
+            return build(CutoffPolicy, self.cutoffs, "cutoffs")
+        except CutoffError as exc:
+            raise ValueError(f"cutoffs: {exc}") from exc
+
+    @property
+    def bundle_name(self) -> str:
+        return self.name or f"leadscore-{snake_case(self.dataset).replace('_', '-')}"
+
+    @property
+    def tracking_config(self):
+        from leadscore.config import TrackingConfig
+
+        return build(TrackingConfig, {"registered_model": self.bundle_name, **self.tracking}, "tracking")
 
     @property
     def file(self) -> Path:
@@ -140,16 +163,24 @@ class FlatData:
     horizon_days: int | None = None
     observed_until: pd.Timestamp | None = None
     notes: list[str] = field(default_factory=list)  # what reading the labels decided, for the console
+    quarantined: pd.DataFrame | None = None         # scoring: rows set aside (row, lead_id, column, value, reason)
+
+    def without(self, positions) -> FlatData:
+        """The rows but those at ``positions`` (0-based)."""
+        keep = np.ones(len(self.features), dtype=bool)
+        keep[np.asarray(positions, dtype="int64")] = False
+        return FlatData(ids=self.ids[keep].reset_index(drop=True), features=self.features[keep].reset_index(drop=True),
+                        y=self.y[keep], catalogue=self.catalogue, excluded=self.excluded, label=self.label,
+                        dates=None if self.dates is None else self.dates[keep].reset_index(drop=True),
+                        horizon_days=self.horizon_days, observed_until=self.observed_until, notes=self.notes,
+                        quarantined=self.quarantined)
 
     def matured(self) -> FlatData:
         """The leads whose label window had closed by the export time (all without dates)."""
         if self.dates is None:
             return self
-        keep = (self.dates + pd.Timedelta(days=self.horizon_days) <= self.observed_until).to_numpy()
-        return FlatData(ids=self.ids[keep].reset_index(drop=True), features=self.features[keep].reset_index(drop=True),
-                        y=self.y[keep], catalogue=self.catalogue, excluded=self.excluded, label=self.label,
-                        dates=self.dates[keep].reset_index(drop=True), horizon_days=self.horizon_days,
-                        observed_until=self.observed_until, notes=self.notes)
+        immature = (self.dates + pd.Timedelta(days=self.horizon_days) > self.observed_until).to_numpy()
+        return self.without(np.flatnonzero(immature))
 
 
 def load_config(path: Path | str) -> FlatDataset:
@@ -161,11 +192,13 @@ def load_config(path: Path | str) -> FlatDataset:
     return build(FlatDataset, raw, str(path))
 
 
-def load_flat(config: FlatDataset, path: Path | str | None = None, include_excluded: bool = False) -> FlatData:
+def load_flat(config: FlatDataset, path: Path | str | None = None, include_excluded: bool = False,
+              scoring: bool = False) -> FlatData:
     """Read the export; categorical columns get ``"missing"`` for empty and missing-marker values.
 
     ``include_excluded`` keeps the excluded columns (typed by their content) - for the
-    leakage audit, which should see everything.
+    leakage audit, which should see everything. ``scoring``: leads to score, whose outcome
+    is not known yet - the label and outcome-date columns may be absent or empty.
     """
     file = Path(path) if path is not None else config.file
     if not file.exists():
@@ -177,6 +210,11 @@ def load_flat(config: FlatDataset, path: Path | str | None = None, include_exclu
     dupes = sorted({c for c in declared if declared.count(c) > 1})
     if dupes:
         raise ConfigError(f"{where}: column(s) declared more than once: {dupes}")
+    outcome_columns = [c for c in (config.label_column, config.outcome_date_column) if c]
+    if scoring:  # what only training needs may be missing from leads to score
+        for c in outcome_columns:
+            if c not in frame.columns:
+                frame[c] = pd.Series(pd.NA, index=frame.index, dtype="object")
     absent = [c for c in declared if c not in frame.columns]
     if absent:
         raise ConfigError(f"{where}: config names column(s) not in the file: {absent}")
@@ -187,7 +225,7 @@ def load_flat(config: FlatDataset, path: Path | str | None = None, include_exclu
     missing = set(map(str, config.missing_values))
     frame = frame.mask(frame.isin(missing))
     label = frame[config.label_column]
-    if label.isna().any():
+    if label.isna().any() and not scoring:
         rows = np.flatnonzero(label.isna())[:10].tolist()
         raise ConfigError(f"{where}: label column {config.label_column!r} is empty in rows {rows}")
     y = label.isin(set(map(str, config.positive_values))).to_numpy()
@@ -201,18 +239,23 @@ def load_flat(config: FlatDataset, path: Path | str | None = None, include_exclu
             (numeric if pd.to_numeric(frame[col], errors="coerce").notna().sum() == frame[col].notna().sum()
              else categorical).append(col)
     out = pd.DataFrame(index=frame.index)
-    specs = []
+    specs, rejected = [], []
     for col in frame.columns:
         if col in categorical:
             out[col] = frame[col].fillna(MISSING).astype("str")
             kind = "categorical"
         elif col in numeric:
             values = pd.to_numeric(frame[col], errors="coerce")
-            bad = values.isna() & frame[col].notna()
-            if bad.any():
+            bad = (values.isna() & frame[col].notna()) | ~np.isfinite(values.fillna(0.0))
+            if bad.any() and scoring:  # a lead to score with a broken cell is set aside, with the reason
+                rejected.append(pd.DataFrame({"row": np.flatnonzero(bad) + 2, "column": col,
+                                              "value": frame[col][bad].astype(str).to_numpy(),
+                                              "reason": f"{col!r} is not a finite number"}))
+            elif bad.any():
                 rows = np.flatnonzero(bad)[:10].tolist()
                 raise ConfigError(f"{where}: numeric column {col!r} has non-numbers in rows {rows}, "
                                   f"e.g. {frame[col][bad].iloc[0]!r}")
+            values = values.where(~bad)
             out[col] = values.astype("float64")
             kind = "numeric"
         else:
@@ -222,9 +265,32 @@ def load_flat(config: FlatDataset, path: Path | str | None = None, include_exclu
     catalogue = pd.DataFrame([{"name": s.name, "group": s.group, "kind": s.kind, "dtype": s.dtype,
                                "description": s.description} for s in specs])
     excluded = {} if include_excluded else dict(config.exclude)
-    return FlatData(ids=frame[config.id_column], features=out, y=y, catalogue=catalogue, excluded=excluded,
-                    label=config.label_name, dates=dates, horizon_days=config.horizon_days if dates is not None else None,
-                    observed_until=observed_until, notes=notes)
+    result = FlatData(ids=frame[config.id_column], features=out, y=y, catalogue=catalogue, excluded=excluded,
+                      label=config.label_name, dates=dates,
+                      horizon_days=config.horizon_days if dates is not None else None,
+                      observed_until=observed_until, notes=notes)
+    if scoring:
+        result.quarantined = _quarantine(frame, config, rejected, dates)
+        result = result.without(result.quarantined["row"].to_numpy() - 2)
+    return result
+
+
+def _quarantine(frame: pd.DataFrame, config: FlatDataset, rejected: list[pd.DataFrame], dates) -> pd.DataFrame:
+    """Leads to score that cannot be: a broken number, no id, an id twice. ``row``: the file's
+    line (the header is line 1)."""
+    ids = frame[config.id_column]
+    for bad, reason in ((ids.isna().to_numpy(), f"{config.id_column!r} is empty"),
+                        (ids.duplicated(keep=False).to_numpy() & ids.notna().to_numpy(),
+                         f"{config.id_column!r} appears more than once")):
+        if bad.any():
+            rejected.append(pd.DataFrame({"row": np.flatnonzero(bad) + 2, "column": config.id_column,
+                                          "value": ids[bad].astype(str).to_numpy(), "reason": reason}))
+    out = (pd.concat(rejected, ignore_index=True) if rejected
+           else pd.DataFrame({"row": pd.Series(dtype="int64"), "column": "", "value": "", "reason": ""}))
+    out = out.groupby("row", as_index=False, sort=True).agg({"column": "first", "value": "first",
+                                                              "reason": "; ".join})
+    out.insert(1, "lead_id", ids.iloc[out["row"].to_numpy() - 2].astype(str).to_numpy())
+    return out
 
 
 def _parsed(frame: pd.DataFrame, column: str, fmt: TimestampFormat, where: str, required: bool) -> pd.Series:

@@ -97,14 +97,16 @@ def model_frame(data: FlatData) -> tuple[pd.DataFrame, list[str], list[str]]:
 
 
 def fit_calibrated(train: pd.DataFrame, label: str, features: list[str], categorical: list[str],
-                   config: ModelConfig, method: str = "auto") -> ConversionModel:
+                   config: ModelConfig, method: str = "auto") -> tuple[ConversionModel, np.ndarray]:
     """leadscore's model on ``train``: LightGBM early-stopped on a held-out share of its leads,
-    calibrated out of fold on every row of ``train`` (:func:`cross_fitted_margin`)."""
+    calibrated out of fold on every row of ``train`` (:func:`cross_fitted_margin`). Returns the
+    model and the rows' out-of-fold calibrated probabilities (what cutoffs and the score scale
+    are set on)."""
     model = fit_lightgbm(train, label, features, categorical, config)
     margin = cross_fitted_margin(train, train, label, features, categorical, config, model.best_iteration)
     model = calibrate(model, train, method, margin=margin)
     model.info["calibration_rows"] = len(train)
-    return model
+    return model, model.calibrator.predict(margin)
 
 
 def fit_default_lgbm(train: pd.DataFrame, label: str, features: list[str], categorical: list[str],
@@ -130,7 +132,7 @@ def stratified_folds(y: np.ndarray, n_splits: int = 5, seed: int = 0) -> np.ndar
 def _compare(train: pd.DataFrame, test: pd.DataFrame, label: str, features: list[str], categorical: list[str],
              config: ModelConfig) -> tuple[dict[str, np.ndarray], ConversionModel]:
     """The three models fitted on ``train``, their probabilities on ``test``."""
-    model = fit_calibrated(train, label, features, categorical, config)
+    model, _ = fit_calibrated(train, label, features, categorical, config)
     default, levels = fit_default_lgbm(train, label, features, categorical, seed=config.seed, n_jobs=config.n_jobs)
     logreg = fit_logistic(train, label, features, categorical, seed=config.seed)
     return {"model": model.predict_proba(test),
@@ -260,6 +262,6 @@ def fit_flat(data: FlatData, config: ModelConfig, seed: int = 0) -> ConversionMo
     """The model to serve: fitted on every matured row (early-stopped on a held-out share of
     the leads), calibrated out of fold on all of them. ``seed`` replaces ``config.seed``."""
     frame, features, categorical = model_frame(data.matured())
-    model = fit_calibrated(frame, data.label, features, categorical, replace(config, seed=seed))
+    model, _ = fit_calibrated(frame, data.label, features, categorical, replace(config, seed=seed))
     model.info["categorical"] = categorical
     return model

@@ -485,7 +485,7 @@ def train_pipeline(pipeline: PipelineConfig, tables, data_dir: Path | None = Non
     say(f"cutoffs ({pipeline.cutoffs.policy}) of the shipped model: MQL {label.probability} >= {cutoffs.mql:.4f}, "
         f"SQL {label.probability} >= {cutoffs.sql:.4f}")
 
-    grid = _learn_grid(model, fit, catalogue, seed=pipeline.model.seed)
+    grid = learn_model_grid(model, fit, catalogue, seed=pipeline.model.seed)
     window = {"observed_until": observed_until.isoformat(), "train_from": f"{fit['as_of'].min():%Y-%m-%d}",
               "train_until": f"{fit['as_of'].max():%Y-%m-%d}",
               "calibration_from": f"{cal['as_of'].min():%Y-%m-%d}", "calibration_until": f"{cal['as_of'].max():%Y-%m-%d}"}
@@ -527,7 +527,7 @@ def _cutoffs(pipeline: PipelineConfig, label: Label, p, frame: pd.DataFrame, sca
 GRID_SAMPLE = 20_000
 
 
-def _learn_grid(model, train: pd.DataFrame, catalogue: pd.DataFrame, seed: int = 0):
+def learn_model_grid(model, train: pd.DataFrame, catalogue: pd.DataFrame, seed: int = 0):
     """Fit x engagement grid thresholds from the training part (a sample of it): the same
     share per letter and digit as the rule baseline's grid on those examples."""
     from leadscore.explain import contributions, group_scores, learn_grid

@@ -114,6 +114,7 @@ class TrainingReportInputs:
     extra_tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     figure_sections: list[tuple[str, list[str]]] = field(default_factory=list)  # title, figure names
+    metrics_title: str = "Out of time, the newest backtest fold's test weeks: model and references"
 
     def __post_init__(self):
         needed = ["y"] + [c for c in [self.uncalibrated, *self.ranking.values()] if c]
@@ -272,7 +273,7 @@ def render_training_report(inputs: TrainingReportInputs, figures: dict[str, byte
     facts = pd.DataFrame({"value": [str(v) for _, v in inputs.facts]},
                          index=pd.Index([str(k) for k, _ in inputs.facts], name="fact"))
     sections = [("Run", html_table(facts)),
-                ("Out of time, the newest backtest fold's test weeks: model and references", html_table(inputs.metrics)),
+                (inputs.metrics_title, html_table(inputs.metrics)),
                 ("Calibration", (html_table(inputs.calibration) if inputs.calibration is not None else "")
                  + img("reliability.png", "reliability diagram")),
                 ("Gains and lift", img("gains.png", "cumulative gains and lift")),

@@ -62,6 +62,11 @@ class ScoreScale:
         return (1 + np.floor(98 * share + 0.5)).astype("int16")
 
 
+def probability_column(label: str) -> str:
+    """The output column of a label's probability: p_sql, p_won, or ``p_<label>`` (flat exports)."""
+    return LABEL_SPECS[label].probability if label in LABEL_SPECS else f"p_{label}"
+
+
 def score_scale(p: np.ndarray) -> ScoreScale:
     """The 1-99 score of reference probabilities ``p`` (the calibration slice): :class:`ScoreScale`."""
     return ScoreScale.of(p)
@@ -74,7 +79,7 @@ class Scorer:
     cutoffs: Cutoffs
     scale: ScoreScale
     catalogue: pd.DataFrame
-    feature_config: FeatureConfig
+    feature_config: FeatureConfig | None  # None: a flat export's model (its columns are the features)
     rules: object | None = None  # leadscore.baseline.RuleSet: the points baseline scored alongside
     grid: object | None = None   # leadscore.explain.GridThresholds: fit x engagement grid cells
     info: dict = field(default_factory=dict)
@@ -89,8 +94,26 @@ class Scorer:
 
     @property
     def probability(self) -> str:
-        """The output column the cutoffs, score and tier read: ``p_sql`` or ``p_won``."""
-        return LABEL_SPECS[self.primary].probability
+        """The output column the cutoffs, score and tier read: ``p_sql`` or ``p_won`` (a flat
+        export's label ``converted``: ``p_converted``)."""
+        return probability_column(self.primary)
+
+    @property
+    def flat(self) -> bool:
+        """A model of a one-row-per-lead export: its feature rows are the export's columns."""
+        return self.feature_config is None
+
+    @property
+    def probability_columns(self) -> dict[str, str]:
+        """label -> output column, in output order: p_sql and p_won for event data (empty when
+        the CRM could not train one), the label's own for a flat export."""
+        labels = list(self.models) if self.flat else list(LABEL_SPECS)
+        return {label: probability_column(label) for label in labels}
+
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        """What :meth:`score` returns (before any baseline columns)."""
+        return ("lead_id", "as_of", *self.probability_columns.values(), *EXPLAINED_COLUMNS[4:])
 
     @property
     def sql_model(self) -> ConversionModel | None:
@@ -130,16 +153,16 @@ class Scorer:
         read the same features share one prepared matrix."""
         prepared: list[tuple[ConversionModel, pd.DataFrame]] = []
         out = {}
-        for name, spec in LABEL_SPECS.items():
+        for name, column in self.probability_columns.items():
             model = self.models.get(name)
             if model is None:
-                out[spec.probability] = np.full(len(frame), np.nan)
+                out[column] = np.full(len(frame), np.nan)
                 continue
             X = next((X for other, X in prepared if model.reads_like(other)), None)
             if X is None:
                 X = model.matrix(frame)
                 prepared.append((model, X))
-            out[spec.probability] = model.predict_proba(frame, X)
+            out[column] = model.predict_proba(frame, X)
         return out
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -167,7 +190,7 @@ class Scorer:
         from leadscore.explain import explain_rows, reasons_line
 
         rows, _ = explain_rows(self, frame, top_reasons)
-        out = rows[list(EXPLAINED_COLUMNS[:-1])].copy()
+        out = rows[list(self.output_columns[:-1])].copy()
         out["grid"] = out["grid"].astype("str") if self.grid is not None else pd.Series(pd.NA, index=out.index,
                                                                                          dtype="str")
         out["reasons"] = pd.array([reasons_line(p, n) for p, n in zip(rows["reasons_positive"],

@@ -1,0 +1,102 @@
+"""A one-row-per-lead export is deployable: `train` writes a bundle and registers a champion;
+`score` and `explain` read the export's rows through the one scoring path; rows that cannot be
+scored are quarantined with their reason (rows in = scored + quarantined)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from leadscore.cli import app
+from leadscore.flat import load_config
+from leadscore.tracking import load_scorer
+
+from .conftest import runner
+
+
+@pytest.fixture(scope="module")
+def deployed(flat_trained):
+    config, output = flat_trained
+    dataset = load_config(config)
+    return config, output, dataset
+
+
+def test_train_evaluates_writes_a_bundle_and_registers_a_champion(deployed):
+    config, output, dataset = deployed
+    # no date column: the random split is the only evaluation, and the output says so
+    assert "the export has no date column, so this is the best evaluation available" in output
+    assert "mean over 3 stratified folds, converted:" in output and "converted_auc" in output
+    assert f"registered {dataset.bundle_name} version 1 as @champion" in output
+    bundle = Path(dataset.models_dir) / dataset.bundle_name
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["primary_label"] == "converted" and manifest["flat"] is True
+    assert 0.8 < manifest["metrics"]["converted_auc"] < 0.95 and "logreg_converted_auc" in manifest["metrics"]
+    assert "Tags" not in {c["name"] for c in manifest["feature_catalogue"]}   # excluded columns stay out
+    scorer, _ = load_scorer(f"models:/{dataset.bundle_name}@champion", dataset.tracking_config.tracking_uri)
+    assert scorer.flat and scorer.probability == "p_converted" and 0 < scorer.cutoffs.mql < scorer.cutoffs.sql
+
+
+def test_score_writes_every_row_and_quarantines_what_it_cannot_read(deployed, xeducation_csv, tmp_path):
+    config, _, dataset = deployed
+    raw = pd.read_csv(xeducation_csv, dtype=str, keep_default_na=False)
+    raw = raw.drop(columns=["Converted"]).head(300)                 # leads to score: no outcome yet
+    raw.loc[7, "TotalVisits"] = "lots"                             # a broken number
+    raw.loc[9, "Prospect ID"] = raw.loc[8, "Prospect ID"]          # an id twice
+    export = tmp_path / "new_leads.csv"
+    raw.to_csv(export, index=False)
+    out = tmp_path / "scores.parquet"
+    result = runner.invoke(app, ["score", "--model", f"models:/{dataset.bundle_name}@champion", "--flat", str(config),
+                                 "--data", str(export), "--as-of", "2025-06-01", "--out", str(out),
+                                 "--tracking-uri", dataset.tracking_config.tracking_uri])
+    assert result.exit_code == 0, result.output
+    assert "300 rows in = 297 scored + 3 quarantined" in result.output
+    scores = pd.read_parquet(out)
+    quarantined = pd.read_parquet(tmp_path / "scores.quarantine.parquet")
+    assert quarantined["row"].tolist() == [9, 10, 11]               # file lines (the header is line 1)
+    assert "'TotalVisits' is not a finite number" in quarantined.loc[0, "reason"]
+    assert "appears more than once" in quarantined.loc[1, "reason"]
+    assert len(scores) + len(quarantined) == len(raw) and scores["lead_id"].is_unique
+    assert scores["score"].between(1, 99).all() and set(scores["tier"]) <= {"lead", "MQL", "SQL"}
+    assert scores["p_converted"].between(0, 1).all() and scores["reasons"].str.len().gt(0).all()
+    assert (scores["as_of"] == pd.Timestamp("2025-06-01", tz="UTC")).all()
+    assert scores["model_version"].eq(f"{dataset.bundle_name}/1").all()
+    # the same rows through the bundle give the same probabilities: one scoring path
+    scorer, _ = load_scorer(str(Path(dataset.models_dir) / dataset.bundle_name))
+    again = runner.invoke(app, ["score", "--model", str(Path(dataset.models_dir) / dataset.bundle_name), "--flat",
+                                str(config), "--data", str(export), "--as-of", "2025-06-01",
+                                "--out", str(tmp_path / "again.parquet")])
+    assert again.exit_code == 0, again.output
+    np.testing.assert_array_equal(pd.read_parquet(tmp_path / "again.parquet")["p_converted"], scores["p_converted"])
+
+
+def test_explain_a_lead_of_the_export_in_words(deployed, xeducation_csv):
+    config, _, dataset = deployed
+    lead = pd.read_csv(xeducation_csv, nrows=3)["Prospect ID"].iloc[2]
+    result = runner.invoke(app, ["explain", "--model", f"models:/{dataset.bundle_name}@champion", "--flat", str(config),
+                                 "--lead-id", lead, "--tracking-uri", dataset.tracking_config.tracking_uri])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert f"lead {lead}" in out and "p_converted" in out and "reasons for:" in out
+    # reasons name the export's columns with the lead's values, and add up to the margin
+    assert any(f"{column} = " in out or f"{column} not given" in out
+               for column in ("Lead Source", "Total Time Spent on Website", "Lead Origin", "Last Activity"))
+    as_json = runner.invoke(app, ["explain", "--model", f"models:/{dataset.bundle_name}@champion", "--flat",
+                                  str(config), "--lead-id", lead, "--json",
+                                  "--tracking-uri", dataset.tracking_config.tracking_uri])
+    e = json.loads(as_json.output)
+    assert e["margin"] == pytest.approx(e["base"] + sum(e["contributions"].values()), abs=1e-9)
+    missing = runner.invoke(app, ["explain", "--model", f"models:/{dataset.bundle_name}@champion", "--flat",
+                                  str(config), "--lead-id", "nobody", "--tracking-uri",
+                                  dataset.tracking_config.tracking_uri])
+    assert missing.exit_code == 1 and "'nobody' is not a row of" in missing.output
+
+
+def test_an_event_model_refuses_flat_rows(trained_bundle, deployed, tmp_path):
+    config, _, _ = deployed
+    result = runner.invoke(app, ["score", "--model", str(trained_bundle), "--flat", str(config),
+                                 "--out", str(tmp_path / "x.parquet")])
+    assert result.exit_code == 2 and "was trained on event data" in result.output
