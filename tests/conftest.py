@@ -84,6 +84,8 @@ def write_flat_config(path: Path, data: Path, base: Path | str = "xeducation.yam
     and MLflow next to ``path``."""
     raw = yaml.safe_load((REPO / "pipelines" / base if isinstance(base, str) else base).read_text())
     raw["path"] = str(data)
+    if raw.get("rules"):
+        raw["rules"] = str(REPO / "pipelines" / raw["rules"])
     raw["models_dir"] = str(path.parent / "models")
     raw["tracking"] = {"tracking_uri": f"sqlite:///{path.parent / 'mlflow.db'}",
                        "artifact_location": str(path.parent / "mlartifacts")}

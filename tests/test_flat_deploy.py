@@ -30,6 +30,8 @@ def test_train_evaluates_writes_a_bundle_and_registers_a_champion(deployed):
     # no date column: the random split is the only evaluation, and the output says so
     assert "the export has no date column, so this is the best evaluation available" in output
     assert "mean over 3 stratified folds, converted:" in output and "converted_auc" in output
+    # the rule baseline (pipelines/rules-xeducation.yaml) is evaluated beside the model, on the same folds
+    assert "rule baseline 0." in output and any(line.startswith("baseline ") for line in output.splitlines())
     assert f"registered {dataset.bundle_name} version 1 as @champion" in output
     bundle = Path(dataset.models_dir) / dataset.bundle_name
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -64,6 +66,11 @@ def test_score_writes_every_row_and_quarantines_what_it_cannot_read(deployed, xe
     assert scores["p_converted"].between(0, 1).all() and scores["reasons"].str.len().gt(0).all()
     assert (scores["as_of"] == pd.Timestamp("2025-06-01", tz="UTC")).all()
     assert scores["model_version"].eq(f"{dataset.bundle_name}/1").all()
+    # the rule baseline beside every score; a working professional who came by reference scores its points
+    assert set(scores["baseline_tier"]) <= {"lead", "MQL", "SQL"} and scores["baseline_points"].notna().all()
+    kept = raw.drop(index=[7, 8, 9]).reset_index(drop=True)
+    pro = (kept["What is your current occupation"] == "Working Professional").to_numpy()
+    assert pro.any() and (scores.loc[pro, "baseline_points"] >= 25 - 15 - 10).all()
     # the same rows through the bundle give the same probabilities: one scoring path
     scorer, _ = load_scorer(str(Path(dataset.models_dir) / dataset.bundle_name))
     again = runner.invoke(app, ["score", "--model", str(Path(dataset.models_dir) / dataset.bundle_name), "--flat",
@@ -89,10 +96,30 @@ def test_explain_a_lead_of_the_export_in_words(deployed, xeducation_csv):
                                   "--tracking-uri", dataset.tracking_config.tracking_uri])
     e = json.loads(as_json.output)
     assert e["margin"] == pytest.approx(e["base"] + sum(e["contributions"].values()), abs=1e-9)
+    assert e["baseline"]["tier"] in ("lead", "MQL", "SQL") and "rule baseline:" in out
     missing = runner.invoke(app, ["explain", "--model", f"models:/{dataset.bundle_name}@champion", "--flat",
                                   str(config), "--lead-id", "nobody", "--tracking-uri",
                                   dataset.tracking_config.tracking_uri])
     assert missing.exit_code == 1 and "'nobody' is not a row of" in missing.output
+
+
+def test_flat_rules_name_the_export_s_columns(tmp_path):
+    from leadscore.baseline import load_rules, score_flat_baseline
+    from leadscore.config import ConfigError
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("fit:\n  rules:\n    - {name: Pro, attribute: job, values: [pro], points: 20}\n"
+                     "engagement:\n  cap: 30\n  rules:\n    - {name: Busy, attribute: visits, range: [5, 100], points: 40}\n"
+                     "thresholds: {mql: 20, sql: 50}\n")
+    columns = {"job": "categorical", "visits": "numeric"}
+    ruleset = load_rules(rules, columns=columns)
+    frame = pd.DataFrame({"job": ["pro", "student", "pro"], "visits": [7.0, 9.0, np.nan]})
+    b = score_flat_baseline(ruleset, frame)
+    assert b["total_points"].tolist() == [50.0, 30.0, 20.0]            # the engagement cap holds
+    assert b["baseline_tier"].tolist() == ["SQL", "MQL", "MQL"] and b["fired_rules"][0] == "Busy +40; Pro +20"  # rule points; the cap is on the group
+    rules.write_text(rules.read_text().replace("attribute: visits", "attribute: vists"))
+    with pytest.raises(ConfigError, match=r"rules.yaml:7: engagement rule 1 \(Busy\): unknown column 'vists'"):
+        load_rules(rules, columns=columns)
 
 
 def test_an_event_model_refuses_flat_rows(trained_bundle, deployed, tmp_path):

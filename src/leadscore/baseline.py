@@ -134,12 +134,18 @@ def _keys(mapping, allowed: set[str], where: str) -> dict:
 
 
 def parse_rules(raw: dict, source: str = "<rules>", lines: dict | None = None,
-                contract: Contract = DEFAULT_CONTRACT) -> RuleSet:
+                contract: Contract = DEFAULT_CONTRACT, columns: Mapping[str, str] | None = None) -> RuleSet:
     """A RuleSet from parsed YAML; attributes and activity kinds are checked against
-    ``contract`` (a source's declared attributes and kinds are allowed too)."""
+    ``contract`` (a source's declared attributes and kinds are allowed too). ``columns``
+    (name -> categorical / numeric): a flat export's - then every rule, fit or engagement,
+    names a column (``attribute:``) with ``values`` or a ``range``."""
     lines = lines or {}
-    categorical = {**FIT_ATTRIBUTES, **{a.name: None for a in contract.attributes if a.kind == "categorical"}}
-    numeric = (*NUMERIC_ATTRIBUTES, *(a.name for a in contract.attributes if a.kind == "numeric"))
+    if columns is not None:
+        categorical = {c: None for c, kind in columns.items() if kind == "categorical"}
+        numeric = tuple(c for c, kind in columns.items() if kind != "categorical")
+    else:
+        categorical = {**FIT_ATTRIBUTES, **{a.name: None for a in contract.attributes if a.kind == "categorical"}}
+        numeric = (*NUMERIC_ATTRIBUTES, *(a.name for a in contract.attributes if a.kind == "numeric"))
     _keys(raw, _TOP, source)
     for required in ("fit", "engagement", "thresholds"):
         if required not in raw:
@@ -150,14 +156,11 @@ def parse_rules(raw: dict, source: str = "<rules>", lines: dict | None = None,
         name = rule.get("name") if isinstance(rule, dict) else None
         return f"{source}" + (f":{line}" if line else "") + f": {group} rule {i + 1}" + (f" ({name})" if name else "")
 
-    fit = _keys(raw["fit"], {"cap", "rules"}, f"{source}: fit")
-    fit_rules = []
-    for i, rule in enumerate(fit.get("rules") or []):
-        w = where("fit", i, rule)
+    def column_rule(rule, w: str) -> FitRule:
         _keys(rule, {"name", "attribute", "values", "range", "points"}, w)
         attribute = rule.get("attribute")
         if attribute not in categorical and attribute not in numeric:
-            raise ConfigError(f"{w}: unknown attribute {attribute!r}; known: "
+            raise ConfigError(f"{w}: unknown {'column' if columns is not None else 'attribute'} {attribute!r}; known: "
                               f"{', '.join(sorted([*categorical, *numeric]))}")
         values, rng = rule.get("values"), rule.get("range")
         if attribute in numeric:
@@ -176,10 +179,23 @@ def parse_rules(raw: dict, source: str = "<rules>", lines: dict | None = None,
                 if unknown:
                     raise ConfigError(f"{w}: unknown {attribute} value(s) {unknown}; known: {', '.join(vocabulary)}")
             values = tuple(str(v) for v in values)
-        fit_rules.append(FitRule(name=str(rule.get("name") or f"{attribute} {values or rng}"), attribute=attribute,
-                                 points=_number(rule.get("points"), f"{w}: points"), values=values, range=rng))
+        return FitRule(name=str(rule.get("name") or f"{attribute} {values or rng}"), attribute=attribute,
+                       points=_number(rule.get("points"), f"{w}: points"), values=values, range=rng)
 
-    eng = _keys(raw["engagement"], {"cap", "half_life_days", "rules"}, f"{source}: engagement")
+    fit = _keys(raw["fit"], {"cap", "rules"}, f"{source}: fit")
+    fit_rules = [column_rule(rule, where("fit", i, rule)) for i, rule in enumerate(fit.get("rules") or [])]
+
+    if columns is not None:  # a flat export's activity is already counted in its columns
+        eng = _keys(raw["engagement"], {"cap", "rules"}, f"{source}: engagement")
+        engagement_rules = [column_rule(rule, where("engagement", i, rule))
+                            for i, rule in enumerate(eng.get("rules") or [])]
+    else:
+        eng = _keys(raw["engagement"], {"cap", "half_life_days", "rules"}, f"{source}: engagement")
+        engagement_rules = _engagement_rules(eng, source, where, contract)
+    return _rule_set(raw, source, fit, eng, fit_rules, engagement_rules)
+
+
+def _engagement_rules(eng: dict, source: str, where, contract: Contract) -> list[EngagementRule]:
     default_hl = _number(eng.get("half_life_days"), f"{source}: engagement: half_life_days", allow_none=True,
                          non_negative=True)
     engagement_rules = []
@@ -198,7 +214,10 @@ def parse_rules(raw: dict, source: str = "<rules>", lines: dict | None = None,
             name=str(rule.get("name") or activity), activity=activity, points=_number(rule.get("points"), f"{w}: points"),
             window_days=window, cap=_number(rule.get("cap"), f"{w}: cap", allow_none=True, non_negative=True),
             half_life_days=hl))
+    return engagement_rules
 
+
+def _rule_set(raw: dict, source: str, fit: dict, eng: dict, fit_rules: list, engagement_rules: list) -> RuleSet:
     names = [r.name for r in fit_rules] + [r.name for r in engagement_rules]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -226,10 +245,11 @@ def parse_rules(raw: dict, source: str = "<rules>", lines: dict | None = None,
         mql_threshold=mql, sql_threshold=sql, grid_fit=grid_fit, grid_engagement=grid_eng, source=source)
 
 
-def load_rules(path: Path | str, contract: Contract = DEFAULT_CONTRACT) -> RuleSet:
+def load_rules(path: Path | str, contract: Contract = DEFAULT_CONTRACT,
+               columns: Mapping[str, str] | None = None) -> RuleSet:
     path = Path(path)
     raw = load_yaml(path)
-    return parse_rules(raw, str(path), _rule_lines(path.read_text()), contract)
+    return parse_rules(raw, str(path), _rule_lines(path.read_text()), contract, columns)
 
 
 # ---------------------------------------------------------------------------
@@ -301,8 +321,31 @@ def score_baseline(
 
     per_rule: dict[str, np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}
-    for r in rules.fit_rules:
-        col = base[r.attribute]
+    _column_points(rules.fit_rules, base, per_rule, counts)
+    for i, r in enumerate(rules.engagement_rules):
+        raw = base[f"e{i}"].fillna(0.0).to_numpy(dtype="float64") if n else np.zeros(0)
+        if r.cap is not None:
+            raw = np.sign(raw) * np.minimum(np.abs(raw), r.cap)
+        per_rule[r.name] = raw
+        counts[r.name] = base[f"c{i}"].fillna(0).to_numpy(dtype=np.int64) if n else np.zeros(0, dtype=np.int64)
+    out = _with_as_of(base[["lead_id", "as_of_us"]].copy())
+    return _points_table(out, rules, per_rule, counts, explain, rule_points)
+
+
+def score_flat_baseline(rules: RuleSet, frame: pd.DataFrame, explain: bool = True) -> pd.DataFrame:
+    """Baseline points of a flat export's rows (its columns, as :func:`leadscore.flat.load_flat`
+    reads them): ``fit_points``, ``engagement_points``, ``total_points``, ``baseline_tier``,
+    ``grid`` and ``fired_rules``, one row per input row in input order."""
+    per_rule: dict[str, np.ndarray] = {}
+    counts: dict[str, np.ndarray] = {}
+    _column_points((*rules.fit_rules, *rules.engagement_rules), frame, per_rule, counts)
+    return _points_table(pd.DataFrame(index=frame.index), rules, per_rule, counts, explain, False)
+
+
+def _column_points(rules, frame: pd.DataFrame, per_rule: dict, counts: dict) -> None:
+    """Points of rules on a column's values or range, into ``per_rule`` / ``counts``."""
+    for r in rules:
+        col = frame[r.attribute]
         if r.range is not None:
             values = pd.to_numeric(col, errors="coerce")
             hit = values.between(r.range[0], r.range[1]).fillna(False).to_numpy(dtype=bool)
@@ -310,18 +353,15 @@ def score_baseline(
             hit = col.astype("object").isin(set(r.values)).to_numpy(dtype=bool)
         per_rule[r.name] = np.where(hit, r.points, 0.0)
         counts[r.name] = hit.astype(np.int64)
-    for i, r in enumerate(rules.engagement_rules):
-        raw = base[f"e{i}"].fillna(0.0).to_numpy(dtype="float64") if n else np.zeros(0)
-        if r.cap is not None:
-            raw = np.sign(raw) * np.minimum(np.abs(raw), r.cap)
-        per_rule[r.name] = raw
-        counts[r.name] = base[f"c{i}"].fillna(0).to_numpy(dtype=np.int64) if n else np.zeros(0, dtype=np.int64)
 
+
+def _points_table(out: pd.DataFrame, rules: RuleSet, per_rule: dict, counts: dict, explain: bool,
+                  rule_points: bool) -> pd.DataFrame:
+    """Group caps, total, tier, grid and fired rules, added to ``out``."""
+    n = len(out)
     fit = _cap(sum((per_rule[r.name] for r in rules.fit_rules), np.zeros(n)), rules.fit_cap)
     engagement = _cap(sum((per_rule[r.name] for r in rules.engagement_rules), np.zeros(n)), rules.engagement_cap)
     total = _cap(fit + engagement, rules.total_cap)
-
-    out = _with_as_of(base[["lead_id", "as_of_us"]].copy())
     out["fit_points"] = fit
     out["engagement_points"] = engagement
     out["total_points"] = total
@@ -340,7 +380,7 @@ def score_baseline(
 
 def _fired(rules: RuleSet, per_rule: dict[str, np.ndarray], counts: dict[str, np.ndarray], n: int) -> np.ndarray:
     """'Demo request +100 (1x); C-level or VP +20' - rules with non-zero points, largest |points| first."""
-    engagement = {r.name for r in rules.engagement_rules}
+    engagement = {r.name for r in rules.engagement_rules if isinstance(r, EngagementRule)}
     parts = []
     for order, name in enumerate(rules.rule_names):
         pts = np.round(per_rule[name])

@@ -773,6 +773,7 @@ def explain(
 
     from leadscore.explain import (
         UnknownLead,
+        baseline_summary,
         explain_lead,
         explanation_of,
         explanation_text,
@@ -787,6 +788,10 @@ def explain(
             _err(f"error: lead_id {lead_id!r} is not a row of {data or flat} (or it was quarantined)")
             raise typer.Exit(EXIT_VIOLATIONS)
         result = explanation_of(scorer, row.reset_index(drop=True), k=top)
+        if scorer.rules is not None:
+            from leadscore.baseline import score_flat_baseline
+
+            result["baseline"] = baseline_summary(score_flat_baseline(scorer.rules, row).iloc[0])
         result["model"] = model
         typer.echo(json.dumps(result, indent=2) if as_json else explanation_text(result))
         return
@@ -1005,9 +1010,11 @@ def _score_flat(model: str, flat: Path, data: Path | None, as_of, out: Path, qua
     write_table(scored, out)
     typer.echo(f"{len(rows) + len(quarantined):,} rows in = {len(scored):,} scored + {len(quarantined):,} quarantined "
                f"with {version}")
-    typer.echo("tier      leads")
+    baseline = "baseline_tier" in scored
+    typer.echo("tier       model" + ("  baseline" if baseline else ""))
     for tier in ("lead", "MQL", "SQL"):
-        typer.echo(f"{tier:<6}{int((scored['tier'] == tier).sum()):>9,}")
+        typer.echo(f"{tier:<6}{int((scored['tier'] == tier).sum()):>11,}"
+                   + (f"{int((scored['baseline_tier'] == tier).sum()):>10,}" if baseline else ""))
     typer.echo(f"scores: {out}")
 
 
@@ -1016,7 +1023,7 @@ def _flat_rows(scorer, model: str, flat: Path, data: Path | None, as_of) -> pd.D
     aside, with their reasons); exit 2 when the model or the export does not fit."""
     from leadscore.config import ConfigError
     from leadscore.flat import load_config, load_flat
-    from leadscore.flat_pipeline import scoring_rows
+    from leadscore.flat_pipeline import scoring_rows, with_baseline
 
     if not scorer.flat:
         _err(f"error: --model {model} was trained on event data (leads, activities, lifecycle); give it --data DIR "
@@ -1030,7 +1037,7 @@ def _flat_rows(scorer, model: str, flat: Path, data: Path | None, as_of) -> pd.D
     if missing:
         _err(f"error: {flat} does not give the column(s) the model reads: {', '.join(missing)}")
         raise typer.Exit(EXIT_UNUSABLE)
-    rows = scoring_rows(leads, as_of)
+    rows = with_baseline(scoring_rows(leads, as_of), scorer)
     rows.attrs["quarantined"] = leads.quarantined
     return rows
 
@@ -1174,12 +1181,13 @@ def _train_flat(config: Path, data: Path | None, models_dir: Path | None, tracki
     label = run.label
 
     def table(result, title: str) -> None:
-        means = result.folds.groupby("model")[list(METRIC_COLUMNS)].mean()
-        means = means.rename(index={"lgbm_default": "lgbm_dflt"}).reindex(["model", "lgbm_dflt", "logreg"])
+        means = result.summary.xs("mean", axis=1, level=1)[list(METRIC_COLUMNS)]
+        means = means.rename(index={"lgbm_default": "lgbm_dflt"})
         typer.echo(f"\n{title}, {label}:")
         typer.echo(_metric_table(means))
         typer.echo(f"{label}_auc {means.loc['model', 'auc']:.4f}, logreg_{label}_auc {means.loc['logreg', 'auc']:.4f}, "
-                   f"default LightGBM {means.loc['lgbm_dflt', 'auc']:.4f}")
+                   f"default LightGBM {means.loc['lgbm_dflt', 'auc']:.4f}"
+                   + (f", rule baseline {means.loc['baseline', 'auc']:.4f}" if "baseline" in means.index else ""))
 
     ev, folds = run.evaluation, run.dataset.split_config.cv_folds
     if ev.out_of_time:

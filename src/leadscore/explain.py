@@ -611,11 +611,15 @@ def explain_lead(scorer, con, lead_id: str, as_of, k: int = 3) -> dict:
     out = explanation_of(scorer, frame, k)
     out.update(lead_id=str(lead_id), as_of=as_of.isoformat(), open=is_open)
     if scorer.rules is not None:
-        b = score_baseline(con, scorer.rules, pair, contract=contract).iloc[0]
-        out["baseline"] = {"points": float(b["total_points"]), "fit_points": float(b["fit_points"]),
-                           "engagement_points": float(b["engagement_points"]), "tier": str(b["baseline_tier"]),
-                           "grid": str(b["grid"]), "fired_rules": [s for s in str(b["fired_rules"]).split("; ") if s]}
+        out["baseline"] = baseline_summary(score_baseline(con, scorer.rules, pair, contract=contract).iloc[0])
     return out
+
+
+def baseline_summary(b: pd.Series) -> dict:
+    """A lead's rule-baseline row (``score_baseline`` / ``score_flat_baseline``), JSON-serialisable."""
+    return {"points": float(b["total_points"]), "fit_points": float(b["fit_points"]),
+            "engagement_points": float(b["engagement_points"]), "tier": str(b["baseline_tier"]),
+            "grid": str(b["grid"]), "fired_rules": [r for r in str(b["fired_rules"]).split("; ") if r]}
 
 
 def explanation_of(scorer, frame: pd.DataFrame, k: int = 3) -> dict:

@@ -98,6 +98,7 @@ class FlatDataset:
     name: str | None = None                         # bundle and registered model (default leadscore-<dataset>)
     models_dir: str = "models"
     tracking: dict = field(default_factory=dict)    # as in pipelines/train.yaml
+    rules: str | None = None                        # the rule baseline on the export's columns (relative to this file)
     base_dir: str = "."
 
     def __post_init__(self):
@@ -136,6 +137,23 @@ class FlatDataset:
             raise ValueError(f"cutoffs: {exc}") from exc
 
     @property
+    def rules_path(self) -> Path | None:
+        if self.rules is None:
+            return None
+        p = Path(self.rules)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    def load_rules(self, catalogue: pd.DataFrame):
+        """The rule baseline (a RuleSet on the export's columns), or None without ``rules:``."""
+        from leadscore.baseline import load_rules
+
+        if self.rules_path is None:
+            return None
+        if not self.rules_path.exists():
+            raise ConfigError(f"{self.dataset}: rules file not found: {self.rules_path}")
+        return load_rules(self.rules_path, columns=dict(zip(catalogue["name"], catalogue["kind"])))
+
+    @property
     def bundle_name(self) -> str:
         return self.name or f"leadscore-{snake_case(self.dataset).replace('_', '-')}"
 
@@ -164,6 +182,7 @@ class FlatData:
     observed_until: pd.Timestamp | None = None
     notes: list[str] = field(default_factory=list)  # what reading the labels decided, for the console
     quarantined: pd.DataFrame | None = None         # scoring: rows set aside (row, lead_id, column, value, reason)
+    points: np.ndarray | None = None                # the rule baseline's total points per row, when scored
 
     def without(self, positions) -> FlatData:
         """The rows but those at ``positions`` (0-based)."""
@@ -173,7 +192,7 @@ class FlatData:
                         y=self.y[keep], catalogue=self.catalogue, excluded=self.excluded, label=self.label,
                         dates=None if self.dates is None else self.dates[keep].reset_index(drop=True),
                         horizon_days=self.horizon_days, observed_until=self.observed_until, notes=self.notes,
-                        quarantined=self.quarantined)
+                        quarantined=self.quarantined, points=None if self.points is None else self.points[keep])
 
     def matured(self) -> FlatData:
         """The leads whose label window had closed by the export time (all without dates)."""

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from leadscore.baseline import score_flat_baseline
 from leadscore.cutoffs import choose_cutoffs
 from leadscore.flat import FlatData, FlatDataset, load_flat
 from leadscore.flatcv import (
@@ -42,7 +43,7 @@ from leadscore.metrics import classification_metrics
 from leadscore.pipeline import learn_model_grid
 from leadscore.scorer import Scorer, probability_column, score_scale
 
-MODEL_NAMES = ("model", "lgbm_default", "logreg")
+MODEL_NAMES = ("model", "lgbm_default", "logreg", "baseline")
 
 
 @dataclass
@@ -96,6 +97,9 @@ def train_flat(dataset: FlatDataset, path: Path | str | None = None,
 
     data = load_flat(dataset, path)
     label, split, model_cfg = data.label, dataset.split_config, dataset.model_config
+    rules = dataset.load_rules(data.catalogue)
+    if rules is not None:
+        data.points = score_flat_baseline(rules, data.features, explain=False)["total_points"].to_numpy()
     matured = data.matured()
     say(f"{len(data.features):,} leads, {data.features.shape[1]} columns, {len(data.excluded)} excluded by the config "
         f"(see the config for why); label {label}: {int(matured.y.sum()):,} positive of {len(matured.y):,} "
@@ -118,7 +122,10 @@ def train_flat(dataset: FlatDataset, path: Path | str | None = None,
         evaluation = cross_validate_flat(data, model_cfg, n_splits=split.cv_folds, seed=0, progress=say)
 
     metrics: dict[str, float] = {}
-    for name, prefix in (("model", f"{label}_"), ("logreg", f"logreg_{label}_"), ("lgbm_default", f"lgbm_default_{label}_")):
+    for name, prefix in (("model", f"{label}_"), ("logreg", f"logreg_{label}_"), ("lgbm_default", f"lgbm_default_{label}_"),
+                         ("baseline", f"baseline_{label}_")):
+        if name not in evaluation.summary.index:
+            continue
         metrics.update(_named(prefix, evaluation.summary.loc[name].xs("mean", level=1)))
         if random_split is not None:
             metrics.update(_named(f"random_split_{prefix}", random_split.summary.loc[name].xs("mean", level=1)))
@@ -134,7 +141,7 @@ def train_flat(dataset: FlatDataset, path: Path | str | None = None,
         say(f"WARNING cutoffs: {note}")
     grid = learn_model_grid(model, frame, data.catalogue, seed=model_cfg.seed)
     scorer = Scorer(models={label: model}, primary=label, cutoffs=cutoffs, scale=score_scale(p_oof),
-                    catalogue=data.catalogue, feature_config=None, grid=grid,
+                    catalogue=data.catalogue, feature_config=None, rules=rules, grid=grid,
                     info={"name": dataset.bundle_name, "flat": True})
     oof = classification_metrics(y, p_oof)
     say(f"\nthe model to deploy: {model.best_iteration} trees on every matured lead ({len(frame):,}, "
@@ -202,6 +209,8 @@ def write_flat_outputs(run: FlatRun, bundle_dir: Path, mlflow_run_id: str | None
     shap_figures = global_figures(model, sample, run.scorer.catalogue)
     importance = importance_table(contributions(model, sample).values, run.scorer.catalogue)
     extra.append(("SHAP importance on the training leads (mean |log-odds|), top 20", importance.head(20)))
+    if run.scorer.rules is not None:
+        facts.append(("rule baseline", f"{run.dataset.rules_path}: {len(run.scorer.rules.rule_names)} rules"))
     inputs = TrainingReportInputs(title=f"leadscore training run: {run.dataset.bundle_name}", facts=facts,
                                   metrics_title=f"{kind.capitalize()}, mean over the folds: model and references",
                                   metrics=comparison.loc[[m for m in MODEL_NAMES if m in comparison.index]],
@@ -213,6 +222,15 @@ def write_flat_outputs(run: FlatRun, bundle_dir: Path, mlflow_run_id: str | None
                  extra_files={"report.html": html, "feature_catalogue.csv": run.scorer.catalogue.to_csv(index=False),
                               "shap_importance.csv": importance.to_csv(index=False)})
     return Path(bundle_dir) / "report.html", figures
+
+
+def with_baseline(rows: pd.DataFrame, scorer: Scorer) -> pd.DataFrame:
+    """``rows`` with the rule baseline's ``baseline_points`` and ``baseline_tier`` beside them
+    (what the scorer passes through to its output), when the model has a rule set."""
+    if scorer.rules is None:
+        return rows
+    b = score_flat_baseline(scorer.rules, rows, explain=False)
+    return rows.assign(baseline_points=b["total_points"].to_numpy(), baseline_tier=b["baseline_tier"].to_numpy())
 
 
 def input_example(run: FlatRun, n: int = 5) -> pd.DataFrame:

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
+from leadscore.baseline import RuleBaselineClassifier
 from leadscore.flat import FlatData, FlatSplit
 from leadscore.metrics import classification_metrics
 from leadscore.train import (
@@ -51,6 +52,7 @@ from leadscore.train import (
 
 ID = "lead_id"
 DATE = "lead_date"
+POINTS = "baseline_points"
 MODELS = ("model", "lgbm_default", "logreg")
 METRICS = ("auc", "pr_auc", "logloss", "brier", "ece", "lift_top_decile", "capture_top_decile")
 
@@ -75,7 +77,7 @@ def model_frame(data: FlatData) -> tuple[pd.DataFrame, list[str], list[str]]:
     column names."""
     features = list(data.features.columns)
     label = data.label
-    for reserved, what in ((ID, "id"), (label, "label"), (DATE, "lead date")):
+    for reserved, what in ((ID, "id"), (label, "label"), (DATE, "lead date"), (POINTS, "rule baseline's points")):
         if reserved in features:
             raise ValueError(f"feature column {reserved!r} clashes with the name used for the {what}; rename it "
                              "in the export" + (" or set `label:` in the config" if what == "label" else ""))
@@ -93,6 +95,8 @@ def model_frame(data: FlatData) -> tuple[pd.DataFrame, list[str], list[str]]:
     frame[label] = np.asarray(data.y).astype(bool)
     if data.dates is not None:
         frame[DATE] = pd.Series(data.dates).reset_index(drop=True)
+    if data.points is not None:
+        frame[POINTS] = np.asarray(data.points, dtype="float64")
     return frame, features, categorical
 
 
@@ -131,18 +135,29 @@ def stratified_folds(y: np.ndarray, n_splits: int = 5, seed: int = 0) -> np.ndar
 
 def _compare(train: pd.DataFrame, test: pd.DataFrame, label: str, features: list[str], categorical: list[str],
              config: ModelConfig) -> tuple[dict[str, np.ndarray], ConversionModel]:
-    """The three models fitted on ``train``, their probabilities on ``test``."""
+    """The three models fitted on ``train`` (and the rule baseline when the rows carry its
+    points: an isotonic map of its points, fitted on ``train``), their probabilities on ``test``."""
     model, _ = fit_calibrated(train, label, features, categorical, config)
     default, levels = fit_default_lgbm(train, label, features, categorical, seed=config.seed, n_jobs=config.n_jobs)
     logreg = fit_logistic(train, label, features, categorical, seed=config.seed)
-    return {"model": model.predict_proba(test),
-            "lgbm_default": default.predict_proba(as_model_frame(test, features, levels))[:, 1],
-            "logreg": logistic_proba(logreg, test)}, model
+    proba = {"model": model.predict_proba(test),
+             "lgbm_default": default.predict_proba(as_model_frame(test, features, levels))[:, 1],
+             "logreg": logistic_proba(logreg, test)}
+    if POINTS in train:
+        proba["baseline"] = RuleBaselineClassifier().fit(train, train[label].astype(int)).predict_proba(test)[:, 1]
+    return proba, model
+
+
+def _metrics(y: np.ndarray, proba: dict[str, np.ndarray], test: pd.DataFrame) -> dict[str, dict]:
+    """Each model's metrics; the baseline ranks by its points."""
+    return {name: classification_metrics(y, p, score=test[POINTS] if name == "baseline" else None)
+            for name, p in proba.items()}
 
 
 def _result(rows: list[dict], oof: pd.DataFrame, label: str, **kw) -> FlatCVResult:
     folds = pd.DataFrame(rows, columns=["fold", "model", *METRICS])
-    summary = folds.groupby("model", sort=False)[list(METRICS)].agg(["mean", "std"]).reindex(list(MODELS))
+    models = [m for m in (*MODELS, "baseline") if m in set(folds["model"])]
+    summary = folds.groupby("model", sort=False)[list(METRICS)].agg(["mean", "std"]).reindex(models)
     return FlatCVResult(folds=folds, summary=summary, out_of_fold=oof, label=label, **kw)
 
 
@@ -168,12 +183,11 @@ def cross_validate_flat(data: FlatData, config: ModelConfig, n_splits: int = 5, 
     for k in range(n_splits):
         train, test = frame[fold != k], frame[fold == k]
         proba, model = _compare(train, test, label, features, categorical, config)
-        y_test = y[fold == k]
-        for name in MODELS:
+        for name, metrics in _metrics(y[fold == k], proba, test).items():
             oof.loc[fold == k, name] = proba[name]
-            rows.append({"fold": k, "model": name, **classification_metrics(y_test, proba[name])})
+            rows.append({"fold": k, "model": name, **metrics})
         if progress is not None:
-            aucs = ", ".join(f"{r['model']} {r['auc']:.4f}" for r in rows[-len(MODELS):])
+            aucs = ", ".join(f"{r['model']} {r['auc']:.4f}" for r in rows[-len(proba):])
             progress(f"fold {k + 1}/{n_splits}: {len(train):,} training rows, {len(test):,} test rows; "
                      f"{model.best_iteration} trees, {model.info['calibration']} calibration; AUC {aucs}")
     return _result(rows, oof, label)
@@ -239,15 +253,15 @@ def walk_forward_flat(data: FlatData, config: ModelConfig, split: FlatSplit,
             if progress is not None:
                 progress(f"fold {k + 1}/{len(folds)} (cut-off {f.cutoff:%Y-%m-%d}): not evaluated: {why}")
             continue
-        for name in MODELS:
+        for name, metrics in _metrics(y[in_test], proba, test).items():
             oof.loc[in_test, name] = proba[name]
-            rows.append({"fold": k, "model": name, **classification_metrics(y[in_test], proba[name])})
+            rows.append({"fold": k, "model": name, **metrics})
         oof.loc[in_test, "fold"] = k
         windows.append({"fold": k, "cutoff": f.cutoff, "train_rows": len(train), "train_positives": int(train[label].sum()),
                         "train_until": train[DATE].max(), "test_from": test[DATE].min(), "test_until": test[DATE].max(),
                         "test_rows": len(test), "test_positives": int(test[label].sum())})
         if progress is not None:
-            aucs = ", ".join(f"{r['model']} {r['auc']:.4f}" for r in rows[-len(MODELS):])
+            aucs = ", ".join(f"{r['model']} {r['auc']:.4f}" for r in rows[-len(proba):])
             progress(f"fold {k + 1}/{len(folds)}: cut-off {f.cutoff:%Y-%m-%d}; trained on {len(train):,} leads dated "
                      f"{train[DATE].min():%Y-%m-%d} .. {train[DATE].max():%Y-%m-%d} ({int(train[label].sum()):,} "
                      f"positive), tested on {len(test):,} dated {f.cutoff:%Y-%m-%d} .. {test[DATE].max():%Y-%m-%d} "
