@@ -127,3 +127,28 @@ def test_an_event_model_refuses_flat_rows(trained_bundle, deployed, tmp_path):
     result = runner.invoke(app, ["score", "--model", str(trained_bundle), "--flat", str(config),
                                  "--out", str(tmp_path / "x.parquet")])
     assert result.exit_code == 2 and "was trained on event data" in result.output
+
+
+def test_monitor_reads_outcomes_from_the_export(deployed, xeducation_csv, tmp_path):
+    config, _, dataset = deployed
+    uri = dataset.tracking_config.tracking_uri
+    export = tmp_path / "leads.csv"
+    pd.read_csv(xeducation_csv, dtype=str, keep_default_na=False).head(1500).to_csv(export, index=False)
+    for as_of in ("2025-05-01", "2025-06-01"):
+        done = runner.invoke(app, ["score", "--model", f"models:/{dataset.bundle_name}@champion", "--flat", str(config),
+                                   "--data", str(export), "--as-of", as_of, "--out", str(tmp_path / "scores" / f"{as_of}.parquet"),
+                                   "--tracking-uri", uri])
+        assert done.exit_code == 0, done.output
+    result = runner.invoke(app, ["monitor", "--model", f"models:/{dataset.bundle_name}@champion", "--flat", str(config),
+                                 "--data", str(export), "--scores", str(tmp_path / "scores"), "--out",
+                                 str(tmp_path / "monitor.html"), "--json", str(tmp_path / "monitor.json"),
+                                 "--tracking-uri", uri, "--no-tracking"])
+    assert result.exit_code in (0, 4, 5), result.output
+    assert "rows: 3,000 scored, 3,000 matured, 0 immature" in result.output
+    report = json.loads((tmp_path / "monitor.json").read_text())
+    assert report["facts"]["primary_label"] == "converted" and report["facts"]["probability"] == "p_converted"
+    overall = next(r for r in report["by_tier"] if r["tier"] == "all")
+    y = pd.read_csv(export)["Converted"]
+    assert overall["realized_rate"] == pytest.approx(y.mean())        # the export's own outcomes, every row
+    assert {r["feature"] for r in report["psi"]} >= {"Lead Source", "p_converted", "score"}
+    assert (tmp_path / "monitor.html").read_text().count("converted") > 0

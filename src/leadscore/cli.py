@@ -1088,6 +1088,12 @@ def monitor(
     experiment: str = typer.Option("leadscore-monitoring", "--experiment", help="MLflow experiment of the "
                                    "monitoring runs."),
     tracking: bool = typer.Option(True, "--tracking/--no-tracking", help="Log the check as an MLflow run."),
+    flat: Path | None = typer.Option(None, "--flat", help="Dataset YAML of a one-row-per-lead export: the "
+                                     "outcomes come from --data (the export now, with its outcome column; default "
+                                     "the config's path), the reference population from the config's path (what "
+                                     "the model was trained on) or --reference."),
+    reference: Path | None = typer.Option(None, "--reference", help="With --flat: the export the model was "
+                                          "trained on (default: the config's path)."),
 ) -> None:
     """How past scores performed, and whether to act: no action, review cutoffs, or retrain.
 
@@ -1125,14 +1131,20 @@ def monitor(
             _err(f"error: --scores {path}: cannot read a scoring output: {exc}")
             raise typer.Exit(EXIT_UNUSABLE) from exc
     scored = pd.concat(frames, ignore_index=True)
-    src = _source(data, source)
     scorer, manifest = _load_model(model, tracking_uri)
-    _check_model_source(scorer, src)
-    con = _connect_clean(ctx, src)
-    typer.echo(f"monitoring {len(scored):,} scored rows from {len(files)} file(s) against the outcomes in {src}")
+    con = outcomes = None
+    if flat is not None:
+        outcomes = _flat_outcomes(scorer, model, flat, data, reference, settings)
+        typer.echo(f"monitoring {len(scored):,} scored rows from {len(files)} file(s) against the outcomes in "
+                   f"{data or flat}")
+    else:
+        src = _source(data, source)
+        _check_model_source(scorer, src)
+        con = _connect_clean(ctx, src)
+        typer.echo(f"monitoring {len(scored):,} scored rows from {len(files)} file(s) against the outcomes in {src}")
     try:
         with _summarised_warnings("monitoring"):
-            result = run_monitor(scorer, manifest, con, scored, config=settings)
+            result = run_monitor(scorer, manifest, con, scored, config=settings, data=outcomes)
     except ValueError as exc:
         _err(f"error: {exc}")
         raise typer.Exit(EXIT_UNUSABLE) from exc
@@ -1160,6 +1172,24 @@ def monitor(
                                 result, out, figures, model)
         typer.echo(f"MLflow run {run_id} (experiment {experiment}) in {uri}")
     raise typer.Exit(result.exit_code)
+
+
+def _flat_outcomes(scorer, model: str, flat: Path, data: Path | None, reference: Path | None, settings):
+    """Monitoring's view of a flat export: outcomes from ``data``, the reference population from
+    the training export; exit 2 when the model or the files do not fit."""
+    from leadscore.config import ConfigError
+    from leadscore.flat import load_config, load_flat
+    from leadscore.monitor import FlatOutcomes
+
+    if not scorer.flat:
+        _err(f"error: --model {model} was trained on event data; monitor it with --data DIR, not --flat")
+        raise typer.Exit(EXIT_UNUSABLE)
+    try:
+        dataset = load_config(flat)
+        export, trained_on = load_flat(dataset, data), load_flat(dataset, reference, scoring=True)
+    except ConfigError as exc:
+        raise _config_error(exc) from exc
+    return FlatOutcomes(scorer, export, trained_on, settings)
 
 
 def _train_flat(config: Path, data: Path | None, models_dir: Path | None, tracking: bool) -> None:

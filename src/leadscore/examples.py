@@ -68,6 +68,14 @@ LABEL_SPECS = {
 LABELS = tuple(LABEL_SPECS)
 
 
+def label_spec(name: str) -> Label:
+    """The :class:`Label` of an event label, or of a flat export's own label (``converted``:
+    probability ``p_converted``, metric prefix ``converted``)."""
+    if name in LABEL_SPECS:
+        return LABEL_SPECS[name]
+    return Label(name, name, f"p_{name}", "horizon_days", name, name.replace("_", " "))
+
+
 @dataclass(frozen=True)
 class ExampleConfig:
     """Which (lead, as_of) pairs become examples, and how their labels are read.

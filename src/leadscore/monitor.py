@@ -69,7 +69,7 @@ import numpy as np
 import pandas as pd
 
 from leadscore.contract import utc_timestamp
-from leadscore.examples import LABEL_SPECS
+from leadscore.examples import LABEL_SPECS, label_spec
 from leadscore.metrics import (
     expected_calibration_error,
     lead_bootstrap_sums,
@@ -190,7 +190,7 @@ class MonitorResult:
             return float(target.loc[pop, col]) if pop in target.index and pd.notna(target.loc[pop, col]) else math.nan
 
         total = self.by_tier[self.by_tier["tier"] == "all"]
-        label = LABEL_SPECS[self.facts["primary_label"]]
+        label = label_spec(self.facts["primary_label"])
         p = label.short
 
         def rate(col: str) -> float:
@@ -663,8 +663,8 @@ def misleading_contributions(scorer, features: pd.DataFrame, outcome: pd.Series)
 # The monitor
 # ---------------------------------------------------------------------------
 
-def _required(scores: pd.DataFrame) -> None:
-    needed = {"lead_id", "as_of", "p_sql", "p_won", "score", "tier"}
+def _required(scores: pd.DataFrame, probability: str) -> None:
+    needed = {"lead_id", "as_of", probability, "score", "tier"}
     missing = sorted(needed - set(scores.columns))
     if missing:
         raise ValueError(f"scores lack column(s) {', '.join(missing)}; give the output of `leadscore score`")
@@ -672,25 +672,97 @@ def _required(scores: pd.DataFrame) -> None:
         raise ValueError("no scored rows: give the output of at least one `leadscore score` run")
 
 
-def monitor(scorer, manifest: dict, con, scores: pd.DataFrame, *, config: MonitorConfig | None = None) -> MonitorResult:
-    """Realized vs predicted, calibration, population drift, the negative persona and the
-    verdict for past scoring runs ``scores`` (concatenated ``leadscore score`` outputs)."""
-    from leadscore.examples import ExampleConfig, observed_end
-    from leadscore.features import features_as_of
+class EventOutcomes:
+    """What monitoring reads from event data (leads, activities, lifecycle): each scored row's
+    outcome, the features of scored leads, and the training window's population."""
 
+    def __init__(self, con, scorer, manifest: dict, config: MonitorConfig):
+        from leadscore.examples import ExampleConfig, observed_end
+
+        params = manifest.get("params", {})
+        self.con, self.scorer, self.manifest, self.config = con, scorer, manifest, config
+        self.label = LABEL_SPECS[scorer.primary]
+        self.sql_horizon = int(params.get("horizon_days", 42))
+        self.won_horizon = int(params.get("won_horizon_days", 120))
+        self.horizon = self.sql_horizon if self.label.name == "became_sql" else self.won_horizon
+        max_age = params.get("max_lead_age_days", config.max_lead_age_days)
+        self.max_age = None if max_age is None else int(max_age)
+        if config.observed_until:
+            self.observed_until = utc_timestamp(config.observed_until)
+        else:  # as training reads it: the newest lifecycle event minus the model's label latency
+            self.observed_until = observed_end(con, ExampleConfig(
+                label_latency_days=float(params.get("label_latency_days") or 0)))
+
+    def outcomes(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """Per row: ``matured``, ``y`` (the primary label), ``won_matured``, ``disqualified``."""
+        o = outcomes(self.con, rows, self.sql_horizon, self.won_horizon, self.observed_until, self.horizon)
+        o["matured"] = o["sql_matured" if self.label.name == "became_sql" else "won_matured"]
+        o["y"] = o[self.label.name]
+        return o
+
+    def features(self, pairs: pd.DataFrame) -> pd.DataFrame:
+        from leadscore.features import features_as_of
+
+        return features_as_of(self.con, pairs, config=self.scorer.feature_config)
+
+    def lead_age_days(self, frame: pd.DataFrame) -> np.ndarray:
+        return frame["lead_age_days"].to_numpy(dtype="float64")
+
+    def reference(self) -> tuple[pd.DataFrame, list[pd.Timestamp]]:
+        return reference_population(self.con, self.scorer, self.manifest, self.config, self.max_age)
+
+
+class FlatOutcomes:
+    """What monitoring reads from a one-row-per-lead export: its outcome column (matured once
+    the label's horizon has passed since the lead's date, when it has dates), its columns, and
+    the training export's rows as the reference population."""
+
+    def __init__(self, scorer, export, reference, config: MonitorConfig):
+        from leadscore.flat_pipeline import scoring_rows
+
+        self.scorer, self.config = scorer, config
+        self.label = label_spec(scorer.primary)
+        self.horizon = export.horizon_days or 0
+        self.max_age = None
+        self.observed_until = export.observed_until or pd.Timestamp.now(tz="UTC")
+        matured = np.ones(len(export.ids), dtype=bool) if export.dates is None else \
+            (export.dates + pd.Timedelta(days=self.horizon) <= self.observed_until).to_numpy()
+        self.known = pd.DataFrame({"lead_id": pd.Series(export.ids).astype(str).to_numpy(), "y": export.y,
+                                   "matured": matured}).drop_duplicates("lead_id")
+        self.rows = scoring_rows(export).drop(columns=["as_of"]).drop_duplicates("lead_id")
+        ref = scoring_rows(reference)
+        self.reference_rows = ref.sample(n=min(len(ref), config.reference_size), random_state=config.seed)
+
+    def outcomes(self, rows: pd.DataFrame) -> pd.DataFrame:
+        o = rows[["lead_id"]].merge(self.known, on="lead_id", how="left", validate="many_to_one")
+        matured = o["matured"].fillna(False).to_numpy(dtype=bool)   # a lead not in the export: unknown
+        y = pd.array(o["y"].fillna(False).to_numpy(dtype=bool), dtype="boolean")
+        y[~matured] = pd.NA
+        return pd.DataFrame({"matured": matured, "y": y, "won_matured": False,
+                             "disqualified": pd.array([pd.NA] * len(o), dtype="boolean")}, index=rows.index)
+
+    def features(self, pairs: pd.DataFrame) -> pd.DataFrame:
+        return pairs[["lead_id", "as_of"]].merge(self.rows, on="lead_id", how="inner", validate="many_to_one")
+
+    def lead_age_days(self, frame: pd.DataFrame) -> np.ndarray:
+        return np.zeros(len(frame))
+
+    def reference(self) -> tuple[pd.DataFrame, list[pd.Timestamp]]:
+        return self.reference_rows.reset_index(drop=True), []
+
+
+def monitor(scorer, manifest: dict, con, scores: pd.DataFrame, *, config: MonitorConfig | None = None,
+            data=None) -> MonitorResult:
+    """Realized vs predicted, calibration, population drift, the negative persona and the
+    verdict for past scoring runs ``scores`` (concatenated ``leadscore score`` outputs).
+    ``data``: where outcomes and features come from - event tables through ``con`` (the
+    default, :class:`EventOutcomes`), or a flat export (:class:`FlatOutcomes`)."""
     config = config or MonitorConfig()
-    _required(scores)
+    data = data or EventOutcomes(con, scorer, manifest, config)
+    _required(scores, scorer.probability)
     params = manifest.get("params", {})
-    label = LABEL_SPECS[scorer.primary]
-    sql_horizon = int(params.get("horizon_days", 42))
-    won_horizon = int(params.get("won_horizon_days", 120))
-    horizon = sql_horizon if label.name == "became_sql" else won_horizon
-    max_age = params.get("max_lead_age_days", config.max_lead_age_days)
-    max_age = None if max_age is None else int(max_age)
-    if config.observed_until:
-        observed_until = utc_timestamp(config.observed_until)
-    else:  # as training reads it: the newest lifecycle event minus the model's label latency
-        observed_until = observed_end(con, ExampleConfig(label_latency_days=float(params.get("label_latency_days") or 0)))
+    label, horizon, max_age, observed_until = data.label, data.horizon, data.max_age, data.observed_until
+    sql_horizon, won_horizon = int(params.get("horizon_days") or 42), int(params.get("won_horizon_days") or 120)
 
     rows = scores.copy()
     rows["as_of"] = pd.to_datetime(rows["as_of"], utc=True)
@@ -700,10 +772,8 @@ def monitor(scorer, manifest: dict, con, scores: pd.DataFrame, *, config: Monito
     for col in ("baseline_tier", "model_version"):
         if col not in rows:
             rows[col] = None
-    rows = pd.concat([rows, outcomes(con, rows, sql_horizon, won_horizon, observed_until, horizon)], axis=1)
+    rows = pd.concat([rows, data.outcomes(rows)], axis=1)
     # The primary label's outcome (y), maturity and probability (p): what every check reads.
-    rows["matured"] = rows["sql_matured" if label.name == "became_sql" else "won_matured"]
-    rows["y"] = rows[label.name]
     rows["p"] = pd.to_numeric(rows[label.probability], errors="coerce")
     rows.attrs["noun"] = label.noun
     rows["band"] = score_band(rows["score"])
@@ -752,13 +822,12 @@ def monitor(scorer, manifest: dict, con, scores: pd.DataFrame, *, config: Monito
     # 3. population drift: reference vs the latest run, both inside the model's domain
     latest_as_of = rows["as_of"].max()
     latest = rows[rows["as_of"] == latest_as_of].reset_index(drop=True)
-    current = features_as_of(con, latest[["lead_id", "as_of"]], config=scorer.feature_config)
+    current = data.features(latest[["lead_id", "as_of"]])
     current = latest[["lead_id", "as_of", label.probability, "score"]].merge(
         current, on=["lead_id", "as_of"], how="inner", validate="one_to_one")
-    in_domain = np.ones(len(current), dtype=bool) if max_age is None else \
-        (current["lead_age_days"].to_numpy(dtype="float64") <= max_age)
+    in_domain = np.ones(len(current), dtype=bool) if max_age is None else (data.lead_age_days(current) <= max_age)
     out_of_domain = float(1 - in_domain.mean()) if len(current) else math.nan
-    reference, ref_dates = reference_population(con, scorer, manifest, config, max_age)
+    reference, ref_dates = data.reference()
     drift = population_drift(scorer, reference, current[in_domain], current[in_domain], config)
     if max_age is not None and out_of_domain > 0:
         notes.append(f"{out_of_domain:.1%} of the leads scored on {latest_as_of:%Y-%m-%d} are older than "
@@ -768,7 +837,7 @@ def monitor(scorer, manifest: dict, con, scores: pd.DataFrame, *, config: Monito
     resolved = resolved_leads(rows)
     persona = misleading = pd.DataFrame()
     if len(resolved):
-        feats = features_as_of(con, resolved[["lead_id", "as_of"]], config=scorer.feature_config)
+        feats = data.features(resolved[["lead_id", "as_of"]])
         feats = resolved[["lead_id", "as_of", "outcome"]].merge(feats, on=["lead_id", "as_of"], how="inner",
                                                                 validate="one_to_one")
         persona = negative_persona(feats, feats["outcome"], scorer, config)
@@ -999,7 +1068,9 @@ def render_monitor_report(result: MonitorResult, figures: dict[str, bytes] | Non
         (f"{f['scored_rows']:,} rows of {f['scored_leads']:,} leads; {f['matured_rows']:,} matured, "
         f"{f['immature_rows']:,} immature (left out)"), f["observed_until"][:16],
         (f"SQL within {f['horizon_days']} days, won within {f['won_horizon_days']} days"
-         if f["primary_label"] == "became_sql" else f"won within {f['won_horizon_days']} days (no SQL model)"),
+         if f["primary_label"] == "became_sql" else f"won within {f['won_horizon_days']} days (no SQL model)"
+         if f["primary_label"] == "won" else f"{f['primary_label']} (the export's outcome column"
+         + (f", within {f['horizon']} days of the lead's date)" if f["horizon"] else ")")),
         f"{f['cutoff_policy']}: MQL {prob} >= {f['mql_cutoff']:.4f}, SQL {prob} >= {f['sql_cutoff']:.4f}",
     ]}, index=pd.Index(["model", "fitted on as-of dates until", "scoring runs", "rows", "data observed until", "outcomes",
                         "cutoffs"], name="fact"))
@@ -1018,7 +1089,7 @@ def render_monitor_report(result: MonitorResult, figures: dict[str, bytes] | Non
     psi["unseen_share"] = [("" if pd.isna(v) else f"{v:.1%}") for v in psi["unseen_share"]]
     persona = result.persona
     persona_html = para(f"{f['disqualified_leads']:,} disqualified leads vs {f['converted_leads']:,} leads that "
-                        f"{LABEL_SPECS[f['primary_label']].noun} (each on its latest scored row before the outcome; "
+                        f"{label_spec(f['primary_label']).noun} (each on its latest scored row before the outcome; "
                         "matured windows only).")
     for grp, title in (("fit", "Fit (who they are)"), ("engagement", "Engagement (what they did)")):
         g = persona[persona["group"] == grp].head(result.config.persona_top) if len(persona) else persona

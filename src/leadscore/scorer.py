@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from leadscore.cutoffs import Cutoffs
-from leadscore.examples import LABEL_SPECS
+from leadscore.examples import LABEL_SPECS, label_spec
 from leadscore.features import FeatureConfig
 from leadscore.train import ConversionModel
 
@@ -64,7 +64,7 @@ class ScoreScale:
 
 def probability_column(label: str) -> str:
     """The output column of a label's probability: p_sql, p_won, or ``p_<label>`` (flat exports)."""
-    return LABEL_SPECS[label].probability if label in LABEL_SPECS else f"p_{label}"
+    return label_spec(label).probability
 
 
 def score_scale(p: np.ndarray) -> ScoreScale:
