@@ -131,3 +131,22 @@ def test_train_on_a_drifting_flat_export_prints_out_of_time_below_the_random_spl
     out_of_time, random_split = aucs
     assert out_of_time < random_split, out
     assert "sql_auc" not in out.replace("became_sql_auc", "")
+
+    # the deployed model scores the export's leads as of their own date, and monitoring reads the
+    # export's outcomes, leaving the leads whose 60 days have not passed out as immature
+    dataset = load_config(config)
+    model, uri = f"models:/{dataset.bundle_name}@champion", dataset.tracking_config.tracking_uri
+    for name in ("a", "b"):
+        done = runner.invoke(app, ["score", "--model", model, "--flat", str(config), "--tracking-uri", uri,
+                                   "--out", str(tmp_path / "scores" / f"{name}.parquet")])
+        assert done.exit_code == 0, done.output
+    scores = pd.read_parquet(tmp_path / "scores" / "a.parquet")
+    data = load_flat(dataset)
+    assert (scores["as_of"].to_numpy() == data.dates.to_numpy()).all() and "p_sql" in scores
+    watched = runner.invoke(app, ["monitor", "--model", model, "--flat", str(config), "--tracking-uri", uri,
+                                  "--scores", str(tmp_path / "scores"), "--out", str(tmp_path / "m.html"), "--no-tracking"])
+    assert watched.exit_code in (0, 4, 5), watched.output
+    # a dated lead is scored as of its date: the two runs score the same (lead, as_of) rows, counted once
+    immature = int((data.dates + pd.Timedelta(days=60) > data.observed_until).sum())
+    assert f"rows: {len(scores):,} scored, {len(scores) - immature:,} matured, {immature:,} immature" in watched.output
+    assert immature > 0

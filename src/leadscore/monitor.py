@@ -682,6 +682,7 @@ class EventOutcomes:
         params = manifest.get("params", {})
         self.con, self.scorer, self.manifest, self.config = con, scorer, manifest, config
         self.label = LABEL_SPECS[scorer.primary]
+        self.funnel = self.label.name == "became_sql"  # the next step (won) is recorded too
         self.sql_horizon = int(params.get("horizon_days", 42))
         self.won_horizon = int(params.get("won_horizon_days", 120))
         self.horizon = self.sql_horizon if self.label.name == "became_sql" else self.won_horizon
@@ -722,6 +723,7 @@ class FlatOutcomes:
 
         self.scorer, self.config = scorer, config
         self.label = label_spec(scorer.primary)
+        self.funnel = False  # an export's one outcome column
         self.horizon = export.horizon_days or 0
         self.max_age = None
         self.observed_until = export.observed_until or pd.Timestamp.now(tz="UTC")
@@ -793,7 +795,7 @@ def monitor(scorer, manifest: dict, con, scores: pd.DataFrame, *, config: Monito
                      "realized rates and calibration, never counted as negatives")
 
     # 1. realized vs predicted
-    funnel = label.name == "became_sql"
+    funnel = data.funnel
     by_tier = rate_table(rows, "tier", TIERS, config, funnel=funnel)
     by_baseline = rate_table(rows.assign(baseline_tier=rows["baseline_tier"].astype("object")), "baseline_tier",
                              TIERS, config, with_prediction=False, funnel=funnel)
@@ -901,7 +903,7 @@ def monitor(scorer, manifest: dict, con, scores: pd.DataFrame, *, config: Monito
         "current_rows": int(in_domain.sum()), "out_of_domain_share": out_of_domain,
         "cutoff_policy": scorer.cutoffs.policy.policy, "mql_cutoff": float(scorer.cutoffs.mql),
         "sql_cutoff": float(scorer.cutoffs.sql), "target_note": target_note, "ece_score_bands": ece_bands,
-        "disqualified_leads": n_dq, "converted_leads": n_converted,
+        "disqualified_leads": n_dq, "converted_leads": n_converted, "flat": isinstance(data, FlatOutcomes),
     }
     return MonitorResult(verdict=verdict, reasons=reasons, notes=notes, facts=facts, runs=runs, by_tier=by_tier,
                          by_baseline_tier=by_baseline, by_band=by_band, targets=targets, reliability=reliability,
@@ -1067,10 +1069,10 @@ def render_monitor_report(result: MonitorResult, figures: dict[str, bytes] | Non
         f"{f['runs']} runs, {f['first_run'][:10]} .. {f['latest_run'][:10]}",
         (f"{f['scored_rows']:,} rows of {f['scored_leads']:,} leads; {f['matured_rows']:,} matured, "
         f"{f['immature_rows']:,} immature (left out)"), f["observed_until"][:16],
-        (f"SQL within {f['horizon_days']} days, won within {f['won_horizon_days']} days"
-         if f["primary_label"] == "became_sql" else f"won within {f['won_horizon_days']} days (no SQL model)"
-         if f["primary_label"] == "won" else f"{f['primary_label']} (the export's outcome column"
-         + (f", within {f['horizon']} days of the lead's date)" if f["horizon"] else ")")),
+        (f"{f['primary_label']} (the export's outcome column"
+         + (f", within {f['horizon']} days of the lead's date)" if f["horizon"] else ")") if f.get("flat") else
+         f"SQL within {f['horizon_days']} days, won within {f['won_horizon_days']} days"
+         if f["primary_label"] == "became_sql" else f"won within {f['won_horizon_days']} days (no SQL model)"),
         f"{f['cutoff_policy']}: MQL {prob} >= {f['mql_cutoff']:.4f}, SQL {prob} >= {f['sql_cutoff']:.4f}",
     ]}, index=pd.Index(["model", "fitted on as-of dates until", "scoring runs", "rows", "data observed until", "outcomes",
                         "cutoffs"], name="fact"))

@@ -74,6 +74,10 @@ split:
   folds: 3
   test_weeks: 8
   step_weeks: 8
+cutoffs:             # sales takes the top 10 % as SQLs, marketing nurtures the next 20 % as MQLs
+  policy: capacity
+  mql: 0.3
+  sql: 0.1
 """
 
 
