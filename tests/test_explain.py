@@ -62,12 +62,13 @@ def test_native_pred_contrib_agrees_with_shap_tree_explainer(model, open_rows):
 
     scorer, _ = model
     m = scorer.sql_model
-    sample = open_rows.sample(300, random_state=0)
-    ours = contributions(m, sample)
-    explainer = shap.TreeExplainer(m.booster)
-    theirs = explainer.shap_values(as_model_frame(sample, m.features, m.levels))
-    np.testing.assert_allclose(ours.values.to_numpy(), theirs, rtol=0, atol=1e-6)
-    np.testing.assert_allclose(ours.base, np.broadcast_to(explainer.expected_value, ours.base.shape), atol=1e-6)
+    trees = m.trees  # the model, or the tree member of a blend
+    sample = as_model_frame(open_rows.sample(300, random_state=0), m.features, m.levels)
+    ours, base = trees.contributions(sample)
+    explainer = shap.TreeExplainer(trees.booster)
+    theirs = explainer.shap_values(sample)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(base, np.broadcast_to(explainer.expected_value, base.shape), atol=1e-6)
 
 
 def test_categorical_features_are_one_contribution_each_and_reasons_show_the_leads_own_values(model, open_rows):

@@ -150,3 +150,26 @@ def test_train_on_a_drifting_flat_export_prints_out_of_time_below_the_random_spl
     immature = int((data.dates + pd.Timedelta(days=60) > data.observed_until).sum())
     assert f"rows: {len(scores):,} scored, {len(scores) - immature:,} matured, {immature:,} immature" in watched.output
     assert immature > 0
+
+
+@pytest.fixture(scope="module")
+def small_drift_flat(tmp_path_factory) -> Path:
+    """A small drifting export: 5,000 leads in the world, ~2,300 in the export, under 400 positives."""
+    out = tmp_path_factory.mktemp("small-flat")
+    generate(SynthConfig(n_leads=5000, seed=5, drift=True), out / "world", progress=False)
+    return flat_export(out / "world", out)
+
+
+def test_on_small_drifting_data_the_chosen_model_is_at_least_the_logistic_regression(small_drift_flat):
+    """Where a default LightGBM loses to the logistic regression out of time (few outcomes, a
+    trend), the candidate race must not ship something worse than that logistic regression."""
+    dataset = load_config(small_drift_flat)
+    data = load_flat(dataset)
+    matured = data.matured()
+    assert len(matured.y) <= 5000 and matured.y.sum() <= 400
+    result = walk_forward_flat(data, ModelConfig(), dataset.split_config)
+    auc, logloss = result.mean("auc"), result.mean("logloss")
+    assert auc["logreg"] > auc["lgbm_default"]   # the regime this test is about
+    assert auc["model"] >= auc["logreg"] and logloss["model"] <= logloss["logreg"], result.summary
+    assert result.candidates["family"].tolist()[:3] == ["lightgbm"] * 3
+    assert "lightgbm_l4_m50_r20" in set(result.candidates["candidate"])  # the small-data grid ran

@@ -3,6 +3,7 @@ test fold, reproducibility, sanity on planted data, the final fit, and the real 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import lightgbm as lgb
@@ -15,7 +16,7 @@ from leadscore import flatcv
 from leadscore.flat import FlatData, load_config, load_flat
 from leadscore.flatcv import MODELS, cross_validate_flat, fit_flat
 from leadscore.metrics import expected_calibration_error
-from leadscore.train import ModelConfig
+from leadscore.train import OTHER, ModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
 N = 3000
@@ -74,25 +75,36 @@ def test_folds_are_stratified_disjoint_and_cover_every_row_once(planted, cv5):
     positives = oof.groupby("fold")["y"].sum()
     assert sizes.max() - sizes.min() <= 1
     assert positives.max() - positives.min() <= 1  # stratified: positives spread as evenly as possible
-    assert oof[list(MODELS)].notna().all().all()
-    assert ((oof[list(MODELS)] > 0) & (oof[list(MODELS)] < 1)).all().all()
-    assert len(cv5.folds) == 5 * len(MODELS)
-    assert set(map(tuple, cv5.folds[["fold", "model"]].to_numpy())) == {(k, m) for k in range(5) for m in MODELS}
-    assert list(cv5.summary.index) == list(MODELS)
+    names = [*MODELS, *cv5.candidates["candidate"]]
+    assert oof[names].notna().all().all()
+    assert ((oof[names] > 0) & (oof[names] < 1)).all().all()
+    assert len(cv5.folds) == 5 * len(names)
+    assert set(map(tuple, cv5.folds[["fold", "model"]].to_numpy())) == {(k, m) for k in range(5) for m in names}
+    assert list(cv5.summary.index) == names
     assert cv5.summary[("auc", "mean")]["model"] == pytest.approx(
         cv5.folds.loc[cv5.folds["model"] == "model", "auc"].mean())
+    # every family raced; the model is the candidate with the lowest mean log loss (or a simpler tie)
+    assert set(cv5.candidates["family"]) == {"lightgbm", "logistic", "blend"}
+    mean_ll = cv5.candidates.set_index("candidate")["logloss"]
+    assert mean_ll[cv5.winner] <= mean_ll.min() * (1 + CONFIG.selection_tolerance)
+    assert (cv5.candidates["chosen"] == "yes").sum() == 1
+    np.testing.assert_array_equal(oof["model"], oof[cv5.winner])
     # the fold metrics are the out-of-fold probabilities' metrics, fold by fold
     for k in range(5):
         part = oof[oof["fold"] == k]
-        for m in MODELS:
+        for m in names:
             got = cv5.folds.loc[(cv5.folds["fold"] == k) & (cv5.folds["model"] == m), "auc"].item()
             assert got == pytest.approx(roc_auc_score(part["y"], part[m]))
 
 
 def test_no_test_fold_row_is_used_in_fitting(planted, monkeypatch):
-    """Every frame any of the three models is fitted, early-stopped or calibrated on is recorded
-    (rows recognised by the planted row_key); none may hold a row of that fold's test set, and
-    the categorical levels must be the training rows' levels."""
+    """Every frame any model - each candidate, its cross-fitted halves, the references - is
+    fitted, early-stopped or calibrated on is recorded (rows recognised by the planted
+    row_key); none may hold a row of that fold's test set, and the categorical levels must be
+    the training rows' levels."""
+    from leadscore.modeling import candidates
+    from leadscore.modeling.families import LinearMargin
+
     data, _ = planted
     log: list = []
 
@@ -104,7 +116,13 @@ def test_no_test_fold_row_is_used_in_fitting(planted, monkeypatch):
             log.append(("early_stopping", set(eval_X["row_key"]), None))
         return original_fit(self, X, y, *args, **kwargs)
 
-    original_calibrate = flatcv.calibrate
+    original_linear = LinearMargin.fit
+
+    def recording_linear(self, X, y, *args, **kwargs):
+        log.append(("linear", set(X["row_key"]), {c: list(X[c].cat.categories) for c in ("campaign", "source")}))
+        return original_linear(self, X, y, *args, **kwargs)
+
+    original_calibrate = candidates.calibrate
 
     def recording_calibrate(model, calibration, *args, **kwargs):
         log.append(("calibrate", set(calibration["row_key"]), None))
@@ -117,9 +135,11 @@ def test_no_test_fold_row_is_used_in_fitting(planted, monkeypatch):
         return original_logistic(train, *args, **kwargs)
 
     monkeypatch.setattr(lgb.LGBMClassifier, "fit", recording_fit)
-    monkeypatch.setattr(flatcv, "calibrate", recording_calibrate)
+    monkeypatch.setattr(LinearMargin, "fit", recording_linear)
+    monkeypatch.setattr(candidates, "calibrate", recording_calibrate)
     monkeypatch.setattr(flatcv, "fit_logistic", recording_logistic)
-    result = cross_validate_flat(data, CONFIG, n_splits=3, seed=1, progress=lambda line: log.append(("end", None, None)))
+    config = replace(CONFIG, search_trials=1)
+    result = cross_validate_flat(data, config, n_splits=3, seed=1, progress=lambda line: log.append(("end", None, None)))
 
     key_of = dict(zip(data.ids, data.features["row_key"]))
     oof = result.out_of_fold
@@ -136,25 +156,30 @@ def test_no_test_fold_row_is_used_in_fitting(planted, monkeypatch):
         test_keys = {key_of[i] for i in oof.loc[oof["fold"] == k, "id"]}
         train_keys = every - test_keys
         kinds = [c[0] for c in calls]
-        # the booster, the two cross-fitted halves that calibrate it, the default model
+        # the LightGBM candidate and its two cross-fitted halves, the default model; the logistic
+        # candidate and its halves; calibrations of LightGBM, logistic and blend; the reference
         assert kinds.count("lgbm") == 4 and kinds.count("early_stopping") == 1
-        assert kinds.count("calibrate") == 1 and kinds.count("logreg") == 1
+        assert kinds.count("linear") == 3 and kinds.count("calibrate") == 3 and kinds.count("logreg") == 1
         for kind, keys, _ in calls:
             assert not keys & test_keys, f"fold {k}: {kind} was fitted on {len(keys & test_keys)} test rows"
         # and the check is not vacuous: the training rows are what the models saw
         assert {key for kind, keys, _ in calls if kind == "logreg" for key in keys} == train_keys
-        lgbm_keys = [keys for kind, keys, _ in calls if kind == "lgbm"]
-        assert max(lgbm_keys, key=len) == train_keys  # the default model: all training rows
-        cal = next(keys for kind, keys, _ in calls if kind == "calibrate")
-        # calibrated on every training row, each scored by the half model that did not fit it
-        halves = sorted(lgbm_keys, key=len)[:2]
-        assert cal == train_keys and not halves[0] & halves[1] and halves[0] | halves[1] == train_keys
+        for family in ("lgbm", "linear"):
+            fitted = [keys for kind, keys, _ in calls if kind == family]
+            if family == "lgbm":
+                assert max(fitted, key=len) == train_keys  # the default model: all training rows
+            else:
+                assert fitted[0] == train_keys  # the logistic candidate: all training rows
+            # calibrated on every training row, each scored by the half model that did not fit it
+            halves = sorted(fitted, key=len)[:2]
+            assert not halves[0] & halves[1] and halves[0] | halves[1] == train_keys
+        assert all(keys == train_keys for kind, keys, _ in calls if kind == "calibrate")
         train_rows = data.features[data.features["row_key"].isin(train_keys)]
         for kind, _, levels in calls:
-            if kind == "lgbm":
+            if kind in ("lgbm", "linear"):
                 for col, cats in levels.items():
                     # the halves that calibrate see half the levels; none comes from the test fold
-                    assert set(cats) <= set(train_rows[col]), f"fold {k}: {col} levels not from training"
+                    assert set(cats) - {OTHER} <= set(train_rows[col]), f"fold {k}: {col} levels not from training"
         assert set(data.features["campaign"]) != set(train_rows["campaign"])  # a level only in the test fold
 
 
@@ -220,7 +245,7 @@ def test_xeducation_cross_validation_completes_with_finite_metrics(xeducation_cs
     lines = []
     result = cross_validate_flat(data, ModelConfig(), n_splits=3, seed=0, progress=lines.append)
     assert len(lines) == 3
-    assert len(result.folds) == 3 * len(MODELS)
+    assert len(result.folds) == 3 * (len(MODELS) + len(result.candidates))
     values = result.folds.drop(columns=["fold", "model"]).to_numpy(dtype="float64")
     assert np.isfinite(values).all()
     assert np.isfinite(result.summary.to_numpy(dtype="float64")).all()

@@ -156,7 +156,8 @@ def test_a_retrain_moves_with_newer_outcomes_and_compares_on_outcomes_neither_mo
 
     # a two-tree challenger (quick to fit): on the same export it is kept because nothing newer
     # matured, whatever its quality; on the newer export because it is worse
-    two_trees = dict(split=two_folds, model={"n_estimators": 2, "learning_rate": 0.001, "early_stopping_rounds": 1},
+    two_trees = dict(split=two_folds, model={"n_estimators": 2, "learning_rate": 0.001, "early_stopping_rounds": 1,
+                                             "candidates": ["lightgbm"], "search_trials": 1},
                      cutoffs={"policy": "capacity", "mql": 0.2, "sql": 0.05})
     same = runner.invoke(app, ["retrain", "--config", str(write_config(tmp_path / "same.yaml", early, **two_trees))])
     assert same.exit_code == 0, same.output

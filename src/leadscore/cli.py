@@ -576,8 +576,8 @@ def _print_run(run) -> None:
         typer.echo(f"model / oracle AUC on the newest fold: {run.metrics[f'{p}_auc_vs_oracle']:.3f}")
     typer.echo(f"the shipped model: fitted on examples as of {run.params['train_from']} .. {run.params['train_until']}, "
                f"calibrated out of fold on its examples as of {run.params['calibration_from']} .. "
-               f"{run.params['calibration_until']} (outcomes observed until {run.params['observed_until'][:10]}), "
-               f"{run.params['best_iteration']} trees")
+               f"{run.params['calibration_until']} (outcomes observed until {run.params['observed_until'][:10]}): "
+               f"{run.params['candidate']} - {run.params['model_description']}")
     typer.echo("cutoffs of the policy in the newest fold, on its test slice (95 % bootstrap intervals, leads per "
                "week for the whole lead base):")
     for _, r in run.cutoffs.iterrows():

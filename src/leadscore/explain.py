@@ -1,9 +1,10 @@
 """Why a lead scored as it did: exact SHAP contributions, reasons in words, fit vs engagement.
 
-**Contributions.** LightGBM's native TreeSHAP (``pred_contrib``) gives, per lead, one
-contribution per feature in *log-odds of the uncalibrated model*, plus a base value; they
-add up exactly to the model's raw margin (``contributions + base == margin``). Categorical
-features are native LightGBM categoricals, so a categorical such as ``industry`` is one
+**Contributions.** Per lead, one contribution per feature in *log-odds of the uncalibrated
+model*, plus a base value; they add up exactly to the model's raw margin (``contributions +
+base == margin``) for every model family: LightGBM's native TreeSHAP (``pred_contrib``) for
+trees, the centred linear terms of the logistic regression, the weighted sum of both for a
+blend (:mod:`leadscore.modeling.families`). A categorical such as ``industry`` is one
 contribution, not one per encoded level.
 
 **From margin to probability.** ``p_sql`` is the calibrator applied to that margin. The
@@ -62,13 +63,14 @@ class Contributions:
 
 
 def contributions(model: ConversionModel, frame: pd.DataFrame) -> Contributions:
-    """Exact TreeSHAP contributions of ``model`` for the rows of ``frame`` (LightGBM ``pred_contrib``)."""
+    """Exact SHAP contributions of ``model`` for the rows of ``frame``, whatever its family:
+    TreeSHAP for trees (LightGBM ``pred_contrib``), the centred linear terms of a logistic
+    regression, their weighted sum for a blend (:mod:`leadscore.modeling.families`)."""
     X = as_model_frame(frame, model.features, model.levels)
-    iteration = model.best_iteration or None
-    raw = np.asarray(model.booster.predict(X, pred_contrib=True, num_iteration=iteration))
-    values = pd.DataFrame(raw[:, :-1], columns=model.features, index=frame.index)
-    margin = np.asarray(model.booster.predict(X, raw_score=True, num_iteration=iteration))
-    return Contributions(values=values, base=raw[:, -1], margin=margin)
+    raw, base = model.core.contributions(X)
+    values = pd.DataFrame(raw, columns=model.features, index=frame.index)
+    return Contributions(values=values, base=np.asarray(base, dtype="float64"),
+                         margin=np.asarray(model.core.decision_function(X), dtype="float64"))
 
 
 def group_scores(contrib: pd.DataFrame, catalogue: pd.DataFrame) -> pd.DataFrame:

@@ -5,8 +5,10 @@ The same steps as the event pipeline (:mod:`leadscore.pipeline`), on the export'
 1. **Evaluation** - out of time when the export has a date column
    (:func:`leadscore.flatcv.walk_forward_flat`), then a stratified random split labelled as the
    optimistic one; without dates the random split alone (:func:`leadscore.flatcv.cross_validate_flat`).
-2. **The model to deploy** - LightGBM on every matured lead (early-stopped on a held-out share
-   of them), calibrated out of fold on all of them.
+2. **The model to deploy** - the candidate the evaluation chose (lowest mean log loss over its
+   folds: a LightGBM shape, the logistic regression or their blend,
+   :mod:`leadscore.modeling.candidates`) fitted on every matured lead with the trees its folds
+   chose, calibrated out of fold on all of them.
 3. **Cutoffs and the 1-99 score** - by the configured policy, on those out-of-fold
    probabilities; per-week figures count leads per week of their date (without dates, the
    whole export counts as one week).
@@ -35,11 +37,12 @@ from leadscore.flatcv import (
     ID,
     FlatCVResult,
     cross_validate_flat,
-    fit_calibrated,
     model_frame,
+    ship,
     walk_forward_flat,
 )
 from leadscore.metrics import classification_metrics
+from leadscore.modeling.candidates import candidates_lines
 from leadscore.pipeline import learn_model_grid
 from leadscore.scorer import Scorer, probability_column, score_scale
 
@@ -130,8 +133,15 @@ def train_flat(dataset: FlatDataset, path: Path | str | None = None,
         if random_split is not None:
             metrics.update(_named(f"random_split_{prefix}", random_split.summary.loc[name].xs("mean", level=1)))
 
+    for name, row in evaluation.candidates.set_index("candidate").iterrows():
+        metrics.update({f"candidate_{name}_{label}_{m}": float(row[m]) for m in ("auc", "logloss", "ece")})
+    say(f"\ncandidates, mean over the {'walk-forward' if evaluation.out_of_time else 'cross-validation'} folds "
+        f"(the lowest log loss wins; a simpler one within {model_cfg.selection_tolerance:.1%} of it instead):")
+    for line in candidates_lines(evaluation.candidates):
+        say(line)
+
     frame, features, categorical = model_frame(matured)
-    model, p_oof = fit_calibrated(frame, label, features, categorical, model_cfg)
+    model, p_oof = ship(evaluation, frame, label, features, categorical, model_cfg)
     y = frame[label].to_numpy().astype(int)
     week = (frame[DATE].dt.floor("D") - pd.to_timedelta(frame[DATE].dt.dayofweek, unit="D") if DATE in frame
             else pd.Series(pd.Timestamp("2000-01-03", tz="UTC"), index=frame.index))
@@ -144,7 +154,7 @@ def train_flat(dataset: FlatDataset, path: Path | str | None = None,
                     catalogue=data.catalogue, feature_config=None, rules=rules, grid=grid,
                     info={"name": dataset.bundle_name, "flat": True})
     oof = classification_metrics(y, p_oof)
-    say(f"\nthe model to deploy: {model.best_iteration} trees on every matured lead ({len(frame):,}, "
+    say(f"\nthe model to deploy: {evaluation.winner} - {model.describe()} - on every matured lead ({len(frame):,}, "
         f"{int(y.sum()):,} positive), {model.info['calibration']} calibration out of fold on all of them "
         f"(out-of-fold ECE {oof['ece']:.4f}); {len(model.features)} columns"
         + (f", {len(model.info['constant_features'])} constant left out" if model.info["constant_features"] else ""))
@@ -155,6 +165,7 @@ def train_flat(dataset: FlatDataset, path: Path | str | None = None,
               "horizon_days": data.horizon_days, "observed_until": None if data.observed_until is None
               else data.observed_until.isoformat(), "rows_fit": len(frame), "positives_fit": int(y.sum()),
               "best_iteration": model.best_iteration, "calibration_method": model.info["calibration"],
+              "candidate": evaluation.winner, "model_family": model.family, "model_description": model.describe(),
               "cutoff_policy": dataset.cutoff_policy.policy, "mql_cutoff": cutoffs.mql, "sql_cutoff": cutoffs.sql,
               **({"train_from": f"{frame[DATE].min():%Y-%m-%d}", "train_until": f"{frame[DATE].max():%Y-%m-%d}"}
                  if DATE in frame else {}),
@@ -195,12 +206,14 @@ def write_flat_outputs(run: FlatRun, bundle_dir: Path, mlflow_run_id: str | None
              ("label", f"{run.label}: cutoffs, score and tier read {run.scorer.probability}"),
              ("evaluation", kind + ("" if ev.out_of_time else "; the export has no date column, so a random split "
                                     "is the best evaluation available")),
-             ("the model deployed", f"{run.params['best_iteration']} trees on {run.params['rows_fit']:,} matured "
-                                    f"leads, {run.params['calibration_method']} calibration out of fold"),
+             ("the model deployed", f"{run.params['candidate']} ({run.params['model_description']}) on "
+                                    f"{run.params['rows_fit']:,} matured leads, {run.params['calibration_method']} "
+                                    "calibration out of fold"),
              ("cutoffs", f"{run.dataset.cutoff_policy.policy}: MQL {run.scorer.probability} >= "
                          f"{run.scorer.cutoffs.mql:.4f}, SQL {run.scorer.probability} >= {run.scorer.cutoffs.sql:.4f}"),
              *([("MLflow run", mlflow_run_id)] if mlflow_run_id else [])]
-    extra = [(f"{kind}: per fold", ev.folds)]
+    extra = [("Candidates, mean over the folds (lowest log loss wins, ties go to the simpler)", ev.candidates),
+             (f"{kind}: per fold", ev.folds)]
     if run.random_split is not None:
         extra.append(("Random split - optimistic when the funnel drifts (mean over stratified folds)",
                       run.random_split.summary.xs("mean", axis=1, level=1)))

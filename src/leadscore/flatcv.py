@@ -9,15 +9,17 @@ done. **Stratified k-fold** (:func:`cross_validate_flat`): rows shuffled into fo
 evaluation an export without dates allows, and optimistic when the funnel drifts (the model
 trains on leads from the same months it is tested on).
 
-On each fold, on the same training rows and the same columns, three models are fitted:
+On each fold, on the same training rows and the same columns:
 
-* ``model`` - leadscore's model: :func:`leadscore.train.fit_lightgbm` (early-stopped on a
-  share of the training leads), calibrated out of fold on every training row
-  (:func:`leadscore.train.cross_fitted_margin`: two models with the same trees, each fitted
-  on half the leads, score the other half), so no row calibrates trees it was fitted on;
+* the **candidates** of :mod:`leadscore.modeling.candidates` - LightGBM shapes, the logistic
+  regression and their blend - each calibrated out of fold on every training row (two models
+  fitted on half the leads score the other half), so no row calibrates a model it was fitted
+  on. The candidate with the lowest mean log loss over the folds is leadscore's ``model``
+  (its rows are repeated under that name);
 * ``lgbm_default`` - a plain ``lightgbm.LGBMClassifier()`` with default parameters on all
   training rows (categoricals as pandas categories with the same training levels);
-* ``logreg`` - the one-hot logistic regression of :func:`leadscore.train.fit_logistic`.
+* ``logreg`` - the plain one-hot logistic regression of :func:`leadscore.train.fit_logistic`;
+* ``baseline`` - the rule baseline, when the rows carry its points.
 
 Metrics are the project's :func:`leadscore.metrics.classification_metrics` names on the test
 fold, from each model's probabilities (leadscore's model is ranked by its calibrated
@@ -27,7 +29,7 @@ probability, as it is served); callers add the label prefix (``converted_``) if 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import lightgbm as lgb
 import numpy as np
@@ -37,15 +39,21 @@ from sklearn.model_selection import StratifiedKFold
 from leadscore.baseline import RuleBaselineClassifier
 from leadscore.flat import FlatData, FlatSplit
 from leadscore.metrics import classification_metrics
+from leadscore.modeling.candidates import (
+    Candidate,
+    candidate_table,
+    candidates_for,
+    choose,
+    fit_entrants,
+    lightgbm_candidate,
+    ship_plan,
+)
 from leadscore.train import (
     ConversionModel,
     InsufficientData,
     ModelConfig,
     as_model_frame,
-    calibrate,
     categorical_levels,
-    cross_fitted_margin,
-    fit_lightgbm,
     fit_logistic,
     logistic_proba,
 )
@@ -63,6 +71,9 @@ class FlatCVResult:
     summary: pd.DataFrame  # index: model; columns: (metric, "mean") and (metric, "std") over folds
     out_of_fold: pd.DataFrame  # id, y, fold, and one out-of-fold probability column per model
     label: str = "converted"
+    winner: str = ""            # the candidate chosen by mean log loss: the rows named ``model`` are its
+    candidates: pd.DataFrame = field(default_factory=pd.DataFrame)  # candidate, family, mean AUC / log loss / ECE, chosen
+    fold_entrants: list = field(default_factory=list)  # per fold, candidate name -> Entrant (the fitted models)
     out_of_time: bool = False   # walk-forward on the leads' dates (else stratified, shuffled folds)
     windows: pd.DataFrame | None = None  # out of time: fold, cutoff, train rows / until, test from / until / rows
 
@@ -101,16 +112,18 @@ def model_frame(data: FlatData) -> tuple[pd.DataFrame, list[str], list[str]]:
 
 
 def fit_calibrated(train: pd.DataFrame, label: str, features: list[str], categorical: list[str],
-                   config: ModelConfig, method: str = "auto") -> tuple[ConversionModel, np.ndarray]:
-    """leadscore's model on ``train``: LightGBM early-stopped on a held-out share of its leads,
-    calibrated out of fold on every row of ``train`` (:func:`cross_fitted_margin`). Returns the
-    model and the rows' out-of-fold calibrated probabilities (what cutoffs and the score scale
-    are set on)."""
-    model = fit_lightgbm(train, label, features, categorical, config)
-    margin = cross_fitted_margin(train, train, label, features, categorical, config, model.best_iteration)
-    model = calibrate(model, train, method, margin=margin)
-    model.info["calibration_rows"] = len(train)
-    return model, model.calibrator.predict(margin)
+                   config: ModelConfig, method: str = "auto", candidates: list[Candidate] | None = None,
+                   fixed: dict | None = None, winner: str | None = None) -> tuple[ConversionModel, np.ndarray]:
+    """A model on ``train`` calibrated out of fold on every row of ``train`` (each row's margin
+    from a fit without its lead): the ``winner`` of ``candidates`` (default: the configured
+    LightGBM, early-stopped on a held-out share of the leads). Returns the model and the rows'
+    out-of-fold calibrated probabilities (what cutoffs and the score scale are set on)."""
+    if candidates is None:
+        candidates = [lightgbm_candidate(config, {})]
+    entrants = fit_entrants(candidates, train, train, label, features, categorical, config, method, fixed)
+    entrant = entrants[winner or candidates[-1].name]
+    entrant.model.info["calibration_rows"] = len(train)
+    return entrant.model, entrant.calibration_p
 
 
 def fit_default_lgbm(train: pd.DataFrame, label: str, features: list[str], categorical: list[str],
@@ -134,18 +147,20 @@ def stratified_folds(y: np.ndarray, n_splits: int = 5, seed: int = 0) -> np.ndar
 
 
 def _compare(train: pd.DataFrame, test: pd.DataFrame, label: str, features: list[str], categorical: list[str],
-             config: ModelConfig) -> tuple[dict[str, np.ndarray], ConversionModel]:
-    """The three models fitted on ``train`` (and the rule baseline when the rows carry its
-    points: an isotonic map of its points, fitted on ``train``), their probabilities on ``test``."""
-    model, _ = fit_calibrated(train, label, features, categorical, config)
+             config: ModelConfig) -> tuple[dict[str, np.ndarray], dict]:
+    """The candidates (:mod:`leadscore.modeling.candidates`, each calibrated out of fold on
+    ``train``) and the references fitted on ``train`` - a default LGBMClassifier, the plain
+    logistic regression and, when the rows carry its points, the rule baseline (an isotonic map
+    of its points) - and their probabilities on ``test``. Returns them and the entrants."""
+    candidates = candidates_for(config, int(train[label].sum()))
+    entrants = fit_entrants(candidates, train, train, label, features, categorical, config)
+    proba = {name: e.model.predict_proba(test) for name, e in entrants.items()}
     default, levels = fit_default_lgbm(train, label, features, categorical, seed=config.seed, n_jobs=config.n_jobs)
-    logreg = fit_logistic(train, label, features, categorical, seed=config.seed)
-    proba = {"model": model.predict_proba(test),
-             "lgbm_default": default.predict_proba(as_model_frame(test, features, levels))[:, 1],
-             "logreg": logistic_proba(logreg, test)}
+    proba["lgbm_default"] = default.predict_proba(as_model_frame(test, features, levels))[:, 1]
+    proba["logreg"] = logistic_proba(fit_logistic(train, label, features, categorical, seed=config.seed), test)
     if POINTS in train:
         proba["baseline"] = RuleBaselineClassifier().fit(train, train[label].astype(int)).predict_proba(test)[:, 1]
-    return proba, model
+    return proba, entrants
 
 
 def _metrics(y: np.ndarray, proba: dict[str, np.ndarray], test: pd.DataFrame) -> dict[str, dict]:
@@ -154,11 +169,42 @@ def _metrics(y: np.ndarray, proba: dict[str, np.ndarray], test: pd.DataFrame) ->
             for name, p in proba.items()}
 
 
-def _result(rows: list[dict], oof: pd.DataFrame, label: str, **kw) -> FlatCVResult:
+def _result(rows: list[dict], oof: pd.DataFrame, label: str, fold_entrants: list[dict], config: ModelConfig,
+            **kw) -> FlatCVResult:
+    """Choose the winner by mean log loss over the folds; its rows and probabilities become ``model``."""
     folds = pd.DataFrame(rows, columns=["fold", "model", *METRICS])
-    models = [m for m in (*MODELS, "baseline") if m in set(folds["model"])]
-    summary = folds.groupby("model", sort=False)[list(METRICS)].agg(["mean", "std"]).reindex(models)
-    return FlatCVResult(folds=folds, summary=summary, out_of_fold=oof, label=label, **kw)
+    candidates = _raced(fold_entrants)
+    mean_ll = folds.groupby("model")["logloss"].mean()
+    winner = choose(mean_ll, candidates, config.selection_tolerance)
+    folds = pd.concat([folds[folds["model"] == winner].assign(model="model"), folds], ignore_index=True)
+    folds = folds.sort_values(["fold"], kind="stable").reset_index(drop=True)
+    oof["model"] = oof[winner]
+    references = [m for m in (*MODELS, "baseline") if m in set(folds["model"])]
+    summary = folds.groupby("model", sort=False)[list(METRICS)].agg(["mean", "std"])
+    order = references + [c.name for c in candidates if c.name in summary.index]
+    per_fold = [{name: row for name, row in folds[folds["fold"] == k].set_index("model").to_dict("index").items()}
+                for k in sorted(folds["fold"].unique())]
+    return FlatCVResult(folds=folds, summary=summary.reindex(order), out_of_fold=oof, label=label, winner=winner,
+                        candidates=candidate_table(per_fold, candidates, winner), fold_entrants=fold_entrants, **kw)
+
+
+def _raced(fold_entrants: list[dict]) -> list[Candidate]:
+    """The candidates that ran in any fold, in race order."""
+    seen: dict[str, Candidate] = {}
+    for entrants in fold_entrants:
+        for e in entrants.values():
+            seen.setdefault(e.candidate.name, e.candidate)
+    return list(seen.values())
+
+
+def ship(result: FlatCVResult, frame: pd.DataFrame, label: str, features: list[str], categorical: list[str],
+         config: ModelConfig, method: str = "auto") -> tuple[ConversionModel, np.ndarray]:
+    """The evaluation's winner fitted on every row of ``frame`` with the trees its folds chose
+    (:func:`leadscore.modeling.candidates.ship_plan`), calibrated out of fold on all of them."""
+    plan, fixed = ship_plan(result.winner, _raced(result.fold_entrants), result.fold_entrants)
+    model, p = fit_calibrated(frame, label, features, categorical, config, method, plan, fixed, result.winner)
+    model.info["candidate"] = result.winner
+    return model, p
 
 
 def cross_validate_flat(data: FlatData, config: ModelConfig, n_splits: int = 5, seed: int = 0,
@@ -179,18 +225,24 @@ def cross_validate_flat(data: FlatData, config: ModelConfig, n_splits: int = 5, 
     oof = pd.DataFrame({"id": frame[ID], "y": y, "fold": fold})
     for name in MODELS:
         oof[name] = np.nan
-    rows = []
+    rows, fold_entrants = [], []
     for k in range(n_splits):
         train, test = frame[fold != k], frame[fold == k]
-        proba, model = _compare(train, test, label, features, categorical, config)
+        proba, entrants = _compare(train, test, label, features, categorical, config)
+        fold_entrants.append(entrants)
         for name, metrics in _metrics(y[fold == k], proba, test).items():
             oof.loc[fold == k, name] = proba[name]
             rows.append({"fold": k, "model": name, **metrics})
         if progress is not None:
-            aucs = ", ".join(f"{r['model']} {r['auc']:.4f}" for r in rows[-len(proba):])
             progress(f"fold {k + 1}/{n_splits}: {len(train):,} training rows, {len(test):,} test rows; "
-                     f"{model.best_iteration} trees, {model.info['calibration']} calibration; AUC {aucs}")
-    return _result(rows, oof, label)
+                     + _fold_line(rows[-len(proba):], entrants))
+    return _result(rows, oof, label, fold_entrants, config)
+
+
+def _fold_line(rows: list[dict], entrants: dict) -> str:
+    fitted = ", ".join(f"{name} {e.seconds:.0f} s" for name, e in entrants.items())
+    return ("AUC / log loss " + ", ".join(f"{r['model']} {r['auc']:.4f} / {r['logloss']:.4f}" for r in rows)
+            + f" (fitted: {fitted})")
 
 
 @dataclass(frozen=True)
@@ -237,7 +289,7 @@ def walk_forward_flat(data: FlatData, config: ModelConfig, split: FlatSplit,
     oof = pd.DataFrame({"id": frame[ID], "y": y, "fold": -1})
     for name in MODELS:
         oof[name] = np.nan
-    rows, windows = [], []
+    rows, windows, fold_entrants = [], [], []
     for k, f in enumerate(folds):
         train = frame[frame[DATE] + horizon <= f.cutoff]
         in_test = ((frame[DATE] >= f.cutoff) & (frame[DATE] < f.test_until)).to_numpy()
@@ -246,13 +298,14 @@ def walk_forward_flat(data: FlatData, config: ModelConfig, split: FlatSplit,
                if test[label].nunique() < 2 else None)
         if why is None:
             try:
-                proba, model = _compare(train, test, label, features, categorical, config)
+                proba, entrants = _compare(train, test, label, features, categorical, config)
             except InsufficientData as exc:
                 why = str(exc).removeprefix(f"{label}: ")
         if why is not None:
             if progress is not None:
                 progress(f"fold {k + 1}/{len(folds)} (cut-off {f.cutoff:%Y-%m-%d}): not evaluated: {why}")
             continue
+        fold_entrants.append(entrants)
         for name, metrics in _metrics(y[in_test], proba, test).items():
             oof.loc[in_test, name] = proba[name]
             rows.append({"fold": k, "model": name, **metrics})
@@ -261,19 +314,18 @@ def walk_forward_flat(data: FlatData, config: ModelConfig, split: FlatSplit,
                         "train_until": train[DATE].max(), "test_from": test[DATE].min(), "test_until": test[DATE].max(),
                         "test_rows": len(test), "test_positives": int(test[label].sum())})
         if progress is not None:
-            aucs = ", ".join(f"{r['model']} {r['auc']:.4f}" for r in rows[-len(proba):])
             progress(f"fold {k + 1}/{len(folds)}: cut-off {f.cutoff:%Y-%m-%d}; trained on {len(train):,} leads dated "
                      f"{train[DATE].min():%Y-%m-%d} .. {train[DATE].max():%Y-%m-%d} ({int(train[label].sum()):,} "
                      f"positive), tested on {len(test):,} dated {f.cutoff:%Y-%m-%d} .. {test[DATE].max():%Y-%m-%d} "
-                     f"({int(test[label].sum()):,} positive); AUC {aucs}")
+                     f"({int(test[label].sum()):,} positive); " + _fold_line(rows[-len(proba):], entrants))
     if not rows:
         raise InsufficientData(f"{label}: no walk-forward fold has both outcomes in its test weeks (each named above)")
-    return _result(rows, oof[oof["fold"] >= 0].reset_index(drop=True), label, out_of_time=True,
-                   windows=pd.DataFrame(windows))
+    return _result(rows, oof[oof["fold"] >= 0].reset_index(drop=True), label, fold_entrants, config,
+                   out_of_time=True, windows=pd.DataFrame(windows))
 
 
 def fit_flat(data: FlatData, config: ModelConfig, seed: int = 0) -> ConversionModel:
-    """The model to serve: fitted on every matured row (early-stopped on a held-out share of
+    """The configured LightGBM fitted on every matured row (early-stopped on a held-out share of
     the leads), calibrated out of fold on all of them. ``seed`` replaces ``config.seed``."""
     frame, features, categorical = model_frame(data.matured())
     model, _ = fit_calibrated(frame, data.label, features, categorical, replace(config, seed=seed))

@@ -15,9 +15,14 @@ beside it.
 each of the backtest's cut-offs (:func:`leadscore.examples.walk_forward`) a model is fitted on
 what was known then - examples whose label window had closed - and calibrated on its newest
 weeks out of fold (models fitted on half the leads score the other half), exactly as the
-shipped model is, then tested on the weeks after the cut-off. The shipped model is that same
-fit at the end of the data, on the newest matured outcomes and every lead, with the number of
-trees the folds chose. Its promotion slice - leads of the newest weeks held out of everything -
+shipped model is, then tested on the weeks after the cut-off.
+
+**Candidates.** At every cut-off each candidate of :mod:`leadscore.modeling.candidates`
+(LightGBM shapes, a logistic regression, their blend) is fitted and calibrated that way; the
+one with the lowest mean log loss over the folds (a simpler one when within
+``model.selection_tolerance``) becomes the model. The shipped model is the winner's same fit at
+the end of the data, on the newest matured outcomes and every lead, with the number of trees
+the folds chose. Its promotion slice - leads of the newest weeks held out of everything -
 is where a retrained challenger meets the champion on outcomes neither was trained on.
 
 Everything a run learned or measured is in the returned :class:`TrainingRun`; metric names
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,13 +66,22 @@ from leadscore.examples import (
 from leadscore.features import connect, feature_catalogue, point_in_time_features
 from leadscore.leakage import AuditSkipped, empty_audit, leakage_audit
 from leadscore.metrics import classification_metrics
+from leadscore.modeling.candidates import (
+    Candidate,
+    Entrant,
+    candidate_table,
+    candidates_for,
+    candidates_lines,
+    choose,
+    fit_entrants,
+    lightgbm_candidate,
+    ship_plan,
+    small_data,
+)
 from leadscore.scorer import Scorer, score_scale
 from leadscore.train import (
     ConversionModel,
     InsufficientData,
-    calibrate,
-    cross_fitted_margin,
-    fit_lightgbm,
     fit_logistic,
     logistic_proba,
     sample_negatives,
@@ -82,12 +97,13 @@ class FoldRun:
 
     fold: Fold
     parts: CutoffParts
-    model: ConversionModel
+    model: ConversionModel | None          # the chosen candidate's fit (set by _settle)
     test: pd.DataFrame                     # the test rows (features, labels)
-    scores: pd.DataFrame                   # y and each model's probability on them
-    comparison: pd.DataFrame               # models x metrics
-    calibration: pd.DataFrame              # log loss, Brier, ECE before / after calibration
-    calibration_p: np.ndarray              # parts.calibration's out-of-fold calibrated probabilities
+    scores: pd.DataFrame                   # y and each candidate's, reference's and the model's probability
+    comparison: pd.DataFrame               # models (model, candidates, references) x metrics
+    calibration: pd.DataFrame              # log loss, Brier, ECE before / after calibration (the model)
+    calibration_p: np.ndarray              # parts.calibration's out-of-fold calibrated probabilities (the model)
+    entrants: dict = field(default_factory=dict)  # candidate name -> Entrant (only the chosen one once settled)
 
 
 @dataclass
@@ -101,6 +117,8 @@ class LabelRun:
     fold_notes: list[str]                  # folds that could not be evaluated, and why
     metrics: dict[str, float]              # project metric names (sql_auc, backtest_sql_auc_mean, ...)
     calibration_p: np.ndarray              # parts.calibration's out-of-fold calibrated probabilities
+    winner: str = ""                       # the chosen candidate
+    candidates: pd.DataFrame = field(default_factory=pd.DataFrame)  # candidate x mean AUC / log loss / ECE, chosen
 
     @property
     def newest(self) -> FoldRun | None:
@@ -177,12 +195,21 @@ def _named(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
 
 def _fit_at(label: Label, rows: pd.DataFrame, cutoff, pipeline: PipelineConfig, features: list[str],
             categorical: list[str], trees: int | None = None):
-    """The shipped model's procedure at ``cutoff``: fit on what was known then (a weighted
-    negative sample beyond ``model.max_fit_rows``; early stopping on held-out leads, or
-    ``trees`` fixed), calibrate on its newest weeks out of fold (:func:`cross_fitted_margin`).
-    Returns (model, parts, the rows it was fitted on, the calibration rows' out-of-fold
-    probabilities - what cutoffs and the score scale are set on). Raises InsufficientData
-    with the counts."""
+    """The configured LightGBM fitted at ``cutoff`` as a shipped model is (:func:`_race_at` with
+    that one candidate; ``trees`` fixed, or early stopping). Returns (model, parts, the rows it
+    was fitted on, the calibration rows' out-of-fold probabilities)."""
+    cand = lightgbm_candidate(pipeline.model, {})
+    entrants, parts, sample = _race_at(label, rows, cutoff, pipeline, features, categorical, [cand],
+                                       {cand.name: {"trees": trees}} if trees else None)
+    return entrants[cand.name].model, parts, sample, entrants[cand.name].calibration_p
+
+
+def _race_at(label: Label, rows: pd.DataFrame, cutoff, pipeline: PipelineConfig, features: list[str],
+             categorical: list[str], candidates: list[Candidate], fixed: dict | None = None, say=None):
+    """The shipped model's procedure at ``cutoff``, for each candidate: fit on what was known
+    then (a weighted negative sample beyond ``model.max_fit_rows``), calibrate on its newest
+    weeks out of fold (:func:`leadscore.modeling.candidates.fit_entrants`). Returns (candidate
+    name -> Entrant, parts, the rows they were fitted on). Raises InsufficientData with the counts."""
     sp = pipeline.split
     parts = parts_at(rows, label.name, cutoff, label.horizon(pipeline.examples), sp.holdout_weeks,
                      sp.promotion_fraction, sp.salt)
@@ -199,52 +226,67 @@ def _fit_at(label: Label, rows: pd.DataFrame, cutoff, pipeline: PipelineConfig, 
             f"have {int(cal[label.name].sum())} positives in {len(cal):,} examples to calibrate on; widen "
             "split.holdout_weeks")
     sample, rate = sample_negatives(parts.fit, label.name, pipeline.model.max_fit_rows, pipeline.model.seed)
-    model = fit_lightgbm(sample, label.name, features, categorical, pipeline.model, trees=trees)
-    model.info["negative_sampling_rate"] = rate
-    margin = cross_fitted_margin(sample, cal, label.name, features, categorical, pipeline.model,
-                                 model.best_iteration)
-    model = calibrate(model, cal, pipeline.calibration, margin=margin)
-    model.info.update(train_from=f"{parts.fit['as_of'].min():%Y-%m-%d}", train_until=f"{parts.fit['as_of'].max():%Y-%m-%d}",
-                      calibration_from=f"{cal['as_of'].min():%Y-%m-%d}",
-                      calibration_until=f"{cal['as_of'].max():%Y-%m-%d}", calibration_rows=len(cal))
-    return model, parts, sample, model.calibrator.predict(margin)
+    entrants = fit_entrants(candidates, sample, cal, label.name, features, categorical, pipeline.model,
+                            pipeline.calibration, fixed, say)
+    window = dict(train_from=f"{parts.fit['as_of'].min():%Y-%m-%d}", train_until=f"{parts.fit['as_of'].max():%Y-%m-%d}",
+                  calibration_from=f"{cal['as_of'].min():%Y-%m-%d}", calibration_until=f"{cal['as_of'].max():%Y-%m-%d}",
+                  calibration_rows=len(cal))
+    for e in entrants.values():
+        e.model.info.update(window, negative_sampling_rate=rate)
+    return entrants, parts, sample
 
 
-def _evaluate(label: Label, fold: Fold, model: ConversionModel, parts: CutoffParts, sample: pd.DataFrame,
-              calibration_p: np.ndarray, rows: pd.DataFrame, pipeline: PipelineConfig, categorical: list[str],
-              latent) -> FoldRun | str:
-    """The fold's model, the logistic regression (fitted on the same rows, ``sample``) and the
-    rule baseline (mapped on the same calibration leads) and the oracle on the fold's test
-    dates; a reason string when it cannot be tested."""
+def _evaluate(label: Label, fold: Fold, entrants: dict[str, Entrant], parts: CutoffParts, sample: pd.DataFrame,
+              rows: pd.DataFrame, pipeline: PipelineConfig, categorical: list[str], latent) -> FoldRun | str:
+    """Every candidate, the logistic regression reference (fitted on the same rows, ``sample``),
+    the rule baseline (mapped on the same calibration leads) and the oracle on the fold's test
+    dates; a reason string when it cannot be tested. The fold's ``model`` is set once the
+    candidates are chosen (:func:`_settle`)."""
     test = rows[rows["as_of"].isin(fold.test_dates)].reset_index(drop=True)
     if test[label.name].nunique() < 2:
         return f"{len(test):,} test examples with {int(test[label.name].sum())} positives"
     y = test[label.name].astype(int).to_numpy()
-    margin = model.margin(test)
-    scores = pd.DataFrame({"lead_id": test["lead_id"], "as_of": test["as_of"], "y": y,
-                           "model": model.calibrator.predict(margin),
-                           "model_uncalibrated": 1.0 / (1.0 + np.exp(-margin))})
-    logreg = fit_logistic(sample, label.name, model.features, [c for c in categorical if c in model.features],
+    scores = pd.DataFrame({"lead_id": test["lead_id"], "as_of": test["as_of"], "y": y})
+    comparison = {}
+    some = next(iter(entrants.values())).model
+    matrix = some.matrix(test)
+    for name, e in entrants.items():
+        margin = e.model.margin(test, matrix if e.model.reads_like(some) else None)
+        scores[name] = e.model.calibrator.predict(margin)
+        scores[f"{name}_uncalibrated"] = 1.0 / (1.0 + np.exp(-margin))
+        comparison[name] = classification_metrics(y, scores[name])
+    logreg = fit_logistic(sample, label.name, some.features, [c for c in categorical if c in some.features],
                           seed=pipeline.model.seed)
     scores["logreg"] = logistic_proba(logreg, test)
     baseline = RuleBaselineClassifier().fit(parts.calibration, parts.calibration[label.name].astype(int))
     scores["baseline"] = baseline.predict_proba(test)[:, 1]
     scores["baseline_points"] = test["baseline_points"].to_numpy()
-    comparison = {
-        "model": classification_metrics(y, scores["model"]),
-        "logreg": classification_metrics(y, scores["logreg"]),
-        "baseline": classification_metrics(y, scores["baseline"], score=scores["baseline_points"]),
-    }
+    comparison["logreg"] = classification_metrics(y, scores["logreg"])
+    comparison["baseline"] = classification_metrics(y, scores["baseline"], score=scores["baseline_points"])
     ex = pipeline.examples
     oracle = _oracle(latent, test, ex.horizon_days, ex.won_horizon_days)
     if oracle is not None and oracle[label.probability].notna().all():
         scores["oracle"] = oracle[label.probability].to_numpy()
         comparison["oracle"] = classification_metrics(y, scores["oracle"])
-    calibration = pd.DataFrame({
-        name: {k: classification_metrics(y, scores[col])[k] for k in ("logloss", "brier", "ece")}
+    return FoldRun(fold=fold, parts=parts, model=None, test=test, scores=scores,
+                   comparison=pd.DataFrame(comparison).T, calibration=pd.DataFrame(), calibration_p=np.empty(0),
+                   entrants=entrants)
+
+
+def _settle(run: FoldRun, winner: str) -> None:
+    """Make the chosen candidate the fold's ``model`` (its scores, metrics and calibration);
+    the other candidates' fitted models are let go (their scores and metrics stay)."""
+    e = run.entrants[winner]
+    run.model, run.calibration_p = e.model, e.calibration_p
+    run.scores["model"] = run.scores[winner]
+    run.scores["model_uncalibrated"] = run.scores[f"{winner}_uncalibrated"]
+    run.scores = run.scores.drop(columns=[c for c in run.scores if c.endswith("_uncalibrated") and c != "model_uncalibrated"])
+    run.comparison = pd.concat([run.comparison.loc[[winner]].rename(index={winner: "model"}), run.comparison])
+    y = run.scores["y"].to_numpy()
+    run.calibration = pd.DataFrame({
+        name: {k: classification_metrics(y, run.scores[col])[k] for k in ("logloss", "brier", "ece")}
         for name, col in (("before", "model_uncalibrated"), ("after", "model"))}).T
-    return FoldRun(fold=fold, parts=parts, model=model, test=test, scores=scores,
-                   comparison=pd.DataFrame(comparison).T, calibration=calibration, calibration_p=calibration_p)
+    run.entrants = {winner: e}
 
 
 def _backtest_metrics(label: Label, folds: list[FoldRun]) -> dict[str, float]:
@@ -301,38 +343,58 @@ def _fit_label(label: Label, examples: pd.DataFrame, observed_until: pd.Timestam
             raise InsufficientData(problem)
         notes.append(problem.removeprefix(f"{label.name}: "))
         folds = []
+    candidates = candidates_for(pipeline.model, n_pos)
+    regime = "small-data grid" if small_data(n_pos, pipeline.model) else "grid"
+    say(f"  candidates ({n_pos:,} positives: LightGBM {regime}): {', '.join(c.name for c in candidates)}")
     fold_runs: list[FoldRun] = []
+    t_race = time.perf_counter()
     for i, fold in enumerate(folds, start=1):
         try:
-            model, parts, sample, p_cal = _fit_at(label, rows, fold.cutoff, pipeline, features, categorical)
+            entrants, parts, sample = _race_at(label, rows, fold.cutoff, pipeline, features, categorical, candidates)
         except InsufficientData as exc:
             notes.append(f"fold {i} (cut-off {fold.cutoff:%Y-%m-%d}): {str(exc).removeprefix(label.name + ': ')}")
             continue
-        run = _evaluate(label, fold, model, parts, sample, p_cal, rows, pipeline, categorical, latent)
+        run = _evaluate(label, fold, entrants, parts, sample, rows, pipeline, categorical, latent)
         if isinstance(run, str):
             notes.append(f"fold {i} (cut-off {fold.cutoff:%Y-%m-%d}): not tested: {run}")
             continue
         fold_runs.append(run)
-        c = run.comparison["auc"]
+        c = run.comparison
         say(f"  {'fold ' + str(i) if primary else 'newest fold'}: cut-off {fold.cutoff:%Y-%m-%d}; fit on {len(parts.fit):,} examples as of "
             f"{parts.fit['as_of'].min():%Y-%m-%d} .. {parts.fit['as_of'].max():%Y-%m-%d} "
-            f"({int(parts.fit[label.name].sum()):,} positive), {model.best_iteration} trees; tested on "
-            f"{len(run.test):,} examples as of {fold.test_dates[0]:%Y-%m-%d} .. {fold.test_end:%Y-%m-%d}: AUC "
-            f"{c['model']:.3f} (logistic {c['logreg']:.3f}, rule baseline {c['baseline']:.3f}"
-            + (f", oracle {c['oracle']:.3f}" if "oracle" in c else "") + ")")
+            f"({int(parts.fit[label.name].sum()):,} positive); tested on "
+            f"{len(run.test):,} examples as of {fold.test_dates[0]:%Y-%m-%d} .. {fold.test_end:%Y-%m-%d}: AUC / log loss "
+            + ", ".join(f"{name} {c.loc[name, 'auc']:.3f} / {c.loc[name, 'logloss']:.4f}" for name in c.index))
         run.parts.fit = run.parts.fit.iloc[:0]  # the fold's fit rows are done with: keep memory to the shipped fit
     for note in notes:
         say(f"  {label.name}: {note}")
     if primary and not fold_runs:
         raise InsufficientData(f"{label.name}: no backtest fold could be evaluated (each is named above); the "
                                f"newest: {notes[-1]}")
-    trees = int(np.median([f.model.best_iteration for f in fold_runs])) if fold_runs else None
-    model, parts, _, p_cal = _fit_at(label, rows, observed_until, pipeline, features, categorical, trees=trees)
+    winner, table, plan, fixed = None, pd.DataFrame(), [lightgbm_candidate(pipeline.model, {})], None
+    if fold_runs:
+        per_fold = [f.comparison.to_dict("index") for f in fold_runs]
+        mean_ll = pd.Series({c.name: np.mean([f[c.name]["logloss"] for f in per_fold if c.name in f])
+                             for c in candidates if any(c.name in f for f in per_fold)})
+        winner = choose(mean_ll, candidates, pipeline.model.selection_tolerance)
+        table = candidate_table(per_fold, candidates, winner)
+        plan, fixed = ship_plan(winner, candidates, [f.entrants for f in fold_runs])
+        for f in fold_runs:
+            _settle(f, winner)
+        say(f"  candidates, mean over {len(fold_runs)} fold(s) (the lowest log loss wins; a simpler one within "
+            f"{pipeline.model.selection_tolerance:.1%} of it instead; {time.perf_counter() - t_race:.0f} s):")
+        for line in candidates_lines(table):
+            say(line)
+    entrants, parts, _ = _race_at(label, rows, observed_until, pipeline, features, categorical, plan, fixed)
+    winner = winner or plan[0].name
+    model, p_cal = entrants[winner].model, entrants[winner].calibration_p
+    model.info["candidate"] = winner
     dropped = model.info["constant_features"]
-    say(f"{label.name}: the shipped model: {model.best_iteration} trees"
-        + ((f" (the median of the {len(fold_runs)} folds')" if len(fold_runs) > 1 else " (as its newest fold)")
-           if trees else " (early-stopped: no fold to choose them)")
-        + f" on {len(parts.fit):,} examples as of {parts.fit['as_of'].min():%Y-%m-%d} .. "
+    how = ""
+    if model.best_iteration:
+        how = ((f", its trees the median of the {len(fold_runs)} folds'" if len(fold_runs) > 1
+                else ", its trees as its newest fold's") if fold_runs else " (early-stopped: no fold to choose its trees)")
+    say(f"{label.name}: the shipped model: {winner} - {model.describe()}{how} - on {len(parts.fit):,} examples as of {parts.fit['as_of'].min():%Y-%m-%d} .. "
         f"{parts.fit['as_of'].max():%Y-%m-%d} ({int(parts.fit[label.name].sum()):,} positive), the newest matured "
         f"outcomes; {model.info['calibration']} calibration out of fold on its {len(parts.calibration):,} examples "
         f"as of {parts.calibration['as_of'].min():%Y-%m-%d} .. {parts.calibration['as_of'].max():%Y-%m-%d}; "
@@ -345,8 +407,11 @@ def _fit_label(label: Label, examples: pd.DataFrame, observed_until: pd.Timestam
         say(f"  constant features left out: {', '.join(dropped[:20])}" + (f" and {len(dropped) - 20} more"
                                                                          if len(dropped) > 20 else ""))
     metrics = _backtest_metrics(label, fold_runs) if fold_runs else {}
+    for row in table.itertuples():
+        metrics.update({f"candidate_{row.candidate}_{label.short}_{m}_mean": float(getattr(row, m))
+                        for m in ("auc", "logloss", "ece")})
     return LabelRun(label=label, model=model, parts=parts, folds=fold_runs, fold_notes=notes, metrics=metrics,
-                    calibration_p=p_cal)
+                    calibration_p=p_cal, winner=winner, candidates=table)
 
 
 def backtest_table(run: LabelRun) -> pd.DataFrame:
@@ -498,6 +563,7 @@ def train_pipeline(pipeline: PipelineConfig, tables, data_dir: Path | None = Non
               "cadence_days": ex_cfg.cadence_days, "max_lead_age_days": ex_cfg.max_lead_age_days,
               "label_latency_days": ex_cfg.label_latency_days,
               "calibration_method": model.info["calibration"], "best_iteration": model.best_iteration,
+              "candidate": primary.winner, "model_family": model.family, "model_description": model.describe(),
               "backtest_cutoffs": ", ".join(f"{f.fold.cutoff:%Y-%m-%d}" for f in primary.folds),
               "backtest_test_until": f"{newest.fold.test_end:%Y-%m-%d}",
               "cutoff_policy": pipeline.cutoffs.policy, "mql_cutoff": cutoffs.mql, "sql_cutoff": cutoffs.sql,
@@ -552,7 +618,8 @@ def report_inputs(run: TrainingRun, facts: list[tuple[str, str]] | None = None):
                  f"(fingerprint {run.fingerprint['hash']})"),
         ("outcomes observed until", run.params["observed_until"][:16]),
         ("the shipped model", f"fitted on examples as of {run.params['train_from']} .. {run.params['train_until']} "
-                              f"(the newest matured outcomes), {run.params['best_iteration']} trees; calibrated "
+                              f"(the newest matured outcomes): {run.params['candidate']} - "
+                              f"{run.params['model_description']}; calibrated "
                               f"({run.params['calibration_method']}) out of fold on its examples as of "
                               f"{run.params['calibration_from']} .. {run.params['calibration_until']}"),
         ("backtest", f"walk forward, cut-offs {run.params['backtest_cutoffs']}; each fold fitted as the shipped "
@@ -564,7 +631,9 @@ def report_inputs(run: TrainingRun, facts: list[tuple[str, str]] | None = None):
                     f"SQL {run.primary.probability} >= {s.cutoffs.sql:.4f}"),
     ]
     base_facts += [(f"{name} (not trained)", why) for name, why in run.skipped.items()]
-    extra = [("Walk-forward backtest (AUC, log loss, ECE per fold; the newest fold last)", run.backtest)]
+    extra = [("Candidates, mean over the backtest folds (the lowest log loss wins; ties go to the simpler)",
+              run.labels[run.primary.name].candidates),
+             ("Walk-forward backtest (AUC, log loss, ECE per fold; the newest fold last)", run.backtest)]
     for name, other in run.labels.items():
         if name != run.primary.name and other.newest is not None:
             extra.append((f"{other.label.name} model (its own newest fold)", other.newest.comparison))

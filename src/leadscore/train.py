@@ -29,6 +29,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 
 from leadscore.calibration import MarginCalibrator
 from leadscore.examples import lead_parts
+from leadscore.modeling.families import BlendMargin, LinearMargin, TreeMargin
 
 
 class InsufficientData(Exception):
@@ -40,7 +41,12 @@ class ModelConfig:
     """LightGBM parameters and the data-sufficiency floor.
 
     ``min_positives``: fewest positives in the training part to train at all (CRM vendors
-    ask for about 120 conversions). ``validation_fraction``: share of training leads held
+    ask for about 120 conversions). ``candidates``: the model families raced per label
+    (:mod:`leadscore.modeling.candidates`), ``search_trials`` LightGBM shapes among them, a
+    smaller and more regularised grid below ``small_data_positives``; a simpler candidate within
+    ``selection_tolerance`` (relative log loss) of the best wins. ``rare_level_rows``: categorical
+    levels with fewer training rows are pooled into one level, ``(other)``, which also takes
+    values never seen in training. ``validation_fraction``: share of training leads held
     out for early stopping. ``max_fit_rows``: a fit on more examples keeps every positive and
     a random sample of the negatives, each weighted by the inverse of its sampling rate, so the
     margins keep the full data's scale (None: no sampling); calibration always reads every
@@ -56,10 +62,17 @@ class ModelConfig:
     reg_lambda: float = 5.0
     early_stopping_rounds: int = 100
     validation_fraction: float = 0.2
+    min_data_per_group: int = 100
+    cat_smooth: float = 10.0
     min_positives: int = 120
     max_fit_rows: int | None = 300_000
     seed: int = 0
     n_jobs: int = 2
+    candidates: tuple[str, ...] = ("lightgbm", "logistic", "blend")
+    search_trials: int = 3
+    small_data_positives: int = 1000
+    selection_tolerance: float = 0.002
+    rare_level_rows: int = 10
 
     def __post_init__(self):
         if self.max_fit_rows is not None and self.max_fit_rows < 1000:
@@ -68,35 +81,82 @@ class ModelConfig:
             raise ValueError(f"validation_fraction must be in (0, 0.5), got {self.validation_fraction!r}")
         if self.min_positives < 1:
             raise ValueError(f"min_positives must be >= 1, got {self.min_positives!r}")
+        unknown = sorted(set(self.candidates) - {"lightgbm", "logistic", "blend"})
+        if unknown or not self.candidates:
+            raise ValueError(f"candidates must be some of lightgbm, logistic, blend; got {list(self.candidates)!r}")
+        if self.search_trials < 1:
+            raise ValueError(f"search_trials must be >= 1, got {self.search_trials!r}")
+        if not 0 <= self.selection_tolerance < 0.1:
+            raise ValueError(f"selection_tolerance must be in [0, 0.1), got {self.selection_tolerance!r}")
 
 
-def categorical_levels(frame: pd.DataFrame, categorical: list[str]) -> dict[str, list[str]]:
-    """The categories seen in training, sorted: the fixed codes the model is trained on."""
-    return {c: sorted(frame[c].astype(str).unique()) for c in categorical}
+OTHER = "(other)"  # the pooled level: rare in training, or never seen there
+
+
+def categorical_levels(frame: pd.DataFrame, categorical: list[str], rare_rows: int = 0) -> dict[str, list[str]]:
+    """The categories seen in training, sorted: the fixed codes the model is trained on. Levels
+    with fewer than ``rare_rows`` rows are pooled into :data:`OTHER` (added when any is)."""
+    out = {}
+    for c in categorical:
+        counts = frame[c].dropna().astype(str).value_counts()
+        kept = sorted(counts.index[counts >= rare_rows])
+        out[c] = kept + [OTHER] if len(kept) < len(counts) and OTHER not in kept else kept
+    return out
 
 
 def as_model_frame(frame: pd.DataFrame, features: list[str], levels: dict[str, list[str]]) -> pd.DataFrame:
-    """Feature columns in model order; categoricals as pd.Categorical with the training levels
-    (a value never seen in training becomes missing, which LightGBM handles)."""
+    """Feature columns in model order; categoricals as pd.Categorical with the training levels.
+    A value outside them is :data:`OTHER` when the levels pool rare ones, else missing (which
+    every family handles); a missing value stays missing."""
     out = frame[features].copy()
     for col, cats in levels.items():
+        present = out[col].notna().to_numpy()
         values = out[col] if pd.api.types.is_string_dtype(out[col]) else out[col].astype(str)
-        codes = pd.Index(cats).get_indexer(values)  # -1: missing or never seen in training
-        out[col] = pd.Categorical.from_codes(codes, categories=cats)
+        index = pd.Index(cats)
+        codes = index.get_indexer(values)  # -1: missing or not a training level
+        if OTHER in cats:
+            codes = np.where((codes < 0) & present, index.get_loc(OTHER), codes)
+        out[col] = pd.Categorical.from_codes(np.where(present, codes, -1), categories=cats)
     return out
 
 
 @dataclass
 class ConversionModel:
-    """A trained LightGBM booster plus its calibrator, for one label."""
+    """A trained model of one label - its ``core`` (a family of :mod:`leadscore.modeling.families`:
+    LightGBM trees, a logistic regression or a blend of both) maps the model matrix to a raw
+    margin - plus the calibrator that turns the margin into a probability."""
 
     label: str
     features: list[str]
     levels: dict[str, list[str]]
-    booster: lgb.Booster
+    core: TreeMargin | LinearMargin | BlendMargin
     calibrator: MarginCalibrator | None = None
-    best_iteration: int = 0
     info: dict = field(default_factory=dict)
+
+    @property
+    def family(self) -> str:
+        return self.core.family
+
+    @property
+    def trees(self) -> TreeMargin | None:
+        """The LightGBM part: the core itself, a blend's tree member, or None."""
+        if isinstance(self.core, TreeMargin):
+            return self.core
+        if isinstance(self.core, BlendMargin):
+            return next((m for _, m in self.core.members if isinstance(m, TreeMargin)), None)
+        return None
+
+    @property
+    def booster(self) -> lgb.Booster | None:
+        return self.trees.booster if self.trees is not None else None
+
+    @property
+    def best_iteration(self) -> int:
+        """Trees used (0 for a model without trees)."""
+        return self.trees.best_iteration if self.trees is not None else 0
+
+    def describe(self) -> str:
+        return self.core.describe()
 
     def matrix(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The model's input: its features in order, categoricals with the training levels."""
@@ -108,8 +168,7 @@ class ConversionModel:
 
     def margin(self, frame: pd.DataFrame, matrix: pd.DataFrame | None = None) -> np.ndarray:
         """Raw score (log-odds) of the rows; ``matrix``: the rows already prepared by :meth:`matrix`."""
-        return self.booster.predict(self.matrix(frame) if matrix is None else matrix, raw_score=True,
-                                    num_iteration=self.best_iteration or None)
+        return self.core.decision_function(self.matrix(frame) if matrix is None else matrix)
 
     def predict_proba(self, frame: pd.DataFrame, matrix: pd.DataFrame | None = None) -> np.ndarray:
         """Calibrated P(label)."""
@@ -170,14 +229,15 @@ def fit_lightgbm(train: pd.DataFrame, label: str, features: list[str], categoric
     if not features:
         raise InsufficientData(f"{label}: every feature is constant in the training part ({len(train):,} examples)")
     categorical = [c for c in categorical if c in features]
-    levels = categorical_levels(train, categorical)
+    levels = categorical_levels(train, categorical, config.rare_level_rows)
     held_out = validation_mask(train, config) if trees is None else np.zeros(len(train), dtype=bool)
     X = as_model_frame(train, features, levels)
     model = lgb.LGBMClassifier(
         objective="binary", n_estimators=trees or config.n_estimators, learning_rate=config.learning_rate,
         num_leaves=config.num_leaves, min_child_samples=config.min_child_samples,
         subsample=config.subsample, subsample_freq=1, colsample_bytree=config.colsample_bytree,
-        reg_lambda=config.reg_lambda, random_state=config.seed, n_jobs=config.n_jobs, verbose=-1,
+        reg_lambda=config.reg_lambda, min_data_per_group=config.min_data_per_group, cat_smooth=config.cat_smooth,
+        random_state=config.seed, n_jobs=config.n_jobs, verbose=-1,
         deterministic=True, force_row_wise=True,
     )
     if trees is None:
@@ -189,8 +249,9 @@ def fit_lightgbm(train: pd.DataFrame, label: str, features: list[str], categoric
     else:
         model.fit(X, y, sample_weight=w, categorical_feature=categorical)
         best = int(trees)
-    return ConversionModel(label=label, features=features, levels=levels, booster=model.booster_,
-                           best_iteration=best,
+    core = TreeMargin(model.booster_, best, params={k: getattr(config, k) for k in
+                                                    ("num_leaves", "min_child_samples", "reg_lambda", "learning_rate")})
+    return ConversionModel(label=label, features=features, levels=levels, core=core,
                            info={"train_rows": int((~held_out).sum()), "validation_rows": int(held_out.sum()),
                                  "train_positives": int(y[~held_out].sum()), "best_iteration": best,
                                  "constant_features": constant})
@@ -222,13 +283,20 @@ def cross_fitted_margin(train: pd.DataFrame, rows: pd.DataFrame, label: str, fea
     ``rows`` without a lead judging the trees it trained - far more outcomes than a held-out
     share would leave, which is what decides how well a small CRM's probabilities are
     calibrated (README: Training)."""
-    shares = (1.0,) * CROSS_FIT_GROUPS
-    in_train = lead_parts(train["lead_id"], shares, salt=config.seed + 29)
-    in_rows = lead_parts(rows["lead_id"], shares, salt=config.seed + 29)
-    margin = np.empty(len(rows))
     half = replace(config, min_positives=1)  # the whole fit was checked for enough positives
+    return cross_fitted(train, rows, lambda part: fit_lightgbm(part, label, features, categorical, half, trees=trees),
+                        config.seed)
+
+
+def cross_fitted(train: pd.DataFrame, rows: pd.DataFrame, refit, seed: int = 0) -> np.ndarray:
+    """Each of ``rows``' margin from ``refit(the train rows of the other leads)`` - any model
+    family (:func:`cross_fitted_margin`)."""
+    shares = (1.0,) * CROSS_FIT_GROUPS
+    in_train = lead_parts(train["lead_id"], shares, salt=seed + 29)
+    in_rows = lead_parts(rows["lead_id"], shares, salt=seed + 29)
+    margin = np.empty(len(rows))
     for group in range(CROSS_FIT_GROUPS):
-        model = fit_lightgbm(train[in_train != group], label, features, categorical, half, trees=trees)
+        model = refit(train[in_train != group])
         margin[in_rows == group] = model.margin(rows[in_rows == group])
     return margin
 
