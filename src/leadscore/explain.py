@@ -67,10 +67,10 @@ def contributions(model: ConversionModel, frame: pd.DataFrame) -> Contributions:
     TreeSHAP for trees (LightGBM ``pred_contrib``), the centred linear terms of a logistic
     regression, their weighted sum for a blend (:mod:`leadscore.modeling.families`)."""
     X = as_model_frame(frame, model.features, model.levels)
-    raw, base = model.core.contributions(X)
+    raw, base, margin = model.core.explain(X)
     values = pd.DataFrame(raw, columns=model.features, index=frame.index)
     return Contributions(values=values, base=np.asarray(base, dtype="float64"),
-                         margin=np.asarray(model.core.decision_function(X), dtype="float64"))
+                         margin=np.asarray(margin, dtype="float64"))
 
 
 def group_scores(contrib: pd.DataFrame, catalogue: pd.DataFrame) -> pd.DataFrame:

@@ -9,7 +9,7 @@ model is (out of fold on the calibration rows):
   fewer leaves, small leaves allowed but strong L2 and categorical smoothing - what a few
   hundred outcomes can support;
 * ``logistic`` - :class:`leadscore.modeling.families.LinearMargin`: one-hot levels with rare
-  ones pooled, splines of the signed log of numbers with missing flags, ``C`` by inner
+  ones pooled, linear splines of the signed log of numbers with missing flags, ``C`` by inner
   cross-validation grouped by lead; fitted on every positive and a weighted sample of at most
   :data:`LINEAR_ROWS` examples;
 * ``blend`` - the logistic regression and the LightGBM candidate with the lowest out-of-fold

@@ -12,7 +12,8 @@ in model order, categoricals as ``pd.Categorical`` with the training levels -
 
 **Logistic regression** (:class:`LinearMargin`): each feature is expanded into its own block of
 columns - a categorical into one-hot levels (levels rarer than ``min_frequency`` pooled into
-one), a number into a missing-value flag and a spline basis of its signed log - standardised,
+one), a number into a missing-value flag and a linear spline of its signed log (the value and a
+hinge at each interior quantile knot) - standardised,
 and a penalised logistic regression is fitted on all blocks, its ``C`` chosen by inner
 cross-validation on log loss (grouped by lead). The model is additive over features, so its
 exact SHAP values (interventional, the training rows as background) are, per feature, the sum
@@ -29,7 +30,6 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-from sklearn.preprocessing import SplineTransformer
 
 
 class TreeMargin:
@@ -53,6 +53,10 @@ class TreeMargin:
         raw = np.asarray(self.booster.predict(X, pred_contrib=True, num_iteration=self._iteration))
         return raw[:, :-1], raw[:, -1]
 
+    def explain(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(contributions, base, margin) - the margin computed by the model itself."""
+        return (*self.contributions(X), self.decision_function(X))
+
     def describe(self) -> str:
         p = self.params
         shape = (f" ({p['num_leaves']} leaves, min {p['min_child_samples']} rows per leaf, L2 {p['reg_lambda']:g})"
@@ -68,8 +72,9 @@ class LinearMargin(ClassifierMixin, BaseEstimator):
     """Penalised logistic regression on per-feature blocks (see the module docstring).
 
     ``Cs``: the inverse regularisation strengths tried (``C`` given: no search). ``cv``: inner
-    folds, grouped by ``groups`` when :meth:`fit` gets them. ``n_knots``: spline knots at
-    quantiles of each number's signed log (fewer distinct values: a straight line).
+    folds, grouped by ``groups`` when :meth:`fit` gets them. ``n_knots``: quantiles of each
+    number's signed log (the outer two are its range) where the linear spline may bend; tied
+    quantiles merge (few distinct values: fewer bends, down to a straight line).
     ``min_frequency``: categorical levels with fewer training rows are pooled into one.
     """
 
@@ -100,12 +105,8 @@ class LinearMargin(ClassifierMixin, BaseEstimator):
                 missing = np.isnan(x)
                 fill = float(np.median(x[~missing])) if (~missing).any() else 0.0
                 v = _signed_log1p(np.where(missing, fill, x))
-                knots = np.unique(np.quantile(v, np.linspace(0, 1, self.n_knots)))
-                spline = None
-                if len(knots) >= 3:
-                    spline = SplineTransformer(knots=knots.reshape(-1, 1), degree=3, extrapolation="linear",
-                                               include_bias=False).fit(v.reshape(-1, 1))
-                self.blocks_[col] = ("numeric", (fill, bool(missing.any()), spline))
+                knots = np.unique(np.quantile(v, np.linspace(0, 1, self.n_knots)))[1:-1]  # interior knots
+                self.blocks_[col] = ("numeric", (fill, bool(missing.any()), knots))
 
     def _block(self, col: str, s: pd.Series) -> np.ndarray:
         kind, spec = self.blocks_[col]
@@ -115,11 +116,12 @@ class LinearMargin(ClassifierMixin, BaseEstimator):
             onehot = (codes[:, None] == kept[None, :]).astype("float64")
             pooled = (~np.isin(codes, kept)).astype("float64")[:, None]  # rare, unseen (and missing if rare)
             return np.hstack([onehot, pooled])
-        fill, flag, spline = spec
+        fill, flag, knots = spec
         x = s.to_numpy(dtype="float64")
         missing = np.isnan(x)
         v = _signed_log1p(np.where(missing, fill, x))
-        parts = [spline.transform(v.reshape(-1, 1)) if spline is not None else v.reshape(-1, 1)]
+        # a linear spline: the value and a hinge at each interior knot (slope may change there)
+        parts = [v[:, None], np.maximum(v[:, None] - knots[None, :], 0.0)]
         if flag:
             parts.append(missing.astype("float64")[:, None])
         return np.hstack(parts)
@@ -155,7 +157,7 @@ class LinearMargin(ClassifierMixin, BaseEstimator):
             else:
                 splits = list(StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.seed).split(Z, y))
             model = LogisticRegressionCV(Cs=list(self.Cs), cv=splits, scoring="neg_log_loss", max_iter=self.max_iter,
-                                         use_legacy_attributes=False).fit(Z, y, sample_weight=w)
+                                         l1_ratios=(0.0,), use_legacy_attributes=False).fit(Z, y, sample_weight=w)
             self.C_ = float(model.C_)
         self.coef_ = model.coef_[0].copy()
         self.intercept_ = float(model.intercept_[0])
@@ -171,10 +173,19 @@ class LinearMargin(ClassifierMixin, BaseEstimator):
         return np.column_stack([1 - p, p])
 
     def contributions(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        return self.explain(X)[:2]
+
+    def explain(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(contributions, base, margin) from one design matrix; the margin is the model's own
+        ``design @ coef + intercept``."""
+        design = self._design(X)
+        margin = design @ self.coef_ + self.intercept_
         # The design is centred on the training mean: each column's term is its SHAP value.
-        terms = self._design(X) * self.coef_
-        values = np.column_stack([terms[:, self.slices_[c]].sum(axis=1) for c in self.features_])
-        return values, np.full(len(X), self.intercept_)
+        terms = design * self.coef_
+        ends = np.array([self.slices_[c].stop for c in self.features_])
+        cum = np.concatenate([np.zeros((len(X), 1)), np.cumsum(terms, axis=1)], axis=1)
+        starts = np.array([self.slices_[c].start for c in self.features_])
+        return cum[:, ends] - cum[:, starts], np.full(len(X), self.intercept_), margin
 
     def describe(self) -> str:
         return f"logistic regression, {self.n_terms_} terms, C={self.C_:g}"
@@ -192,11 +203,14 @@ class BlendMargin:
         return sum(w * m.decision_function(X) for w, m in self.members)
 
     def contributions(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        values, base = 0.0, 0.0
+        return self.explain(X)[:2]
+
+    def explain(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        values, base, margin = 0.0, 0.0, 0.0
         for w, m in self.members:
-            v, b = m.contributions(X)
-            values, base = values + w * v, base + w * b
-        return values, base
+            v, b, g = m.explain(X)
+            values, base, margin = values + w * v, base + w * b, margin + w * g
+        return values, base, margin
 
     def describe(self) -> str:
         return "blend of " + " and ".join(f"{w:g} x {m.describe()}" for w, m in self.members)
