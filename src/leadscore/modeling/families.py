@@ -80,7 +80,7 @@ class LinearMargin(ClassifierMixin, BaseEstimator):
 
     family = "logistic"
 
-    def __init__(self, C: float | None = None, Cs=(0.003, 0.01, 0.03, 0.1, 0.3, 1.0), cv: int = 3,
+    def __init__(self, C: float | None = None, Cs=(0.001, 0.003, 0.01, 0.03, 0.1, 0.3), cv: int = 3,
                  n_knots: int = 5, min_frequency: int = 20, max_iter: int = 2000, seed: int = 0):
         self.C = C
         self.Cs = Cs
