@@ -193,3 +193,36 @@ def test_promotion_decision_margins(challenger, promote):
                                                                                min_logloss_gain=0.0002))
     assert decided is promote
     assert reason.startswith("promote" if promote else "keep")
+
+
+@pytest.mark.slow
+def test_candidates_race_on_the_backtest_folds_and_the_winner_ships_explained_exactly(train_dir, tmp_path):
+    """Every family raced at each cut-off; the shipped model is the candidate with the lowest
+    mean fold log loss (or a simpler one within the tolerance), its fold rows are that
+    candidate's, and whatever family it is, its contributions add up to its margin."""
+    from leadscore.explain import contributions
+
+    config = write_config(tmp_path / "race.yaml", train_dir, split={"folds": 2},
+                          model={"candidates": ["lightgbm", "logistic", "blend"], "search_trials": 1})
+    pipeline = load_pipeline(config)
+    lines: list[str] = []
+    run = train_pipeline(pipeline, {n: train_dir / f"{n}.parquet" for n in ("leads", "activities", "lifecycle")},
+                         echo=lines.append)
+    sql = run.labels["became_sql"]
+    table = sql.candidates.set_index("candidate")
+    assert set(table["family"]) == {"lightgbm", "logistic", "blend"} and (table["folds"] == 2).all()
+    best = table["logloss"].min()
+    assert table.loc[sql.winner, "logloss"] <= best * (1 + pipeline.model.selection_tolerance)
+    assert (table["chosen"] == "yes").sum() == 1 and table.loc[sql.winner, "chosen"] == "yes"
+    assert run.scorer.sql_model.family == table.loc[sql.winner, "family"]
+    assert run.params["candidate"] == sql.winner and run.metrics[f"candidate_{sql.winner}_sql_logloss_mean"] == \
+        pytest.approx(table.loc[sql.winner, "logloss"])
+    for fold in sql.folds:  # the fold's model rows are the winner's rows
+        assert fold.comparison.loc["model"].equals(fold.comparison.loc[sql.winner].rename("model"))
+        np.testing.assert_array_equal(fold.scores["model"], fold.scores[sql.winner])
+    assert any(line.lstrip().startswith("* " + sql.winner) for line in lines)
+    sample = run.test_frame.head(500)
+    for model in run.scorer.models.values():
+        c = contributions(model, sample)
+        assert c.additivity_error() < 1e-9
+        np.testing.assert_allclose(c.margin, model.margin(sample), rtol=0, atol=1e-9)
