@@ -98,11 +98,16 @@ def test_property_a_fold_trains_only_on_outcomes_known_at_its_cutoff(days, horiz
             assert train.max() < test.min()                      # no training lead dated after a test lead
 
 
+def _drifting_export(tmp_path_factory, name: str, n_leads: int) -> Path:
+    """The flat export (its config path) of a drifting synthetic world of ``n_leads`` leads, seed 5."""
+    out = tmp_path_factory.mktemp(name)
+    generate(SynthConfig(n_leads=n_leads, seed=5, drift=True), out / "world", progress=False)
+    return flat_export(out / "world", out)
+
+
 @pytest.fixture(scope="module")
 def drift_flat(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("flat")
-    generate(SynthConfig(n_leads=8000, seed=5, drift=True), out / "world", progress=False)
-    return flat_export(out / "world", out)
+    return _drifting_export(tmp_path_factory, "flat", 8000)
 
 
 def test_no_training_lead_is_dated_after_the_earliest_test_lead(drift_flat):
@@ -155,9 +160,7 @@ def test_train_on_a_drifting_flat_export_prints_out_of_time_below_the_random_spl
 @pytest.fixture(scope="module")
 def small_drift_flat(tmp_path_factory) -> Path:
     """A small drifting export: 5,000 leads in the world, ~2,300 in the export, under 400 positives."""
-    out = tmp_path_factory.mktemp("small-flat")
-    generate(SynthConfig(n_leads=5000, seed=5, drift=True), out / "world", progress=False)
-    return flat_export(out / "world", out)
+    return _drifting_export(tmp_path_factory, "small-flat", 5000)
 
 
 def test_on_small_drifting_data_the_chosen_model_is_at_least_the_logistic_regression(small_drift_flat):
