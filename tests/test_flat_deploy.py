@@ -152,3 +152,41 @@ def test_monitor_reads_outcomes_from_the_export(deployed, xeducation_csv, tmp_pa
     assert overall["realized_rate"] == pytest.approx(y.mean())        # the export's own outcomes, every row
     assert {r["feature"] for r in report["psi"]} >= {"Lead Source", "p_converted", "score"}
     assert (tmp_path / "monitor.html").read_text().count("converted") > 0
+
+
+def test_a_ratio_is_derived_in_the_feature_stage_and_by_the_registered_model(deployed, xeducation_csv):
+    import mlflow
+
+    from leadscore.flat import load_flat
+    from leadscore.flat_pipeline import scoring_rows
+
+    config, _, dataset = deployed
+    data = load_flat(dataset, xeducation_csv)
+    total, visits = data.features["Total Time Spent on Website"], data.features["TotalVisits"]
+    ratio = data.features["Time Per Visit"]
+    zero = visits.eq(0)
+    assert zero.any() and ratio[zero].isna().all() and ratio[visits.isna()].isna().all()
+    both = visits.gt(0)
+    np.testing.assert_allclose(ratio[both], total[both] / visits[both], rtol=1e-12)
+    assert "Time Per Visit" in set(data.catalogue["name"])
+    scorer, _ = load_scorer(f"models:/{dataset.bundle_name}@champion", dataset.tracking_config.tracking_uri)
+    assert "Time Per Visit" in scorer.features
+    rows = scoring_rows(data, pd.Timestamp("2025-06-01", tz="UTC")).head(200)
+    mlflow.set_tracking_uri(dataset.tracking_config.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{dataset.bundle_name}@champion")
+    assert "Time Per Visit" not in model.metadata.get_input_schema().input_names()   # callers send raw columns
+    raw = rows.drop(columns=["Time Per Visit"]).assign(as_of=rows["as_of"].dt.tz_localize(None))
+    served = model.predict(raw)
+    np.testing.assert_allclose(served["p_converted"], scorer.predict(rows)["p_converted"], rtol=1e-12)
+
+
+def test_a_ratio_of_a_column_that_is_not_numeric_is_refused(tmp_path, xeducation_csv):
+    from leadscore.config import ConfigError
+    from leadscore.flat import load_config
+
+    from .conftest import write_flat_config
+
+    config = write_flat_config(tmp_path / "x.yaml", xeducation_csv,
+                               ratios={"Odd": {"numerator": "Country", "denominator": "TotalVisits"}})
+    with pytest.raises(ConfigError, match=r"ratios.Odd.numerator 'Country' is not one of the numeric columns"):
+        load_config(config)

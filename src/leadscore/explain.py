@@ -469,6 +469,7 @@ def explain_rows(scorer, frame: pd.DataFrame, k: int = 3) -> tuple[pd.DataFrame,
     all of the primary label's model. Returns it with that model's :class:`Contributions`."""
     if k < 1:
         raise ValueError(f"k (reasons per direction) must be >= 1, got {k}")
+    frame = scorer.prepare(frame)
     scored = scorer.predict(frame)
     model = scorer.primary_model
     contrib = contributions(model, frame)

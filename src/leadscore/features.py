@@ -131,6 +131,30 @@ class FeatureSpec:
         return {"categorical": "str", "count": "int32", "flag": "int8", "numeric": "float64"}[self.kind]
 
 
+@dataclass(frozen=True)
+class Ratio:
+    """A derived numeric feature ``numerator / denominator`` of two numeric columns (time per
+    visit, pages per visit): empty where either is missing or the denominator is not > 0.
+    Computed where the feature rows are built and by the scorer when its input lacks it, so a
+    caller sends only the raw columns."""
+
+    name: str
+    numerator: str
+    denominator: str
+    description: str = ""
+
+    def compute(self, frame: pd.DataFrame) -> pd.Series:
+        num = pd.to_numeric(frame[self.numerator], errors="coerce").astype("float64")
+        den = pd.to_numeric(frame[self.denominator], errors="coerce").astype("float64")
+        return (num / den.where(den > 0)).astype("float64")
+
+
+def with_ratios(frame: pd.DataFrame, ratios) -> pd.DataFrame:
+    """``frame`` with each ratio's column added where it is absent (present ones are kept)."""
+    absent = {r.name: r.compute(frame) for r in ratios if r.name not in frame.columns}
+    return frame.assign(**absent) if absent else frame
+
+
 # ---------------------------------------------------------------------------
 # The catalogue
 # ---------------------------------------------------------------------------

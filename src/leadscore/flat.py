@@ -13,10 +13,14 @@ configuration in YAML says how to read it::
     numeric: [TotalVisits, ...]
     exclude:
       Tags: filled in by the sales team after contacting the lead
+    ratios:                      # derived numeric features, numerator / denominator
+      Time Per Visit: {numerator: Total Time Spent on Website, denominator: TotalVisits,
+                       description: seconds on the website per visit}
 
 Every column of the file must be the id, the label, the date columns, categorical, numeric or
 excluded (with a reason): nothing is silently dropped, and a column the config does not
-mention is an error.
+mention is an error. A ratio is empty where either column is or the denominator is not > 0;
+the registered model computes it when the rows it scores lack it.
 
 **Dates.** An export that says when each lead came in (``date_column``: created or first
 contact) is evaluated out of time (:func:`leadscore.flatcv.walk_forward_flat`). Its labels
@@ -42,7 +46,7 @@ import pandas as pd
 
 from leadscore.config import ConfigError, build, load_yaml
 from leadscore.contract import TimestampFormat, utc_timestamp
-from leadscore.features import MISSING, FeatureSpec
+from leadscore.features import MISSING, FeatureSpec, Ratio
 from leadscore.train import ModelConfig
 
 
@@ -85,6 +89,7 @@ class FlatDataset:
     exclude: dict = field(default_factory=dict)  # column -> reason
     fit_columns: tuple[str, ...] = ()  # columns describing who the lead is; the rest is engagement
     descriptions: dict = field(default_factory=dict)
+    ratios: dict = field(default_factory=dict)  # name -> {numerator, denominator, description}
     label: str | None = None             # the outcome's name in tables and metric keys
     date_column: str | None = None       # when the lead came in: evaluation out of time
     outcome_date_column: str | None = None
@@ -108,8 +113,31 @@ class FlatDataset:
             raise ValueError(f"horizon_days must be a whole number of days >= 1, got {self.horizon_days!r}")
         if self.label is not None and snake_case(self.label) != self.label:
             raise ValueError(f"label must be a snake_case name such as {snake_case(self.label)!r}, got {self.label!r}")
+        self.ratio_specs  # noqa: B018 - checks the ratios
         self.timestamps  # noqa: B018 - checks the format and zone
         self.model_config, self.split_config, self.cutoff_policy, self.tracking_config  # noqa: B018
+
+    @property
+    def ratio_specs(self) -> tuple[Ratio, ...]:
+        if not isinstance(self.ratios, dict):
+            raise ValueError("ratios must map each derived column's name to {numerator, denominator, description}")
+        specs = []
+        for name, spec in self.ratios.items():
+            keys = set(spec) if isinstance(spec, dict) else set()
+            if not isinstance(spec, dict) or not {"numerator", "denominator"} <= keys \
+                    or keys - {"numerator", "denominator", "description"}:
+                raise ValueError(f"ratios.{name} must give numerator and denominator (and optionally a "
+                                 f"description), got {spec!r}")
+            for part in ("numerator", "denominator"):
+                if spec[part] not in self.numeric:
+                    raise ValueError(f"ratios.{name}.{part} {spec[part]!r} is not one of the numeric columns "
+                                     f"{list(self.numeric)}")
+            taken = {self.id_column, self.label_column, *self.categorical, *self.numeric, *self.exclude}
+            if name in taken:
+                raise ValueError(f"ratios.{name}: the name is already a column of the export")
+            specs.append(Ratio(str(name), spec["numerator"], spec["denominator"],
+                               spec.get("description") or f"{spec['numerator']} per {spec['denominator']}"))
+        return tuple(specs)
 
     @property
     def label_name(self) -> str:
@@ -281,6 +309,10 @@ def load_flat(config: FlatDataset, path: Path | str | None = None, include_exclu
             continue
         group = "fit" if col in config.fit_columns else "engagement"
         specs.append(FeatureSpec(col, group, kind, config.descriptions.get(col, col)))
+    for ratio in config.ratio_specs:  # after the numeric columns they divide, which are checked by now
+        out[ratio.name] = ratio.compute(out)
+        parts_fit = {ratio.numerator, ratio.denominator} <= set(config.fit_columns)
+        specs.append(FeatureSpec(ratio.name, "fit" if parts_fit else "engagement", "numeric", ratio.description))
     catalogue = pd.DataFrame([{"name": s.name, "group": s.group, "kind": s.kind, "dtype": s.dtype,
                                "description": s.description} for s in specs])
     excluded = {} if include_excluded else dict(config.exclude)

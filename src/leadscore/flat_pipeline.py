@@ -152,7 +152,7 @@ def train_flat(dataset: FlatDataset, path: Path | str | None = None,
     grid = learn_model_grid(model, frame, data.catalogue, seed=model_cfg.seed)
     scorer = Scorer(models={label: model}, primary=label, cutoffs=cutoffs, scale=score_scale(p_oof),
                     catalogue=data.catalogue, feature_config=None, rules=rules, grid=grid,
-                    info={"name": dataset.bundle_name, "flat": True})
+                    info={"name": dataset.bundle_name, "flat": True}, ratios=dataset.ratio_specs)
     oof = classification_metrics(y, p_oof)
     say(f"\nthe model to deploy: {evaluation.winner} - {model.describe()} - on every matured lead ({len(frame):,}, "
         f"{int(y.sum()):,} positive), {model.info['calibration']} calibration out of fold on all of them "
@@ -247,7 +247,11 @@ def with_baseline(rows: pd.DataFrame, scorer: Scorer) -> pd.DataFrame:
 
 
 def input_example(run: FlatRun, n: int = 5) -> pd.DataFrame:
-    """A few scoring rows of the export, for the registered model's signature."""
+    """A few scoring rows of the export, for the registered model's signature: the export's own
+    columns (the model derives its ratio columns itself)."""
     rows = scoring_rows(run.data.matured(), run.data.observed_until)
-    return rows.head(n)[["lead_id", "as_of", *run.scorer.features]].reset_index(drop=True)
+    derived = {r.name for r in run.scorer.ratios}
+    raw = [f for f in run.scorer.features if f not in derived]
+    raw += [part for r in run.scorer.ratios for part in (r.numerator, r.denominator) if part not in raw]
+    return rows.head(n)[["lead_id", "as_of", *raw]].reset_index(drop=True)
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from leadscore.cutoffs import Cutoffs
 from leadscore.examples import LABEL_SPECS, label_spec
-from leadscore.features import FeatureConfig
+from leadscore.features import FeatureConfig, with_ratios
 from leadscore.train import ConversionModel
 
 KEY_COLUMNS = ("lead_id", "as_of")
@@ -83,6 +83,7 @@ class Scorer:
     rules: object | None = None  # leadscore.baseline.RuleSet: the points baseline scored alongside
     grid: object | None = None   # leadscore.explain.GridThresholds: fit x engagement grid cells
     info: dict = field(default_factory=dict)
+    ratios: tuple = ()           # leadscore.features.Ratio: derived columns computed when the rows lack them
 
     def __post_init__(self):
         if self.primary not in self.models:
@@ -129,6 +130,14 @@ class Scorer:
         used = {f for m in self.models.values() for f in m.features}
         return [f for f in self.catalogue["name"] if f in used]
 
+    def prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The rows, checked (:meth:`check_input`), with the derived ratio columns they lack."""
+        if not isinstance(frame, pd.DataFrame):
+            raise ScoringInputError(f"expected a table of feature rows, got {type(frame).__name__}")
+        frame = with_ratios(frame, [r for r in self.ratios if {r.numerator, r.denominator} <= set(frame.columns)])
+        self.check_input(frame)
+        return frame
+
     def check_input(self, frame: pd.DataFrame) -> None:
         if not isinstance(frame, pd.DataFrame):
             raise ScoringInputError(f"expected a table of feature rows, got {type(frame).__name__}")
@@ -169,7 +178,7 @@ class Scorer:
         """lead_id, as_of, p_sql, p_won, score, tier (+ baseline_points / baseline_tier when the
         rows carry them), one row per input row in input order. ``as_of`` without a time zone
         is read as UTC (MLflow's pyfunc schema only takes zone-naive timestamps)."""
-        self.check_input(frame)
+        frame = self.prepare(frame)
         as_of = pd.to_datetime(frame["as_of"])
         as_of = as_of.dt.tz_localize("UTC") if as_of.dt.tz is None else as_of.dt.tz_convert("UTC")
         out = pd.DataFrame({"lead_id": frame["lead_id"].astype("str").to_numpy(), "as_of": as_of.array})
