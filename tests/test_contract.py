@@ -324,3 +324,20 @@ def test_staging_an_empty_activities_file_still_checks_its_columns(tables, tmp_p
     _write_tables(t, tmp_path / "data")
     with pytest.raises(ContractError, match="activities: required column.*activity_type"):
         contract.stage_clean(tmp_path / "data", tmp_path / "stage", now=NOW)
+
+
+@pytest.mark.parametrize("value, fmt", [("99999999999999999999", "csv"), (1e30, "parquet"), (-1e300, "parquet")])
+def test_a_number_too_large_for_its_integer_column_is_a_violation_naming_the_row(tables, tmp_path, value, fmt):
+    leads = tables["leads"].astype({"company_size": "object"})
+    leads.loc[1, "company_size"] = value
+    for name, frame in {**tables, "leads": leads}.items():
+        if name == "leads" and fmt == "parquet":
+            frame.assign(company_size=[250.0, value, np.nan]).to_parquet(tmp_path / "leads.parquet")
+        else:
+            frame.to_csv(tmp_path / f"{name}.csv", index=False)
+    report = contract.validate_dir(tmp_path, now=NOW)
+    v = only_violation(report)
+    assert (v.table, v.column, v.rule, list(v.rows)) == ("leads", "company_size", "type", [1])
+    assert "whole number" in v.message
+    clean, quarantined = report.split()
+    assert len(clean["leads"]) + len(quarantined["leads"]) == 3

@@ -506,8 +506,12 @@ def _cast(col: pd.Series, kind: str, timestamp: TimestampFormat = ISO8601) -> tu
         return timestamp.parse(col), timestamp.expected
     if kind == "integer":
         num = pd.to_numeric(col, errors="coerce")
-        whole = num.where(np.isfinite(num) & (num == np.round(num)))
-        return whole.astype("Int64"), "not a whole number"
+        if num.dtype == object:   # integers beyond 64 bits stay Python ints: read them as floats
+            num = pd.to_numeric(col.astype("str").where(col.notna()), errors="coerce").astype("float64")
+        num = num.astype("float64") if not pd.api.types.is_integer_dtype(num) else num
+        fits = num.abs() < 2.0**63 if num.dtype.kind == "f" else pd.Series(True, index=num.index)
+        whole = num.where(np.isfinite(num.astype("float64")) & (num == np.round(num)) & fits)
+        return whole.astype("Int64"), "not a whole number within +-9.2e18"
     if kind == "number":
         num = pd.to_numeric(col, errors="coerce").astype("float64")
         return num.where(np.isfinite(num)), "not a number"
