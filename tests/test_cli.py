@@ -187,3 +187,26 @@ def test_commands_do_not_print_pysparks_pandas_warning(synthetic_dir):
     assert done.returncode == 0, done.stderr
     assert "rows" in done.stdout  # it validated
     assert "does not yet fully support pandas" not in done.stderr
+
+
+def test_a_killed_jobs_debris_is_never_read_as_scores_and_is_removed_once_its_owner_is_gone(tmp_path):
+    import os
+    import subprocess
+
+    from leadscore.cli import _score_files
+    from leadscore.io import remove_debris
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()                                           # a pid whose process has exited
+    scores = tmp_path / "scores"
+    (scores / f".run.parquet.stage-{gone.pid}-abc").mkdir(parents=True)
+    (scores / f".run.parquet.stage-{gone.pid}-abc" / "activities.parquet").write_bytes(b"staged input")
+    (scores / f".run.parquet.{gone.pid}-x.tmp").write_bytes(b"half a file")
+    (scores / f".run.parquet.{os.getpid()}-y.tmp").write_bytes(b"a live job's file")
+    for name in ("run.parquet", "run.quarantine.parquet", "old.parquet"):
+        (scores / name).write_bytes(b"")
+    assert _score_files([scores]) == [scores / "old.parquet", scores / "run.parquet"]
+    removed = remove_debris(scores / "run.parquet")
+    assert sorted(p.name for p in removed) == [f".run.parquet.{gone.pid}-x.tmp", f".run.parquet.stage-{gone.pid}-abc"]
+    assert sorted(p.name for p in scores.iterdir()) == [f".run.parquet.{os.getpid()}-y.tmp", "old.parquet",
+                                                         "run.parquet", "run.quarantine.parquet"]

@@ -166,16 +166,64 @@ def champion_files(deployed, tmp_path_factory) -> Path:
 
 
 def test_the_registered_model_is_code_and_the_bundle_not_a_pickled_class(champion_files):
-    # Logged as "models from code": loading runs leadscore's registered_model.py; the only
-    # pickle in the registry copy is the hash-checked bundle's scorer.
+    # Logged as "models from code": loading runs leadscore's registered_model.py; nothing in
+    # the registry copy is a pickle (the bundle's scorer is JSON) or bytecode.
     import yaml
 
     local = champion_files
     flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
     assert "python_model" not in flavor
     assert Path(flavor["model_code_path"]).name == "registered_model.py"
-    pickles = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.suffix in (".pkl", ".pickle"))
+    pickles = sorted(p.relative_to(local).as_posix() for p in local.rglob("*")
+                     if p.suffix in (".pkl", ".pickle", ".joblib", ".pyc"))
     assert pickles == []
+
+
+def test_a_tampered_registry_code_file_is_refused_before_any_of_it_runs(deployed, champion_files, tmp_path):
+    import shutil
+
+    import mlflow
+
+    from leadscore.bundle import BundleError, verify_bundle
+    from leadscore.cli import app
+    from leadscore.tracking import check_model_files
+
+    from .conftest import runner
+
+    canary = tmp_path / "canary"
+    copy = tmp_path / "copy"
+    shutil.copytree(champion_files, copy)
+    code = copy / "code" / "leadscore" / "bundle.py"
+    code.write_text(code.read_text() + f"\nimport pathlib; pathlib.Path({str(canary)!r}).touch()\n")
+    manifest = verify_bundle(next((copy / "artifacts").iterdir()))   # the bundle itself is intact
+    with pytest.raises(BundleError, match=r"code/leadscore/bundle\.py: differs from the hash"):
+        check_model_files(copy, manifest)
+    # registered as a version of its own, leadscore refuses it, and none of it runs
+    mlflow.set_tracking_uri(deployed.tracking_uri)
+    with mlflow.start_run(run_name="tampered copy") as run:
+        mlflow.log_artifacts(str(copy), "scorer")
+    uri = f"models:/{deployed.name}-tampered/" + str(mlflow.register_model(
+        f"runs:/{run.info.run_id}/scorer", f"{deployed.name}-tampered").version)
+    result = runner.invoke(app, ["verify", "--model", uri, "--tracking-uri", deployed.tracking_uri])
+    assert result.exit_code == 2 and "differs from the hash" in result.output, result.output
+    with pytest.raises(BundleError, match="differs from the hash"):   # what score, explain, monitor call
+        load_scorer(uri, deployed.tracking_uri)
+    assert not canary.exists()
+    # positive control: MLflow's own loader runs the tampered file
+    script = f"import mlflow; mlflow.set_tracking_uri({deployed.tracking_uri!r}); mlflow.pyfunc.load_model({uri!r})"
+    subprocess.run([sys.executable, "-c", script], capture_output=True, cwd=tmp_path, timeout=300)
+    assert canary.exists()
+
+
+def test_verify_passes_on_the_champion_and_names_what_it_checked(deployed):
+    from leadscore.cli import app
+
+    from .conftest import runner
+
+    result = runner.invoke(app, ["verify", "--model", f"models:/{deployed.name}@champion",
+                                 "--tracking-uri", deployed.tracking_uri])
+    assert result.exit_code == 0 and result.output.startswith(f"OK models:/{deployed.name}@champion"), result.output
+    assert "code files as recorded" in result.output
 
 
 def test_the_registered_model_carries_leadscore_and_its_requirements(deployed, champion_files, rows, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 import tempfile
 import time
@@ -587,6 +588,19 @@ def _print_run(run) -> None:
                    f"recall {r['recall']:.1%} ({r['recall_low']:.1%}-{r['recall_high']:.1%})")
 
 
+@contextlib.contextmanager
+def _run_bundle_dir(bundle_dir: Path):
+    """A directory of this training run's own for its bundle (beside ``bundle_dir``, removed
+    afterwards): what the run logs and registers is what it wrote, whatever another training
+    does to ``bundle_dir`` meanwhile; :func:`leadscore.bundle.publish_bundle` then copies it there."""
+    bundle_dir.parent.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix=f".{bundle_dir.name}.run-", dir=bundle_dir.parent))
+    try:
+        yield root / bundle_dir.name
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def _register(pipeline, bundle_dir: Path, run):
     """Log the bundle as the pyfunc model of the active MLflow run and register it."""
     from leadscore import tracking as T
@@ -635,12 +649,13 @@ def train(
     import mlflow
 
     from leadscore import tracking as T
+    from leadscore.bundle import publish_bundle
 
     client = T.configure(pipeline.tracking)
-    with mlflow.start_run(run_name=f"train {pipeline.name}") as active:
-        report, figures = write_outputs(run, bundle_dir, active.info.run_id)
-        T.log_run_record(run, report, figures, bundle_dir)
-        version = _register(pipeline, bundle_dir, run)
+    with mlflow.start_run(run_name=f"train {pipeline.name}") as active, _run_bundle_dir(bundle_dir) as staged:
+        report, figures = write_outputs(run, staged, active.info.run_id)
+        T.log_run_record(run, report, figures, staged)
+        version = _register(pipeline, staged, run)
         name = pipeline.tracking.registered_model
         if T.champion_version(client, name) is None:
             T.set_alias(client, name, T.CHAMPION, version.version)
@@ -649,6 +664,8 @@ def train(
         else:
             typer.echo(f"registered {name} version {version.version} (the champion is unchanged; "
                        "`leadscore retrain` decides promotions)")
+        publish_bundle(staged, bundle_dir)
+    report = bundle_dir / "report.html"
     typer.echo(f"\nreport: {report}\nbundle: {bundle_dir}/\nMLflow run {active.info.run_id} in "
                f"{pipeline.tracking.tracking_uri}")
 
@@ -682,11 +699,13 @@ def retrain(
     client = T.configure(pipeline.tracking)
     name = pipeline.tracking.registered_model
     champion = T.champion_version(client, name)
-    with mlflow.start_run(run_name=f"retrain {pipeline.name}") as active:
-        challenger_dir = bundle_dir.with_name(f"{bundle_dir.name}-challenger")
-        report, figures = write_outputs(run, challenger_dir, active.info.run_id)
-        T.log_run_record(run, report, figures, challenger_dir)
-        version = _register(pipeline, challenger_dir, run)
+    from leadscore.bundle import publish_bundle
+
+    challenger_dir = bundle_dir.with_name(f"{bundle_dir.name}-challenger")
+    with mlflow.start_run(run_name=f"retrain {pipeline.name}") as active, _run_bundle_dir(bundle_dir) as staged:
+        report, figures = write_outputs(run, staged, active.info.run_id)
+        T.log_run_record(run, report, figures, staged)
+        version = _register(pipeline, staged, run)
         T.set_alias(client, name, T.CHALLENGER, version.version)
         p = run.primary.short
         if champion is None:
@@ -710,11 +729,11 @@ def retrain(
                          "challenger_version": version.version})
         if promote:
             T.set_alias(client, name, T.CHAMPION, version.version)
-            import shutil
-
-            write_outputs(run, bundle_dir, active.info.run_id)
-            shutil.rmtree(challenger_dir)
-    typer.echo(f"\nreport: {report if not promote else bundle_dir / 'report.html'}")
+            publish_bundle(staged, bundle_dir)
+            shutil.rmtree(challenger_dir, ignore_errors=True)
+        else:
+            publish_bundle(staged, challenger_dir)
+    typer.echo(f"\nreport: {(bundle_dir if promote else challenger_dir) / 'report.html'}")
     typer.echo(f"{name} version {version.version}: {reason}")
 
 
@@ -741,6 +760,31 @@ def _load_model(model: str, tracking_uri: str | None):
     except Exception as exc:  # MLflow: unknown model, alias or store
         _err(f"error: cannot load model {model} from {uri}: {exc}")
         raise typer.Exit(EXIT_UNUSABLE) from exc
+
+
+@app.command()
+def verify(
+    model: str = typer.Option(..., "--model", help="A registered model (models:/NAME@ALIAS, models:/NAME/VERSION) "
+                                                   "or a bundle directory."),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=f"MLflow tracking URI (default: "
+                                            f"$MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI})."),
+) -> None:
+    """Check a model without running any of its code: every bundle file against the manifest's
+    hashes, the manifest's signature (when LEADSCORE_SIGNING_KEY is set), the library versions,
+    and for a registered model its MLflow files - no pickle, every code file as the manifest
+    records, the bundle written by the run that registered the version. Run it before
+    `mlflow models serve` or a Spark job loads the model (MLflow itself runs the model's code
+    unchecked). Exit 0 when it passes, 2 with every problem named."""
+    scorer, manifest = _load_model(model, tracking_uri)
+    typer.echo(f"OK {model}: {manifest.get('name', '')} written {manifest.get('created_at', '')}, "
+               f"{len(manifest['files'])} files and {len(manifest.get('code') or {})} code files as recorded"
+               + (", signature valid" if _signing_key_set() else " (unsigned: LEADSCORE_SIGNING_KEY not set)"))
+
+
+def _signing_key_set() -> bool:
+    from leadscore.bundle import signing_key
+
+    return signing_key() is not None
 
 
 @app.command()
@@ -935,7 +979,11 @@ def score(
     out.parent.mkdir(parents=True, exist_ok=True)
     # The clean rows are staged as Parquet beside the output (activities checked a batch at a
     # time) and read in place by DuckDB: memory follows the chunk size, not the activity history.
-    with _staged(src, prefix=f".{out.name}.stage-", dir=out.parent) as staged:
+    from leadscore.io import remove_debris
+
+    for p in remove_debris(out):
+        _err(f"removed {p.name}, left beside {out.name} by a scoring job that did not finish")
+    with _staged(src, prefix=f".{out.name}.stage-{os.getpid()}-", dir=out.parent) as staged:
         counts = ScoringCounts(tables=staged.counts)
         quarantined = quarantine_frame(staged.quarantined)
         quarantine_path = quarantine_out or _sibling(out, "quarantine")
@@ -943,6 +991,8 @@ def score(
             write_table(quarantined, quarantine_path)
             _err(f"{len(quarantined):,} rows break the data contract; quarantined with their reasons in "
                  f"{quarantine_path}")
+        elif quarantine_path.exists():   # an earlier run's: it does not describe this one
+            quarantine_path.unlink()
         try:
             check_quarantine(counts.tables, settings.max_quarantine_fraction)
         except QuarantineLimitExceeded as exc:
@@ -969,6 +1019,9 @@ def score(
     typer.echo(f"scores: {out}")
 
     if previous is None:
+        stale = transitions_out or _sibling(out, "transitions")
+        if stale.exists():   # an earlier run's transitions: not this run's
+            stale.unlink()
         return
     current = read_scores(out)
     moved = alerts.stage_transitions(read_scores(previous), current)
@@ -1044,12 +1097,14 @@ def _flat_rows(scorer, model: str, flat: Path, data: Path | None, as_of) -> pd.D
 
 def _score_files(paths: list[Path]) -> list[Path]:
     """The scoring outputs under --scores: files as given, directories searched for .parquet
-    and .csv files that are not a run's quarantine or transitions file."""
+    and .csv files that are not a run's quarantine or transitions file, nor hidden (a running
+    or killed job's staging directory and unfinished files)."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
             found += sorted(p for p in path.rglob("*") if p.suffix in (".parquet", ".csv")
-                            and not p.stem.endswith((".quarantine", ".transitions")))
+                            and not p.stem.endswith((".quarantine", ".transitions"))
+                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
         elif path.exists():
             found.append(path)
         else:
@@ -1234,18 +1289,19 @@ def _train_flat(config: Path, data: Path | None, models_dir: Path | None, tracki
     import mlflow
 
     from leadscore import tracking as T
+    from leadscore.bundle import publish_bundle
 
     client = T.configure(settings)
-    with mlflow.start_run(run_name=f"train {dataset.bundle_name}") as active:
-        report, figures = write_flat_outputs(run, bundle_dir, active.info.run_id)
+    with mlflow.start_run(run_name=f"train {dataset.bundle_name}") as active, _run_bundle_dir(bundle_dir) as staged:
+        report, figures = write_flat_outputs(run, staged, active.info.run_id)
         mlflow.log_params(run.params)
         mlflow.log_metrics(run.metrics)
         mlflow.set_tags({"data_hash": run.fingerprint["hash"], "flat": "true"})
         mlflow.log_artifact(str(config), artifact_path="config")
         mlflow.log_artifact(str(report))
-        mlflow.log_artifact(str(bundle_dir / "manifest.json"), artifact_path="bundle")
+        mlflow.log_artifact(str(staged / "manifest.json"), artifact_path="bundle")
         example = input_example(run)
-        version = T.log_model_version(settings, bundle_dir, example, run.scorer.score(example))
+        version = T.log_model_version(settings, staged, example, run.scorer.score(example))
         name = settings.registered_model
         if T.champion_version(client, name) is None:
             T.set_alias(client, name, T.CHAMPION, version.version)
@@ -1254,6 +1310,8 @@ def _train_flat(config: Path, data: Path | None, models_dir: Path | None, tracki
         else:
             T.set_alias(client, name, T.CHALLENGER, version.version)
             typer.echo(f"registered {name} version {version.version} as @{T.CHALLENGER} (the champion is unchanged)")
+        publish_bundle(staged, bundle_dir)
+    report = bundle_dir / "report.html"
     typer.echo(f"\nreport: {report}\nbundle: {bundle_dir}/\nMLflow run {active.info.run_id} in {settings.tracking_uri}")
 
 

@@ -189,7 +189,7 @@ def manifest_for(run: FlatRun, mlflow_run_id: str | None = None) -> dict:
 
 def write_flat_outputs(run: FlatRun, bundle_dir: Path, mlflow_run_id: str | None = None):
     """The bundle (scorer, manifest, hashes) with the HTML report. Returns (report path, figures)."""
-    from leadscore.bundle import write_bundle
+    from leadscore.bundle import SCORER_FILE, write_bundle
     from leadscore.explain import contributions, global_figures, importance_table
     from leadscore.report import (
         TrainingReportInputs,
@@ -231,7 +231,7 @@ def write_flat_outputs(run: FlatRun, bundle_dir: Path, mlflow_run_id: str | None
                                   figure_sections=[("Why the model scores as it does (SHAP)", sorted(shap_figures))])
     figures = {**training_figures(inputs), **shap_figures}
     html = render_training_report(inputs, figures)
-    write_bundle(bundle_dir, {"scorer.joblib": run.scorer}, manifest_for(run, mlflow_run_id),
+    write_bundle(bundle_dir, {SCORER_FILE: run.scorer}, manifest_for(run, mlflow_run_id),
                  extra_files={"report.html": html, "feature_catalogue.csv": run.scorer.catalogue.to_csv(index=False),
                               "shap_importance.csv": importance.to_csv(index=False)})
     return Path(bundle_dir) / "report.html", figures

@@ -20,7 +20,7 @@ def atomic_path(path: Path | str):
     """Yield a temporary path next to ``path``; rename it over ``path`` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -52,3 +52,51 @@ def write_json(obj, path: Path | str) -> Path:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
     return Path(path)
+
+
+@contextlib.contextmanager
+def directory_lock(directory: Path | str):
+    """Hold an exclusive lock on ``directory`` for the block: processes that overlap on it - two
+    scheduled retrains replacing the same bundle, two jobs creating the same MLflow store - take
+    turns. It leaves no file behind and goes with the process, so a killed holder never blocks
+    the next one."""
+    import fcntl
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)   # releases the lock
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # another user's live process
+        return True
+    return True
+
+
+def remove_debris(path: Path | str) -> list[Path]:
+    """Remove what a killed job writing ``path`` left beside it - its staging directory
+    (``.NAME.stage-PID-*``) and unfinished files (``.NAME.PID-*.tmp``) - when the process that
+    made them is gone; returns what was removed. A live job's files are left alone."""
+    import re
+    import shutil
+
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:stage-)?(\d+)-")
+    for p in path.parent.iterdir():
+        m = pattern.match(p.name)
+        if m and not _alive(int(m[1])):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed

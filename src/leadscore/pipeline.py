@@ -688,7 +688,7 @@ def explanation_outputs(run: TrainingRun) -> tuple[dict[str, bytes], pd.DataFram
 def write_outputs(run: TrainingRun, bundle_dir: Path, mlflow_run_id: str | None = None):
     """Write the bundle (scorer, manifest, hashes) with the HTML report inside it.
     Returns (report path, figures)."""
-    from leadscore.bundle import write_bundle
+    from leadscore.bundle import SCORER_FILE, write_bundle
     from leadscore.report import render_training_report, training_figures
 
     inputs = report_inputs(run, [("MLflow run", mlflow_run_id)] if mlflow_run_id else None)
@@ -698,7 +698,7 @@ def write_outputs(run: TrainingRun, bundle_dir: Path, mlflow_run_id: str | None 
                                    sorted(shap_figures)))
     figures = {**training_figures(inputs), **shap_figures}
     html = render_training_report(inputs, figures)
-    write_bundle(bundle_dir, {"scorer.joblib": run.scorer}, manifest_for(run, mlflow_run_id),
+    write_bundle(bundle_dir, {SCORER_FILE: run.scorer}, manifest_for(run, mlflow_run_id),
                  extra_files={"report.html": html,
                               "feature_catalogue.csv": run.scorer.catalogue.to_csv(index=False),
                               "shap_importance.csv": importance.to_csv(index=False)})

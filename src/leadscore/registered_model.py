@@ -3,8 +3,9 @@
 MLflow copies this file into the model and runs it when the model is loaded, instead of
 unpickling a copy of :class:`leadscore.tracking.LeadScoreModel` frozen at training time.
 The model also carries leadscore's code (its ``code/`` folder, first on the path when MLflow
-loads it), so it loads where leadscore is not installed; nothing in it but the hash-checked
-bundle is a pickle.
+loads it), so it loads where leadscore is not installed. The bundle's manifest records the
+hash of every one of these files; leadscore's own loader (:func:`leadscore.tracking.load_scorer`,
+``leadscore verify``) refuses a copy whose code differs, without running it.
 """
 
 import mlflow

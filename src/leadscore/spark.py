@@ -79,13 +79,18 @@ def scoring_udf(model_uri: str, spark: SparkSession | None = None, env_manager: 
                 tracking_uri: str | None = None):
     """``mlflow.pyfunc.spark_udf`` on ``model_uri`` returning :func:`result_type`; call it on
     ``struct(*columns)`` of the feature rows. ``tracking_uri`` (else MLflow's current one,
-    e.g. ``MLFLOW_TRACKING_URI``) is where ``models:/`` URIs are resolved."""
+    e.g. ``MLFLOW_TRACKING_URI``) is where ``models:/`` URIs are resolved. The registered copy
+    is checked first (:func:`leadscore.tracking.verify_registered`): a model whose code or
+    bundle differs from what its training run recorded is refused before it runs anywhere."""
     _require_pyspark()
     import mlflow
     from pyspark.sql import SparkSession
 
+    from leadscore.tracking import verify_registered
+
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
+    verify_registered(model_uri)   # before MLflow imports the model's code on the executors
     spark = spark or SparkSession.getActiveSession()
     if spark is None:
         raise RuntimeError("no active SparkSession: pass spark= or create one first")

@@ -2,16 +2,21 @@
 
 The embedded SQLite store is the default (``sqlite:///mlflow.db`` and artifacts under
 ``mlartifacts/`` in the working directory, no server); any tracking URI works by config.
-The pyfunc model carries the bundle directory as its artifact and loads it through
-:func:`leadscore.bundle.load_bundle`, so the registry copy is hash-checked before it is
-unpickled, exactly like ``models/<name>/``. The model itself is logged from code
-(``registered_model.py``), so the class is not pickled into the registry.
+The pyfunc model carries the bundle directory as its artifact (the scorer as JSON, never a
+pickle) and leadscore's code (``code/leadscore/*.py``, whose hashes the bundle's manifest
+records); it is logged from code (``registered_model.py``), so no class is pickled into the
+registry. leadscore's own commands never run the registry copy's code: :func:`load_scorer`
+checks the model's files (the MLmodel points at our loader, no pickle, every code file as
+recorded, nothing added), verifies the bundle (hashes, signature with ``LEADSCORE_SIGNING_KEY``,
+the MLflow run that registered it) and reads the scorer with the installed leadscore.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -20,15 +25,16 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from leadscore.bundle import load_bundle
+from leadscore.bundle import SCORER_FILE, BundleError, code_files, load_bundle
 from leadscore.config import TrackingConfig
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-SCORER_FILE = "scorer.joblib"
 # The registered model is logged from code (that file sets a LeadScoreModel), not as a pickle,
 MODEL_CODE = Path(__file__).with_name("registered_model.py")
-# ... and carries leadscore's code, so an environment without leadscore installed can load it.
+# ... and carries leadscore's code (its .py files), so an environment without leadscore
+# installed can load it.
 LEADSCORE_CODE = Path(__file__).parent
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".cloudpickle", ".pyc")
 
 
 class LeadScoreModel(mlflow.pyfunc.PythonModel):
@@ -58,20 +64,28 @@ def configure(tracking: TrackingConfig) -> MlflowClient:
     # MLflow draws a progress bar for every artifact copy; in a batch log it is noise.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(tracking.tracking_uri)
-    client = MlflowClient()
-    if client.get_experiment_by_name(tracking.experiment) is None:
-        location = tracking.artifact_location
-        if "://" not in location:
-            location = Path(location).resolve().as_uri()
-        client.create_experiment(tracking.experiment, artifact_location=location)
-    mlflow.set_experiment(tracking.experiment)
+    from leadscore.io import directory_lock
+
+    # Two jobs starting on a fresh SQLite store would both create its schema (MLflow's migration
+    # then fails in one of them): they take turns while the store and experiment are set up.
+    sqlite = tracking.tracking_uri.startswith("sqlite:///")
+    lock = (directory_lock(Path(tracking.tracking_uri[len("sqlite:///"):]).resolve().parent) if sqlite
+            else contextlib.nullcontext())
+    with lock:
+        client = MlflowClient()
+        if client.get_experiment_by_name(tracking.experiment) is None:
+            location = tracking.artifact_location
+            if "://" not in location:
+                location = Path(location).resolve().as_uri()
+            client.create_experiment(tracking.experiment, artifact_location=location)
+        mlflow.set_experiment(tracking.experiment)
     return client
 
 
 def _requirements() -> list[str]:
     """leadscore's own dependencies (not its extras), pinned at the installed versions: what MLflow
     installs when it rebuilds the model's environment (env_manager "virtualenv", "uv", "conda").
-    leadscore itself travels in the model's ``code/`` (see :data:`LEADSCORE_CODE`)."""
+    leadscore itself travels in the model's ``code/`` (see :func:`leadscore.bundle.code_files`)."""
     from importlib.metadata import requires, version
 
     from packaging.requirements import Requirement
@@ -103,11 +117,16 @@ def log_model_version(tracking: TrackingConfig, bundle_dir: Path, input_example:
         # integer columns that cannot hold missing values does not apply.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
         signature = infer_signature(example, _serialisable(output_example))
-    info = mlflow.pyfunc.log_model(
-        name="scorer", python_model=str(MODEL_CODE), artifacts={"bundle": str(bundle_dir)},
-        signature=signature, input_example=example, code_paths=[str(LEADSCORE_CODE)],
-        pip_requirements=_requirements(), registered_model_name=tracking.registered_model,
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        code = Path(tmp) / "leadscore"   # the .py files the manifest hashed, no bytecode
+        for rel in code_files():
+            (code / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(LEADSCORE_CODE / rel, code / rel)
+        info = mlflow.pyfunc.log_model(
+            name="scorer", python_model=str(MODEL_CODE), artifacts={"bundle": str(bundle_dir)},
+            signature=signature, input_example=example, code_paths=[str(code)],
+            pip_requirements=_requirements(), registered_model_name=tracking.registered_model,
+        )
     return MlflowClient().get_model_version(tracking.registered_model, str(info.registered_model_version))
 
 
@@ -178,15 +197,82 @@ def model_identity(uri: str, manifest: dict, tracking_uri: str | None = None) ->
     return uri, manifest.get("mlflow_run_id") or ""
 
 
+def registered_version(uri: str):
+    """The ModelVersion a ``models:/name@alias`` or ``models:/name/3`` URI names."""
+    client = MlflowClient()
+    name, _, ref = uri[len("models:/"):].partition("@")
+    if ref:
+        return client.get_model_version_by_alias(name, ref)
+    name, _, number = uri[len("models:/"):].rpartition("/")
+    return client.get_model_version(name, number)
+
+
+def check_model_files(local: Path, manifest: dict) -> None:
+    """The downloaded registry copy holds only what leadscore logged: an MLmodel whose pyfunc
+    flavor runs ``registered_model.py`` (no pickled python_model), no pickle or bytecode
+    anywhere, and exactly the code files the (verified) manifest records, byte for byte."""
+    import yaml
+
+    problems = []
+    try:
+        flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
+        raise BundleError(f"{local}: refusing to load the registered model: MLmodel unreadable ({exc})") from None
+    if "python_model" in flavor or Path(str(flavor.get("model_code_path", ""))).name != MODEL_CODE.name:
+        problems.append(f"MLmodel does not load the model through {MODEL_CODE.name} "
+                        f"(python_model {flavor.get('python_model')!r}, model_code_path {flavor.get('model_code_path')!r})")
+    problems += [f"{p.relative_to(local)}: a pickle or bytecode file" for p in sorted(local.rglob("*"))
+                 if p.suffix in PICKLE_SUFFIXES]
+    expected = manifest.get("code") or {}
+    code_dir = local / str(flavor.get("code") or "code") / "leadscore"
+    present = {p.relative_to(code_dir).as_posix(): p for p in sorted(code_dir.rglob("*")) if p.is_file()} \
+        if code_dir.is_dir() else {}
+    from leadscore.bundle import sha256_file
+
+    problems += [f"code/leadscore/{rel}: not recorded in the bundle's manifest" for rel in present if rel not in expected]
+    problems += [f"code/leadscore/{rel}: missing" for rel in expected if rel not in present]
+    problems += [f"code/leadscore/{rel}: differs from the hash the bundle's manifest records (modified)"
+                 for rel, path in present.items() if rel in expected and sha256_file(path) != expected[rel]]
+    model_code = local / str(flavor.get("model_code_path", ""))
+    if model_code.is_file() and expected.get(MODEL_CODE.name) and sha256_file(model_code) != expected[MODEL_CODE.name]:
+        problems.append(f"{flavor['model_code_path']}: differs from the hash the bundle's manifest records (modified)")
+    if problems:
+        raise BundleError(f"{local}: refusing to load the registered model:\n  " + "\n  ".join(problems))
+
+
+def verify_registered(uri: str, tracking_uri: str | None = None) -> tuple[Path, dict]:
+    """Download a registered model and check it (:func:`check_model_files`, the bundle, and that
+    the bundle was written by the run that registered the version) without running any of its
+    code; returns (the bundle directory, its manifest)."""
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    bundles = [p for p in (local / "artifacts").iterdir() if p.is_dir()] if (local / "artifacts").is_dir() else []
+    if len(bundles) != 1:
+        raise BundleError(f"{uri}: refusing to load the registered model: expected one bundle under artifacts/, "
+                          f"found {[p.name for p in bundles]}")
+    from leadscore.bundle import verify_bundle
+
+    manifest = verify_bundle(bundles[0])
+    check_model_files(local, manifest)
+    if uri.startswith("models:/"):
+        version = registered_version(uri)
+        if manifest.get("mlflow_run_id") != version.run_id:
+            raise BundleError(f"{uri}: refusing to load the registered model: version {version.version} was "
+                              f"registered by run {version.run_id}, but its bundle was written by run "
+                              f"{manifest.get('mlflow_run_id')} (two trainings crossed)")
+    return bundles[0], manifest
+
+
 def load_scorer(uri: str, tracking_uri: str | None = None):
-    """A Scorer from a bundle directory or an MLflow model URI (``models:/leadscore@champion``)."""
+    """A Scorer from a bundle directory or an MLflow model URI (``models:/leadscore@champion``),
+    verified first (:func:`verify_registered`); no code from the registry copy runs."""
     if os.path.isdir(uri):
         manifest, objects = load_bundle(uri)
         return objects[SCORER_FILE], manifest
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    model = mlflow.pyfunc.load_model(uri).unwrap_python_model()
-    return model.scorer, model.manifest
+    bundle_dir, _ = verify_registered(uri, tracking_uri)
+    manifest, objects = load_bundle(bundle_dir)
+    return objects[SCORER_FILE], manifest
 
 
 def log_monitoring(tracking: TrackingConfig, result, report_path: Path | None, figures: dict[str, bytes],
