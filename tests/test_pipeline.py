@@ -30,7 +30,7 @@ def test_train_prints_metrics_and_writes_bundle_with_project_metric_names(traine
                  "oracle_sql_logloss"):
         assert np.isfinite(manifest["metrics"][name]), name
     assert manifest["cutoffs"]["mql"] <= manifest["cutoffs"]["sql"]
-    assert set(manifest["files"]) >= {"scorer.joblib", "report.html"}
+    assert set(manifest["files"]) >= {"scorer.json", "report.html"}
     assert "report:" in output and "model / oracle AUC" in output
     html = (bundle / "report.html").read_text()
     assert "data:image/png;base64," in html and "http://" not in html
@@ -75,11 +75,11 @@ def test_tampered_registered_bundle_is_refused_by_name(trained, tmp_path):
     pipeline = load_pipeline(config)
     mlflow.set_tracking_uri(pipeline.tracking.tracking_uri)
     local = Path(mlflow.artifacts.download_artifacts("models:/leadscore@champion", dst_path=str(tmp_path)))
-    scorer_file = next(local.rglob("scorer.joblib"))
+    scorer_file = next(local.rglob("scorer.json"))
     data = bytearray(scorer_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
     scorer_file.write_bytes(bytes(data))
-    with pytest.raises(BundleError, match="scorer.joblib"):
+    with pytest.raises(BundleError, match="scorer.json"):
         mlflow.pyfunc.load_model(str(local))
 
 
