@@ -373,3 +373,86 @@ def test_secrets_in_the_url_are_not_echoed():
     report = deliver(transitions(1), WebhookConfig("http://user:s3cret@127.0.0.1:9/hook?token=abc", retries=0))
     text = "\n".join(report.lines())
     assert "s3cret" not in text and "abc" not in text and "127.0.0.1:9/hook" in text
+
+
+# ---- issue 21: webhooks done properly ------------------------------------------------------------
+
+class _Trickle(BaseHTTPRequestHandler):
+    """Answers with a body sent one byte every 0.2 s: each read is quick, the whole takes long."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = b'{"ok": true, "padding": "' + b"x" * 40 + b'"}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            for byte in body:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.2)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_slow_receiver_cannot_hold_an_attempt_past_its_deadline():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/alerts"
+        started = time.monotonic()
+        report = deliver(transitions(1), WebhookConfig(url, timeout_seconds=1.0, retries=0), sleep=Sleeps())
+        took = time.monotonic() - started
+    finally:
+        server.shutdown()
+        server.server_close()
+    # the answer would take ~10 s to arrive; the attempt gives up at its 1 s deadline
+    assert not report.ok and "timed out after 1 s" in report.errors[0]
+    assert took < 5, took
+
+
+def test_batches_are_signed_with_a_timestamped_hmac_the_receiver_can_verify(hook, monkeypatch):
+    import hashlib
+    import hmac
+
+    handler, url = hook
+    monkeypatch.setenv("LEADSCORE_WEBHOOK_SECRET", "whsec_test")
+    assert deliver(transitions(3), WebhookConfig(url, batch_size=2), sleep=Sleeps()).ok
+    for got in handler.received:
+        header = got["headers"]["X-Leadscore-Signature"]
+        parts = dict(p.split("=", 1) for p in header.split(","))
+        body = json.dumps(got["body"], ensure_ascii=False, allow_nan=False).encode()
+        expected = hmac.new(b"whsec_test", f"{parts['t']}.".encode() + body, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(parts["v1"], expected)
+        assert abs(int(parts["t"]) - time.time()) < 60
+    monkeypatch.delenv("LEADSCORE_WEBHOOK_SECRET")
+    handler.received.clear()
+    assert deliver(transitions(1), WebhookConfig(url), sleep=Sleeps()).ok
+    assert "X-Leadscore-Signature" not in handler.received[0]["headers"]
+
+
+@pytest.mark.parametrize("url, allowed", [
+    ("http://hooks.example.com/x", False), ("https://hooks.example.com/x", True), ("http://127.0.0.1:9/x", True),
+    ("http://localhost:9/x", True), ("http://[::1]:9/x", True),
+])
+def test_plain_http_is_refused_unless_loopback_or_explicitly_allowed(url, allowed):
+    if allowed:
+        WebhookConfig(url)
+    else:
+        with pytest.raises(ValueError, match="https"):
+            WebhookConfig(url)
+        assert WebhookConfig(url, allow_http=True).url == url
+
+
+def test_cli_webhook_flag_overrides_only_the_url_and_errors_never_print_secrets(tmp_path):
+    from leadscore.config import load_scoring
+
+    config = tmp_path / "score.yaml"
+    config.write_text("webhook:\n  url:\n  batch_size: 7\n  timeout_seconds: 2\n  retries: 1\n")
+    _, hook = load_scoring(config, webhook_url="https://user:pw@hooks.example.com/x?token=SECRET")
+    assert (hook.batch_size, hook.timeout_seconds, hook.retries) == (7, 2, 1)
+    assert "SECRET" not in hook.display_url and "pw" not in hook.display_url

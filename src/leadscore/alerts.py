@@ -45,6 +45,13 @@ other 4xx and redirects (3xx, never followed: a POST must not turn into a GET) f
 at once. Every batch is attempted whatever happened to the ones before, so the worst case
 takes about ``batches * ((retries + 1) * timeout_seconds + backoff_seconds * (2**retries - 1))``.
 
+Each attempt has a hard deadline (``timeout_seconds`` for connecting, sending and the whole
+answer). Plain ``http://`` is refused unless the host is this machine or ``allow_http`` is set.
+With a secret in the environment (``LEADSCORE_WEBHOOK_SECRET``, or the variable ``secret_env``
+names), every request carries ``X-Leadscore-Signature: t=<unix seconds>,v1=<hex>``, the
+HMAC-SHA256 of ``"<t>." + body`` (:func:`signature`); messages never show the URL's credentials
+or query string.
+
 Nothing is dropped silently: every row ends up counted in ``DeliveryReport.delivered`` or
 ``DeliveryReport.failed``; each failed batch adds a line to ``errors`` naming the batch, the HTTP
 status or exception, and the URL; and ``DeliveryReport.failed_rows`` carries the undelivered
@@ -55,9 +62,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import http.client
+import ipaddress
 import json
 import math
+import os
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -178,16 +189,23 @@ class WebhookConfig:
 
     url: str
     batch_size: int = 500
-    timeout_seconds: float = 10.0
+    timeout_seconds: float = 10.0       # the whole attempt: connect, send, the complete answer
     retries: int = 3
     backoff_seconds: float = 1.0
+    allow_http: bool = False            # plain http:// to a host that is not this machine
+    secret_env: str = "LEADSCORE_WEBHOOK_SECRET"   # the variable holding the signing secret
 
     def __post_init__(self):
         if not isinstance(self.url, str):
             raise TypeError(f"webhook url must be a string, got {type(self.url).__name__}")
         parts = urllib.parse.urlsplit(self.url.strip())
         if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"webhook url must be an http:// or https:// URL with a host, got {self.url!r}")
+            raise ValueError(f"webhook url must be an http:// or https:// URL with a host, got "
+                             f"{_display_url(self.url)!r}")
+        if parts.scheme.lower() == "http" and not self.allow_http and not _loopback(parts.hostname):
+            raise ValueError(f"webhook url {_display_url(self.url)!r}: use https:// - plain http sends the "
+                             "transitions (and any token in the URL) in clear; set allow_http: true only for a "
+                             "trusted network")
         object.__setattr__(self, "url", self.url.strip())
 
         def number(name, integer, positive):
@@ -202,6 +220,15 @@ class WebhookConfig:
         number("timeout_seconds", False, True)
         number("retries", True, False)
         number("backoff_seconds", False, False)
+
+    @property
+    def display_url(self) -> str:
+        """The URL without credentials or query string: what messages and logs show."""
+        return _display_url(self.url)
+
+    def secret(self) -> bytes | None:
+        value = os.environ.get(self.secret_env, "")
+        return value.encode() if value else None
 
 
 @dataclass(frozen=True, eq=False)
@@ -245,6 +272,15 @@ class DeliveryReport:
 
 def _n(count: int, one: str, many: str | None = None) -> str:
     return f"{count:,} {one if count == 1 else many or one + 's'}"
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _display_url(url: str) -> str:
@@ -333,14 +369,40 @@ def _runs(messages: list[str]) -> str:
     return ", ".join(m if k == 1 else f"{m} (x{k})" for m, k in out)
 
 
-def _post(opener, url: str, body: bytes, key: str, timeout: float) -> None:
-    """POST once; return on 2xx, raise otherwise (urllib raises HTTPError for >= 300 here)."""
-    request = urllib.request.Request(url, data=body, method="POST", headers={
-        "Content-Type": "application/json", "Accept": "application/json, */*;q=0.1",
-        "User-Agent": "leadscore-alerts/1", "Idempotency-Key": key})
-    with opener.open(request, timeout=timeout) as response:
-        response.read()
-        status = response.status
+def signature(secret: bytes, body: bytes, timestamp: int) -> str:
+    """The ``X-Leadscore-Signature`` header: ``t=<unix seconds>,v1=<hex HMAC-SHA256 of
+    "<t>." + body>`` (as Stripe signs its webhooks). A receiver recomputes it with the shared
+    secret, compares in constant time, and refuses a timestamp older than a few minutes."""
+    mac = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def _post(opener, url: str, body: bytes, key: str, timeout: float, secret: bytes | None = None) -> None:
+    """POST once; return on 2xx, raise otherwise (urllib raises HTTPError for >= 300 here).
+    ``timeout`` bounds the whole attempt, however slowly the receiver answers."""
+    headers = {"Content-Type": "application/json", "Accept": "application/json, */*;q=0.1",
+               "User-Agent": "leadscore-alerts/1", "Idempotency-Key": key}
+    if secret is not None:
+        headers["X-Leadscore-Signature"] = signature(secret, body, int(time.time()))
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    outcome: list = []
+
+    def attempt():
+        try:
+            with opener.open(request, timeout=timeout) as response:
+                response.read()
+                outcome.append(response.status)
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=attempt, daemon=True)   # abandoned, not waited for, past the deadline
+    worker.start()
+    worker.join(timeout)
+    if not outcome:
+        raise TimeoutError(f"no complete answer within {timeout:g} s")
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    status = outcome[0]
     if not 200 <= status < 300:  # 1xx-only answers and the like: not an acceptance
         raise urllib.error.HTTPError(url, status, "unexpected status", None, None)
 
@@ -357,7 +419,7 @@ def deliver(transitions: pd.DataFrame, config: WebhookConfig, meta: dict | None 
     """
     if not isinstance(transitions, pd.DataFrame):
         raise TypeError(f"transitions: expected a pandas DataFrame, got {type(transitions).__name__}")
-    url, shown = config.url, _display_url(config.url)
+    url, shown, secret = config.url, config.display_url, config.secret()
     total = len(transitions)
     frame = transitions.reset_index(drop=True)
     starts = list(range(0, total, config.batch_size))
@@ -386,7 +448,7 @@ def deliver(transitions: pd.DataFrame, config: WebhookConfig, meta: dict | None 
                 sleep(config.backoff_seconds * 2 ** (attempt - 1))
             attempts += 1
             try:
-                _post(opener, url, body, key, config.timeout_seconds)
+                _post(opener, url, body, key, config.timeout_seconds, secret)
             except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
                 message, retryable = _describe(exc, config.timeout_seconds)
                 history.append(message)

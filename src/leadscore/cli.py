@@ -916,7 +916,8 @@ def score(
     top: int | None = typer.Option(None, "--top", min=1, help="Reasons per direction (overrides config)."),
     max_quarantine: float | None = typer.Option(None, "--max-quarantine", min=0.0, max=1.0,
                                                 help="Largest share of a table that may be quarantined."),
-    webhook: str | None = typer.Option(None, "--webhook", help="POST transitions to this URL (overrides config)."),
+    webhook: str | None = typer.Option(None, "--webhook", help="POST transitions to this URL (replaces the config's "
+                                       "URL; its batch size, deadline and retries still apply)."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI for models:/ URIs "
                                             "(default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress on stderr."),
@@ -958,12 +959,10 @@ def score(
         raise typer.BadParameter("give the run time, e.g. --as-of 2025-10-01", param_hint="--as-of")
     src = _source(data, source)
     try:
-        settings, hook = load_scoring(config)
+        settings, hook = load_scoring(config, webhook_url=webhook)
         settings = dataclasses.replace(settings, **{k: v for k, v in (
             ("chunk_size", chunk_size), ("top_reasons", top), ("max_quarantine_fraction", max_quarantine))
             if v is not None})
-        if webhook:
-            hook = dataclasses.replace(hook, url=webhook) if hook else alerts.WebhookConfig(url=webhook)
     except (ConfigError, ValueError) as exc:
         raise _config_error(exc) from exc
     if previous is not None and not previous.exists():
@@ -1036,7 +1035,7 @@ def score(
     for line in delivery.lines():
         (typer.echo if delivery.ok else _err)(line)
     if not delivery.ok:
-        _err(f"error: {delivery.failed:,} transitions were not delivered to {hook.url}; they are in {path}")
+        _err(f"error: {delivery.failed:,} transitions were not delivered to {hook.display_url}; they are in {path}")
         raise typer.Exit(EXIT_DELIVERY)
 
 

@@ -251,17 +251,19 @@ class ScoringConfig:
 SCORING_SECTIONS = ("scoring", "webhook")
 
 
-def load_scoring(path: Path | str | None):
-    """(ScoringConfig, WebhookConfig or None) from a scoring YAML; defaults without a file."""
+def load_scoring(path: Path | str | None, webhook_url: str | None = None):
+    """(ScoringConfig, WebhookConfig or None) from a scoring YAML; defaults without a file.
+    ``webhook_url`` (the ``--webhook`` flag) replaces the section's URL only: its batch size,
+    deadline, retries and other settings still apply."""
     from leadscore.alerts import WebhookConfig
 
-    if path is None:
-        return ScoringConfig(), None
-    path = Path(path)
-    raw = load_sections(path, SCORING_SECTIONS)
-    webhook = raw.get("webhook")
-    return (build(ScoringConfig, raw.get("scoring"), f"{path}: scoring"),
-            None if not webhook or not webhook.get("url") else build(WebhookConfig, webhook, f"{path}: webhook"))
+    raw = {} if path is None else load_sections(Path(path), SCORING_SECTIONS)
+    webhook = dict(raw.get("webhook") or {})
+    if webhook_url:
+        webhook["url"] = webhook_url
+    where = f"{path}: webhook" if path is not None else "--webhook"
+    return (build(ScoringConfig, raw.get("scoring"), f"{path}: scoring") if path is not None else ScoringConfig(),
+            None if not webhook.get("url") else build(WebhookConfig, webhook, where))
 
 
 PIPELINE_SECTIONS = ("data", "source", "examples", "features", "leakage", "split", "model", "calibration", "cutoffs",
