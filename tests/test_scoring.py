@@ -174,8 +174,21 @@ def test_a_job_interrupted_half_way_leaves_no_output(registry, train_dir, tmp_pa
     time.sleep(0.5)  # a few chunks into the temporary file
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode != 0
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]   # 143: what a scheduler expects of SIGTERM
+    assert "interrupted by SIGTERM" in err and "Traceback" not in err, err[-2000:]
     assert not out.exists() and list(out.parent.iterdir()) == [], err[-2000:]  # no output, no staged tables
+
+
+def test_a_full_disk_is_named_not_a_traceback(tmp_path):
+    script = (
+        "import errno, leadscore.cli as cli\n"
+        "def full(*a, **k):\n"
+        "    raise OSError(errno.ENOSPC, 'No space left on device', '/data/scores/out.parquet')\n"
+        "cli.app = full\n"
+        "cli.main()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "no space left on the device of /data/scores (/data/scores/out.parquet)" in done.stderr
 
 
 @pytest.fixture(scope="module")

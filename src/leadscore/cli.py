@@ -864,14 +864,21 @@ def _check_model_source(scorer, src) -> None:
         raise typer.Exit(EXIT_UNUSABLE) from exc
 
 
+_STOPPED_BY: list[int] = []   # the signal that stopped a job, for main()'s exit code
+
+
 def _stop_on_sigterm() -> None:
-    """A scheduler's SIGTERM unwinds like Ctrl-C, so temporary outputs are removed on the way out."""
+    """A scheduler's SIGTERM (and Ctrl-C) unwinds the job, so temporary outputs are removed on
+    the way out; :func:`main` then exits 143 (130 for Ctrl-C) saying it was interrupted -
+    also when the signal arrived inside a DuckDB query, which reports it as its own error."""
     import signal
 
     def stop(signum, frame):
+        _STOPPED_BY.append(signum)
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
 
 
 def _sibling(out: Path, suffix: str) -> Path:
@@ -1314,8 +1321,32 @@ def _train_flat(config: Path, data: Path | None, models_dir: Path | None, tracki
     typer.echo(f"\nreport: {report}\nbundle: {bundle_dir}/\nMLflow run {active.info.run_id} in {settings.tracking_uri}")
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app(prog_name="leadscore")
+def main() -> None:
+    """The console entry point: the commands, plus exits that name what happened instead of a
+    traceback - interrupted by a signal (128 + its number), or a full disk (2)."""
+    import errno
+    import signal
+
+    def interrupted() -> None:
+        signum = _STOPPED_BY[0]
+        _err(f"interrupted by {signal.Signals(signum).name}: stopped, temporary files removed, no output written")
+        sys.exit(128 + signum)
+
+    try:
+        app(prog_name="leadscore")
+    except SystemExit:
+        if _STOPPED_BY:
+            interrupted()
+        raise
+    except BaseException as exc:
+        if _STOPPED_BY:
+            interrupted()
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            where = Path(exc.filename).parent if exc.filename else Path.cwd()
+            _err(f"error: no space left on the device of {where} ({exc.filename or 'writing an output'}); "
+                 "free space or write elsewhere - no partial output was kept")
+            sys.exit(EXIT_UNUSABLE)
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover
