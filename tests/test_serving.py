@@ -255,12 +255,101 @@ print(len(out)); print(sys.modules["leadscore"].__file__)
     assert declared and all(str(pinned[r.name].specifier).startswith("==") for r in declared)
 
 
-@pytest.mark.parametrize("broken", ["a column dropped", "a number sent as text"])
+@pytest.mark.parametrize("broken", ["a column dropped", "a number sent as text", "no rows"])
 def test_bad_input_gets_an_error_naming_the_problem_not_a_stack_trace(server, deployed, rows, broken):
     base, _ = server
-    name = deployed.column if broken == "a column dropped" else deployed.numeric
-    bad = rows.drop(columns=[name]) if broken == "a column dropped" else rows.assign(**{name: "old"})
+    name = {"a column dropped": deployed.column, "a number sent as text": deployed.numeric}.get(broken, "no rows")
+    bad = (rows.drop(columns=[name]) if broken == "a column dropped" else rows.head(0) if broken == "no rows"
+           else rows.assign(**{name: "old"}))
     status, body = _post(f"{base}/invocations", _payload(bad))
     assert status == 400
     assert name in body["message"]
     assert "Traceback" not in json.dumps(body) and not body.get("stack_trace")
+
+
+# --- leadscore serve: the same scorer behind an API key and request limits -------------------
+
+API_KEY = "test-key-123"
+
+
+@pytest.fixture(scope="module")
+def guarded(deployed, tmp_path_factory):
+    port = _free_port()
+    env = {**os.environ, "LEADSCORE_API_KEY": API_KEY}
+    log = tmp_path_factory.mktemp("guarded") / "server.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "leadscore.cli", "serve", "--model",
+                                 f"models:/{deployed.name}@champion", "--tracking-uri", deployed.tracking_uri,
+                                 "--port", str(port), "--max-rows", "50", "--max-bytes", "200000"],
+                                env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if _get(f"{base}/ping") == 200:
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _stop(proc)
+            pytest.fail(f"leadscore serve did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.3)
+    yield base
+    _stop(proc)
+
+
+def _post_with(url: str, payload, headers: dict | None = None, raw: bytes | None = None) -> tuple[int, dict]:
+    data = raw if raw is not None else json.dumps(payload).encode()
+    req = urllib.request.Request(url, data=data, method="POST",
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_leadscore_serve_answers_with_the_batch_scores_only_with_the_key(guarded, deployed, rows):
+    url = f"{guarded}/invocations"
+    assert _post_with(url, _payload(rows))[0] == 401
+    assert _post_with(url, _payload(rows), {"Authorization": "Bearer wrong"})[0] == 401
+    status, body = _post_with(url, _payload(rows), {"Authorization": f"Bearer {API_KEY}"})
+    assert status == 200, body
+    served = pd.DataFrame(body["predictions"])
+    scorer, _ = load_scorer(str(deployed.bundle))
+    local = scorer.score(rows)
+    assert served["lead_id"].tolist() == local["lead_id"].tolist()
+    np.testing.assert_allclose(served[deployed.probability], local[deployed.probability], rtol=1e-12)
+    assert served["tier"].tolist() == local["tier"].tolist() and served["reasons"].tolist() == local["reasons"].tolist()
+    assert _post_with(url, _payload(rows), {"X-API-Key": API_KEY})[0] == 200
+
+
+@pytest.mark.parametrize("case", ["too many rows", "too many bytes", "no rows", "a number sent as text", "not JSON"])
+def test_leadscore_serve_refuses_what_it_cannot_take_with_a_named_reason(guarded, deployed, rows, case):
+    url, key = f"{guarded}/invocations", {"X-API-Key": API_KEY}
+    if case == "too many rows":
+        status, body = _post_with(url, _payload(pd.concat([rows] * 11, ignore_index=True)), key)
+        assert status == 413 and "55 rows in one request; at most 50" in body["message"]
+    elif case == "too many bytes":
+        status, body = _post_with(url, None, key, raw=b'{"dataframe_records": [' + b" " * 300_000 + b"]}")
+        assert status == 413 and "at most 200,000" in body["message"]
+    elif case == "no rows":
+        status, body = _post_with(url, _payload(rows.head(0)), key)
+        assert status == 400 and "no rows" in body["message"]
+    elif case == "a number sent as text":
+        status, body = _post_with(url, _payload(rows.assign(**{deployed.numeric: "old"})), key)
+        assert status == 400 and deployed.numeric in body["message"]
+    else:
+        status, body = _post_with(url, None, key, raw=b"{nope")
+        assert status == 400 and "not JSON" in body["message"]
+    assert "Traceback" not in json.dumps(body) and set(body) == {"error_code", "message"}
+
+
+def test_leadscore_serve_will_not_listen_beyond_loopback_without_a_key(deployed, monkeypatch):
+    from leadscore.cli import app
+
+    from .conftest import runner
+
+    monkeypatch.delenv("LEADSCORE_API_KEY", raising=False)
+    result = runner.invoke(app, ["serve", "--model", str(deployed.bundle), "--host", "0.0.0.0"])
+    assert result.exit_code == 2 and "without an API key" in result.output

@@ -763,6 +763,39 @@ def _load_model(model: str, tracking_uri: str | None):
 
 
 @app.command()
+def serve(
+    model: str = typer.Option(..., "--model", help="models:/leadscore@champion, models:/leadscore/3, or a bundle "
+                                                   "directory."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (default: this machine only)."),
+    port: int = typer.Option(5001, "--port", min=1, max=65535, help="Port to listen on."),
+    max_rows: int = typer.Option(10_000, "--max-rows", min=1, help="Largest batch of rows one request may send (413 above)."),
+    max_bytes: int = typer.Option(10_000_000, "--max-bytes", min=1, help="Largest request body in bytes (413 above)."),
+    allow_unauthenticated: bool = typer.Option(False, "--allow-unauthenticated",
+                                               help="Serve on a non-loopback address without LEADSCORE_API_KEY "
+                                                    "(only behind a gateway that authenticates)."),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI for models:/ URIs."),
+) -> None:
+    """Serve the model over HTTP with an API key and request limits (MLflow's protocol).
+
+    `POST /invocations` takes `{"dataframe_split": ...}` or `{"dataframe_records": ...}` of
+    feature rows and answers `{"predictions": [...]}` with the batch job's scoring columns;
+    `GET /ping` answers 200. With LEADSCORE_API_KEY set, requests need `Authorization: Bearer
+    <key>` or `X-API-Key` (401 otherwise). A batch over --max-rows or a body over --max-bytes
+    gets 413; bad input 400 naming the problem; never a stack trace. The model is verified and
+    read by leadscore (no code from the registry copy runs) - unlike `mlflow models serve`.
+    """
+    from leadscore.server import serve as run_server
+
+    scorer, manifest = _load_model(model, tracking_uri)
+    typer.echo(f"serving {model} ({manifest.get('name', '')}) on http://{host}:{port}/invocations")
+    try:
+        run_server(scorer, host, port, max_rows, max_bytes, allow_unauthenticated)
+    except ValueError as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(EXIT_UNUSABLE) from exc
+
+
+@app.command()
 def verify(
     model: str = typer.Option(..., "--model", help="A registered model (models:/NAME@ALIAS, models:/NAME/VERSION) "
                                                    "or a bundle directory."),
@@ -1060,6 +1093,11 @@ def _score_flat(model: str, flat: Path, data: Path | None, as_of, out: Path, qua
     quarantined = rows.attrs.pop("quarantined")
     version, run_id = model_identity(model, manifest, tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
                                      or DEFAULT_TRACKING_URI)
+    if len(rows) == 0:   # every row quarantined: say so, keep the reasons, write no scores
+        if len(quarantined):
+            write_table(quarantined, quarantine_out or _sibling(out, "quarantine"))
+        _err(f"error: no row of {data or flat} can be scored ({len(quarantined):,} quarantined with their reasons)")
+        raise typer.Exit(EXIT_VIOLATIONS)
     scored = scorer.score(rows, top_reasons=top or 3)
     scored["model_version"], scored["run_id"] = version, run_id
     if len(quarantined):

@@ -141,6 +141,8 @@ class Scorer:
     def check_input(self, frame: pd.DataFrame) -> None:
         if not isinstance(frame, pd.DataFrame):
             raise ScoringInputError(f"expected a table of feature rows, got {type(frame).__name__}")
+        if len(frame) == 0:
+            raise ScoringInputError("no rows to score: send at least one feature row")
         missing = [c for c in (*KEY_COLUMNS, *self.features) if c not in frame.columns]
         if missing:
             shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")

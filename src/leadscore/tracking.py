@@ -57,6 +57,8 @@ class LeadScoreModel(mlflow.pyfunc.PythonModel):
             return self.scorer.score(model_input)
         except ScoringInputError as exc:
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+        except Exception as exc:  # the server answers without a stack trace; the message names the failure
+            raise MlflowException(f"scoring failed: {type(exc).__name__}: {exc}") from None
 
 
 def configure(tracking: TrackingConfig) -> MlflowClient:
