@@ -92,19 +92,24 @@ def server(deployed, tmp_path_factory):
                                  "-p", str(port), "-w", "1"],
                                 env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
+    _wait_for_ping(proc, base, log, "the model server", 180)
+    yield base, deployed.bundle
+    _stop(proc)
+
+
+def _wait_for_ping(proc: subprocess.Popen, base: str, log: Path, what: str, seconds: float) -> None:
+    """Until ``base/ping`` answers 200; fail with the server's log if it dies or takes too long."""
+    deadline = time.monotonic() + seconds
     while True:
         try:
             if _get(f"{base}/ping") == 200:
-                break
+                return
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             _stop(proc)
-            pytest.fail(f"the model server did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.5)
-    yield base, deployed.bundle
-    _stop(proc)
+            pytest.fail(f"{what} did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.3)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -283,17 +288,7 @@ def guarded(deployed, tmp_path_factory):
                                  "--port", str(port), "--max-rows", "50", "--max-bytes", "200000"],
                                 env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if _get(f"{base}/ping") == 200:
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            _stop(proc)
-            pytest.fail(f"leadscore serve did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.3)
+    _wait_for_ping(proc, base, log, "leadscore serve", 120)
     yield base
     _stop(proc)
 

@@ -25,7 +25,14 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from leadscore.bundle import SCORER_FILE, BundleError, code_files, load_bundle
+from leadscore.bundle import (
+    SCORER_FILE,
+    BundleError,
+    code_files,
+    load_bundle,
+    sha256_file,
+    verify_bundle,
+)
 from leadscore.config import TrackingConfig
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -229,8 +236,6 @@ def check_model_files(local: Path, manifest: dict) -> None:
     code_dir = local / str(flavor.get("code") or "code") / "leadscore"
     present = {p.relative_to(code_dir).as_posix(): p for p in sorted(code_dir.rglob("*")) if p.is_file()} \
         if code_dir.is_dir() else {}
-    from leadscore.bundle import sha256_file
-
     problems += [f"code/leadscore/{rel}: not recorded in the bundle's manifest" for rel in present if rel not in expected]
     problems += [f"code/leadscore/{rel}: missing" for rel in expected if rel not in present]
     problems += [f"code/leadscore/{rel}: differs from the hash the bundle's manifest records (modified)"
@@ -253,8 +258,6 @@ def verify_registered(uri: str, tracking_uri: str | None = None) -> tuple[Path, 
     if len(bundles) != 1:
         raise BundleError(f"{uri}: refusing to load the registered model: expected one bundle under artifacts/, "
                           f"found {[p.name for p in bundles]}")
-    from leadscore.bundle import verify_bundle
-
     manifest = verify_bundle(bundles[0])
     check_model_files(local, manifest)
     if uri.startswith("models:/"):
