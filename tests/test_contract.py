@@ -265,15 +265,19 @@ def _write_tables(t: dict, data, suffix: str = ".parquet", pandas_metadata: bool
             pq.write_table(table if pandas_metadata else table.replace_schema_metadata(None), data / f"{name}.parquet")
 
 
-def _assert_staging_matches_whole(t: dict, batch_rows: int, suffix: str = ".parquet", pandas_metadata: bool = True):
+def _assert_staging_matches_whole(t: dict, batch_rows: int, suffix: str = ".parquet", pandas_metadata: bool = True,
+                                  earliest: str | None = None):
     """Staging activities batch by batch gives the clean rows, quarantine and counts that
-    validating the whole tables gives. Returns the staging result and the staged rows."""
+    validating the whole tables gives. Returns the staging result and the staged rows.
+    ``earliest``: the contract's earliest plausible date (default the built-in one)."""
     import tempfile
     from pathlib import Path
 
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "data"
-        _write_tables(t, data, suffix, pandas_metadata)
+        data = contract.ContractDirectory(Path(tmp) / "data")
+        if earliest is not None:
+            data.contract = contract.Contract(earliest=earliest)
+        _write_tables(t, data.path, suffix, pandas_metadata)
         clean, report = contract.load_clean(data, now=NOW)
         _, quarantined = report.split()
         staged = contract.stage_clean(data, Path(tmp) / "stage", now=NOW, batch_rows=batch_rows)
@@ -298,11 +302,14 @@ def test_timestamps_centuries_apart_compare_exactly(tables):
     t["activities"]["occurred_at"] = ["2025-01-02T00:00:00Z", "1600-06-01T00:00:00Z", "1500-01-01T00:00:00Z",
                                       "2025-02-02T00:00:00Z"]
     # A's activities (rows 0, 1) follow its creation in year 1; B's (row 2) precedes 2025.
-    v = only_violation(validate_tables(t, now=NOW))
+    v = only_violation(validate_tables(t, now=NOW, contract=contract.Contract(earliest="0001-01-01")))
     assert (v.table, v.column, v.rule, list(v.rows)) == ("activities", "occurred_at", "after_lead_created", [2])
-    staged, rows = _assert_staging_matches_whole(t, batch_rows=2, suffix=".csv")
+    staged, rows = _assert_staging_matches_whole(t, batch_rows=2, suffix=".csv", earliest="0001-01-01")
     assert staged.counts["activities"] == {"rows_in": 4, "clean": 3, "quarantined": 1}
     assert rows["leads"]["created_at"].min().year == 1
+    # by the built-in earliest plausible date (1990) they are placeholders, not events
+    early = [v for v in validate_tables(t, now=NOW).violations if v.rule == "plausible_date"]
+    assert [(v.table, list(v.rows)) for v in early] == [("leads", [0]), ("activities", [1, 2])]
 
 
 def test_integer_ids_with_nulls_read_alike_in_batches_and_whole(tables):

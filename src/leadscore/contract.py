@@ -80,6 +80,12 @@ OTHER_KIND = "other"  # where a source maps the activity names it does not know 
 FIT_ATTRIBUTE_COLUMNS = ("job_title", "seniority", "department", "company_size", "industry", "country",
                          "lead_source", "email_domain_type")
 IDENTIFIER = r"[a-z][a-z0-9_]{0,62}"
+# Timestamps before this are placeholders (0001-01-01, Excel's 1900-01-01, epoch 0), not CRM
+# events; a source YAML sets its own with ``earliest_date``.
+EARLIEST_PLAUSIBLE = "1990-01-01"
+# Stages that need the lead to have been sales qualified first: when a lead has an sql event,
+# an opportunity or a win dated before its first one is out of order.
+AFTER_SQL = ("opportunity", "won")
 
 
 @dataclass(frozen=True)
@@ -188,8 +194,13 @@ class Contract:
     attributes: tuple[AttributeSpec, ...] = ()
     activity_kinds: tuple[KindSpec, ...] = ()
     history_attributes: tuple[str, ...] = ()
+    earliest: str = EARLIEST_PLAUSIBLE  # ISO date: earlier timestamps are quarantined as implausible
 
     def __post_init__(self):
+        try:
+            pd.Timestamp(self.earliest)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"earliest date {self.earliest!r} is not an ISO date (e.g. 1990-01-01)") from exc
         names = [a.name for a in self.attributes]
         taken = set(FIT_ATTRIBUTE_COLUMNS) | {"lead_id", "created_at", "company_size_band", "region"}
         clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & taken))
@@ -436,7 +447,8 @@ class TimestampFormat:
             unit = "s" if first == "epoch_s" else "ms"
             return pd.to_datetime(num.where(np.isfinite(num)), unit=unit, utc=True, errors="coerce").astype(
                 "datetime64[us, UTC]")
-        text = col.astype("object").where(col.notna())
+        # as text: a number is not a timestamp here (pandas would read it as an epoch one day)
+        text = col.astype("str").astype("object").where(col.notna())
         if first == "iso8601":
             parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601").astype("datetime64[us, UTC]")
             if self.timezone != "UTC":  # values without an offset are local times of the zone
@@ -487,6 +499,8 @@ def type_table(name: str, raw: pd.DataFrame, contract: Contract | None = None,
             frame[spec.name] = pd.Series([None] * len(frame), dtype=_empty_dtype(spec.kind))
             continue
         col = frame[spec.name]
+        if not pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_datetime64_any_dtype(col):
+            col = col.where(col != "")  # an empty text cell is missing, as in a CSV
         typed, bad_message = _cast(col, spec.kind, (formats or {}).get(spec.name, ISO8601))
         bad = col.notna().to_numpy() & typed.isna().to_numpy()
         if bad.any():
@@ -508,6 +522,11 @@ def _cast(col: pd.Series, kind: str, timestamp: TimestampFormat = ISO8601) -> tu
         num = pd.to_numeric(col, errors="coerce")
         if num.dtype == object:   # integers beyond 64 bits stay Python ints: read them as floats
             num = pd.to_numeric(col.astype("str").where(col.notna()), errors="coerce").astype("float64")
+        if num.dtype.kind == "u":  # a column of whole numbers, one of them at or beyond 2^63
+            big = (num > np.iinfo(np.int64).max).to_numpy()
+            out = pd.Series(pd.array(np.where(big, 0, num.to_numpy()).astype(np.int64), dtype="Int64"), index=num.index)
+            out[big] = pd.NA
+            return out, "not a whole number within +-9.2e18"
         num = num.astype("float64") if not pd.api.types.is_integer_dtype(num) else num
         fits = num.abs() < 2.0**63 if num.dtype.kind == "f" else pd.Series(True, index=num.index)
         whole = num.where(np.isfinite(num.astype("float64")) & (num == np.round(num)) & fits)
@@ -619,12 +638,32 @@ def _check_rule(schema: pa.DataFrameSchema, column: str, check: str) -> tuple[st
 # ---------------------------------------------------------------------------
 
 
-def _time_violations(name: str, frame: pd.DataFrame, now: pd.Timestamp) -> list[Violation]:
+def _time_violations(name: str, frame: pd.DataFrame, now: pd.Timestamp, earliest: pd.Timestamp) -> list[Violation]:
     col = TIME_COLUMN[name]
+    out = []
     future = (frame[col] > now).fillna(False).to_numpy()
     if future.any():
-        return [Violation(name, col, "not_in_future", f"timestamp after now ({now.isoformat()})", np.flatnonzero(future))]
-    return []
+        out.append(Violation(name, col, "not_in_future", f"timestamp after now ({now.isoformat()})",
+                             np.flatnonzero(future)))
+    early = (frame[col] < earliest).fillna(False).to_numpy()
+    if early.any():
+        out.append(Violation(name, col, "plausible_date", f"timestamp before {earliest:%Y-%m-%d}, the earliest "
+                             "plausible date (a placeholder? a source YAML can set earliest_date)",
+                             np.flatnonzero(early), tuple(pd.unique(frame[col][early].astype(str))[:5])))
+    return out
+
+
+def _order_violations(frame: pd.DataFrame) -> list[Violation]:
+    """An opportunity or a win dated before the lead's first sql event (when it has one)."""
+    times = _naive_utc(frame["occurred_at"])
+    ids = frame["lead_id"].to_numpy(dtype=object)
+    sql = pd.Series(times).where((frame["stage"] == "sql").to_numpy())
+    first_sql = sql.groupby(ids, dropna=True, sort=False).transform("min").to_numpy() if len(frame) else times
+    late = frame["stage"].isin(AFTER_SQL).to_numpy() & (times < first_sql)  # NaT compares False
+    if not late.any():
+        return []
+    return [Violation("lifecycle", "occurred_at", "stage_order", "opportunity or won before the lead's first sql",
+                      np.flatnonzero(late), tuple(pd.unique(frame["stage"][late].astype(str))))]
 
 
 def _arrow_ids(ids: pd.Series) -> pa_types.Array:
@@ -711,9 +750,12 @@ def _table_violations(name: str, raw: pd.DataFrame, now: pd.Timestamp, contract:
     already = {}
     for v in type_bad:
         already.setdefault(v.column, set()).update(v.rows.tolist())
-    found = type_bad + _schema_violations(name, frame, already, contract) + _time_violations(name, frame, now)
+    found = (type_bad + _schema_violations(name, frame, already, contract)
+             + _time_violations(name, frame, now, utc_timestamp(contract.earliest)))
     if name == HISTORY:
         found += _history_violations(frame, contract)
+    if name == "lifecycle":
+        found += _order_violations(frame)
     return frame, found
 
 

@@ -7,7 +7,8 @@ configuration in YAML says how to read it::
     path: ../../shared/datasets/xeducation/Leads.csv   # relative to this YAML file
     id_column: Prospect ID
     label_column: Converted
-    positive_values: [1]
+    positive_values: [1]         # the label values that mean "converted" (1.0 matches 1) ...
+    negative_values: [0]         # ... and "did not": any other value is an error, never a silent negative
     missing_values: [Select]
     categorical: [Lead Origin, Lead Source, ...]
     numeric: [TotalVisits, ...]
@@ -83,6 +84,7 @@ class FlatDataset:
     id_column: str
     label_column: str
     positive_values: tuple = (1,)
+    negative_values: tuple = (0,)
     missing_values: tuple = ()
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
@@ -107,6 +109,9 @@ class FlatDataset:
     base_dir: str = "."
 
     def __post_init__(self):
+        both = set(map(str, self.positive_values)) & set(map(str, self.negative_values))
+        if both:
+            raise ValueError(f"label value(s) {sorted(both)} are in both positive_values and negative_values")
         if self.outcome_date_column and not self.date_column:
             raise ValueError("outcome_date_column needs a date_column (the lead's date its horizon counts from)")
         if not isinstance(self.horizon_days, int) or self.horizon_days < 1:
@@ -275,7 +280,15 @@ def load_flat(config: FlatDataset, path: Path | str | None = None, include_exclu
     if label.isna().any() and not scoring:
         rows = np.flatnonzero(label.isna())[:10].tolist()
         raise ConfigError(f"{where}: label column {config.label_column!r} is empty in rows {rows}")
-    y = label.isin(set(map(str, config.positive_values))).to_numpy()
+    y = _label_is(label, config.positive_values)
+    neither = label.notna().to_numpy() & ~y & ~_label_is(label, config.negative_values)
+    if neither.any() and not scoring:
+        rows = (np.flatnonzero(neither)[:10] + 2).tolist()
+        values = list(pd.unique(label[neither].astype("str"))[:5])
+        raise ConfigError(f"{where}: label column {config.label_column!r} has value(s) {values} in lines {rows} "
+                          f"(of {int(neither.sum()):,}) that are neither positive_values "
+                          f"{list(config.positive_values)} nor negative_values {list(config.negative_values)}; "
+                          "list each under one of them (or under missing_values)")
     dates, observed_until, notes = None, None, []
     if config.date_column:
         y, dates, observed_until, notes = _dated_labels(frame, y, config, where)
@@ -324,6 +337,17 @@ def load_flat(config: FlatDataset, path: Path | str | None = None, include_exclu
         result.quarantined = _quarantine(frame, config, rejected, dates)
         result = result.without(result.quarantined["row"].to_numpy() - 2)
     return result
+
+
+def _label_is(label: pd.Series, values) -> np.ndarray:
+    """Which label cells are one of ``values``: as text, or as a number (``1.0`` is ``1``)."""
+    text = label.astype("str").str.strip()
+    hit = text.isin({str(v) for v in values})
+    numbers = pd.to_numeric(pd.Series([v for v in values if not isinstance(v, bool)], dtype="object"),
+                            errors="coerce").dropna()
+    if len(numbers):
+        hit |= pd.to_numeric(text, errors="coerce").isin(numbers.astype("float64"))
+    return (hit & label.notna()).to_numpy()
 
 
 def _quarantine(frame: pd.DataFrame, config: FlatDataset, rejected: list[pd.DataFrame], dates) -> pd.DataFrame:

@@ -16,6 +16,7 @@ row that breaks the contract is quarantined with the file and row it came from.
 
 from __future__ import annotations
 
+import datetime
 import glob
 from collections import Counter
 from pathlib import Path
@@ -34,6 +35,7 @@ from pydantic import (
 from leadscore.config import ConfigError, load_yaml, pydantic_error, yaml_lines
 from leadscore.contract import (
     ACTIVITY_TYPES,
+    EARLIEST_PLAUSIBLE,
     FIT_ATTRIBUTE_COLUMNS,
     HISTORY,
     OTHER_KIND,
@@ -194,6 +196,7 @@ class Tables(_Strict):
 class SourceSpec(_Strict):
     source: str
     description: str = ""
+    earliest_date: datetime.date = datetime.date.fromisoformat(EARLIEST_PLAUSIBLE)  # earlier: quarantined
     tables: Tables
 
     def contract(self) -> Contract:
@@ -206,7 +209,8 @@ class SourceSpec(_Strict):
             if (t.activities.unknown_kinds == "other" or OTHER_KIND in targets) and OTHER_KIND not in t.activities.kinds:
                 kinds.append(KindSpec(OTHER_KIND, OTHER_DESCRIPTION))
         history = tuple(t.attribute_history.attributes) if t.attribute_history is not None else ()
-        return Contract(attributes=attributes, activity_kinds=tuple(kinds), history_attributes=history)
+        return Contract(attributes=attributes, activity_kinds=tuple(kinds), history_attributes=history,
+                        earliest=self.earliest_date.isoformat())
 
 
 # ---------------------------------------------------------------------------
