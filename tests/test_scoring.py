@@ -282,3 +282,64 @@ def test_property_the_score_is_the_mid_rank_share_of_reference_leads_below(refer
     for q, s in zip(query, got):
         share = ((ref < q).sum() + 0.5 * (ref == q).sum()) / len(ref)
         assert s == 1 + np.floor(98 * share + 0.5) and 1 <= s <= 99
+
+
+@pytest.fixture(scope="module")
+def damaged(train_dir, first_run, tmp_path_factory):
+    """The training data where three open leads lost activities to the quarantine: one logged
+    under its id with a trailing space, one under the NFD spelling of its (accented) id, one
+    with an unknown activity type. (data dir, {lead id: how}, the first run's scores)."""
+    out = tmp_path_factory.mktemp("damaged")
+    leads, acts, life = (pd.read_parquet(train_dir / f"{n}.parquet") for n in TABLES)
+    scores = read_scores(first_run)
+    active = acts.loc[acts["occurred_at"] < pd.Timestamp("2025-06-01", tz="UTC"), "lead_id"].value_counts()
+    spaced, accented, unknown = [i for i in scores["lead_id"] if active.get(i, 0) >= 3][:3]
+    nfc = "Lé-" + accented                                    # é as one code point
+    for frame in (leads, acts, life):
+        frame["lead_id"] = frame["lead_id"].replace({accented: nfc})
+    mine = {lead: acts.index[acts["lead_id"] == lead] for lead in (spaced, nfc, unknown)}
+    acts.loc[mine[spaced], "lead_id"] = spaced + " "
+    acts.loc[mine[nfc], "lead_id"] = "Le\u0301-" + accented  # the same id in NFD: e + combining accent
+    acts.loc[mine[unknown], "activity_type"] = "carrier_pigeon"
+    for name, frame in zip(TABLES, (leads, acts, life)):
+        frame.to_parquet(out / f"{name}.parquet")
+    return out, {spaced: "trailing space", nfc: "NFD", unknown: "unknown type"}, scores
+
+
+def test_a_lead_whose_activities_were_quarantined_is_scored_with_a_flag(registry, damaged, tmp_path):
+    data, hurt, _ = damaged
+    out = tmp_path / "scores.parquet"
+    result = _score(registry, data, out, "--max-quarantine", "0.5")
+    assert result.exit_code == 0, result.output
+    scores = read_scores(out).set_index("lead_id")
+    assert scores["incomplete_history"].dtype == bool
+    flagged = set(scores.index[scores["incomplete_history"]])
+    assert flagged == set(hurt), (flagged, hurt)
+    assert "3 scored leads have incomplete_history" in result.output
+
+
+def test_a_lead_whose_activities_were_quarantined_can_be_held_back(registry, damaged, tmp_path):
+    data, hurt, first = damaged
+    config = tmp_path / "score.yaml"
+    config.write_text("scoring:\n  incomplete_history: hold\n  max_quarantine_fraction: 0.5\n")
+    out = tmp_path / "scores.parquet"
+    result = _score(registry, data, out, "--config", str(config))
+    assert result.exit_code == 0, result.output
+    scores = read_scores(out)
+    assert not set(hurt) & set(scores["lead_id"]) and not scores["incomplete_history"].any()
+    assert len(scores) == len(first) - 3
+    line = next(ln for ln in result.output.splitlines() if ln.startswith("leads:") and "scored" in ln)
+    nums = [int(w.replace(",", "")) for w in line.replace("=", " ").split() if w.replace(",", "").isdigit()]
+    rows_in, scored, held, quarantined, not_open = nums[:5]
+    assert (scored, held) == (len(scores), 3) and rows_in == scored + held + quarantined + not_open
+    q = pd.read_parquet(tmp_path / "scores.quarantine.parquet")
+    held_rows = q[q["quarantine_reason"].str.startswith("held back")]
+    assert set(held_rows["lead_id"]) == set(hurt) and (held_rows["table"] == "leads").all()
+    assert len(q) - len(held_rows) == sum(int(c) for c in re.findall(r"([\d,]+) quarantined", result.output)[:3])
+
+
+def test_a_bad_incomplete_history_setting_is_a_config_error(registry, train_dir, tmp_path):
+    config = tmp_path / "score.yaml"
+    config.write_text("scoring:\n  incomplete_history: ignore\n")
+    result = _score(registry, train_dir, tmp_path / "s.parquet", "--config", str(config))
+    assert result.exit_code != 0 and "incomplete_history must be flag or hold" in result.output

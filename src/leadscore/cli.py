@@ -965,10 +965,12 @@ def score(
     """Score every lead open at --as-of: the nightly batch job.
 
     Writes one row per open lead: lead_id, as_of, p_sql, p_won, score (1-99), tier (lead / MQL /
-    SQL by the model's cutoffs), fit_score, engagement_score, grid, reasons, baseline_points,
-    baseline_tier, model_version, run_id. Rows that break the data contract are quarantined with
-    their reason; more than the configured share of a table stops the job (exit 1) before
-    anything is scored. Output is written atomically and is byte-identical for the same inputs,
+    SQL by the model's cutoffs), fit_score, engagement_score, grid, reasons, incomplete_history,
+    baseline_points, baseline_tier, model_version, run_id. Rows that break the data contract are
+    quarantined with their reason; more than the configured share of a table stops the job
+    (exit 1) before anything is scored. A lead some of whose activities or stage events were
+    quarantined is scored with incomplete_history true (or, with `incomplete_history: hold` in
+    the config, held back and listed in the quarantine file). Output is written atomically and is byte-identical for the same inputs,
     model and --as-of. With --previous, leads that entered MQL or SQL or dropped out since then
     go to a transitions file and, if a webhook is configured, are POSTed to it (exit 3 when
     delivery fails; the scores are still written).
@@ -984,6 +986,8 @@ def score(
         QuarantineLimitExceeded,
         ScoringCounts,
         check_quarantine,
+        held_back_frame,
+        incomplete_history_keys,
         newest_event_before,
         quarantine_frame,
         read_scores,
@@ -1047,9 +1051,16 @@ def score(
             with Progress(0, "scoring", unit="leads", enabled=progress) as bar, _summarised_warnings("scoring"):
                 score_open_leads(scorer, con, ts, out, counts=counts, chunk_size=settings.chunk_size,
                                  top_reasons=settings.top_reasons, model_version=version, run_id=run_id,
+                                 incomplete=incomplete_history_keys(staged.quarantined),
+                                 hold_incomplete=settings.incomplete_history == "hold",
                                  progress=lambda n, total: bar.advance(n, total))
         finally:
             con.close()  # before the staged files go
+        if counts.held_back:
+            write_table(pd.concat([quarantined, held_back_frame(counts.held_back)], ignore_index=True),
+                        quarantine_path)
+            _err(f"{len(counts.held_back):,} open leads held back, not scored: some of their activities or stage "
+                 f"events were quarantined (incomplete_history: hold); listed in {quarantine_path}")
     for line in counts.lines():
         typer.echo(line)
     typer.echo("tier       model  baseline")

@@ -230,13 +230,17 @@ class ScoringConfig:
     per direction in the ``reasons`` column. ``max_quarantine_fraction``: largest share of any
     input table that may break the contract before the job refuses to score.
     ``max_data_age_days``: warn when the newest event before as_of is older than this (a stale
-    export makes every lead look silent); None: no check.
+    export makes every lead look silent); None: no check. ``incomplete_history``: what happens
+    to an open lead some of whose activities or lifecycle events were quarantined (its features
+    miss them): ``flag`` scores it with ``incomplete_history`` true, ``hold`` leaves it out of
+    the scores and lists it in the quarantine file.
     """
 
     chunk_size: int = 50_000
     top_reasons: int = 3
     max_quarantine_fraction: float = 0.01
     max_data_age_days: float | None = 3.0
+    incomplete_history: str = "flag"
 
     def __post_init__(self):
         if self.chunk_size < 1 or self.top_reasons < 1:
@@ -246,6 +250,8 @@ class ScoringConfig:
         age = self.max_data_age_days
         if age is not None and (isinstance(age, bool) or not isinstance(age, (int, float)) or not age > 0):
             raise ValueError(f"max_data_age_days must be > 0 (or empty for no check), got {self.max_data_age_days!r}")
+        if self.incomplete_history not in ("flag", "hold"):
+            raise ValueError(f"incomplete_history must be flag or hold, got {self.incomplete_history!r}")
 
 
 SCORING_SECTIONS = ("scoring", "webhook")

@@ -34,11 +34,12 @@ import pyarrow.parquet as pq
 from leadscore.io import PARQUET_OPTIONS, atomic_path
 
 OUTPUT_COLUMNS = ("lead_id", "as_of", "p_sql", "p_won", "score", "tier", "fit_score", "engagement_score", "grid",
-                  "reasons", "baseline_points", "baseline_tier", "model_version", "run_id")
+                  "reasons", "incomplete_history", "baseline_points", "baseline_tier", "model_version", "run_id")
 OUTPUT_SCHEMA = pa.schema([
     ("lead_id", pa.string()), ("as_of", pa.timestamp("us", tz="UTC")), ("p_sql", pa.float64()),
     ("p_won", pa.float64()), ("score", pa.int16()), ("tier", pa.string()), ("fit_score", pa.float64()),
     ("engagement_score", pa.float64()), ("grid", pa.string()), ("reasons", pa.string()),
+    ("incomplete_history", pa.bool_()),
     ("baseline_points", pa.float64()), ("baseline_tier", pa.string()), ("model_version", pa.string()),
     ("run_id", pa.string()),
 ])
@@ -56,6 +57,8 @@ class ScoringCounts:
     tables: dict[str, dict[str, int]]      # per contract table: rows_in, clean, quarantined
     leads_scored: int = 0
     leads_not_open: int = 0
+    leads_incomplete: int = 0                                # scored with incomplete_history true
+    held_back: list[str] = field(default_factory=list)       # open leads not scored (incomplete_history: hold)
     seconds: float = 0.0
     tiers: dict[str, int] = field(default_factory=dict)
     baseline_tiers: dict[str, int] = field(default_factory=dict)
@@ -73,8 +76,13 @@ class ScoringCounts:
         for name, c in self.tables.items():
             out.append(f"{name}: {c['rows_in']:,} rows in = {c['clean']:,} clean + {c['quarantined']:,} quarantined")
         rate = self.leads_scored / self.seconds if self.seconds > 0 else float("nan")
-        out.append(f"leads: {self.leads_in:,} rows in = {self.leads_scored:,} scored + {self.leads_quarantined:,} "
-                   f"quarantined + {self.leads_not_open:,} not open at as_of (already SQL or closed, or created later)")
+        held = f"{len(self.held_back):,} held back (incomplete history) + " if self.held_back else ""
+        out.append(f"leads: {self.leads_in:,} rows in = {self.leads_scored:,} scored + {held}"
+                   f"{self.leads_quarantined:,} quarantined + {self.leads_not_open:,} not open at as_of "
+                   "(already SQL or closed, or created later)")
+        if self.leads_incomplete:
+            out.append(f"{self.leads_incomplete:,} scored leads have incomplete_history: some of their activities or "
+                       "stage events were quarantined, so their scores miss them")
         out.append(f"scored {self.leads_scored:,} leads in {self.seconds:.1f} s ({rate:,.0f} leads/s)")
         return out
 
@@ -100,6 +108,34 @@ def quarantine_frame(quarantined: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def id_key(ids: pd.Series) -> pd.Series:
+    """Lead ids as a reader matches them: Unicode NFKC, no surrounding white space, case folded.
+    An activity under ``"L-1 "`` or an NFD spelling of an id is quarantined as an unknown lead;
+    by this key it still marks the lead ``"L-1"`` as having an incomplete history."""
+    return ids.astype("str").str.normalize("NFKC").str.strip().str.casefold()
+
+
+def incomplete_history_keys(quarantined: dict[str, pd.DataFrame]) -> frozenset[str]:
+    """The :func:`id_key` of every lead some of whose event rows (activities, lifecycle,
+    attribute history) were quarantined - but not because the lead itself was (it is not scored)."""
+    keys: set[str] = set()
+    for name, q in quarantined.items():
+        if name == "leads" or q.empty or "lead_id" not in q:
+            continue
+        own = q["lead_id"].notna() & ~q["quarantine_reason"].astype("str").str.contains("[lead_quarantined]",
+                                                                                        regex=False)
+        keys.update(id_key(q.loc[own, "lead_id"]))
+    return frozenset(keys)
+
+
+def held_back_frame(lead_ids: list[str]) -> pd.DataFrame:
+    """Quarantine-file rows for open leads held back (``incomplete_history: hold``); source_row -1:
+    the lead's own row is clean, its history is not."""
+    return pd.DataFrame({"table": "leads", "source_file": None, "source_row": np.full(len(lead_ids), -1, np.int64),
+                         "lead_id": lead_ids, "quarantine_reason": "held back: some of its activities or stage events "
+                         "were quarantined (incomplete_history: hold)", "row": None})
+
+
 def check_quarantine(counts: dict[str, dict[str, int]], max_fraction: float) -> None:
     """Raise :class:`QuarantineLimitExceeded` naming every table whose quarantined share is over the limit."""
     over = [f"{name}: {c['quarantined']:,} of {c['rows_in']:,} rows ({c['quarantined'] / c['rows_in']:.2%})"
@@ -110,8 +146,10 @@ def check_quarantine(counts: dict[str, dict[str, int]], max_fraction: float) -> 
             "Nothing was scored; see the quarantine file for the rows and their reasons.")
 
 
-def score_chunk(scorer, con, pairs: pd.DataFrame, top_reasons: int, model_version: str, run_id: str) -> pd.DataFrame:
-    """Features, scores, reasons and the rule baseline for one chunk of (lead_id, as_of) pairs."""
+def score_chunk(scorer, con, pairs: pd.DataFrame, top_reasons: int, model_version: str, run_id: str,
+                incomplete: frozenset[str] = frozenset()) -> pd.DataFrame:
+    """Features, scores, reasons and the rule baseline for one chunk of (lead_id, as_of) pairs;
+    ``incomplete``: :func:`incomplete_history_keys` of the run."""
     from leadscore.baseline import score_baseline
     from leadscore.features import features_as_of
 
@@ -124,6 +162,7 @@ def score_chunk(scorer, con, pairs: pd.DataFrame, top_reasons: int, model_versio
     for col in ("baseline_points", "baseline_tier"):
         if col not in out:
             out[col] = None
+    out["incomplete_history"] = id_key(out["lead_id"]).isin(incomplete).to_numpy() if incomplete else False
     out["model_version"] = model_version
     out["run_id"] = run_id
     return out[list(OUTPUT_COLUMNS)]
@@ -150,9 +189,12 @@ def newest_event_before(con, as_of: pd.Timestamp) -> pd.Timestamp | None:
 
 def score_open_leads(scorer, con, as_of: pd.Timestamp, out: Path, *, counts: ScoringCounts,
                      chunk_size: int = 50_000, top_reasons: int = 3, model_version: str = "", run_id: str = "",
+                     incomplete: frozenset[str] = frozenset(), hold_incomplete: bool = False,
                      progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
     """Score every lead open at ``as_of`` chunk by chunk into ``out`` (.parquet or .csv),
-    atomically. Fills ``counts``; returns the tier column of the output (small) for summaries."""
+    atomically. Fills ``counts``; returns the tier column of the output (small) for summaries.
+    ``incomplete``: :func:`incomplete_history_keys`; those leads are scored with
+    ``incomplete_history`` true, or with ``hold_incomplete`` left out (``counts.held_back``)."""
     from leadscore.features import open_leads
 
     if chunk_size < 1:
@@ -160,6 +202,11 @@ def score_open_leads(scorer, con, as_of: pd.Timestamp, out: Path, *, counts: Sco
     start = time.perf_counter()
     pairs = open_leads(con, [as_of]).sort_values("lead_id", kind="stable").reset_index(drop=True)
     counts.leads_not_open = counts.tables["leads"]["clean"] - len(pairs)
+    if incomplete and hold_incomplete:
+        held = id_key(pairs["lead_id"]).isin(incomplete).to_numpy()
+        counts.held_back = pairs.loc[held, "lead_id"].tolist()
+        pairs = pairs.loc[~held].reset_index(drop=True)
+        incomplete = frozenset()
     tiers, baseline_tiers = [], []
     out = Path(out)
     csv = out.suffix == ".csv"
@@ -169,7 +216,8 @@ def score_open_leads(scorer, con, as_of: pd.Timestamp, out: Path, *, counts: Sco
             if csv:
                 pd.DataFrame(columns=list(OUTPUT_COLUMNS)).to_csv(tmp, index=False)
             for lo in range(0, len(pairs), chunk_size):
-                chunk = score_chunk(scorer, con, pairs.iloc[lo:lo + chunk_size], top_reasons, model_version, run_id)
+                chunk = score_chunk(scorer, con, pairs.iloc[lo:lo + chunk_size], top_reasons, model_version, run_id,
+                                    incomplete)
                 chunk = chunk.sort_values("lead_id", kind="stable")
                 if csv:
                     chunk.to_csv(tmp, mode="a", header=False, index=False)
@@ -178,6 +226,7 @@ def score_open_leads(scorer, con, as_of: pd.Timestamp, out: Path, *, counts: Sco
                 tiers.append(chunk["tier"].to_numpy(dtype=object))
                 baseline_tiers.append(chunk["baseline_tier"].to_numpy(dtype=object))
                 counts.leads_scored += len(chunk)
+                counts.leads_incomplete += int(chunk["incomplete_history"].sum())
                 if progress is not None:
                     progress(len(chunk), len(pairs))
             if writer is not None and not len(pairs):
@@ -198,7 +247,8 @@ def read_scores(path: Path | str) -> pd.DataFrame:
     path = Path(path)
     if path.suffix == ".csv":
         frame = pd.read_csv(path, dtype={"lead_id": "str", "tier": "str", "grid": "str", "baseline_tier": "str",
-                                         "model_version": "str", "run_id": "str", "reasons": "str"})
+                                         "model_version": "str", "run_id": "str", "reasons": "str",
+                                         "incomplete_history": "bool"})
         frame["as_of"] = pd.to_datetime(frame["as_of"], utc=True)
         return frame
     return pd.read_parquet(path)
