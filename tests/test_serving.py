@@ -340,6 +340,61 @@ def test_leadscore_serve_refuses_what_it_cannot_take_with_a_named_reason(guarded
     assert "Traceback" not in json.dumps(body) and set(body) == {"error_code", "message"}
 
 
+def _raw_payload(rows: pd.DataFrame, edit) -> bytes:
+    """The JSON of ``rows`` after ``edit(columns, data)`` changed it in place."""
+    split = _payload(rows)["dataframe_split"]
+    edit(split["columns"], split["data"])
+    return json.dumps({"dataframe_split": split}).replace('"__inf__"', "1e400").encode()
+
+
+def _set(column: str, row: int, value):
+    def edit(columns, data):
+        data[row][columns.index(column)] = value
+    return edit
+
+
+def _categorical(deployed) -> str:
+    scorer, _ = load_scorer(str(deployed.bundle))
+    return next(c for c in scorer.features if any(c in m.levels for m in scorer.models.values()))
+
+
+@pytest.mark.parametrize("case, says", [
+    ("an infinite number", "must be a finite number, got inf in row(s) [1]"),
+    ("true as a number", "is numeric: give a number or null, got True in row(s) [2]"),
+    ("a number as a category", "is a category: give text or null, got 5 in row(s) [0]"),
+    ("a column twice", "given more than once"),
+    ("an as_of that is no timestamp", "as_of must be an ISO 8601 timestamp such as 2025-09-01T06:00:00 (UTC unless "
+                                      "zoned), got 'yesterday' in row(s) [3]"),
+    ("an as_of that is a number", "got 5 in row(s) [0]"),
+])
+def test_leadscore_serve_refuses_values_of_the_wrong_kind_naming_column_and_rows(guarded, deployed, rows, case, says):
+    """Values JSON can carry that would otherwise score as missing (true, a number for a
+    category), overflow the reasons (1e400) or fail to parse: 400 naming the column, not 500."""
+    key = {"X-API-Key": API_KEY}
+    category = _categorical(deployed)
+    edit = {"an infinite number": _set(deployed.numeric, 1, "__inf__"),
+            "true as a number": _set(deployed.numeric, 2, True),
+            "a number as a category": _set(category, 0, 5),
+            "a column twice": lambda columns, data: columns.__setitem__(columns.index(deployed.numeric), category),
+            "an as_of that is no timestamp": _set("as_of", 3, "yesterday"),
+            "an as_of that is a number": _set("as_of", 0, 5)}[case]
+    status, body = _post_with(f"{guarded}/invocations", None, key, raw=_raw_payload(rows, edit))
+    assert status == 400, body
+    assert says in body["message"] and set(body) == {"error_code", "message"}
+    if case not in ("a column twice",) and "as_of" not in case:
+        assert repr(deployed.numeric if "number" in case and "category" not in case else category) in body["message"]
+
+
+def test_leadscore_serve_reads_as_of_in_any_iso_form(guarded, deployed, rows):
+    key = {"X-API-Key": API_KEY}
+    day = rows["as_of"].dt.tz_convert("UTC").iloc[0].strftime("%Y-%m-%d")
+    mixed = _raw_payload(rows, lambda columns, data: [_set("as_of", i, form)(columns, data) for i, form in enumerate(
+        [day, day + "T00:00:00Z", day + "T02:00:00+02:00"])])
+    status, body = _post_with(f"{guarded}/invocations", None, key, raw=mixed)
+    assert status == 200, body
+    assert [p["as_of"] for p in body["predictions"][:3]] == [day + "T00:00:00+0000"] * 3
+
+
 def test_leadscore_serve_will_not_listen_beyond_loopback_without_a_key(deployed, monkeypatch):
     from leadscore.cli import app
 

@@ -33,6 +33,27 @@ class ScoringInputError(ValueError):
     """Feature rows that the scorer cannot use; the message names the columns at fault."""
 
 
+def _rows(mask: np.ndarray) -> str:
+    rows = np.flatnonzero(mask)
+    return f"row(s) {rows[:10].tolist()}" + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+
+
+def as_of_utc(values: pd.Series) -> pd.Series:
+    """The rows' ``as_of`` in UTC: timestamps, or ISO 8601 text (naive means UTC, any mix of
+    forms); :class:`ScoringInputError` names the rows that are neither."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        parsed = values.dt.tz_localize("UTC") if values.dt.tz is None else values.dt.tz_convert("UTC")
+        bad = parsed.isna().to_numpy()
+    else:
+        text = values.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
+        parsed = pd.to_datetime(values.where(text), utc=True, format="ISO8601", errors="coerce")
+        bad = parsed.isna().to_numpy()
+    if bad.any():
+        raise ScoringInputError(f"as_of must be a timestamp such as 2025-09-01T06:00:00 (UTC unless zoned), got "
+                                f"{values[bad].iloc[0]!r} in {_rows(bad)}")
+    return parsed
+
+
 @dataclass(frozen=True)
 class ScoreScale:
     """The 1-99 score: 1 + 98 x the mid-rank ECDF of the reference probabilities (the
@@ -154,6 +175,12 @@ class Scorer:
         if bad:
             raise ScoringInputError(f"feature column(s) {', '.join(bad[:10])} must be numeric, "
                                     f"got {', '.join(str(frame[c].dtype) for c in bad[:10])}")
+        for c in numeric:  # an infinity is no count, age or amount (and would overflow the reasons)
+            if pd.api.types.is_float_dtype(frame[c]):
+                infinite = np.isinf(frame[c].to_numpy(dtype="float64", na_value=np.nan))
+                if infinite.any():
+                    raise ScoringInputError(f"feature {c!r} must be a finite number, got {float(frame[c][infinite].iloc[0])!r} "
+                                            f"in {_rows(infinite)}")
 
     def score_points(self, p: np.ndarray) -> np.ndarray:
         """1-99, monotone in the primary probability (a percentile of the reference open leads)."""
@@ -181,8 +208,7 @@ class Scorer:
         rows carry them), one row per input row in input order. ``as_of`` without a time zone
         is read as UTC (MLflow's pyfunc schema only takes zone-naive timestamps)."""
         frame = self.prepare(frame)
-        as_of = pd.to_datetime(frame["as_of"])
-        as_of = as_of.dt.tz_localize("UTC") if as_of.dt.tz is None else as_of.dt.tz_convert("UTC")
+        as_of = as_of_utc(frame["as_of"])
         out = pd.DataFrame({"lead_id": frame["lead_id"].astype("str").to_numpy(), "as_of": as_of.array})
         for column, p in self.probabilities(frame).items():
             out[column] = p

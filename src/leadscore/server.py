@@ -11,8 +11,10 @@ by leadscore's verified loader, and speaks MLflow's protocol (``POST /invocation
   time). Without a key it binds only to loopback unless told otherwise.
 * **Limits**: a body over ``max_bytes`` (checked from ``Content-Length`` and while reading) or a
   batch over ``max_rows`` is refused with 413 before any scoring.
-* **Errors** name the problem (400 for bad input, 413, 401) and never carry a stack trace; an
-  unexpected failure is 500 with its type, logged on the server.
+* **Errors** name the problem (400 for bad input - a value of the wrong type, an infinity, a
+  column twice, an as_of that is no timestamp - naming column and rows; 413; 401) and never
+  carry a stack trace; an unexpected failure is 500 with its type, logged on the server.
+* **One batch at a time**, scored in a worker thread: ``/ping`` answers while a batch is scored.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ import hmac
 import json
 import logging
 import os
+import threading
 
 import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 API_KEY = "LEADSCORE_API_KEY"
@@ -66,16 +70,58 @@ def parse_request(body: bytes, max_rows: int) -> pd.DataFrame:
     return frame
 
 
+def _rows_named(mask) -> str:
+    rows = np.flatnonzero(np.asarray(mask))
+    return f"row(s) {rows[:10].tolist()}" + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+
+
+def _shown(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _typed(frame: pd.DataFrame, scorer) -> pd.DataFrame:
-    """JSON gives numbers as int/float and missing values as null: numeric features whose every
-    value is a number or null become float64; anything else is left for the scorer to refuse."""
+    """JSON's values as the scorer's types, or a 400 naming the column and rows: a numeric
+    feature takes numbers (finite) or null and becomes float64; a categorical one text or null;
+    ``as_of`` an ISO 8601 timestamp (naive means UTC). JSON's ``true``, a number where a category
+    is expected or a category where a number is would otherwise score as missing, silently."""
+    twice = frame.columns[frame.columns.duplicated()].unique().tolist()
+    if twice:
+        raise RequestError(400, "BAD_REQUEST", f"column(s) {', '.join(map(str, twice))} given more than once")
     categorical = {c for m in scorer.models.values() for c in m.levels}
     out = {}
     for col in scorer.features:
-        if col in frame and col not in categorical and frame[col].dtype == object:
-            values = frame[col]
-            if values.map(lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))).all():
-                out[col] = pd.to_numeric(values, errors="coerce").astype("float64")
+        if col not in frame:
+            continue  # the scorer names the missing columns
+        values = frame[col]
+        if col in categorical:
+            bad = values.map(lambda v: v is not None and not isinstance(v, str)
+                             and not (isinstance(v, float) and np.isnan(v))).to_numpy(dtype=bool)
+            if bad.any():
+                raise RequestError(400, "INVALID_PARAMETER_VALUE", f"feature {col!r} is a category: give text or null, "
+                                   f"got {_shown(values[bad].iloc[0])!r} in {_rows_named(bad)}")
+            continue
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            bad = values.map(lambda v: v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))))
+            bad = bad.to_numpy(dtype=bool)
+            if bad.any():
+                raise RequestError(400, "INVALID_PARAMETER_VALUE", f"feature {col!r} is numeric: give a number or "
+                                   f"null, got {_shown(values[bad].iloc[0])!r} in {_rows_named(bad)}")
+            values = pd.to_numeric(values, errors="coerce")
+        values = values.astype("float64")
+        infinite = np.isinf(values.to_numpy())
+        if infinite.any():
+            raise RequestError(400, "INVALID_PARAMETER_VALUE", f"feature {col!r} must be a finite number, got "
+                               f"{float(values[infinite].iloc[0])!r} in {_rows_named(infinite)}")
+        out[col] = values
+    if "as_of" in frame:
+        values = frame["as_of"]
+        text = values.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
+        parsed = pd.to_datetime(values.where(text), utc=True, format="ISO8601", errors="coerce")
+        bad = ~text | parsed.isna().to_numpy()
+        if bad.any():
+            raise RequestError(400, "INVALID_PARAMETER_VALUE", "as_of must be an ISO 8601 timestamp such as "
+                               f"2025-09-01T06:00:00 (UTC unless zoned), got {_shown(values[bad].iloc[0])!r} in {_rows_named(bad)}")
+        out["as_of"] = parsed
     return frame.assign(**out) if out else frame
 
 
@@ -92,26 +138,15 @@ def create_app(scorer, max_rows: int = 10_000, max_bytes: int = 10_000_000, api_
     def ping():
         return Response("\n", media_type="text/plain")
 
-    @app.post("/invocations")
-    async def invocations(request: Request):
-        if api_key is not None:
-            given = request.headers.get("x-api-key") or ""
-            auth = request.headers.get("authorization") or ""
-            if auth.lower().startswith("bearer "):
-                given = given or auth[7:]
-            if not hmac.compare_digest(given.encode(), api_key.encode()):
-                return error(401, "UNAUTHENTICATED", "missing or wrong API key (Authorization: Bearer <key>)")
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_bytes:
-            return error(413, "REQUEST_TOO_LARGE", f"{int(length):,} bytes in one request; at most {max_bytes:,}")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_bytes:
-                return error(413, "REQUEST_TOO_LARGE", f"more than {max_bytes:,} bytes in one request")
+    lock = threading.Lock()
+
+    def answer(body: bytes) -> JSONResponse:
+        """Read, score (one request at a time: LightGBM and SHAP use both cores already) and
+        answer; runs in a worker thread so that /ping answers while a batch is scored."""
         try:
-            frame = _typed(parse_request(bytes(body), max_rows), scorer)
-            scored = scorer.score(frame)
+            frame = _typed(parse_request(body, max_rows), scorer)
+            with lock:
+                scored = scorer.score(frame)
         except RequestError as exc:
             return error(exc.status, exc.code, exc.message)
         except ScoringInputError as exc:
@@ -124,6 +159,23 @@ def create_app(scorer, max_rows: int = 10_000, max_bytes: int = 10_000_000, api_
         records = [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
                    for row in plain.to_dict(orient="records")]
         return JSONResponse({"predictions": records})
+
+    @app.post("/invocations")
+    async def invocations(request: Request):
+        if api_key is not None:
+            auth = request.headers.get("authorization") or ""
+            given = [request.headers.get("x-api-key") or "", auth[7:] if auth.lower().startswith("bearer ") else ""]
+            if not any([hmac.compare_digest(g.encode(), api_key.encode()) for g in given]):  # both compared
+                return error(401, "UNAUTHENTICATED", "missing or wrong API key (Authorization: Bearer <key>)")
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_bytes:
+            return error(413, "REQUEST_TOO_LARGE", f"{int(length):,} bytes in one request; at most {max_bytes:,}")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_bytes:
+                return error(413, "REQUEST_TOO_LARGE", f"more than {max_bytes:,} bytes in one request")
+        return await run_in_threadpool(answer, bytes(body))
 
     return app
 
