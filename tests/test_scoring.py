@@ -343,3 +343,65 @@ def test_a_bad_incomplete_history_setting_is_a_config_error(registry, train_dir,
     config.write_text("scoring:\n  incomplete_history: ignore\n")
     result = _score(registry, train_dir, tmp_path / "s.parquet", "--config", str(config))
     assert result.exit_code != 0 and "incomplete_history must be flag or hold" in result.output
+
+
+def test_the_scorer_refuses_an_infinity_and_an_as_of_that_is_no_timestamp(registry, train_dir):
+    """What every scoring path (batch, pyfunc, both servers, Spark) goes through: an infinity
+    would overflow the reasons (a 500 from MLflow's server), an unreadable as_of would too."""
+    from leadscore.features import features_as_of
+    from leadscore.scorer import ScoringInputError
+
+    _, bundle = registry
+    scorer, _ = load_scorer(str(bundle))
+    rows = features_as_of({n: train_dir / f"{n}.parquet" for n in TABLES}, as_of="2025-06-01",
+                          config=scorer.feature_config).head(4).reset_index(drop=True)
+    numeric = next(c for c in scorer.features if pd.api.types.is_float_dtype(rows[c]))
+    with pytest.raises(ScoringInputError, match=rf"feature '{numeric}' must be a finite number, got inf in row\(s\) \[2\]"):
+        scorer.score(rows.assign(**{numeric: rows[numeric].where(rows.index != 2, np.inf)}))
+    text = rows.assign(as_of=["2025-06-01", "2025-06-01T00:00:00Z", "yesterday", "2025-06-01T02:00:00+02:00"])
+    with pytest.raises(ScoringInputError, match=r"as_of must be a timestamp .* got 'yesterday' in row\(s\) \[2\]"):
+        scorer.predict(text)
+    mixed = scorer.predict(text.drop(index=2))   # any ISO form, naive meaning UTC
+    assert (mixed["as_of"] == pd.Timestamp("2025-06-01", tz="UTC")).all()
+
+
+def test_two_scoring_jobs_at_once_and_a_killed_one_leave_only_complete_outputs(registry, train_dir, tmp_path):
+    """Two nightly jobs overlapping in one directory both finish with the same bytes; a third
+    killed with SIGKILL half-way leaves debris that monitoring never reads as scores and that
+    its next run removes."""
+    from leadscore.cli import _score_files
+
+    uri, bundle = registry
+    scores = tmp_path / "scores"
+    scores.mkdir()
+
+    def job(name: str, *extra: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "leadscore.cli", "score", "--model", str(bundle), "--data",
+                                 str(train_dir), "--as-of", "2025-06-01", "--out", str(scores / name), "--no-progress",
+                                 "--tracking-uri", uri, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+
+    both = [job("a.parquet"), job("b.parquet")]
+    for proc in both:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-2000:]
+    assert (scores / "a.parquet").read_bytes() == (scores / "b.parquet").read_bytes()
+
+    killed = job("c.parquet", "--chunk-size", "100")
+    deadline = time.monotonic() + 120
+    while not list(scores.glob(".c.parquet.*.tmp")) and time.monotonic() < deadline and killed.poll() is None:
+        time.sleep(0.02)
+    assert killed.poll() is None, "the job ended before it could be killed"
+    time.sleep(0.5)
+    killed.kill()
+    killed.communicate(timeout=60)
+    debris = sorted(p.name for p in scores.iterdir() if p.name.startswith(".c.parquet."))
+    assert debris and not (scores / "c.parquet").exists(), debris           # SIGKILL: no cleanup ran
+    assert _score_files([scores]) == [scores / "a.parquet", scores / "b.parquet"]  # what monitor --scores reads
+
+    again = job("c.parquet")
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err[-2000:]
+    assert all(f"removed {name}" in err for name in debris), err[-2000:]
+    assert sorted(p.name for p in scores.iterdir()) == ["a.parquet", "b.parquet", "c.parquet"]
+    assert (scores / "c.parquet").read_bytes() == (scores / "a.parquet").read_bytes()
