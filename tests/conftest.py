@@ -1,6 +1,13 @@
 from __future__ import annotations
 
-from pathlib import Path
+import os
+
+# as the `leadscore` command does (cli.main): LightGBM's idle OpenMP threads sleep instead of
+# spinning, here and in every subprocess the tests start - the pytest process and a server or a
+# second training it starts share 2 cores
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pathlib import Path  # noqa: E402
 
 import pandas as pd
 import pytest
@@ -60,6 +67,9 @@ def write_config(path: Path, data: Path, base: str = "train.yaml", **overrides) 
     raw.setdefault("tracking", {}).update(tracking_uri=f"sqlite:///{path.parent / 'mlflow.db'}",
                                           artifact_location=str(path.parent / "mlartifacts"))
     raw["cutoffs"]["bootstrap"] = 200
+    # every positive and a weighted sample of the negatives (the documented max_fit_rows path):
+    # fits on ~20k instead of ~230k examples keep the suite inside its time budget
+    raw.setdefault("model", {})["max_fit_rows"] = 20_000
     for section, values in overrides.items():
         if isinstance(values, dict):
             raw.setdefault(section, {}).update(values)

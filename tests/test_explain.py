@@ -142,6 +142,7 @@ def test_a_student_email_lead_has_that_reason_among_its_negative_ones(model, fra
 @pytest.mark.parametrize("feature, value, text", [
     ("n_page_view_pricing_30d", 4, "Visited the pricing page 4 times in the last 30 days"),
     ("n_page_view_pricing_30d", 1, "Visited the pricing page once in the last 30 days"),
+    ("n_page_view_pricing_30d", 1e308, "Visited the pricing page 1e+308 times in the last 30 days"),  # not 309 digits
     ("n_demo_request_7d", 0, "No demo requests in the last 7 days"),
     ("days_since_demo_request", 3.2, "Requested a demo 3 days ago"),
     ("days_since_demo_request", float("nan"), "Never requested a demo"),

@@ -783,6 +783,7 @@ def serve(
     <key>` or `X-API-Key` (401 otherwise). A batch over --max-rows or a body over --max-bytes
     gets 413; bad input 400 naming the problem; never a stack trace. The model is verified and
     read by leadscore (no code from the registry copy runs) - unlike `mlflow models serve`.
+    One batch is scored at a time, in a worker thread: /ping answers meanwhile.
     """
     from leadscore.server import serve as run_server
 
@@ -1374,7 +1375,13 @@ def main() -> None:
     """The console entry point: the commands, plus exits that name what happened instead of a
     traceback - interrupted by a signal (128 + its number), or a full disk (2)."""
     import errno
+    import os
     import signal
+
+    # LightGBM's idle OpenMP threads sleep instead of spinning (before its library loads): two
+    # jobs overlapping on 2 cores took 39 s instead of over 300 s, one alone 30 s instead of 33 s,
+    # and a server answers faster between requests
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     def interrupted() -> None:
         signum = _STOPPED_BY[0]

@@ -174,18 +174,24 @@ def _num(value) -> float:
     return float(value)
 
 
+def _whole(n: float) -> int | str:
+    """A count or age as a reader takes it: a whole number, or (a value no CRM records, such as
+    1e308 sent to the server) three significant digits rather than 309 of them."""
+    return int(round(n)) if abs(n) < 1e15 else f"{n:.3g}"
+
+
 def _times(n: float) -> str:
-    n = int(round(n))
+    n = _whole(n)
     return "once" if n == 1 else f"{n} times"
 
 
 def _ago(days: float) -> str:
-    d = int(round(days))
+    d = _whole(days)
     return "today" if d == 0 else "1 day ago" if d == 1 else f"{d} days ago"
 
 
 def _plural(n: float, one: str, many: str) -> str:
-    n = int(round(n))
+    n = _whole(n)
     return f"{n} {one if n == 1 else many}"
 
 

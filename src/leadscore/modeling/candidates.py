@@ -97,7 +97,7 @@ def fit_linear(train: pd.DataFrame, label: str, features: list[str], categorical
                C: float | None = None) -> ConversionModel:
     """The logistic candidate on ``train``: the same features and levels as LightGBM would use
     (constant ones left out, the training levels), fitted on every positive and a weighted
-    sample of negatives up to :data:`LINEAR_ROWS`; ``C`` by inner CV grouped by lead unless given."""
+    sample of negatives up to :data:`LINEAR_ROWS` (``max_fit_rows`` when smaller); ``C`` by inner CV grouped by lead unless given."""
     y_all = train[label].astype(bool).to_numpy()
     if y_all.sum() < config.min_positives:
         raise InsufficientData(f"{label}: only {int(y_all.sum())} positive outcomes in the training part "
@@ -106,7 +106,7 @@ def fit_linear(train: pd.DataFrame, label: str, features: list[str], categorical
     features, constant = informative_features(train, features)
     categorical = [c for c in categorical if c in features]
     levels = categorical_levels(train, categorical, config.rare_level_rows)
-    sample, rate = sample_negatives(train, label, LINEAR_ROWS, config.seed)
+    sample, rate = sample_negatives(train, label, min(LINEAR_ROWS, config.max_fit_rows or LINEAR_ROWS), config.seed)
     X = as_model_frame(sample, features, levels)
     core = LinearMargin(C=C, seed=config.seed).fit(
         X, sample[label].astype(bool).to_numpy(), sample_weight=sample[WEIGHT].to_numpy(),
