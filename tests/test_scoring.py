@@ -359,7 +359,7 @@ def test_the_scorer_refuses_an_infinity_and_an_as_of_that_is_no_timestamp(regist
     with pytest.raises(ScoringInputError, match=rf"feature '{numeric}' must be a finite number, got inf in row\(s\) \[2\]"):
         scorer.score(rows.assign(**{numeric: rows[numeric].where(rows.index != 2, np.inf)}))
     text = rows.assign(as_of=["2025-06-01", "2025-06-01T00:00:00Z", "yesterday", "2025-06-01T02:00:00+02:00"])
-    with pytest.raises(ScoringInputError, match=r"as_of must be a timestamp .* got 'yesterday' in row\(s\) \[2\]"):
+    with pytest.raises(ScoringInputError, match=r"as_of must be an ISO 8601 timestamp .* got 'yesterday' in row\(s\) \[2\]"):
         scorer.predict(text)
     mixed = scorer.predict(text.drop(index=2))   # any ISO form, naive meaning UTC
     assert (mixed["as_of"] == pd.Timestamp("2025-06-01", tz="UTC")).all()

@@ -33,7 +33,7 @@ class ScoringInputError(ValueError):
     """Feature rows that the scorer cannot use; the message names the columns at fault."""
 
 
-def _rows(mask: np.ndarray) -> str:
+def rows_named(mask: np.ndarray) -> str:
     rows = np.flatnonzero(mask)
     return f"row(s) {rows[:10].tolist()}" + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
 
@@ -49,8 +49,8 @@ def as_of_utc(values: pd.Series) -> pd.Series:
         parsed = pd.to_datetime(values.where(text), utc=True, format="ISO8601", errors="coerce")
         bad = parsed.isna().to_numpy()
     if bad.any():
-        raise ScoringInputError(f"as_of must be a timestamp such as 2025-09-01T06:00:00 (UTC unless zoned), got "
-                                f"{values[bad].iloc[0]!r} in {_rows(bad)}")
+        raise ScoringInputError(f"as_of must be an ISO 8601 timestamp such as 2025-09-01T06:00:00 (UTC unless zoned), got "
+                                f"{values[bad].iloc[0]!r} in {rows_named(bad)}")
     return parsed
 
 
@@ -180,7 +180,7 @@ class Scorer:
                 infinite = np.isinf(frame[c].to_numpy(dtype="float64", na_value=np.nan))
                 if infinite.any():
                     raise ScoringInputError(f"feature {c!r} must be a finite number, got {float(frame[c][infinite].iloc[0])!r} "
-                                            f"in {_rows(infinite)}")
+                                            f"in {rows_named(infinite)}")
 
     def score_points(self, p: np.ndarray) -> np.ndarray:
         """1-99, monotone in the primary probability (a percentile of the reference open leads)."""

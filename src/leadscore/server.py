@@ -31,6 +31,8 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
+from leadscore.scorer import as_of_utc, rows_named
+
 API_KEY = "LEADSCORE_API_KEY"
 log = logging.getLogger("leadscore.server")
 
@@ -70,11 +72,6 @@ def parse_request(body: bytes, max_rows: int) -> pd.DataFrame:
     return frame
 
 
-def _rows_named(mask) -> str:
-    rows = np.flatnonzero(np.asarray(mask))
-    return f"row(s) {rows[:10].tolist()}" + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
-
-
 def _shown(value):
     return value.item() if isinstance(value, np.generic) else value
 
@@ -82,7 +79,8 @@ def _shown(value):
 def _typed(frame: pd.DataFrame, scorer) -> pd.DataFrame:
     """JSON's values as the scorer's types, or a 400 naming the column and rows: a numeric
     feature takes numbers (finite) or null and becomes float64; a categorical one text or null;
-    ``as_of`` an ISO 8601 timestamp (naive means UTC). JSON's ``true``, a number where a category
+    ``as_of`` an ISO 8601 timestamp (naive means UTC, :func:`leadscore.scorer.as_of_utc`).
+    JSON's ``true``, a number where a category
     is expected or a category where a number is would otherwise score as missing, silently."""
     twice = frame.columns[frame.columns.duplicated()].unique().tolist()
     if twice:
@@ -98,30 +96,18 @@ def _typed(frame: pd.DataFrame, scorer) -> pd.DataFrame:
                              and not (isinstance(v, float) and np.isnan(v))).to_numpy(dtype=bool)
             if bad.any():
                 raise RequestError(400, "INVALID_PARAMETER_VALUE", f"feature {col!r} is a category: give text or null, "
-                                   f"got {_shown(values[bad].iloc[0])!r} in {_rows_named(bad)}")
+                                   f"got {_shown(values[bad].iloc[0])!r} in {rows_named(bad)}")
             continue
         if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
             bad = values.map(lambda v: v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))))
             bad = bad.to_numpy(dtype=bool)
             if bad.any():
                 raise RequestError(400, "INVALID_PARAMETER_VALUE", f"feature {col!r} is numeric: give a number or "
-                                   f"null, got {_shown(values[bad].iloc[0])!r} in {_rows_named(bad)}")
+                                   f"null, got {_shown(values[bad].iloc[0])!r} in {rows_named(bad)}")
             values = pd.to_numeric(values, errors="coerce")
-        values = values.astype("float64")
-        infinite = np.isinf(values.to_numpy())
-        if infinite.any():
-            raise RequestError(400, "INVALID_PARAMETER_VALUE", f"feature {col!r} must be a finite number, got "
-                               f"{float(values[infinite].iloc[0])!r} in {_rows_named(infinite)}")
-        out[col] = values
+        out[col] = values.astype("float64")  # infinities: the scorer refuses them
     if "as_of" in frame:
-        values = frame["as_of"]
-        text = values.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
-        parsed = pd.to_datetime(values.where(text), utc=True, format="ISO8601", errors="coerce")
-        bad = ~text | parsed.isna().to_numpy()
-        if bad.any():
-            raise RequestError(400, "INVALID_PARAMETER_VALUE", "as_of must be an ISO 8601 timestamp such as "
-                               f"2025-09-01T06:00:00 (UTC unless zoned), got {_shown(values[bad].iloc[0])!r} in {_rows_named(bad)}")
-        out["as_of"] = parsed
+        out["as_of"] = as_of_utc(frame["as_of"])  # ScoringInputError (a 400) names the rows
     return frame.assign(**out) if out else frame
 
 
