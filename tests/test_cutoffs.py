@@ -60,9 +60,26 @@ def recall_at_or_above(p, y, t) -> float:
 
 
 def per_week(p, as_of, t, scale) -> float:
-    """Mean over the frame's as-of dates of the examples at or above t, times scale."""
+    """Mean over the frame's as-of dates of the examples at or above t, times scale: the open
+    leads at or above (stock), and the new leads per week when every example is a lead seen once."""
     counts = pd.Series(p >= t).groupby(as_of.to_numpy()).sum()
     return float(counts.sum() * scale / len(counts))
+
+
+def new_per_week(df, t, scale, into=None) -> float:
+    """Leads crossing t per week, by walking each lead's weeks: at or above t on an as-of date
+    (other than the first) and not at or above t on the one before (below, or absent); ``into``:
+    only those that land below it. Divided by the weeks between the first and last date."""
+    dates = sorted(df["as_of"].unique())
+    at = {(r.lead_id, r.as_of): r.p for r in df.itertuples()}
+    n = 0
+    for r in df.itertuples():
+        k = dates.index(r.as_of)
+        if k == 0 or r.p < t or (into is not None and r.p >= into):
+            continue
+        before = at.get((r.lead_id, dates[k - 1]))
+        n += before is None or before < t
+    return n * scale / ((dates[-1] - dates[0]) / pd.Timedelta(days=7))
 
 
 def oracle_conversion(p, y, target, min_rows):
@@ -219,8 +236,53 @@ def test_capacity_below_one_is_a_share_of_examples():
 def test_capacity_refuses_when_the_top_tie_alone_is_too_many():
     p = np.r_[np.full(50, 0.8), np.linspace(0.01, 0.5, 50)]
     as_of = weeks(np.zeros(100, dtype=int))
-    with pytest.raises(CutoffError, match=r"50 examples tied at the highest p_sql .* 50 leads per week"):
+    with pytest.raises(CutoffError, match=r"50 examples tied at the highest p_sql .* 50 new leads per week"):
         choose_cutoffs(p, np.zeros(100), as_of, CutoffPolicy("capacity", mql=80, sql=10))
+
+
+def test_new_leads_per_week_count_leads_entering_between_consecutive_dates():
+    # Three weekly as-of dates, cutoff 0.5, counted by hand:
+    #   A: 0.2 -> 0.6 -> 0.7   crosses in week 2 (1)
+    #   B: 0.6 -> 0.4 -> 0.6   above at the first date (its past unknown: not counted), crosses again in week 3 (1)
+    #   C:   - -> 0.9 -> 0.9   new and above in week 2 (1), stays (0)
+    #   D: 0.8 -> 0.8 ->   -   never crosses; leaving is not arriving
+    #   E:   - ->   - -> 0.3   new, below
+    #   F: 0.1 ->   - -> 0.55  gone in week 2, back above in week 3: absent the week before (1)
+    # 4 arrivals over 2 weeks = 2 new leads per week; open leads at or above: (2 + 3 + 4) / 3 dates = 3.
+    rows = [("A", 0, 0.2), ("A", 1, 0.6), ("A", 2, 0.7), ("B", 0, 0.6), ("B", 1, 0.4), ("B", 2, 0.6),
+            ("C", 1, 0.9), ("C", 2, 0.9), ("D", 0, 0.8), ("D", 1, 0.8), ("E", 2, 0.3), ("F", 0, 0.1), ("F", 2, 0.55)]
+    df = pd.DataFrame(rows, columns=["lead_id", "week", "p"]).assign(as_of=lambda d: weeks(d["week"]), y=0)
+    out = cutoff_report(Cutoffs(CutoffPolicy(mql=0.5, sql=0.85, bootstrap=0), 0.5, 0.85), df["p"], df["y"],
+                        df["as_of"], df["lead_id"]).set_index("cutoff")
+    assert out.loc["MQL", "new_leads_per_week"] == 2.0 and out.loc["MQL", "open_leads"] == 3.0
+    # into the MQL band alone (0.5 <= p < 0.85): A, B and F arrive there; C arrives straight in SQL
+    assert out.loc["MQL", "band_new_leads_per_week"] == 1.5
+    assert out.loc["SQL", "new_leads_per_week"] == 0.5  # C in week 2 (D was above from the start)
+    curve = tradeoff_curve(df["p"], df["y"], df["as_of"], lead_id=df["lead_id"], n_points=13).set_index("threshold")
+    assert curve.loc[0.55, "new_leads_per_week"] == 2.0  # A, B (0.4 -> 0.6), C, F
+    assert curve.loc[0.1, "new_leads_per_week"] == 1.5  # at the lowest cutoff only new leads arrive: C, E, F
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_capacity_with_lead_ids_counts_new_leads_per_week(scale):
+    df = make_frame(3000, seed=12)
+    p, y = df["p"].to_numpy(), df["y"].to_numpy()
+    target = 40.0 * scale
+    cut = choose_cutoffs(p, y, df["as_of"], CutoffPolicy("capacity", mql=target, sql=target / 4),
+                         population_scale=scale, lead_id=df["lead_id"])
+    for t, goal in ((cut.mql, target), (cut.sql, target / 4)):
+        assert new_per_week(df, t, scale) <= goal
+        lower = next_lower(p, t)  # the next lower cutoff would send too many new leads a week
+        assert lower is None or new_per_week(df, lower, scale) > goal
+    # the stock of open leads above the cutoff is larger than the weekly flow into it
+    assert per_week(p, df["as_of"], cut.mql, scale) > new_per_week(df, cut.mql, scale)
+
+
+def test_capacity_in_new_leads_needs_two_dates():
+    p = np.linspace(0.01, 0.99, 50)
+    with pytest.raises(CutoffError, match="at least two as-of dates"):
+        choose_cutoffs(p, np.zeros(50), weeks(np.zeros(50, dtype=int)), CutoffPolicy("capacity", mql=20, sql=10),
+                       lead_id=[f"L{i}" for i in range(50)])
 
 
 # --- recall ----------------------------------------------------------------------------------
@@ -428,13 +490,16 @@ def test_report_point_estimates_match_a_direct_count(frame):
         row = out.loc[name]
         assert row["threshold"] == t and row["target"] == target and row["policy"] == "conversion_rate"
         assert row["examples"] == (p >= t).sum()
-        assert row["leads_per_week"] == pytest.approx(per_week(p, as_of, t, 4.0))
+        assert row["open_leads"] == pytest.approx(per_week(p, as_of, t, 4.0))
+        assert row["new_leads_per_week"] == pytest.approx(new_per_week(frame, t, 4.0))
         assert row["share_of_examples"] == pytest.approx((p >= t).mean())
         assert row["conversion_rate"] == pytest.approx(rate_at_or_above(p, y, t))
         assert row["recall"] == pytest.approx(recall_at_or_above(p, y, t))
     band = (p >= 0.05) & (p < 0.15)
     assert out.loc["MQL", "band_conversion_rate"] == pytest.approx(y[band].mean())
-    assert out.loc["MQL", "band_leads_per_week"] == pytest.approx(band.sum() / as_of.nunique() * 4.0)
+    assert out.loc["MQL", "band_open_leads"] == pytest.approx(band.sum() / as_of.nunique() * 4.0)
+    assert out.loc["MQL", "band_new_leads_per_week"] == pytest.approx(new_per_week(frame, 0.05, 4.0, into=0.15))
+    assert out.loc["SQL", "band_new_leads_per_week"] == out.loc["SQL", "new_leads_per_week"]
     assert out.loc["SQL", "band_conversion_rate"] == out.loc["SQL", "conversion_rate"]
 
 
@@ -446,7 +511,7 @@ def test_report_target_is_nan_for_expected_value(frame):
 def test_bootstrap_intervals_contain_the_estimate_and_are_reproducible(frame):
     a, b = report(frame), report(frame)
     pd.testing.assert_frame_equal(a, b)
-    for stat in ("leads_per_week", "conversion_rate", "recall", "band_conversion_rate"):
+    for stat in ("new_leads_per_week", "open_leads", "conversion_rate", "recall", "band_conversion_rate"):
         assert (a[f"{stat}_low"] <= a[stat]).all() and (a[stat] <= a[f"{stat}_high"]).all()
         assert (a[f"{stat}_low"] < a[f"{stat}_high"]).all()
     other = report(frame, CutoffPolicy(mql=0.05, sql=0.15, seed=1))
@@ -457,10 +522,10 @@ def test_bootstrap_intervals_contain_the_estimate_and_are_reproducible(frame):
 
 def test_bootstrap_intervals_narrow_as_data_grows():
     small, large = report(make_frame(500, seed=9)), report(make_frame(8000, seed=9))
-    for stat in ("leads_per_week", "conversion_rate", "recall"):
-        # leads per week grow with the data; compare its relative width
-        scale_small = small[stat] if stat == "leads_per_week" else 1
-        scale_large = large[stat] if stat == "leads_per_week" else 1
+    for stat in ("new_leads_per_week", "open_leads", "conversion_rate", "recall"):
+        # loads grow with the data; compare their relative width
+        scale_small = small[stat] if stat.endswith("leads") or "week" in stat else 1
+        scale_large = large[stat] if stat.endswith("leads") or "week" in stat else 1
         width_small = (small[f"{stat}_high"] - small[f"{stat}_low"]) / scale_small
         width_large = (large[f"{stat}_high"] - large[f"{stat}_low"]) / scale_large
         assert (width_large < 0.6 * width_small).all()
@@ -476,14 +541,15 @@ def test_bootstrap_resamples_leads_not_examples():
     for stat in ("conversion_rate", "recall"):
         for col in (stat, f"{stat}_low", f"{stat}_high"):
             assert many[col].to_numpy() == pytest.approx(one[col].to_numpy())
-    for col in ("leads_per_week", "leads_per_week_low", "leads_per_week_high"):
+    for col in ("open_leads", "open_leads_low", "open_leads_high"):
         assert many[col].to_numpy() == pytest.approx(k * one[col].to_numpy())
+    assert one["new_leads_per_week"].isna().all()  # one as-of date: no week to count arrivals in
 
 
 def test_bootstrap_zero_leaves_intervals_empty(frame):
     out = report(frame, CutoffPolicy(mql=0.05, sql=0.15, bootstrap=0))
     lows = [c for c in out.columns if c.endswith(("_low", "_high"))]
-    assert len(lows) == 8 and out[lows].isna().all().all()
+    assert len(lows) == 10 and out[lows].isna().all().all()
     assert out["conversion_rate"].notna().all()
 
 
@@ -491,14 +557,16 @@ def test_bootstrap_zero_leaves_intervals_empty(frame):
 
 
 def test_tradeoff_curve_matches_direct_counts_and_is_monotone(frame):
-    curve = tradeoff_curve(frame["p"], frame["y"], frame["as_of"], population_scale=5.0, n_points=20)
+    curve = tradeoff_curve(frame["p"], frame["y"], frame["as_of"], population_scale=5.0, n_points=20,
+                           lead_id=frame["lead_id"])
     p, y, as_of = frame["p"].to_numpy(), frame["y"].to_numpy(), frame["as_of"]
     assert 2 <= len(curve) <= 20 and curve["threshold"].is_monotonic_increasing
     assert curve["threshold"].iloc[0] == p.min() and curve["recall"].iloc[0] == 1.0
-    assert (np.diff(curve["leads_per_week"]) < 0).all() and (np.diff(curve["recall"]) <= 0).all()
+    assert (np.diff(curve["open_leads"]) < 0).all() and (np.diff(curve["recall"]) <= 0).all()
     for _, row in curve.iloc[[1, len(curve) // 2, -1]].iterrows():
         t = row["threshold"]
-        assert row["leads_per_week"] == pytest.approx(per_week(p, as_of, t, 5.0))
+        assert row["open_leads"] == pytest.approx(per_week(p, as_of, t, 5.0))
+        assert row["new_leads_per_week"] == pytest.approx(new_per_week(frame, t, 5.0))
         assert row["conversion_rate"] == pytest.approx(rate_at_or_above(p, y, t))
         assert row["recall"] == pytest.approx(recall_at_or_above(p, y, t))
         assert row["share_of_examples"] == pytest.approx((p >= t).mean())
@@ -574,3 +642,24 @@ def test_property_capacity_cutoff_is_the_lowest_within_capacity(data, target, sc
     assert cut.sql == min(fits)
     tiers = cut.tier(p)
     assert set(tiers.tolist()) <= {"lead", "SQL"}  # equal cutoffs: no MQL band
+
+
+@settings(max_examples=100, deadline=None)
+@given(scored(min_size=2), st.floats(1.0, 40.0), st.data())
+def test_property_capacity_with_lead_ids_keeps_every_stricter_cut_within_the_flow(data, target, draw):
+    p, y, as_of = data
+    lead = np.array(draw.draw(st.lists(st.integers(0, 12), min_size=len(p), max_size=len(p))))
+    df = pd.DataFrame({"lead_id": lead, "as_of": as_of, "p": p, "y": y}).drop_duplicates(["lead_id", "as_of"])
+    if df["as_of"].nunique() < 2:
+        return
+    p, y = df["p"].to_numpy(), df["y"].to_numpy()
+    policy = CutoffPolicy("capacity", mql=target, sql=target)
+    values = sorted(set(p.tolist()))
+    flow = {t: new_per_week(df, t, 1.0) for t in values}
+    within = [t for t in values if all(flow[u] <= target for u in values if u >= t)]
+    if not within:
+        with pytest.raises(CutoffError, match="tied at the highest"):
+            choose_cutoffs(p, y, df["as_of"], policy, lead_id=df["lead_id"])
+        return
+    cut = choose_cutoffs(p, y, df["as_of"], policy, lead_id=df["lead_id"])
+    assert cut.sql == cut.mql == min(within)

@@ -579,13 +579,21 @@ def _print_run(run) -> None:
                f"calibrated out of fold on its examples as of {run.params['calibration_from']} .. "
                f"{run.params['calibration_until']} (outcomes observed until {run.params['observed_until'][:10]}): "
                f"{run.params['candidate']} - {run.params['model_description']}")
-    typer.echo("cutoffs of the policy in the newest fold, on its test slice (95 % bootstrap intervals, leads per "
-               "week for the whole lead base):")
+    typer.echo("cutoffs of the policy in the newest fold, on its test slice (95 % bootstrap intervals; for the whole "
+               "lead base: new leads crossing the cutoff per week, and open leads at or above it on an average day):")
     for _, r in run.cutoffs.iterrows():
-        typer.echo(f"  {r['cutoff']}: {label.probability} >= {r['threshold']:.4f}: {r['leads_per_week']:.0f} "
-                   f"leads/week ({r['leads_per_week_low']:.0f}-{r['leads_per_week_high']:.0f}), conversion "
+        typer.echo(f"  {r['cutoff']}: {label.probability} >= {r['threshold']:.4g}: {_leads(r, 'new_leads_per_week')} "
+                   f"new leads/week, {_leads(r, 'open_leads')} open; conversion "
                    f"{r['conversion_rate']:.1%} ({r['conversion_rate_low']:.1%}-{r['conversion_rate_high']:.1%}), "
                    f"recall {r['recall']:.1%} ({r['recall_low']:.1%}-{r['recall_high']:.1%})")
+
+
+def _leads(row, key: str) -> str:
+    """A load as whole leads with its interval: '1,831 (1,700-1,950)'; 'n/a' where it cannot be measured."""
+    def whole(v) -> str:
+        return "n/a" if v != v else f"{v:,.0f}"
+    low, high = row.get(f"{key}_low", float("nan")), row.get(f"{key}_high", float("nan"))
+    return whole(row[key]) + ("" if low != low else f" ({whole(low)}-{whole(high)})")
 
 
 @contextlib.contextmanager

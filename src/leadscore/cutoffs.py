@@ -20,12 +20,13 @@ test slice) with bootstrap intervals. The policies, for each of the two targets:
   ``best`` (default) takes the lowest supported candidate whose leads at or above convert at
   the target, or, when none does, the one with the best rate reachable, and says so in
   ``Cutoffs.notes``; ``refuse`` raises :class:`CutoffError` with the best rate reachable.
-* ``capacity`` - a target ``>= 1`` is a number of leads per week: the cutoff is the lowest
-  candidate with at most that many leads per week at or above it. Leads per week = examples at
-  or above / number of distinct as-of dates x ``population_scale`` (the mean over as-of dates
-  of the count at or above, for the whole lead base). A target ``< 1`` is a share of examples:
-  the lowest candidate with at most that share at or above it. Ties at a candidate move
-  together, so the realised load can be below the target.
+* ``capacity`` - a target ``>= 1`` is a number of *new leads per week*: the leads that cross
+  the cutoff each week and reach sales or nurture (a flow, the unit capacity is planned in). The
+  cutoff is the lowest candidate ``t`` such that it, and every stricter candidate, send at most
+  that many new leads per week (the flow is not monotone in ``t``: at a low cutoff most leads
+  are already above it when they appear). A target ``< 1`` is a share of examples: the lowest
+  candidate with at most that share at or above it. Ties at a candidate move together, so the
+  realised load can be below the target.
 * ``recall`` - the target is a share of positives in (0, 1]: the cutoff is the highest
   candidate with at least that share of all positives at or above it.
 * ``expected_value`` - with calibrated probabilities, working a lead at cost ``c`` is worth
@@ -35,6 +36,17 @@ test slice) with bootstrap intervals. The policies, for each of the two targets:
   value_per_sql`` (a nurture touch), each clipped into ``[EPS, 1]`` (``EPS`` is the floor the
   calibrators clip probabilities to). This needs no data and takes each tier's action as
   paying for itself; it assumes the probabilities are calibrated on the population scored.
+
+Two loads are reported for a threshold ``t``, both for the whole lead base (x ``population_scale``):
+
+* **new leads per week** (flow): with lead ids, an example *arrives* at ``t`` when ``p >= t``
+  at its as-of date and the same lead was not at or above ``t`` at the previous as-of date
+  (below it, or not an open example then: a new lead). Arrivals on every as-of date but the
+  first (whose past is unknown) divided by the weeks from the first to the last as-of date.
+  Without lead ids (flat exports: each example is one lead, seen once, in its week) every
+  example arrives, and the weeks are the distinct as-of dates.
+* **open leads** (stock): the mean over as-of dates of the examples at or above ``t`` - the
+  queue of open leads above the cutoff on an average day, not a weekly figure.
 
 Whatever the policy, the MQL cutoff must not exceed the SQL cutoff; targets that would put it
 above are refused (:class:`CutoffError`). Comparisons are exact (``rate >= target`` with the
@@ -86,7 +98,7 @@ class CutoffPolicy:
     """How the cutoffs are chosen: the ``cutoffs:`` section of ``pipelines/train.yaml``.
 
     ``policy`` is one of :data:`POLICIES` (semantics in the module docstring). ``mql`` / ``sql``
-    are the targets of the two cutoffs - a conversion rate, a capacity (leads per week if
+    are the targets of the two cutoffs - a conversion rate, a capacity (new leads per week if
     ``>= 1``, share of examples if ``< 1``) or a recall; ``conversion_rate`` without either
     target uses :data:`DEFAULT_TARGETS`. ``expected_value`` takes ``value_per_sql`` (value of
     one SQL: deal value x win rate), ``mql_cost`` (one nurture touch) and ``sql_cost`` (one
@@ -175,7 +187,7 @@ class CutoffPolicy:
                 hint = f" (for {t:g} % write {t / 100:g})" if 1 < t <= 100 else ""
                 raise CutoffError(f"{name} must be {what} in (0, 1] for policy {self.policy}, got {t!r}{hint}")
             if self.policy == "capacity" and not t > 0:
-                raise CutoffError(f"{name} must be > 0 for policy capacity (>= 1: leads per week, < 1: share of "
+                raise CutoffError(f"{name} must be > 0 for policy capacity (>= 1: new leads per week, < 1: share of "
                                   f"examples), got {t!r}")
         if self.policy == "conversion_rate" and self.mql > self.sql:
             raise CutoffError(f"mql ({self.mql!r}) must not exceed sql ({self.sql!r}) for policy conversion_rate: "
@@ -322,6 +334,60 @@ def _inputs(p, y, as_of, population_scale):
     return p, _labels(y, len(p)), _n_dates(as_of, len(p)), _scale(population_scale)
 
 
+@dataclass(frozen=True)
+class _Arrivals:
+    """Which examples arrive at or above a threshold, and over how many weeks (module docstring).
+
+    An example arrives at ``t`` when it counts (``counts``: not on the first as-of date) and
+    ``previous < t <= p``; ``previous`` is the lead's ``p`` at the previous as-of date, -inf
+    where it was not an example then."""
+
+    p: np.ndarray
+    previous: np.ndarray
+    counts: np.ndarray
+    weeks: float  # 0 when there is no interval to measure a flow over
+    _now: np.ndarray = dataclasses.field(repr=False, default=None)
+    _both: np.ndarray = dataclasses.field(repr=False, default=None)
+
+    @classmethod
+    def of(cls, p: np.ndarray, as_of, lead_id=None) -> _Arrivals:
+        if lead_id is None:
+            dates = _dates(as_of)
+            previous, counts, weeks = np.full(len(p), -np.inf), np.ones(len(p), bool), float(dates.nunique())
+        else:
+            codes, _ = _lead_codes(lead_id, len(p))
+            dates = _dates(as_of)
+            days = np.sort(dates.unique())
+            k = np.searchsorted(days, dates.to_numpy())
+            by_key = pd.Series(p, index=pd.MultiIndex.from_arrays([codes, k])).groupby(level=[0, 1]).max()
+            previous = by_key.reindex(pd.MultiIndex.from_arrays([codes, k - 1])).to_numpy(dtype="float64")
+            previous = np.where(np.isnan(previous), -np.inf, previous)
+            counts = k > 0
+            weeks = float((days[-1] - days[0]) / pd.Timedelta(days=7))
+        both = np.minimum(p, previous)[counts]
+        return cls(p, previous, counts, weeks, np.sort(p[counts]), np.sort(both))
+
+    def arriving(self, threshold: float) -> np.ndarray:
+        """Per example: does it arrive at or above ``threshold``?"""
+        return self.counts & (self.p >= threshold) & (self.previous < threshold)
+
+    def count(self, thresholds) -> np.ndarray:
+        """Arrivals at or above each threshold (all as-of dates together)."""
+        t = np.asarray(thresholds, dtype="float64")
+        now = len(self._now) - np.searchsorted(self._now, t, side="left")
+        both = len(self._both) - np.searchsorted(self._both, t, side="left")
+        return now - both
+
+    def per_week(self, count, scale: float):
+        count = np.asarray(count, dtype="float64")
+        return count * scale / self.weeks if self.weeks > 0 else np.full(count.shape, np.nan)
+
+
+def _dates(as_of) -> pd.Series:
+    s = as_of if isinstance(as_of, pd.Series) else pd.Series(as_of)
+    return pd.to_datetime(s, utc=True).reset_index(drop=True)
+
+
 # ---------------------------------------------------------------------------
 # Counting at or above thresholds
 # ---------------------------------------------------------------------------
@@ -359,7 +425,8 @@ class _Sorted:
         return (values, *self.at_or_above(values))
 
 
-def _per_week(count, n_dates: int, scale: float):
+def _per_date(count, n_dates: int, scale: float):
+    """Open leads: a count over all as-of dates as the mean per date, for the whole lead base."""
     return np.asarray(count, dtype="float64") * scale / n_dates
 
 
@@ -408,19 +475,22 @@ def _by_conversion_rate(s: _Sorted, target: float, name: str, min_rows: int, fal
     return float(values[below[-1] + 1 if below.size else 0])
 
 
-def _by_capacity(s: _Sorted, target: float, name: str, n_dates: int, scale: float) -> float:
+def _by_capacity(s: _Sorted, target: float, name: str, arrivals: _Arrivals, scale: float) -> float:
     values, n_ge, _ = s.candidates()
     if target >= 1:
-        load, what = _per_week(n_ge, n_dates, scale), f"{target:g} leads per week"
-        top_load = f"{load[-1]:.4g} leads per week"
+        if not arrivals.weeks > 0:
+            raise CutoffError(f"policy capacity with {name}={target:g} new leads per week needs examples on at least "
+                              "two as-of dates to measure how many leads cross a cutoff per week; this frame has one")
+        load, what = arrivals.per_week(arrivals.count(values), scale), f"{target:g} new leads per week"
+        top_load = f"{load[-1]:.4g} new leads per week"
     else:
         load, what = n_ge / s.n, f"{target:.2%} of examples"
         top_load = f"{load[-1]:.2%} of examples"
-    ok = np.flatnonzero(load <= target)  # a suffix: load falls as the threshold rises
-    if ok.size == 0:
+    over = np.flatnonzero(load > target)  # the cutoff must keep to the target, and so must every stricter one
+    if over.size and over[-1] == len(values) - 1:
         raise CutoffError(f"no p_sql cutoff keeps to {what} ({name} target): the {int(n_ge[-1]):,} examples tied at "
                           f"the highest p_sql ({values[-1]:.4g}) already make {top_load}; raise the {name} target")
-    return float(values[ok[0]])
+    return float(values[over[-1] + 1 if over.size else 0])
 
 
 def _by_recall(s: _Sorted, target: float, name: str) -> float:
@@ -432,11 +502,12 @@ def _by_recall(s: _Sorted, target: float, name: str) -> float:
 
 
 def choose_cutoffs(p, y, as_of, policy: CutoffPolicy, population_scale: float = 1.0,
-                   probability: str = "p_sql") -> Cutoffs:
+                   probability: str = "p_sql", lead_id=None) -> Cutoffs:
     """Choose the MQL and SQL cutoffs on ``p`` by ``policy`` (semantics: module docstring).
 
     ``p``: calibrated ``p_sql`` per example; ``y``: 0/1 or bool outcomes; ``as_of``: each
-    example's as-of timestamp (leads per week divide by the number of distinct dates);
+    example's as-of timestamp; ``lead_id``: each example's lead (new leads per week follow a
+    lead from one as-of date to the next; None: each example is a lead seen once);
     ``population_scale``: leads each example stands for (1 / the sampled share of leads).
     ``probability``: the name of ``p`` in messages (``p_sql``, ``p_won``). Raises
     :class:`CutoffError` when a target cannot be met (with ``unreachable: refuse``) or the two
@@ -450,6 +521,7 @@ def choose_cutoffs(p, y, as_of, policy: CutoffPolicy, population_scale: float = 
         sql = float(np.clip(policy.sql_cost / policy.value_per_sql, EPS, 1.0))
         return Cutoffs(policy=policy, mql=mql, sql=sql)
     s = _Sorted.of(p, y)
+    arrivals = _Arrivals.of(p, as_of, lead_id) if policy.policy == "capacity" else None
     chosen, notes, fell_back = {}, [], []
     for name in ("mql", "sql"):
         target = getattr(policy, name)
@@ -460,7 +532,7 @@ def choose_cutoffs(p, y, as_of, policy: CutoffPolicy, population_scale: float = 
             if len(notes) > before:
                 fell_back.append(name)
         elif policy.policy == "capacity":
-            chosen[name] = _by_capacity(s, target, name, n_dates, scale)
+            chosen[name] = _by_capacity(s, target, name, arrivals, scale)
         else:
             chosen[name] = _by_recall(s, target, name)
     if chosen["mql"] > chosen["sql"] and notes:  # a fallback moved the SQL cutoff below the MQL one
@@ -484,65 +556,76 @@ def cutoff_report(cutoffs: Cutoffs, p, y, as_of, lead_id, population_scale: floa
 
     Columns: ``cutoff``, ``policy``, ``threshold`` (the cutoff on p), ``target`` (the policy's
     target, NaN for expected_value), ``examples`` (at or above, on this frame),
-    ``leads_per_week`` (at or above, per as-of date, x ``population_scale``),
+    ``new_leads_per_week`` (leads arriving at or above the cutoff per week, the flow: module
+    docstring), ``open_leads`` (open leads at or above on an average as-of date, the stock),
     ``share_of_examples``, ``conversion_rate`` (observed rate at or above), ``recall`` (share
     of all positives at or above); and for the tier band alone (MQL row: ``mql <= p < sql``;
-    SQL row: ``p >= sql``, the same as at or above) ``band_leads_per_week``,
-    ``band_share_of_examples``, ``band_conversion_rate``. ``leads_per_week``,
-    ``conversion_rate``, ``recall`` and ``band_conversion_rate`` have ``_low`` / ``_high``:
-    the percentile bootstrap interval at ``policy.confidence`` from ``policy.bootstrap``
-    resamples of *leads* with replacement (a lead's examples are correlated, so they move
-    together), seeded by ``policy.seed``; the as-of dates stay fixed. NaN without resamples,
-    and where a rate has no examples (or no positives) to divide by.
+    SQL row: ``p >= sql``, the same as at or above) ``band_new_leads_per_week`` (arrivals at or
+    above the cutoff that land in the band), ``band_open_leads``, ``band_share_of_examples``,
+    ``band_conversion_rate``. Both loads are for the whole lead base (x ``population_scale``).
+    ``new_leads_per_week``, ``open_leads``, ``conversion_rate``, ``recall`` and
+    ``band_conversion_rate`` have ``_low`` / ``_high``: the percentile bootstrap interval at
+    ``policy.confidence`` from ``policy.bootstrap`` resamples of *leads* with replacement (a
+    lead's examples are correlated, so they move together), seeded by ``policy.seed``; the
+    as-of dates stay fixed. NaN without resamples, where a rate has no examples (or no
+    positives) to divide by, and for new leads per week on a frame of one as-of date.
     """
     if not isinstance(cutoffs, Cutoffs):
         raise TypeError(f"cutoffs must be Cutoffs, got {type(cutoffs).__name__}")
     p, y, n_dates, scale = _inputs(p, y, as_of, population_scale)
     codes, n_leads = _lead_codes(lead_id, len(p))
+    arrivals = _Arrivals.of(p, as_of, lead_id)
     policy = cutoffs.policy
     n = len(p)
 
     at_mql, at_sql = p >= cutoffs.mql, p >= cutoffs.sql
-    # columns summed per example: at or above mql / sql, positives there, all positives
-    columns = np.column_stack([at_mql, y * at_mql, at_sql, y * at_sql, y]).astype("float64")
+    new_mql, new_sql = arrivals.arriving(cutoffs.mql), arrivals.arriving(cutoffs.sql)
+    # columns summed per example, per cutoff: at or above, positives there, arrivals (and into the band); all positives
+    columns = np.column_stack([at_mql, y * at_mql, new_mql, new_mql & ~at_sql,
+                               at_sql, y * at_sql, new_sql, new_sql, y]).astype("float64")
     point = columns.sum(axis=0)[None, :]
     boot = (lead_bootstrap_sums(codes, n_leads, columns, policy.bootstrap, policy.seed)
             if policy.bootstrap else np.full((0, columns.shape[1]), np.nan))
+    sql_k = 4
 
     def stats(t: np.ndarray, k: int, band: bool = False) -> dict[str, np.ndarray]:
-        """Statistics of the rows counted in columns k (examples) and k + 1 (positives)."""
-        examples, positives = t[:, k], t[:, k + 1]
+        """Statistics of the rows counted in columns k (examples) .. k + 3 (arrivals into the band)."""
+        examples, positives, new = t[:, k], t[:, k + 1], t[:, k + 2]
         if band:
-            examples, positives = examples - t[:, 2], positives - t[:, 3]
-        return {"leads_per_week": _per_week(examples, n_dates, scale), "examples": examples,
-                "conversion_rate": _ratio(positives, examples), "recall": _ratio(positives, t[:, 4])}
+            examples, positives, new = examples - t[:, sql_k], positives - t[:, sql_k + 1], t[:, k + 3]
+        return {"new_leads_per_week": arrivals.per_week(new, scale), "open_leads": _per_date(examples, n_dates, scale),
+                "examples": examples, "conversion_rate": _ratio(positives, examples),
+                "recall": _ratio(positives, t[:, 8])}
 
     rows = []
-    for name, k, threshold in (("MQL", 0, cutoffs.mql), ("SQL", 2, cutoffs.sql)):
-        est, band = stats(point, k), stats(point, k, band=name == "MQL")
+    for name, k, threshold in (("MQL", 0, cutoffs.mql), ("SQL", sql_k, cutoffs.sql)):
+        is_band = name == "MQL"
+        est, band = stats(point, k), stats(point, k, band=is_band)
         row = {"cutoff": name, "policy": policy.policy, "threshold": threshold,
                "target": policy.target(name.lower()), "examples": int(est["examples"][0])}
-        for key in ("leads_per_week", "share_of_examples", "conversion_rate", "recall"):
+        for key in ("new_leads_per_week", "open_leads", "share_of_examples", "conversion_rate", "recall"):
             row[key] = float(est["examples"][0] / n) if key == "share_of_examples" else float(est[key][0])
             if key != "share_of_examples":
                 row[f"{key}_low"], row[f"{key}_high"] = percentile_interval(stats(boot, k)[key], policy.confidence)
-        row["band_leads_per_week"] = float(band["leads_per_week"][0])
+        row["band_new_leads_per_week"] = float(band["new_leads_per_week"][0])
+        row["band_open_leads"] = float(band["open_leads"][0])
         row["band_share_of_examples"] = float(band["examples"][0] / n)
         row["band_conversion_rate"] = float(band["conversion_rate"][0])
         row["band_conversion_rate_low"], row["band_conversion_rate_high"] = percentile_interval(
-            stats(boot, k, band=name == "MQL")["conversion_rate"], policy.confidence)
+            stats(boot, k, band=is_band)["conversion_rate"], policy.confidence)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def tradeoff_curve(p, y, as_of, population_scale: float = 1.0, n_points: int = 50) -> pd.DataFrame:
+def tradeoff_curve(p, y, as_of, population_scale: float = 1.0, n_points: int = 50, lead_id=None) -> pd.DataFrame:
     """What each threshold would give on a frame: the data of the report's cutoff trade-off plot.
 
     Thresholds are ``p`` values at the quantile levels 0, 1/n_points, ..., 1 - 1/n_points (the
     threshold that keeps about the top 100 %, ..., the top 1/n_points of examples), duplicates
-    dropped, ascending. Columns: ``threshold``, ``examples``, ``leads_per_week``,
-    ``share_of_examples``, ``conversion_rate``, ``recall`` - all for the examples at or above
-    the threshold, as in :func:`cutoff_report`.
+    dropped, ascending. Columns: ``threshold``, ``examples``, ``new_leads_per_week``,
+    ``open_leads``, ``share_of_examples``, ``conversion_rate``, ``recall`` - all for the
+    examples at or above the threshold, as in :func:`cutoff_report` (``lead_id``: as in
+    :func:`choose_cutoffs`).
     """
     if isinstance(n_points, bool) or not isinstance(n_points, numbers.Integral) or n_points < 2:
         raise ValueError(f"n_points must be a whole number >= 2, got {n_points!r}")
@@ -551,10 +634,12 @@ def tradeoff_curve(p, y, as_of, population_scale: float = 1.0, n_points: int = 5
     index = np.minimum((np.arange(n_points) * s.n) // n_points, s.n - 1)
     thresholds = np.unique(s.p[index])
     n_ge, pos_ge = s.at_or_above(thresholds)
+    arrivals = _Arrivals.of(p, as_of, lead_id)
     return pd.DataFrame({
         "threshold": thresholds,
         "examples": n_ge,
-        "leads_per_week": _per_week(n_ge, n_dates, scale),
+        "new_leads_per_week": arrivals.per_week(arrivals.count(thresholds), scale),
+        "open_leads": _per_date(n_ge, n_dates, scale),
         "share_of_examples": n_ge / s.n,
         "conversion_rate": _ratio(pos_ge, n_ge),
         "recall": _ratio(pos_ge, np.full(len(n_ge), s.positives)),

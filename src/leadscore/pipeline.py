@@ -542,11 +542,11 @@ def train_pipeline(pipeline: PipelineConfig, tables, data_dir: Path | None = Non
     fold_cal = newest.parts.calibration
     fold_cutoffs = choose_cutoffs(newest.calibration_p, fold_cal[label.name].astype(int).to_numpy(),
                                   fold_cal["as_of"], pipeline.cutoffs, population_scale=cal_scale,
-                                  probability=label.probability)
+                                  probability=label.probability, lead_id=fold_cal["lead_id"])
     scores, test = newest.scores, newest.test
     cut_table = cutoff_report(fold_cutoffs, scores["model"].to_numpy(), scores["y"].to_numpy(), test["as_of"],
                               test["lead_id"])
-    tradeoff = tradeoff_curve(scores["model"].to_numpy(), scores["y"].to_numpy(), test["as_of"])
+    tradeoff = tradeoff_curve(scores["model"].to_numpy(), scores["y"].to_numpy(), test["as_of"], lead_id=test["lead_id"])
     say(f"cutoffs ({pipeline.cutoffs.policy}) of the shipped model: MQL {label.probability} >= {cutoffs.mql:.4f}, "
         f"SQL {label.probability} >= {cutoffs.sql:.4f}")
 
@@ -584,7 +584,7 @@ def train_pipeline(pipeline: PipelineConfig, tables, data_dir: Path | None = Non
 
 def _cutoffs(pipeline: PipelineConfig, label: Label, p, frame: pd.DataFrame, scale: float, say):
     cutoffs = choose_cutoffs(p, frame[label.name].astype(int).to_numpy(), frame["as_of"], pipeline.cutoffs,
-                             population_scale=scale, probability=label.probability)
+                             population_scale=scale, probability=label.probability, lead_id=frame["lead_id"])
     for note in cutoffs.notes:
         say(f"WARNING cutoffs: {note}")
     return cutoffs
