@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from leadscore.config import load_pipeline
 from leadscore.explain import (
+    MIN_CONTRIBUTION,
     GridThresholds,
     contributions,
     decision_sentence,
@@ -21,6 +22,9 @@ from leadscore.explain import (
     explain_rows,
     group_scores,
     learn_grid,
+    reason_text,
+    top_reasons,
+    value_label,
 )
 from leadscore.features import connect, features_as_of, open_leads
 from leadscore.tracking import load_scorer
@@ -71,22 +75,80 @@ def test_native_pred_contrib_agrees_with_shap_tree_explainer(model, open_rows):
     np.testing.assert_allclose(base, np.broadcast_to(explainer.expected_value, base.shape), atol=1e-6)
 
 
-def test_categorical_features_are_one_contribution_each_and_reasons_show_the_leads_own_values(model, open_rows):
+def signal_sums(contrib_row: pd.Series, reasons_of_row: list[dict]) -> dict[str, float]:
+    return {r["signal"]: float(contrib_row[r["features"]].sum()) for r in reasons_of_row}
+
+
+def test_reasons_are_signals_each_once_with_the_leads_own_values(model, open_rows):
     scorer, _ = model
-    rows, contrib = explain_rows(scorer, open_rows.head(50), k=3)
+    rows, contrib = explain_rows(scorer, open_rows.head(200), k=3)
     assert list(contrib.values.columns) == scorer.features  # one per catalogue feature, no encoded columns
+    kinds = [k for k in scorer.feature_config.contract.kinds]
     for i, row in rows.iterrows():
         reasons = row["reasons_positive"] + row["reasons_negative"]
+        c = contrib.values.iloc[i]
         assert len(row["reasons_positive"]) <= 3 and len(row["reasons_negative"]) <= 3
-        assert all(r["contribution"] > 0 for r in row["reasons_positive"])
-        assert all(r["contribution"] < 0 for r in row["reasons_negative"])
+        assert all(r["contribution"] >= MIN_CONTRIBUTION for r in row["reasons_positive"])
+        assert all(r["contribution"] <= -MIN_CONTRIBUTION for r in row["reasons_negative"])
+        signals = [r["signal"] for r in reasons]
+        assert len(signals) == len(set(signals))
+        # each activity kind at most once: no two reasons draw on features of the same kind
+        for kind in kinds:
+            about = [r for r in reasons if any(f == f"days_since_{kind}" or f.startswith(f"n_{kind}_")
+                                               for f in r["features"])]
+            assert len(about) <= 1, (kind, about)
         for r in reasons:
             value = open_rows.iloc[i][r["feature"]]
             assert r["value"] == value or (pd.isna(value) and r["value"] is None)
-            assert r["contribution"] == pytest.approx(contrib.values.iloc[i][r["feature"]])
-        # the strongest positive reason is the largest contribution of the row
-        if row["reasons_positive"]:
-            assert row["reasons_positive"][0]["contribution"] == pytest.approx(contrib.values.iloc[i].max())
+            assert r["feature"] in r["features"]
+            # a signal's contribution is its features' summed; its wording is the one pushing hardest its way
+            assert r["contribution"] == pytest.approx(c[r["features"]].sum())
+            assert np.sign(r["contribution"]) * c[r["feature"]] == pytest.approx(
+                (np.sign(r["contribution"]) * c[r["features"]]).max())
+        # every feature of the row belongs to one signal: the signals of all reasons (k = all) add up to the margin
+    full, c_full = explain_rows(scorer, open_rows.head(20), k=len(scorer.features), min_contribution=0)
+    for i, row in full.iterrows():
+        total = sum(r["contribution"] for r in row["reasons_positive"] + row["reasons_negative"])
+        assert total + row["base"] == pytest.approx(row["margin"], abs=1e-6)
+        features = [f for r in row["reasons_positive"] + row["reasons_negative"] for f in r["features"]]
+        assert len(features) == len(set(features))  # no feature counted twice
+
+
+def test_no_reason_below_the_minimum_and_the_minimum_can_be_set(model, open_rows):
+    scorer, _ = model
+    frame = open_rows.head(100)
+    k = len(scorer.features)
+    for minimum in (0.0, 0.05, 0.3):
+        rows, _ = explain_rows(scorer, frame, k=k, min_contribution=minimum)
+        sizes = [abs(r["contribution"]) for _, row in rows.iterrows()
+                 for r in row["reasons_positive"] + row["reasons_negative"]]
+        assert sizes and min(sizes) >= minimum
+    everything, _ = explain_rows(scorer, frame, k=k, min_contribution=0)
+    fewer, _ = explain_rows(scorer, frame, k=k, min_contribution=0.3)
+    small = sum(abs(r["contribution"]) < 0.3 for _, row in everything.iterrows()
+                for r in row["reasons_positive"] + row["reasons_negative"])
+    n_all = sum(len(row["reasons_positive"]) + len(row["reasons_negative"]) for _, row in everything.iterrows())
+    n_fewer = sum(len(row["reasons_positive"]) + len(row["reasons_negative"]) for _, row in fewer.iterrows())
+    assert small > 0 and n_fewer == n_all - small  # exactly the small ones are left out
+    with pytest.raises(ValueError, match="min_contribution"):
+        explain_rows(scorer, frame, k=3, min_contribution=-1)
+
+
+def test_windows_of_one_activity_collapse_into_one_reason():
+    # four features about trials pull different ways; they read as one reason, worded by the
+    # feature pushing hardest in their net direction (the old trial lowers the odds)
+    values = pd.DataFrame([{"n_trial_signup_7d": 0, "n_trial_signup_90d": 4, "days_since_trial_signup": 60.0,
+                            "days_since_last_hand_raiser": 60.0, "email_domain_type": "corporate"}])
+    contrib = np.array([[-0.10, 0.25, -0.30, -0.20, 0.40]])
+    pos, neg = top_reasons(contrib, values, k=3)
+    assert [r["signal"] for r in pos[0]] == ["email_domain_type"]
+    (trial,) = neg[0]
+    assert trial["signal"] == "trial_signup" and trial["contribution"] == pytest.approx(-0.35)
+    assert trial["feature"] == "days_since_trial_signup" and trial["text"] == "Signed up for a trial 60 days ago"
+    # the latest hand-raiser was that trial: its recency is part of the trial's signal
+    assert "days_since_last_hand_raiser" in trial["features"]
+    assert reason_text(trial) == "Signed up for a trial 60 days ago: lowers (-0.35)"
+    assert reason_text(pos[0][0]).endswith(": raises (+0.40)")
 
 
 def test_fit_and_engagement_scores_sum_the_catalogue_groups(model, open_rows):
@@ -148,6 +210,10 @@ def test_a_student_email_lead_has_that_reason_among_its_negative_ones(model, fra
     ("days_since_demo_request", float("nan"), "Never requested a demo"),
     ("email_domain_type", "student", "Uses a student e-mail address"),
     ("industry", "missing", "Industry unknown"),
+    ("lead_source", "content_syndication", "Came in through content syndication (gated content on other sites)"),
+    ("department", "hr", "Department: HR"),
+    ("seniority", "individual_contributor", "Seniority: Individual contributor"),
+    ("industry", "Financial Services", "Industry: Financial Services"),  # already written for people
     ("unsubscribed", 1, "Unsubscribed from marketing e-mail"),
     ("n_activities_7d", 5, "5 activities in the last 7 days"),
     ("days_since_last_hand_raiser", None, "No hand-raiser action (demo, contact sales, trial, pricing) yet"),
@@ -170,10 +236,47 @@ def test_decision_sentence_states_the_rule_that_decided_the_tier():
     pos = [{"text": "Requested a demo today", "contribution": 1.2}]
     neg = [{"text": "Uses a student e-mail address", "contribution": -0.4}]
     assert decision_sentence(0.31, "MQL", 0.18, 0.45, pos, neg) == \
-        "MQL: p_sql 0.310 >= MQL cutoff 0.180 (SQL cutoff 0.450); strongest reasons: Requested a demo today (+1.20)"
-    assert decision_sentence(0.5, "SQL", 0.18, 0.45, pos, neg).startswith("SQL: p_sql 0.500 >= SQL cutoff 0.450")
+        "MQL: p_sql 0.31 >= MQL cutoff 0.18 (SQL cutoff 0.45); strongest reasons: Requested a demo today: raises (+1.20)"
+    assert decision_sentence(0.5, "SQL", 0.18, 0.45, pos, neg).startswith("SQL: p_sql 0.5 >= SQL cutoff 0.45")
     lead = decision_sentence(0.01, "lead", 0.18, 0.45, pos, neg)
-    assert lead.startswith("lead: p_sql 0.010 < MQL cutoff 0.180") and "against: Uses a student" in lead
+    assert lead.startswith("lead: p_sql 0.01 < MQL cutoff 0.18") and "against: Uses a student e-mail address: lowers" in lead
+    # the case a user saw: 'p_sql 0.006 < MQL cutoff 0.006'
+    assert decision_sentence(0.0060417, "lead", 0.0064, 0.05, [], []) == "lead: p_sql 0.00604 < MQL cutoff 0.0064"
+    assert decision_sentence(0.00639999, "lead", 0.0064, 0.05, [], []) == \
+        "lead: p_sql 0.00639999 < MQL cutoff 0.0064"
+
+
+_NUMBER = r"(\d+(?:\.\d+)?(?:e[-+]\d+)?)"
+
+
+@given(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1), st.sampled_from([0, 1e-3, 1e-7, 1e-12]))
+@settings(max_examples=400, deadline=None)
+def test_property_no_decision_line_contradicts_its_verdict(p, a, b, nudge):
+    import re
+
+    from leadscore.cutoffs import CutoffPolicy, Cutoffs
+
+    mql, sql = min(a, b), max(a, b)
+    p = min(1.0, max(0.0, p if nudge == 0 else mql - nudge))  # often just below a cutoff
+    tier = str(Cutoffs(CutoffPolicy(), mql, sql).tier(p))
+    line = decision_sentence(p, tier, mql, sql, [], [])
+    if tier == "SQL":
+        m = re.fullmatch(rf"SQL: p_sql {_NUMBER} >= SQL cutoff {_NUMBER}", line)
+        assert m and float(m[1]) >= float(m[2]), line
+    elif tier == "MQL":
+        m = re.fullmatch(rf"MQL: p_sql {_NUMBER} >= MQL cutoff {_NUMBER} \(SQL cutoff {_NUMBER}\)", line)
+        assert m and float(m[2]) <= float(m[1]) < float(m[3]), line
+    else:
+        m = re.fullmatch(rf"lead: p_sql {_NUMBER} < MQL cutoff {_NUMBER}", line)
+        assert m and float(m[1]) < float(m[2]), line
+
+
+def test_value_labels_read_codes_for_people_and_a_source_can_override_them():
+    assert value_label("lead_source", "paid_search") == "paid search ads"
+    assert value_label("department", "it") == "IT"
+    assert value_label("industry", "heavy_machinery") == "Heavy machinery"  # no label: the code made readable
+    assert value_label("lead_source", "paid_search", {"lead_source": {"paid_search": "Google Ads"}}) == "Google Ads"
+    assert value_label("region_code", "T01", {"region_code": {"T01": "North-East"}}) == "North-East"
 
 
 @given(st.lists(st.sampled_from(["A1", "A2", "A3", "B1", "B2", "B3", "C1", "C2", "C3"]), min_size=30, max_size=300),
@@ -243,7 +346,7 @@ def test_explain_json_contributions_add_up_for_any_lead(data, model, train_dir, 
     _, bundle = model
     lead = data.draw(st.sampled_from(sorted(open_rows["lead_id"])))
     result = runner.invoke(app, ["explain", "--model", str(bundle), "--data", str(train_dir),
-                                 "--as-of", "2025-06-01", "--lead-id", lead, "--json", "--top", "2"])
+                                 "--as-of", "2025-06-01", "--lead-id", lead, "--json", "-", "--top", "2"])
     assert result.exit_code == 0, result.output
     e = json.loads(result.output)
     assert abs(sum(e["contributions"].values()) + e["base"] - e["margin"]) < 1e-6
@@ -253,15 +356,19 @@ def test_explain_json_contributions_add_up_for_any_lead(data, model, train_dir, 
     assert e["baseline"]["tier"] in ("lead", "MQL", "SQL")
 
 
-def test_explain_prints_the_decision_reasons_and_baseline_rules(model, train_dir, open_rows):
+def test_explain_prints_the_decision_reasons_and_baseline_rules(model, train_dir, open_rows, tmp_path):
     _, bundle = model
     lead = open_rows["lead_id"].iloc[0]
+    js = tmp_path / "out" / "explanation.json"
     result = runner.invoke(app, ["explain", "--model", str(bundle), "--data", str(train_dir),
-                                 "--as-of", "2025-06-01", "--lead-id", lead])
+                                 "--as-of", "2025-06-01", "--lead-id", lead, "--json", str(js)])
     assert result.exit_code == 0, result.output
     for text in (f"lead {lead} as of 2025-06-01", "reasons for:", "reasons against:", "rule baseline:",
-                 "fit_score", "calibrated p_sql"):
+                 "fit_score", "calibrated p_sql", "+0.69 doubles the odds", f"json: {js}"):
         assert text in result.output
+    # --json PATH: the text on standard output, the same explanation as JSON in the file
+    e = json.loads(js.read_text())
+    assert e["lead_id"] == lead and e["decision"] in result.output
 
 
 def test_explain_refuses_unknown_leads_and_models_by_name(model, train_dir, tmp_path):

@@ -174,6 +174,32 @@ def test_mapping_errors_name_file_line_and_key(tmp_path, change, message):
         contract.validate_source(load_source(path), now=NOW)
 
 
+def test_a_source_labels_codes_for_explanations_and_bad_labels_name_the_line(tmp_path):
+    from leadscore.explain import declared_phrases
+
+    labelled = SOURCE.replace("source: tiny-crm\n", "source: tiny-crm\nvalue_labels:\n  lead_source: {referral: a "
+                              "customer's referral}\n").replace(
+        "landing_page: {column: Landing, label: Landing page}",
+        "landing_page: {column: Landing, label: Landing page, labels: {lp-1: the pricing page}}")
+    src = load_source(write_export(tmp_path, labelled))
+    phrases = declared_phrases(FeatureConfig(contract=src.contract))
+    assert phrases["lead_source"]("referral") == "Came in through a customer's referral"
+    assert phrases["lead_source"]("paid_search") == "Came in through paid search ads"  # the built-in label stays
+    assert phrases["landing_page"]("lp-1") == "Landing page: the pricing page"
+    assert phrases["landing_page"]("lp-2") == "Landing page: lp-2"
+    for bad, message in (("value_labels:\n  colour: {red: Red}\n", r"source.yaml:3: value_labels.colour: not a "
+                                                                    r"built-in categorical attribute"),
+                         ("value_labels:\n  landing_page: {lp-1: x}\n", r"under tables.leads.attributes.landing_page"
+                                                                        r".labels")):
+        path = write_export(tmp_path, SOURCE.replace("source: tiny-crm\n", "source: tiny-crm\n" + bad))
+        with pytest.raises(ConfigError, match=message):
+            load_source(path)
+    numeric = SOURCE.replace("revenue: {column: Revenue, kind: numeric}",
+                             "revenue: {column: Revenue, kind: numeric, labels: {a: b}}")
+    with pytest.raises(ConfigError, match=r"attributes.revenue.labels: only a categorical attribute"):
+        load_source(write_export(tmp_path, numeric))
+
+
 def test_cli_validate_and_funnel_take_a_source(tmp_path):
     path = write_export(tmp_path)
     result = runner.invoke(app, ["validate", "--source", str(path), "--now", "2026-01-01"])

@@ -80,6 +80,8 @@ OTHER_KIND = "other"  # where a source maps the activity names it does not know 
 FIT_ATTRIBUTE_COLUMNS = ("job_title", "seniority", "department", "company_size", "industry", "country",
                          "lead_source", "email_domain_type")
 IDENTIFIER = r"[a-z][a-z0-9_]{0,62}"
+# Built-in categorical attributes (and features derived from them) whose codes a source may label.
+LABELLED_ATTRIBUTES = ("seniority", "department", "company_size_band", "industry", "country", "region", "lead_source")
 # Timestamps before this are placeholders (0001-01-01, Excel's 1900-01-01, epoch 0), not CRM
 # events; a source YAML sets its own with ``earliest_date``.
 EARLIEST_PLAUSIBLE = "1990-01-01"
@@ -195,6 +197,7 @@ class Contract:
     activity_kinds: tuple[KindSpec, ...] = ()
     history_attributes: tuple[str, ...] = ()
     earliest: str = EARLIEST_PLAUSIBLE  # ISO date: earlier timestamps are quarantined as implausible
+    value_labels: tuple[tuple[str, str, str], ...] = ()  # (attribute, code, label): how explanations read codes
 
     def __post_init__(self):
         try:
@@ -210,11 +213,25 @@ class Contract:
         kinds = [k.name for k in self.activity_kinds]
         if len(set(kinds)) != len(kinds):
             raise ValueError(f"activity kinds declared twice: {sorted({k for k in kinds if kinds.count(k) > 1})}")
+        object.__setattr__(self, "value_labels", tuple(tuple(str(x) for x in t) for t in self.value_labels))
+        labelled = set(LABELLED_ATTRIBUTES) | {a.name for a in self.attributes if a.kind == "categorical"}
+        unknown = sorted({t[0] for t in self.value_labels} - labelled)
+        if unknown:
+            raise ValueError(f"value labels for {', '.join(unknown)}: only categorical attributes have codes to label "
+                             f"({', '.join(sorted(labelled))})")
         known = set(FIT_ATTRIBUTE_COLUMNS) | set(names)
         unknown = sorted(set(self.history_attributes) - known)
         if unknown:
             raise ValueError(f"attribute history names unknown attribute(s) {', '.join(unknown)}; known: "
                              f"{', '.join(sorted(known))}")
+
+    @property
+    def labels(self) -> dict[str, dict[str, str]]:
+        """attribute -> {code: label}: how explanations read the codes (value_labels)."""
+        out: dict[str, dict[str, str]] = {}
+        for attribute, code, label in self.value_labels:
+            out.setdefault(attribute, {})[code] = label
+        return out
 
     @property
     def tables(self) -> tuple[str, ...]:

@@ -19,10 +19,16 @@ A/B/C x 1/2/3 grid cuts them at thresholds learned on the training data so that 
 and each digit holds the same share of training examples as the rule baseline's grid: the
 two grids are directly comparable (cross-tabulate them).
 
-**Reasons in words.** :data:`PHRASES` keys a phrase by feature name; it turns the top-k
-positive and top-k negative contributions into sentences with the lead's own values
-("Requested a demo 3 days ago", "Uses a student e-mail address"). A feature without a
-phrase reads ``name = value``.
+**Reasons in words.** A reason is a *signal*, not a column: every feature about one activity
+kind (its counts in each window, its recency, and the "last activity" or "last hand-raiser"
+recency when that kind was the latest) is one signal (:func:`signal_of`), so a lead's reasons
+name each activity once. A signal's contribution is the sum of its features' (exact, as they
+add up), and it is worded by its most telling feature - the one pushing hardest in the
+signal's direction - with the lead's own values ("Requested a demo 3 days ago"). The top-k
+signals that raise the odds and the top-k that lower them are shown, and none smaller than
+:data:`MIN_CONTRIBUTION`. :data:`PHRASES` keys a phrase by feature name; codes read as labels
+(:data:`VALUE_LABELS`, which a source YAML's ``value_labels`` override); a feature without a
+phrase reads ``name = value``. ``--json`` keeps every feature's exact contribution.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from leadscore.contract import LABELLED_ATTRIBUTES
 from leadscore.features import HAND_RAISER_TYPES
 from leadscore.train import ConversionModel, as_model_frame
 
@@ -202,8 +209,37 @@ def _lower_first(text: str) -> str:
 Phrase = Callable[[object], str]
 
 
-def _categorical(label: str) -> Phrase:
-    return lambda v: f"{label} unknown" if v in (None, "missing") else f"{label}: {v}"
+# How codes of the built-in vocabulary read; a source YAML's value_labels (and an attribute's
+# labels) override or extend them. A code not listed reads with _ as a space, capitalised.
+VALUE_LABELS: dict[str, dict[str, str]] = {
+    "lead_source": {"organic_search": "organic search", "paid_search": "paid search ads", "social": "social media",
+                    "email_campaign": "an e-mail campaign", "webinar": "a webinar", "referral": "a referral",
+                    "direct": "the website directly", "events": "an event", "partner": "a partner",
+                    "content_syndication": "content syndication (gated content on other sites)"},
+    "department": {"it": "IT", "hr": "HR"},
+    "seniority": {"c_level": "C-level", "vp": "VP", "individual_contributor": "Individual contributor"},
+    "region": {"emea": "EMEA", "apac": "APAC"},
+}
+_ACRONYMS = {"it": "IT", "hr": "HR", "vp": "VP", "ceo": "CEO", "cto": "CTO", "cfo": "CFO", "ppc": "PPC",
+             "seo": "SEO", "sms": "SMS", "emea": "EMEA", "apac": "APAC", "saas": "SaaS", "b2b": "B2B"}
+
+
+def value_label(feature: str, code, labels: Mapping[str, Mapping[str, str]] | None = None) -> str:
+    """How a code reads: ``labels`` (a source's value_labels), then :data:`VALUE_LABELS`, then, for
+    the built-in vocabulary's snake_case codes, the code with ``_`` as spaces and a capital
+    ("heavy_machinery" -> "Heavy machinery"); any other value as it is ("lp-2", "Financial Services")."""
+    code = str(code)
+    for catalogue in (labels or {}, VALUE_LABELS):
+        if code in catalogue.get(feature, {}):
+            return catalogue[feature][code]
+    if feature not in LABELLED_ATTRIBUTES or not re.fullmatch(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*", code):
+        return code
+    words = [_ACRONYMS.get(w, w) for w in code.split("_")]
+    return " ".join(words)[:1].upper() + " ".join(words)[1:]
+
+
+def _categorical(label: str, feature: str, labels: Mapping | None = None, sep: str = ": ") -> Phrase:
+    return lambda v: f"{label} unknown" if v in (None, "missing") else f"{label}{sep}{value_label(feature, v, labels)}"
 
 
 def _count_phrase(kind: str, window: int) -> Phrase:
@@ -230,13 +266,13 @@ def _count(one: str, many: str, zero: str) -> Phrase:
 
 
 PHRASES: dict[str, Phrase] = {
-    "seniority": _categorical("Seniority"),
-    "department": _categorical("Department"),
-    "company_size_band": _categorical("Company size (employees)"),
-    "industry": _categorical("Industry"),
-    "country": _categorical("Country"),
-    "region": _categorical("Region"),
-    "lead_source": _categorical("Came in through"),
+    "seniority": _categorical("Seniority", "seniority"),
+    "department": _categorical("Department", "department"),
+    "company_size_band": _categorical("Company size (employees)", "company_size_band"),
+    "industry": _categorical("Industry", "industry"),
+    "country": _categorical("Country", "country"),
+    "region": _categorical("Region", "region"),
+    "lead_source": _categorical("Came in through", "lead_source", sep=" "),
     "email_domain_type": lambda v: EMAIL_DOMAINS.get(str(v), "E-mail domain type unknown"),
     "n_activities_total": _count("activity since the lead was created", "activities since the lead was created",
                                  "No activity since the lead was created"),
@@ -265,6 +301,11 @@ PHRASES: dict[str, Phrase] = {
     "days_since_last_mql": _days_or("Became an MQL {ago}", "Never an MQL"),
     "days_since_disqualified": _days_or("Disqualified by sales {ago}", "Never disqualified by sales"),
 }
+
+_BUILT_IN_CATEGORICALS = {"seniority": ("Seniority", ": "), "department": ("Department", ": "),
+                          "company_size_band": ("Company size (employees)", ": "), "industry": ("Industry", ": "),
+                          "country": ("Country", ": "), "region": ("Region", ": "),
+                          "lead_source": ("Came in through", " ")}
 
 _COUNT = re.compile(r"^n_(?P<kind>[a-z_]+)_(?P<window>\d+)d$")
 _RECENCY = re.compile(r"^days_since_(?P<kind>[a-z_]+)$")
@@ -334,10 +375,16 @@ def declared_phrases(config) -> dict[str, Callable[[object, Mapping | None], str
     and last-activity phrases that name declared kinds too."""
     contract = config.contract
     out: dict[str, Callable[[object, Mapping | None], str]] = {}
+    labels = contract.labels
+    for feature, (label, sep) in _BUILT_IN_CATEGORICALS.items():
+        if feature in labels:
+            phrase = _categorical(label, feature, labels, sep)
+            out[feature] = lambda v, row=None, phrase=phrase: phrase(v)
     for a in contract.attributes:
         label = a.display
         if a.kind == "categorical":
-            out[a.name] = lambda v, row=None, label=label: f"{label} unknown" if v in (None, "missing") else f"{label} = {v}"
+            out[a.name] = lambda v, row=None, label=label, name=a.name: (
+                f"{label} unknown" if v in (None, "missing") else f"{label}: {value_label(name, v, labels)}")
         else:
             out[a.name] = lambda v, row=None, label=label: (f"{label} unknown" if _missing(v)
                                                             else f"{label} = {_num(v):,.4g}")
@@ -425,43 +472,132 @@ def describe(feature: str, value, row: Mapping | None = None, declared: Mapping 
 # Explanations of scored rows
 # ---------------------------------------------------------------------------
 
-def top_reasons(contrib: np.ndarray, values: pd.DataFrame, k: int,
-                declared: Mapping | None = None) -> tuple[list[list[dict]], list[list[dict]]]:
-    """Per row, the ``k`` largest positive and ``k`` largest negative contributions in words:
-    each ``{"feature", "value", "contribution", "text"}``. ``contrib`` is rows x features in
-    the column order of ``values``; ``declared``: phrases of a source's attributes and kinds."""
+MIN_CONTRIBUTION = 0.05  # log-odds: a reason moving the odds by less than about 5 % is not shown
+
+# Features that speak of one signal (the rest: an activity kind's counts and recency, below).
+_SIGNAL_OF = {
+    "days_since_last_activity": "activity", "n_activities_total": "activity", "engagement_decayed": "activity",
+    "days_since_last_hand_raiser": "hand_raiser", "n_hand_raiser_total": "hand_raiser",
+    "hand_raiser_decayed": "hand_raiser",
+    "email_opens_per_30d": "email_open", "email_click_to_open": "email_click", "unsubscribed": "email_unsubscribe",
+    "n_email_bounce_total": "email_bounce", "n_careers_views_total": "page_view_careers",
+    "n_mql": "mql", "was_mql": "mql", "days_since_last_mql": "mql",
+    "n_disqualified": "disqualified", "days_since_disqualified": "disqualified", "recycled": "disqualified",
+}
+_KIND_FEATURE = re.compile(r"^(?:n_(?P<count>[a-z][a-z0-9_]*?)_(?:\d+d|total)|days_since_(?P<recency>[a-z][a-z0-9_]*))$")
+# Recencies of "the latest" activity: the signal of the kind that was the latest, where the row tells.
+_LATEST = {"days_since_last_activity": "kinds", "days_since_last_hand_raiser": "raisers"}
+
+
+def signal_of(feature: str) -> str:
+    """The signal a feature speaks of: an activity kind for its counts in every window and its
+    recency (``n_demo_request_7d``, ``days_since_demo_request`` -> ``demo_request``);
+    ``activity`` / ``hand_raiser`` for the all-kinds aggregates; ``mql`` / ``disqualified`` for
+    the lifecycle history; any other feature is a signal of its own."""
+    if feature in _SIGNAL_OF:
+        return _SIGNAL_OF[feature]
+    if m := _KIND_FEATURE.match(feature):
+        kind = m["count"] or m["recency"]
+        return "activity" if kind == "activities" else kind
+    return feature
+
+
+def _signal_codes(values: pd.DataFrame, kinds, raisers) -> tuple[list[str], np.ndarray]:
+    """Signal names and, per row and feature, the signal index. The "latest activity" recencies
+    join the signal of the kind they name in that row (as their phrase does: :func:`_latest_kind`)."""
+    features = list(values.columns)
+    static = [signal_of(f) for f in features]
+    names = list(dict.fromkeys(static))
+    index = {name: i for i, name in enumerate(names)}
+    codes = np.broadcast_to(np.array([index[x] for x in static], dtype="int64"), values.shape).copy()
+    for j, f in enumerate(features):
+        if f not in _LATEST:
+            continue
+        days = pd.to_numeric(values[f], errors="coerce").to_numpy(dtype="float64")
+        unset = ~np.isnan(days)
+        for kind in (kinds if _LATEST[f] == "kinds" else [k for k in raisers if k in kinds]):
+            col = f"days_since_{kind}"
+            if kind not in index or col not in values:
+                continue
+            other = pd.to_numeric(values[col], errors="coerce").to_numpy(dtype="float64")
+            with np.errstate(invalid="ignore"):
+                hit = unset & (np.abs(other - days) <= 1e-9 * np.maximum(1.0, np.abs(days)))
+            codes[hit, j] = index[kind]
+            unset &= ~hit
+    return names, codes
+
+
+def top_reasons(contrib: np.ndarray, values: pd.DataFrame, k: int, declared: Mapping | None = None,
+                min_contribution: float = MIN_CONTRIBUTION, kinds=tuple(ACTIVITY_PHRASES),
+                raisers=HAND_RAISER_TYPES) -> tuple[list[list[dict]], list[list[dict]]]:
+    """Per row, the ``k`` signals that raise the odds most and the ``k`` that lower them most,
+    each at least ``min_contribution`` (log-odds) either way, in words: each ``{"signal",
+    "contribution"`` (the signal's features summed)``, "feature", "value", "text"`` (its most
+    telling feature: the largest contribution in the signal's direction)``, "features"}`` (every
+    feature of the signal in that row). ``contrib`` is rows x features in the column order of
+    ``values``; ``declared``: phrases of a source's attributes and kinds; ``kinds`` /
+    ``raisers``: the activity kinds and hand-raiser kinds, in the order phrases name them."""
+    if min_contribution < 0:
+        raise ValueError(f"min_contribution must be >= 0 (log-odds), got {min_contribution!r}")
     features = list(values.columns)
     contrib = np.asarray(contrib, dtype="float64")
-    kk = min(k, len(features))
-    up = np.argsort(-contrib, axis=1, kind="stable")[:, :kk]
-    down = np.argsort(contrib, axis=1, kind="stable")[:, :kk]
+    names, codes = _signal_codes(values, list(kinds), raisers)
+    n = len(contrib)
+    sums = np.zeros((n, len(names)))
+    rows = np.arange(n)
+    for j in range(len(features)):
+        sums[rows, codes[:, j]] += contrib[:, j]
+    kk = min(k, len(names))
+    up = np.argsort(-sums, axis=1, kind="stable")[:, :kk]
+    down = np.argsort(sums, axis=1, kind="stable")[:, :kk]
     records = values.to_dict("records")
     positives, negatives = [], []
     for i, row in enumerate(records):
-        def reason(j: int) -> dict:
+        def reason(g: int) -> dict:
+            members = np.flatnonzero(codes[i] == g)
+            j = members[np.argmax(np.sign(sums[i, g]) * contrib[i, members])]
             f = features[j]
-            return {"feature": f, "value": _plain(row[f]), "contribution": float(contrib[i, j]),
-                    "text": describe(f, row[f], row, declared)}
+            return {"signal": names[g], "contribution": float(sums[i, g]), "feature": f, "value": _plain(row[f]),
+                    "text": describe(f, row[f], row, declared), "features": [features[m] for m in members]}
 
-        positives.append([reason(j) for j in up[i] if contrib[i, j] > 0])
-        negatives.append([reason(j) for j in down[i] if contrib[i, j] < 0])
+        positives.append([reason(g) for g in up[i] if sums[i, g] >= min_contribution and sums[i, g] > 0])
+        negatives.append([reason(g) for g in down[i] if sums[i, g] <= -min_contribution and sums[i, g] < 0])
     return positives, negatives
 
 
+REASONS_NOTE = ("Each reason's number is its effect on the model's log-odds of conversion: +0.69 doubles the "
+                "odds, -0.69 halves them, 0 leaves them.")
+
+
 def reason_text(reason: dict) -> str:
-    return f"{reason['text']} ({reason['contribution']:+.2f})"
+    """'Requested a demo today: raises (+0.48)' / 'Uses a student e-mail address: lowers (-0.41)'."""
+    c = reason["contribution"]
+    return f"{reason['text']}: {'raises' if c > 0 else 'lowers'} ({c:+.2f})"
+
+
+def _digits(p: float, *above: float) -> int:
+    """Significant digits (at least 3) that keep ``p`` printed apart from each value it is below:
+    printed numbers then never contradict the verdict ('0.006 < 0.006')."""
+    for d in range(3, 18):
+        if all(f"{p:.{d}g}" != f"{t:.{d}g}" for t in above if p < t):
+            return d
+    return 17
 
 
 def decision_sentence(p: float, tier: str, mql_cutoff: float, sql_cutoff: float,
                       positive: list[dict], negative: list[dict], probability: str = "p_sql") -> str:
     """'MQL: p_sql 0.31 >= MQL cutoff 0.18 (SQL cutoff 0.45); strongest reasons: ...' (``probability``:
-    the name of the primary label's probability, p_sql or p_won)."""
+    the name of the primary label's probability, p_sql or p_won). Numbers carry as many
+    significant digits as it takes for the printed comparison to hold (at least 3)."""
     if tier == "SQL":
-        rule = f"{probability} {p:.3f} >= SQL cutoff {sql_cutoff:.3f}"
+        d = _digits(p)
+        rule = f"{probability} {p:.{d}g} >= SQL cutoff {sql_cutoff:.{d}g}"
     elif tier == "MQL":
-        rule = f"{probability} {p:.3f} >= MQL cutoff {mql_cutoff:.3f} (SQL cutoff {sql_cutoff:.3f})"
+        d = _digits(p, sql_cutoff)
+        rule = f"{probability} {p:.{d}g} >= MQL cutoff {mql_cutoff:.{d}g} (SQL cutoff {sql_cutoff:.{d}g})"
     else:
-        rule = f"{probability} {p:.3f} < MQL cutoff {mql_cutoff:.3f}"
+        d = _digits(p, mql_cutoff)
+        rule = f"{probability} {p:.{d}g} < MQL cutoff {mql_cutoff:.{d}g}"
     lead_with = positive if tier != "lead" else negative
     word = "strongest reasons" if tier != "lead" else "strongest reasons against"
     if not lead_with:
@@ -469,7 +605,8 @@ def decision_sentence(p: float, tier: str, mql_cutoff: float, sql_cutoff: float,
     return f"{tier}: {rule}; {word}: " + "; ".join(reason_text(r) for r in lead_with)
 
 
-def explain_rows(scorer, frame: pd.DataFrame, k: int = 3) -> tuple[pd.DataFrame, Contributions]:
+def explain_rows(scorer, frame: pd.DataFrame, k: int = 3,
+                 min_contribution: float = MIN_CONTRIBUTION) -> tuple[pd.DataFrame, Contributions]:
     """One row per input row: lead_id, as_of, p_sql, p_won, tier, margin, base, p_uncalibrated,
     fit_score, engagement_score, grid, decision, positive and negative reasons (lists of dicts),
     all of the primary label's model. Returns it with that model's :class:`Contributions`."""
@@ -488,8 +625,14 @@ def explain_rows(scorer, frame: pd.DataFrame, k: int = 3) -> tuple[pd.DataFrame,
     out["engagement_score"] = groups["engagement_score"].to_numpy()
     grid = getattr(scorer, "grid", None)
     out["grid"] = grid.cells(out["fit_score"], out["engagement_score"]) if grid is not None else None
-    phrases = flat_phrases(scorer.catalogue) if scorer.flat else declared_phrases(scorer.feature_config)
-    positives, negatives = top_reasons(contrib.values.to_numpy(), frame[model.features], k, phrases)
+    if scorer.flat:
+        phrases, kinds, raisers = flat_phrases(scorer.catalogue), (), ()
+    else:
+        config = scorer.feature_config
+        phrases, raisers = declared_phrases(config), tuple(config.hand_raisers)
+        kinds = tuple(dict.fromkeys([*DID, *config.contract.kinds]))  # the order phrases name them in
+    positives, negatives = top_reasons(contrib.values.to_numpy(), frame[model.features], k, phrases,
+                                       min_contribution, kinds, raisers)
     decisions = [decision_sentence(p, t, scorer.cutoffs.mql, scorer.cutoffs.sql, pos, neg, scorer.probability)
                  for p, t, pos, neg in zip(out[scorer.probability].to_numpy(dtype=float), out["tier"].astype(str),
                                            positives, negatives)]
@@ -500,7 +643,8 @@ def explain_rows(scorer, frame: pd.DataFrame, k: int = 3) -> tuple[pd.DataFrame,
 
 
 def reasons_line(positive: list[dict], negative: list[dict]) -> str:
-    """One cell of text: 'Requested a demo today (+0.48); ... | against: Uses a student e-mail address (-0.41)'."""
+    """One cell of text: 'Requested a demo today: raises (+0.48); ... | against: Uses a student e-mail
+    address: lowers (-0.41)'."""
     text = "; ".join(reason_text(r) for r in positive)
     if negative:
         text += (" | " if text else "") + "against: " + "; ".join(reason_text(r) for r in negative)
@@ -563,6 +707,11 @@ def global_figures(model: ConversionModel, frame: pd.DataFrame, catalogue: pd.Da
     figures["shap_beeswarm.png"] = _pyplot_png(plt)
 
     for feature in table["feature"].head(n_dependence):
+        if feature in model.levels:  # by category name, not by the model's codes 0, 1, 2, ...
+            values = as_model_frame(frame, [feature], {feature: model.levels[feature]})[feature]
+            fig = _categorical_dependence(feature, values, contrib.values[feature].to_numpy())
+            figures[f"shap_dependence_{feature}.png"] = figure_png(fig)
+            continue
         shap.dependence_plot(feature, contrib.values.to_numpy(), X, interaction_index=None, show=False)
         plt.gcf().axes[0].set_ylabel(f"SHAP value of {feature} (log-odds)")
         figures[f"shap_dependence_{feature}.png"] = _pyplot_png(plt)
@@ -580,6 +729,33 @@ def global_figures(model: ConversionModel, frame: pd.DataFrame, catalogue: pd.Da
     ax2.set_title("Fit vs engagement (log-odds)")
     figures["shap_groups.png"] = figure_png(fig)
     return figures
+
+
+def _categorical_dependence(feature: str, values: pd.Series, shap_values: np.ndarray, max_categories: int = 25):
+    """SHAP dependence of a categorical feature: one jittered strip per category (its name and
+    row count on the axis, missing values as their own category), the median as a bar,
+    categories ordered by median contribution; the ``max_categories`` most frequent shown."""
+    from leadscore.report import new_figure
+
+    labels = values.astype("object").where(values.notna(), "(missing)").astype(str).to_numpy()
+    counts = pd.Series(labels).value_counts()
+    kept = list(counts.index[:max_categories])
+    medians = {c: float(np.median(shap_values[labels == c])) for c in kept}
+    order = sorted(kept, key=lambda c: medians[c])
+    fig = new_figure(max(6.0, 0.55 * len(order) + 2.5), 4.6)
+    ax = fig.subplots()
+    rng = np.random.default_rng(0)
+    for i, c in enumerate(order):
+        v = shap_values[labels == c]
+        ax.scatter(i + rng.uniform(-0.28, 0.28, len(v)), v, s=6, alpha=0.35, color="tab:blue", linewidths=0)
+        ax.plot([i - 0.35, i + 0.35], [medians[c]] * 2, color="black", lw=2)
+    ax.axhline(0, color="grey", lw=1)
+    ax.set_xticks(np.arange(len(order)), [f"{c} ({counts[c]:,})" for c in order],
+                  rotation=35 if len(order) > 4 else 0, ha="right" if len(order) > 4 else "center")
+    more = f"; {len(counts) - len(kept)} rarer categories not shown" if len(counts) > len(kept) else ""
+    ax.set(xlabel=f"{feature} (rows in the sample)", ylabel=f"SHAP value of {feature} (log-odds)",
+           title=f"{feature}: contribution by category (black bar: median{more})")
+    return fig
 
 
 def _pyplot_png(plt) -> bytes:
@@ -648,7 +824,7 @@ def explanation_of(scorer, frame: pd.DataFrame, k: int = 3) -> dict:
         "fit_score": float(r["fit_score"]), "engagement_score": float(r["engagement_score"]),
         "grid": None if r["grid"] is None else str(r["grid"]),
         "margin": float(r["margin"]), "base": float(r["base"]), "p_uncalibrated": float(r["p_uncalibrated"]),
-        "explanation_scale": MARGIN_NOTE,
+        "explanation_scale": MARGIN_NOTE, "reasons_note": REASONS_NOTE,
         "contributions": {f: float(v) for f, v in contrib.values.iloc[0].items()},
         "values": {f: _plain(v) for f, v in frame[scorer.features].iloc[0].items()},
     }
@@ -665,6 +841,7 @@ def explanation_text(e: dict) -> str:
     lines = [f"lead {e['lead_id']} as of {e['as_of']}" + ("" if e["open"] else " (not open at that moment: "
                                                                               "already an SQL or closed)"),
              e["decision"], "",
+             REASONS_NOTE, "",
              ", ".join([f"{name} {p:.4f}" + (f" (score {e['score']}/99)" if name == e["probability"] else "")
                         for name, p in e["probabilities"].items() if p is not None]),
              f"model margin {e['margin']:+.3f} log-odds = base {e['base']:+.3f} + contributions "

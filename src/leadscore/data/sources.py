@@ -38,6 +38,7 @@ from leadscore.contract import (
     EARLIEST_PLAUSIBLE,
     FIT_ATTRIBUTE_COLUMNS,
     HISTORY,
+    LABELLED_ATTRIBUTES,
     OTHER_KIND,
     SOURCE_FILE,
     SOURCE_ROW,
@@ -162,6 +163,7 @@ class AttributeDecl(_Strict):
     kind: Literal["categorical", "numeric"] = "categorical"
     label: str = ""
     description: str = ""
+    labels: dict[str, str] = {}  # code -> how explanations read it
 
 
 class KindDecl(_Strict):
@@ -197,6 +199,7 @@ class SourceSpec(_Strict):
     source: str
     description: str = ""
     earliest_date: datetime.date = datetime.date.fromisoformat(EARLIEST_PLAUSIBLE)  # earlier: quarantined
+    value_labels: dict[str, dict[str, str]] = {}  # built-in attribute -> {code: how explanations read it}
     tables: Tables
 
     def contract(self) -> Contract:
@@ -209,8 +212,10 @@ class SourceSpec(_Strict):
             if (t.activities.unknown_kinds == "other" or OTHER_KIND in targets) and OTHER_KIND not in t.activities.kinds:
                 kinds.append(KindSpec(OTHER_KIND, OTHER_DESCRIPTION))
         history = tuple(t.attribute_history.attributes) if t.attribute_history is not None else ()
+        labels = [(name, code, label) for name, codes in self.value_labels.items() for code, label in codes.items()]
+        labels += [(name, code, label) for name, a in t.leads.attributes.items() for code, label in a.labels.items()]
         return Contract(attributes=attributes, activity_kinds=tuple(kinds), history_attributes=history,
-                        earliest=self.earliest_date.isoformat())
+                        earliest=self.earliest_date.isoformat(), value_labels=tuple(labels))
 
 
 # ---------------------------------------------------------------------------
@@ -554,6 +559,15 @@ def _check_names(spec: SourceSpec, path: Path, lines: dict[tuple, int]) -> None:
                 KindSpec(kind, decl.description, decl.hand_raiser)
             except ValueError as exc:
                 fail(("tables", "activities", "kinds", kind), str(exc))
+    for name in spec.value_labels:
+        if name not in LABELLED_ATTRIBUTES:
+            declared = t.leads.attributes.get(name)
+            hint = (f"label a declared attribute's codes under tables.leads.attributes.{name}.labels"
+                    if declared is not None else f"labelled attributes: {', '.join(LABELLED_ATTRIBUTES)}")
+            fail(("value_labels", name), f"not a built-in categorical attribute; {hint}")
+    for name, decl in t.leads.attributes.items():
+        if decl.labels and decl.kind != "categorical":
+            fail(("tables", "leads", "attributes", name, "labels"), "only a categorical attribute has codes to label")
     try:
         contract = spec.contract()
     except ValueError as exc:
