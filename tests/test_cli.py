@@ -210,3 +210,32 @@ def test_a_killed_jobs_debris_is_never_read_as_scores_and_is_removed_once_its_ow
     assert sorted(p.name for p in removed) == [f".run.parquet.{gone.pid}-x.tmp", f".run.parquet.stage-{gone.pid}-abc"]
     assert sorted(p.name for p in scores.iterdir()) == [f".run.parquet.{os.getpid()}-y.tmp", "old.parquet",
                                                          "run.parquet", "run.quarantine.parquet"]
+
+
+def test_version_prints_the_package_version():
+    from leadscore import __version__
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"leadscore {__version__}"
+
+
+def test_every_as_of_option_says_its_format():
+    for command in ("features", "baseline", "score", "explain"):
+        out = CliRunner().invoke(app, [command, "--help"], terminal_width=200).output
+        assert "ISO 8601" in " ".join(out.split()), command
+
+
+def test_the_training_heartbeat_names_the_running_stage_and_is_silent_when_off(capsys):
+    import time
+
+    from leadscore.progress import Heartbeat
+
+    with Heartbeat("training", every=0.05) as beat:
+        beat.stage("fold 2: cut-off 2025-05-01")
+        time.sleep(0.3)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and all(re.fullmatch(r"training: \d+ s elapsed; last: fold 2: cut-off 2025-05-01", x) for x in lines)
+    with Heartbeat("training", enabled=False, every=0.05) as beat:
+        beat.stage("fold 1")
+        time.sleep(0.2)
+    assert capsys.readouterr().err == ""

@@ -92,7 +92,7 @@ def test_explain_a_lead_of_the_export_in_words(deployed, xeducation_csv):
     assert any(f"{column} = " in out or f"{column} not given" in out
                for column in ("Lead Source", "Total Time Spent on Website", "Lead Origin", "Last Activity"))
     as_json = runner.invoke(app, ["explain", "--model", f"models:/{dataset.bundle_name}@champion", "--flat",
-                                  str(config), "--lead-id", lead, "--json",
+                                  str(config), "--lead-id", lead, "--json", "-",
                                   "--tracking-uri", dataset.tracking_config.tracking_uri])
     e = json.loads(as_json.output)
     assert e["margin"] == pytest.approx(e["base"] + sum(e["contributions"].values()), abs=1e-9)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from leadscore.cli import app
 from leadscore.config import PromotionConfig, load_pipeline
@@ -159,8 +160,16 @@ def test_a_retrain_moves_with_newer_outcomes_and_compares_on_outcomes_neither_mo
     two_trees = dict(split=two_folds, model={"n_estimators": 2, "learning_rate": 0.001, "early_stopping_rounds": 1,
                                              "candidates": ["lightgbm"], "search_trials": 1},
                      cutoffs={"policy": "capacity", "mql": 0.2, "sql": 0.05})
-    same = runner.invoke(app, ["retrain", "--config", str(write_config(tmp_path / "same.yaml", early, **two_trees))])
+    # --tracking-uri wins over the config's store (which is left untouched); --no-progress prints no heartbeat
+    elsewhere = tmp_path / "elsewhere" / "mlflow.db"
+    same_config = write_config(tmp_path / "same.yaml", early, **two_trees)
+    raw = yaml.safe_load(same_config.read_text())
+    raw["tracking"]["tracking_uri"] = f"sqlite:///{elsewhere}"
+    same_config.write_text(yaml.safe_dump(raw))
+    same = runner.invoke(app, ["retrain", "--config", str(same_config), "--no-progress",
+                               "--tracking-uri", load_pipeline(old).tracking.tracking_uri])
     assert same.exit_code == 0, same.output
+    assert not elsewhere.exists() and "s elapsed; last:" not in same.output
     assert "keep the champion: the training window did not move" in same.output
     assert _alias_version(old, "champion") == champion
 

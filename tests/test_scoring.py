@@ -4,8 +4,10 @@ stage transitions and webhook delivery end to end."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -125,8 +127,14 @@ def test_too_many_quarantined_rows_stop_the_job_before_scoring(registry, planted
 def test_two_runs_give_identical_bytes_and_the_columns_of_the_contract(registry, train_dir, tmp_path, suffix):
     a, b = tmp_path / f"a{suffix}", tmp_path / f"b{suffix}"
     assert _score(registry, train_dir, a, "--chunk-size", "1000").exit_code == 0
-    assert _score(registry, train_dir, b, "--chunk-size", "1000").exit_code == 0
+    old = os.umask(0o027)
+    try:
+        assert _score(registry, train_dir, b, "--chunk-size", "1000").exit_code == 0
+    finally:
+        os.umask(old)
     assert a.read_bytes() == b.read_bytes()
+    # readable as the umask allows (a service account reads the nightly scores), not owner-only 0600
+    assert stat.S_IMODE(a.stat().st_mode) == 0o666 & ~old and stat.S_IMODE(b.stat().st_mode) == 0o640
     scores = read_scores(a)
     assert tuple(scores.columns) == OUTPUT_COLUMNS
 
@@ -157,6 +165,14 @@ def test_scores_follow_the_model_and_carry_the_baseline_and_model_identity(regis
         line = next(ln for ln in result.output.splitlines() if ln.startswith(tier + " "))
         assert [int(w.replace(",", "")) for w in line.split()[1:]] == [
             int((scores["tier"] == tier).sum()), int((scores["baseline_tier"] == tier).sum())]
+    # leads older than any training example are counted and said (the model's examples.max_lead_age_days)
+    created = pd.read_parquet(train_dir / "leads.parquet").set_index("lead_id")["created_at"]
+    age = (pd.Timestamp("2025-06-01", tz="UTC") - created.loc[scores["lead_id"]]) / pd.Timedelta(days=1)
+    max_age = json.loads((bundle / "manifest.json").read_text())["params"]["max_lead_age_days"]
+    older = int((age > max_age).sum())
+    assert older > 0, "the fixture should hold leads older than the training domain"
+    assert (f"note: {older:,} of the {len(scores):,} scored leads ({older / len(scores):.1%}) are older than "
+            f"{max_age} days") in result.output
 
 
 def test_a_job_interrupted_half_way_leaves_no_output(registry, train_dir, tmp_path):

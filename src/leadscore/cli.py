@@ -34,6 +34,25 @@ def _err(message: str) -> None:
     typer.echo(message, err=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from leadscore import __version__
+
+        typer.echo(f"leadscore {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Predictive lead scoring with a rule-based baseline alongside."""
+
+
+AS_OF_FORMAT = ("ISO 8601: a date (2025-10-01, midnight UTC) or a time (2025-10-01T06:00, UTC unless it carries an "
+                "offset such as +02:00)")
+JSON_HELP = "Also write {what} as JSON to PATH ('-': print the JSON on standard output instead of the text)."
+
+
 DATA_HELP = ("Directory with leads, activities, lifecycle (.parquet or .csv); with --source, the directory the "
              "source YAML's file names are relative to.")
 SOURCE_HELP = ("Source YAML mapping a CRM's own export onto the data contract (e.g. pipelines/sources/sparse.yaml; "
@@ -298,7 +317,8 @@ def features(
     ctx: typer.Context,
     data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
     source: Path | None = typer.Option(None, "--source", help=SOURCE_HELP),
-    as_of: str = typer.Option(..., "--as-of", help="The moment to score at (UTC); only data strictly before it is used."),
+    as_of: str = typer.Option(..., "--as-of", help="The moment to score at; only data strictly before it is used. "
+                              + AS_OF_FORMAT + "."),
     out: Path = typer.Option(..., "--out", help="Output file (.parquet or .csv)."),
     config: Path | None = typer.Option(None, "--config", help="Pipeline YAML whose `features` section to use."),
 ) -> None:
@@ -427,7 +447,8 @@ def baseline(
     ctx: typer.Context,
     data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
     source: Path | None = typer.Option(None, "--source", help=SOURCE_HELP),
-    as_of: str = typer.Option(..., "--as-of", help="The moment to score at (UTC); only data strictly before it is used."),
+    as_of: str = typer.Option(..., "--as-of", help="The moment to score at; only data strictly before it is used. "
+                              + AS_OF_FORMAT + "."),
     rules: Path = typer.Option(Path("pipelines/rules.yaml"), "--rules", help="Rule set YAML."),
     out: Path = typer.Option(..., "--out", help="Output file (.parquet or .csv)."),
     horizon_days: int | None = typer.Option(None, "--horizon-days", min=1, help="Horizon of the realised rate per "
@@ -530,20 +551,36 @@ def _summarised_warnings(where: str):
                     _err(f"  ... and {len(seen) - 5} more kinds")
 
 
-def _train_pipeline_run(config: Path, data: Path | None, models_dir: Path | None, source: Path | None = None):
+def _with_tracking_uri(settings, tracking_uri: str | None):
+    """``settings`` (a TrackingConfig) with --tracking-uri in place of the config's URI."""
+    import dataclasses
+
+    return settings if tracking_uri is None else dataclasses.replace(settings, tracking_uri=tracking_uri)
+
+
+def _train_pipeline_run(config: Path, data: Path | None, models_dir: Path | None, source: Path | None = None,
+                        progress: bool = True, tracking_uri: str | None = None):
     """Load the pipeline config and data, train; returns (pipeline, run, connection, bundle dir)."""
+    import dataclasses
+
     from leadscore.config import ConfigError
     from leadscore.cutoffs import CutoffError
     from leadscore.features import connect
     from leadscore.pipeline import train_pipeline
+    from leadscore.progress import Heartbeat
     from leadscore.train import InsufficientData
 
     pipeline, src = _pipeline_and_data(config, data, source)
+    pipeline = dataclasses.replace(pipeline, tracking=_with_tracking_uri(pipeline.tracking, tracking_uri))
     con = connect(_load_clean(src), src.contract)
     base = getattr(src, "base", getattr(src, "path", None))
     try:
-        with _summarised_warnings("training"):
-            run = train_pipeline(pipeline, con, data_dir=base, echo=typer.echo, contract=src.contract)
+        with _summarised_warnings("training"), Heartbeat("training", enabled=progress) as beat:
+            def echo(line: str) -> None:
+                typer.echo(line)
+                beat.stage(line)
+
+            run = train_pipeline(pipeline, con, data_dir=base, echo=echo, contract=src.contract)
     except InsufficientData as exc:
         _err(f"not trained: {exc}")
         raise typer.Exit(EXIT_UNUSABLE) from exc
@@ -617,6 +654,11 @@ def _register(pipeline, bundle_dir: Path, run):
     return T.log_model_version(pipeline.tracking, bundle_dir, example, run.scorer.score(example))
 
 
+TRACKING_URI_HELP = ("MLflow tracking URI to log and register in (overrides `tracking.tracking_uri` in the config; "
+                     "default sqlite:///mlflow.db).")
+TRAIN_PROGRESS_HELP = "Every 15 s, print the elapsed time and the stage running on stderr."
+
+
 @app.command()
 def train(
     config: Path = typer.Option(Path("pipelines/train.yaml"), "--config",
@@ -626,6 +668,8 @@ def train(
     source: Path | None = typer.Option(None, "--source", help=SOURCE_HELP + " Overrides `source` in the config."),
     models_dir: Path | None = typer.Option(None, "--models-dir", help="Where bundles go (default: `models_dir` in the config, models/)."),
     tracking: bool = typer.Option(True, help="Log the run to MLflow and register the model."),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_URI_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help=TRAIN_PROGRESS_HELP),
 ) -> None:
     """Train, calibrate, cut off, evaluate and record a lead-scoring model.
 
@@ -645,10 +689,10 @@ def train(
     says how many); with none trainable it refuses (exit 2) and the rule baseline stays.
     """
     if _is_flat_config(config):
-        return _train_flat(config, data, models_dir, tracking)
+        return _train_flat(config, data, models_dir, tracking, tracking_uri, progress)
     from leadscore.pipeline import write_outputs
 
-    pipeline, run, _, bundle_dir = _train_pipeline_run(config, data, models_dir, source)
+    pipeline, run, _, bundle_dir = _train_pipeline_run(config, data, models_dir, source, progress, tracking_uri)
     _print_run(run)
     if not tracking or not pipeline.tracking.enabled:
         report, _ = write_outputs(run, bundle_dir)
@@ -684,6 +728,8 @@ def retrain(
     data: Path | None = typer.Option(None, "--data", help=DATA_HELP + " With the newest outcomes."),
     source: Path | None = typer.Option(None, "--source", help=SOURCE_HELP + " Overrides `source` in the config."),
     models_dir: Path | None = typer.Option(None, "--models-dir", help="Where bundles go."),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_URI_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help=TRAIN_PROGRESS_HELP),
 ) -> None:
     """Train a challenger on data with newer outcomes; promote it only if it beats the champion.
 
@@ -702,7 +748,7 @@ def retrain(
     from leadscore import tracking as T
     from leadscore.pipeline import compare_champion, promotion_decision, write_outputs
 
-    pipeline, run, con, bundle_dir = _train_pipeline_run(config, data, models_dir, source)
+    pipeline, run, con, bundle_dir = _train_pipeline_run(config, data, models_dir, source, progress, tracking_uri)
     _print_run(run)
     client = T.configure(pipeline.tracking)
     name = pipeline.tracking.registered_model
@@ -836,14 +882,14 @@ def explain(
                               "directory such as models/leadscore."),
     data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
     source: Path | None = typer.Option(None, "--source", help=SOURCE_HELP),
-    as_of: str | None = typer.Option(None, "--as-of", help="The moment to explain the score at (UTC), e.g. "
-                                     "2025-10-01; only data strictly before it is used. Required but with --flat."),
+    as_of: str | None = typer.Option(None, "--as-of", help="The moment to explain the score at; only data strictly "
+                                     "before it is used. Required but with --flat. " + AS_OF_FORMAT + "."),
     lead_id: str = typer.Option(..., "--lead-id", help="The lead to explain."),
     flat: Path | None = typer.Option(None, "--flat", help="Dataset YAML of a one-row-per-lead export: explain its "
                                      "row of --data (a CSV; default the config's path)."),
     top: int = typer.Option(3, "--top", min=1, help="Reasons to show in each direction."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON, with every contribution, the base value and "
-                                 "the margin."),
+    json_out: str | None = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP.format(
+        what="the explanation, with every contribution, the base value and the margin,")),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI for models:/ URIs "
                                             "(default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."),
 ) -> None:
@@ -855,7 +901,6 @@ def explain(
     points and fired rules. Contributions plus the base value equal the model's margin; the
     calibrator maps that margin monotonically to the probability.
     """
-    import json
 
     from leadscore.explain import (
         UnknownLead,
@@ -879,7 +924,7 @@ def explain(
 
             result["baseline"] = baseline_summary(score_flat_baseline(scorer.rules, row).iloc[0])
         result["model"] = model
-        typer.echo(json.dumps(result, indent=2) if as_json else explanation_text(result))
+        _emit(result, explanation_text(result), json_out)
         return
     if ts is None:
         raise typer.BadParameter("give the moment to explain at, e.g. --as-of 2025-10-01", param_hint="--as-of")
@@ -892,7 +937,22 @@ def explain(
         _err(f"error: {exc}")
         raise typer.Exit(EXIT_VIOLATIONS) from exc
     result["model"] = model
-    typer.echo(json.dumps(result, indent=2) if as_json else explanation_text(result))
+    _emit(result, explanation_text(result), json_out)
+
+
+def _emit(result: dict, text: str, json_out: str | None) -> None:
+    """The text on standard output, and the JSON to ``json_out``; ``-``: the JSON instead of the text."""
+    import json
+
+    from leadscore.io import write_json
+
+    if json_out == "-":
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(text)
+    if json_out is not None:
+        write_json(result, Path(json_out))
+        typer.echo(f"json: {json_out}")
 
 
 def _check_model_source(scorer, src) -> None:
@@ -947,9 +1007,9 @@ def score(
                               "directory such as models/leadscore."),
     data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
     source: Path | None = typer.Option(None, "--source", help=SOURCE_HELP),
-    as_of: str | None = typer.Option(None, "--as-of", help="The run time (UTC), e.g. 2025-10-01 or 2025-10-01T06:00: "
-                                     "leads open at this moment are scored from data strictly before it. Required "
-                                     "but with --flat (there: the as_of of leads without a date; default now)."),
+    as_of: str | None = typer.Option(None, "--as-of", help="The run time: leads open at this moment are scored from "
+                                     "data strictly before it. Required but with --flat (there: the as_of of leads "
+                                     "without a date; default now). " + AS_OF_FORMAT + "."),
     out: Path = typer.Option(..., "--out", help="Output file (.parquet or .csv), one row per open lead."),
     flat: Path | None = typer.Option(None, "--flat", help="Dataset YAML of a one-row-per-lead export (e.g. "
                                      "pipelines/xeducation.yaml): score every row of --data (a CSV; default the "
@@ -1036,7 +1096,8 @@ def score(
     for p in remove_debris(out):
         _err(f"removed {p.name}, left beside {out.name} by a scoring job that did not finish")
     with _staged(src, prefix=f".{out.name}.stage-{os.getpid()}-", dir=out.parent) as staged:
-        counts = ScoringCounts(tables=staged.counts)
+        max_age = (manifest.get("params") or {}).get("max_lead_age_days")
+        counts = ScoringCounts(tables=staged.counts, max_lead_age_days=None if max_age is None else int(max_age))
         quarantined = quarantine_frame(staged.quarantined)
         quarantine_path = quarantine_out or _sibling(out, "quarantine")
         if len(quarantined):
@@ -1192,7 +1253,8 @@ def monitor(
     scores: list[Path] = typer.Option(..., "--scores", help="Past `leadscore score` outputs: files or "
                                       "directories (repeatable). Quarantine and transitions files are skipped."),
     out: Path = typer.Option(..., "--out", help="The HTML report (self-contained, images embedded)."),
-    json_out: Path | None = typer.Option(None, "--json", help="Also write every figure as JSON here."),
+    json_out: str | None = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP.format(
+        what="every figure (verdict, rates, calibration, drift, capacity)")),
     ece_limit: float = typer.Option(0.01, "--ece-limit", min=0.0, help="Flag calibration drift above this ECE."),
     psi_watch: float = typer.Option(0.1, "--psi-watch", min=0.0, help="PSI at which a feature is watched."),
     psi_act: float = typer.Option(0.25, "--psi-act", min=0.0, help="PSI at which drift triggers 'retrain'."),
@@ -1201,7 +1263,7 @@ def monitor(
                                            "below target x (1 - tolerance)."),
     observed_until: str | None = typer.Option(None, "--observed-until", help="End of the observed outcomes "
                                               "(default: as training reads it - the newest lifecycle event minus "
-                                              "the model's label_latency_days)."),
+                                              "the model's label_latency_days). " + AS_OF_FORMAT + "."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: "
                                             "$MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."),
     experiment: str = typer.Option("leadscore-monitoring", "--experiment", help="MLflow experiment of the "
@@ -1225,6 +1287,7 @@ def monitor(
     5 review cutoffs (realized conversion below the cutoffs' targets), 4 retrain (drift or
     calibration beyond the limits) - a scheduler can chain `leadscore retrain` on 4.
     """
+    import json
     import os
 
     from leadscore.config import TrackingConfig
@@ -1233,6 +1296,9 @@ def monitor(
     from leadscore.monitor import monitor as run_monitor
     from leadscore.report import write_report
     from leadscore.scoring import read_scores
+
+    def say(line: str) -> None:  # with --json -, standard output is the JSON's alone
+        typer.echo(line, err=json_out == "-")
 
     if observed_until is not None:
         observed_until = _parse_timestamp(observed_until, "--observed-until").isoformat()
@@ -1254,13 +1320,13 @@ def monitor(
     con = outcomes = None
     if flat is not None:
         outcomes = _flat_outcomes(scorer, model, flat, data, reference, settings)
-        typer.echo(f"monitoring {len(scored):,} scored rows from {len(files)} file(s) against the outcomes in "
+        say(f"monitoring {len(scored):,} scored rows from {len(files)} file(s) against the outcomes in "
                    f"{data or flat}")
     else:
         src = _source(data, source)
         _check_model_source(scorer, src)
         con = _connect_clean(ctx, src)
-        typer.echo(f"monitoring {len(scored):,} scored rows from {len(files)} file(s) against the outcomes in {src}")
+        say(f"monitoring {len(scored):,} scored rows from {len(files)} file(s) against the outcomes in {src}")
     try:
         with _summarised_warnings("monitoring"):
             result = run_monitor(scorer, manifest, con, scored, config=settings, data=outcomes)
@@ -1269,17 +1335,19 @@ def monitor(
         raise typer.Exit(EXIT_UNUSABLE) from exc
     figures = monitor_figures(result)
     write_report(render_monitor_report(result, figures), out)
-    if json_out is not None:
-        write_json(result.to_json(), json_out)
+    if json_out == "-":
+        typer.echo(json.dumps(result.to_json(), indent=2, sort_keys=True, default=str))
+    elif json_out is not None:
+        write_json(result.to_json(), Path(json_out))
     f = result.facts
-    typer.echo(f"runs: {f['runs']} ({f['first_run'][:10]} .. {f['latest_run'][:10]}); rows: {f['scored_rows']:,} "
+    say(f"runs: {f['runs']} ({f['first_run'][:10]} .. {f['latest_run'][:10]}); rows: {f['scored_rows']:,} "
                f"scored, {f['matured_rows']:,} matured, {f['immature_rows']:,} immature (left out)")
-    typer.echo(f"verdict: {result.verdict.upper()} (exit {result.exit_code})")
+    say(f"verdict: {result.verdict.upper()} (exit {result.exit_code})")
     for reason in result.reasons:
-        typer.echo(f"  {reason}")
+        say(f"  {reason}")
     for note in result.notes:
-        typer.echo(f"  note: {note}")
-    typer.echo(f"report: {out}" + (f"\njson: {json_out}" if json_out else ""))
+        say(f"  note: {note}")
+    say(f"report: {out}" + (f"\njson: {json_out}" if json_out not in (None, "-") else ""))
     if tracking:
         from leadscore.tracking import log_monitoring
 
@@ -1289,7 +1357,7 @@ def monitor(
             artifacts = str(Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts")
         run_id = log_monitoring(TrackingConfig(tracking_uri=uri, artifact_location=artifacts, experiment=experiment),
                                 result, out, figures, model)
-        typer.echo(f"MLflow run {run_id} (experiment {experiment}) in {uri}")
+        say(f"MLflow run {run_id} (experiment {experiment}) in {uri}")
     raise typer.Exit(result.exit_code)
 
 
@@ -1311,17 +1379,24 @@ def _flat_outcomes(scorer, model: str, flat: Path, data: Path | None, reference:
     return FlatOutcomes(scorer, export, trained_on, settings)
 
 
-def _train_flat(config: Path, data: Path | None, models_dir: Path | None, tracking: bool) -> None:
+def _train_flat(config: Path, data: Path | None, models_dir: Path | None, tracking: bool,
+                tracking_uri: str | None = None, progress: bool = True) -> None:
     """Flat one-row-per-lead export: evaluate (out of time when it has dates, then the random
     split), then fit the model to deploy on every matured lead, write its bundle and register it."""
     from leadscore.config import ConfigError
     from leadscore.flat import load_config
     from leadscore.flat_pipeline import input_example, train_flat, write_flat_outputs
+    from leadscore.progress import Heartbeat
     from leadscore.train import InsufficientData
 
     try:
         dataset = load_config(config)
-        run = train_flat(dataset, data, echo=typer.echo)
+        with Heartbeat("training", enabled=progress) as beat:
+            def echo(line: str) -> None:
+                typer.echo(line)
+                beat.stage(line)
+
+            run = train_flat(dataset, data, echo=echo)
     except ConfigError as exc:
         raise _config_error(exc) from exc
     except InsufficientData as exc:
@@ -1345,7 +1420,7 @@ def _train_flat(config: Path, data: Path | None, models_dir: Path | None, tracki
     else:
         table(ev, f"mean over {folds} stratified folds")
     bundle_dir = (models_dir or Path(dataset.models_dir)) / dataset.bundle_name
-    settings = dataset.tracking_config
+    settings = _with_tracking_uri(dataset.tracking_config, tracking_uri)
     if not tracking or not settings.enabled:
         report, _ = write_flat_outputs(run, bundle_dir)
         typer.echo(f"\nwrote the bundle {bundle_dir}/ and the report {report} (MLflow tracking off)")

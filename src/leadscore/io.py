@@ -15,15 +15,28 @@ import pyarrow.parquet as pq
 PARQUET_OPTIONS = {"compression": "zstd"}
 
 
+def _umask() -> int:
+    """The process's umask (Linux reads it without changing it; elsewhere set and restored)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/self/status") as f:
+            return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path | str):
-    """Yield a temporary path next to ``path``; rename it over ``path`` only on success."""
+    """Yield a temporary path next to ``path``; rename it over ``path`` only on success, with the
+    permissions a plain ``open`` would give (0666 less the umask: 0644 under umask 0022) - not the
+    owner-only 0600 of the temporary file - so a service account can read a nightly output."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -44,3 +44,40 @@ class Progress:
     def __exit__(self, *exc) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+class Heartbeat:
+    """For long runs made of stages that print as they finish (training): every ``every``
+    seconds, one stderr line with the elapsed time and the stage now running.
+
+    ``with Heartbeat("training") as beat: ...; beat.stage("fold 2")``. Disabled: silent."""
+
+    def __init__(self, description: str, enabled: bool = True, every: float = 15.0):
+        self.description, self.enabled, self.every = description, enabled, every
+        self._stage = "starting"
+        self._start = time.perf_counter()
+        self._done = None
+        self._thread = None
+
+    def stage(self, text: str) -> None:
+        text = " ".join(str(text).split())
+        self._stage = text if len(text) <= 100 else text[:97] + "..."
+
+    def _run(self) -> None:
+        while not self._done.wait(self.every):
+            elapsed = time.perf_counter() - self._start
+            print(f"{self.description}: {elapsed:,.0f} s elapsed; last: {self._stage}", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> "Heartbeat":
+        if self.enabled:
+            import threading
+
+            self._done = threading.Event()
+            self._thread = threading.Thread(target=self._run, name="leadscore-heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._thread is not None:
+            self._done.set()
+            self._thread.join()

@@ -59,6 +59,8 @@ class ScoringCounts:
     leads_not_open: int = 0
     leads_incomplete: int = 0                                # scored with incomplete_history true
     held_back: list[str] = field(default_factory=list)       # open leads not scored (incomplete_history: hold)
+    max_lead_age_days: int | None = None                     # the model's domain: no training example was older
+    leads_older: int = 0                                     # scored leads older than that
     seconds: float = 0.0
     tiers: dict[str, int] = field(default_factory=dict)
     baseline_tiers: dict[str, int] = field(default_factory=dict)
@@ -83,6 +85,10 @@ class ScoringCounts:
         if self.leads_incomplete:
             out.append(f"{self.leads_incomplete:,} scored leads have incomplete_history: some of their activities or "
                        "stage events were quarantined, so their scores miss them")
+        if self.leads_older:
+            out.append(f"note: {self.leads_older:,} of the {self.leads_scored:,} scored leads "
+                       f"({self.leads_older / self.leads_scored:.1%}) are older than {self.max_lead_age_days} days, "
+                       "older than any training example (examples.max_lead_age_days): their scores extrapolate")
         out.append(f"scored {self.leads_scored:,} leads in {self.seconds:.1f} s ({rate:,.0f} leads/s)")
         return out
 
@@ -207,6 +213,8 @@ def score_open_leads(scorer, con, as_of: pd.Timestamp, out: Path, *, counts: Sco
         counts.held_back = pairs.loc[held, "lead_id"].tolist()
         pairs = pairs.loc[~held].reset_index(drop=True)
         incomplete = frozenset()
+    if counts.max_lead_age_days is not None and len(pairs):
+        counts.leads_older = _older_than(con, pairs["lead_id"], as_of, counts.max_lead_age_days)
     tiers, baseline_tiers = [], []
     out = Path(out)
     csv = out.suffix == ".csv"
@@ -240,6 +248,19 @@ def score_open_leads(scorer, con, as_of: pd.Timestamp, out: Path, *, counts: Sco
     counts.tiers = {t: int((summary["tier"] == t).sum()) for t in ("lead", "MQL", "SQL")}
     counts.baseline_tiers = {t: int((summary["baseline_tier"] == t).sum()) for t in ("lead", "MQL", "SQL")}
     return summary
+
+
+def _older_than(con, lead_ids: pd.Series, as_of: pd.Timestamp, days: int) -> int:
+    """How many of ``lead_ids`` were created more than ``days`` days before ``as_of``."""
+    from leadscore.features import _as_of_us
+
+    con.register("_scored_ids", pd.DataFrame({"lead_id": lead_ids.to_numpy()}))
+    try:
+        return int(con.execute(f"""
+            SELECT count(*) FROM leads l SEMI JOIN _scored_ids s ON l.lead_id = s.lead_id
+            WHERE epoch_us(l.created_at) < {_as_of_us(as_of) - int(days) * 86_400_000_000}""").fetchall()[0][0])
+    finally:
+        con.unregister("_scored_ids")
 
 
 def read_scores(path: Path | str) -> pd.DataFrame:
