@@ -124,6 +124,28 @@ def _manifest(config: Path) -> dict:
     return json.loads((Path(pipeline.models_dir) / pipeline.name / "manifest.json").read_text())
 
 
+def test_the_mlflow_run_has_a_description_its_datasets_and_the_cutoff_figures(trained):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    config, _ = trained
+    mlflow.set_tracking_uri(load_pipeline(config).tracking.tracking_uri)
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("leadscore").experiment_id],
+                                order_by=["attributes.start_time ASC"], max_results=1)
+    note = run.data.tags["mlflow.note.content"]
+    assert "became_sql" in note and "AUC" in note and "new leads/week" in note
+    inputs = {d.tags[0].value: d.dataset for d in run.inputs.dataset_inputs}  # context -> dataset
+    assert set(inputs) == {"training", "calibration", "test"}
+    params = _manifest(config)["params"]
+    assert json.loads(inputs["test"].profile)["num_rows"] == params["rows_test"]
+    assert json.loads(inputs["calibration"].profile)["num_rows"] == params["rows_calibration"]
+    cuts = pd.read_csv(client.download_artifacts(run.info.run_id, "tables/cutoffs.csv")).set_index("cutoff")
+    for name in ("mql", "sql"):
+        for col in ("new_leads_per_week", "open_leads", "conversion_rate", "recall"):
+            assert run.data.metrics[f"cutoff_{name}_{col}"] == pytest.approx(cuts.loc[name.upper(), col])
+
+
 def test_the_shipped_model_is_fitted_on_the_newest_matured_outcomes(trained):
     config, output = trained
     params = _manifest(config)["params"]

@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
@@ -159,12 +160,62 @@ def set_alias(client: MlflowClient, name: str, alias: str, version) -> None:
     client.set_registered_model_alias(name, alias, str(version))
 
 
+def cutoff_metrics(cutoffs: pd.DataFrame) -> dict[str, float]:
+    """The cutoffs' test-slice figures as metrics: ``cutoff_sql_new_leads_per_week``,
+    ``cutoff_mql_conversion_rate_low``, ... (finite values only)."""
+    out = {}
+    for _, row in cutoffs.iterrows():
+        for col, value in row.items():
+            if col not in ("cutoff", "policy") and isinstance(value, (int, float)) and np.isfinite(value):
+                out[f"cutoff_{str(row['cutoff']).lower()}_{col}"] = float(value)
+    return out
+
+
+def run_description(run) -> str:
+    """The run's description (MLflow's note, shown on the run page): what was trained, on what,
+    how it did out of time, and its cutoffs."""
+    p, m, label = run.params, run.metrics, run.primary
+    auc = m.get(f"{label.short}_auc", float("nan"))
+    cut = {r["cutoff"]: r for _, r in run.cutoffs.iterrows()}
+    lines = [f"**{p.get('candidate', 'model')}** for `{label.name}` ({label.probability}) - {p.get('model_description', '')}",
+             f"Fitted on examples as of {p['train_from']} .. {p['train_until']}, calibrated on {p['calibration_from']} .. "
+             f"{p['calibration_until']}; outcomes observed until {p['observed_until'][:10]}.",
+             f"Newest fold, out of time: AUC {auc:.4f}, ECE {m.get(f'{label.short}_ece', float('nan')):.4f}.",
+             f"Cutoffs ({p.get('cutoff_policy')}): MQL {label.probability} >= {p['mql_cutoff']:.4g}, SQL >= "
+             f"{p['sql_cutoff']:.4g}" + "".join(
+                 f"; {name} in the newest fold: {r['new_leads_per_week']:,.0f} new leads/week converting at "
+                 f"{r['conversion_rate']:.1%}" for name, r in cut.items() if np.isfinite(r["new_leads_per_week"])) + "."]
+    if run.suspected_leakage:
+        lines.append(f"Suspected leakage: {', '.join(run.suspected_leakage)}.")
+    return "\n\n".join(lines)
+
+
+def log_datasets(frames: dict[str, pd.DataFrame], source: str, target: str) -> None:
+    """Each frame as an MLflow dataset input of the active run (its schema, digest and source;
+    not the rows): context ``training``, ``calibration``, ``test``."""
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    for context, frame in frames.items():
+        if frame is None or frame.empty:
+            continue
+        dataset = mlflow.data.from_pandas(_serialisable(frame), source=LocalArtifactDatasetSource(source),
+                                          targets=target if target in frame else None, name=f"examples-{context}")
+        mlflow.log_input(dataset, context=context)
+
+
 def log_run_record(run, report_path: Path | None, figures: dict[str, bytes], bundle_dir: Path) -> None:
-    """Config, parameters, fingerprint, metrics, plots and report into the active run."""
+    """Config, parameters, fingerprint, metrics (the cutoffs' test figures among them), the
+    datasets, a description, plots and report into the active run."""
     mlflow.log_params({k: v for k, v in run.params.items()})
-    mlflow.log_metrics({k: float(v) for k, v in run.metrics.items()})
+    mlflow.log_metrics({**{k: float(v) for k, v in run.metrics.items()}, **cutoff_metrics(run.cutoffs)})
     mlflow.set_tags({"data_hash": run.fingerprint["hash"],
-                     "suspected_leakage": ", ".join(run.suspected_leakage) or "none"})
+                     "suspected_leakage": ", ".join(run.suspected_leakage) or "none",
+                     "mlflow.note.content": run_description(run)})
+    primary = run.labels.get(run.primary.name)
+    parts = getattr(primary, "parts", None)
+    log_datasets({"training": getattr(parts, "fit", None), "calibration": getattr(parts, "calibration", None),
+                  "test": run.test_frame}, source=str(run.config.data or run.config.source or "data"),
+                 target=run.primary.name)
     mlflow.log_artifact(str(run.config.path), artifact_path="config")
     _json_artifact(run.fingerprint, "data_fingerprint.json")
     _json_artifact(run.lines, "run_log.json")
