@@ -11,7 +11,7 @@ SPARSE_DIR ?= data/synthetic/sparse
 DEMO_LEADS ?= 50000
 SEED       ?= 7
 
-.PHONY: demo retrain test install install-test lock bench clean help
+.PHONY: demo retrain test install install-test lock bench clean help report-shots
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -68,6 +68,17 @@ demo: install  ## generate synthetic data and run every stage that exists, end t
 	@echo "  explain one lead       $(BIN)/leadscore explain --model models:/leadscore@champion --data $(DEMO_DIR) --as-of 2025-10-01 --lead-id ID"
 	@echo "  sparse CRM export      $(SPARSE_DIR)/ (mapped by pipelines/sources/sparse.yaml), model models/leadscore-sparse/,"
 	@echo "                         scores $(DEMO_OUT)/sparse/scores/2025-10-01.parquet"
+
+# the HTML reports `make demo` writes: the training reports of both bundles and the monitoring report
+REPORTS   ?= models/leadscore/report.html models/leadscore-sparse/report.html $(DEMO_OUT)/monitor.html
+SHOTS_DIR ?= $(DEMO_OUT)/shots
+
+report-shots: install  ## full-page PNG screenshots of the demo's HTML reports into data/demo-output/shots/ (needs chromium, after `make demo`)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		{ echo "report-shots: chromium is not installed (Debian/Ubuntu: apt-get install chromium)" >&2; exit 1; }
+	@for f in $(REPORTS); do [ -f "$$f" ] || \
+		{ echo "report-shots: $$f is missing; run 'make demo' first" >&2; exit 1; }; done
+	$(BIN)/python -m leadscore.devtools.report_shots $(REPORTS) --out $(SHOTS_DIR)
 
 CONFIG ?= pipelines/train.yaml
 DATA   ?= $(DEMO_DIR)

@@ -364,8 +364,18 @@ def test_report_is_self_contained_html_with_the_verdict_first(shifted, tmp_path)
     assert "<script" not in text.lower() and "<link" not in text.lower() and "@import" not in text
     verdict = text.index("Verdict: RETRAIN (exit code 4)")
     assert verdict < text.index("<h2>")
+    assert '<div class="verdict verdict-alert">' in text  # red: act on it
     for heading in ("Realized vs predicted", "Calibration", "Population drift", "negative persona"):
         assert heading in text
+    # every table scrolls in its own box; features that did not move are counted, not listed
+    assert text.count("<table") == text.count('<div class="scroll"><table') > 5
+    quiet = result.psi[(result.psi["kind"] != "score") & (result.psi["psi"] < 0.01)]
+    if len(quiet):
+        assert f"{len(quiet)} feature(s) with PSI &lt; 0.01 not shown" in text
+    drift = text[text.index("<h2>Population drift</h2>"):]
+    drift = drift[:drift.index("<h2>", 10)]
+    assert all(f"<td>{name}</td>" not in drift for name in quiet["feature"])
+    assert all(f"<td>{name}</td>" in drift for name in result.psi.loc[result.psi["psi"] >= 0.01, "feature"])
     (tmp_path / "monitor.html").write_text(text)
 
 
@@ -434,3 +444,25 @@ def test_cli_names_missing_or_empty_score_inputs(trained_bundle, train_dir, tmp_
     result = runner.invoke(app, [*args, str(tmp_path / "nowhere.parquet")])
     assert result.exit_code == EXIT_UNUSABLE and "nowhere.parquet: no such file" in result.output
     assert not (tmp_path / "r.html").exists()
+
+
+def test_capacity_counts_leads_new_to_a_tier_since_the_run_before():
+    from leadscore.monitor import capacity_table
+
+    # three runs a week apart, then one 14 days later; counted by hand:
+    #   A: lead -> MQL -> SQL -> SQL   new to MQL-or-better in run 2, new to SQL in run 3
+    #   B: MQL  -> lead -> MQL -> -    back to MQL in run 3 (new again: it was not there in run 2)
+    #   C:   -  -> SQL  -> SQL -> MQL  new lead straight in SQL in run 2
+    #   D:   -  ->  -   -> -   -> MQL  new in run 4
+    day = pd.Timestamp("2025-09-01", tz="UTC")
+    at = [day, day + pd.Timedelta(days=7), day + pd.Timedelta(days=14), day + pd.Timedelta(days=28)]
+    rows = [("A", 0, "lead"), ("A", 1, "MQL"), ("A", 2, "SQL"), ("A", 3, "SQL"), ("B", 0, "MQL"), ("B", 1, "lead"),
+            ("B", 2, "MQL"), ("C", 1, "SQL"), ("C", 2, "SQL"), ("C", 3, "MQL"), ("D", 3, "MQL")]
+    scores = pd.DataFrame([{"lead_id": lead, "as_of": at[k], "tier": tier} for lead, k, tier in rows])
+    table = capacity_table(scores)
+    assert table["open_mql_or_better"].tolist() == [1, 2, 3, 3]
+    assert table["open_sql"].tolist() == [0, 1, 2, 1]
+    assert table["new_mql_or_better"].iloc[1:].tolist() == [2, 1, 1]   # A, C | B | D
+    assert table["new_sql"].iloc[1:].tolist() == [1, 1, 0]             # C | A | -
+    assert table["new_mql_or_better_per_week"].iloc[1:].tolist() == [2.0, 1.0, 0.5]  # the last run is 14 days on
+    assert table.iloc[0][["new_mql_or_better", "new_sql"]].isna().all()  # the first run has no run before

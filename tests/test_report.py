@@ -15,12 +15,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.collections import LineCollection
 
 from leadscore.cutoffs import tradeoff_curve
 from leadscore.metrics import classification_metrics, gains_curve, reliability_table
+from leadscore.monitor import wilson_interval
 from leadscore.report import (
+    MIN_BIN_ROWS,
     PNG_SIGNATURE,
     TrainingReportInputs,
+    _cutoff_plot,
+    fmt,
+    fmt_interval,
     html_table,
     img_tag,
     render_training_report,
@@ -31,11 +37,20 @@ from leadscore.report import (
 
 N = 3000
 FIGURES = {"reliability.png", "gains.png", "score_distribution.png", "cutoffs.png"}
+# what leadscore.cutoffs.cutoff_report returns: the flow (new leads per week crossing the cutoff)
+# and the stock (open leads at or above on an average as-of date), each with its interval
 CUTOFFS = pd.DataFrame({
-    "cutoff": ["MQL", "SQL"], "policy": ["capacity", "capacity"], "threshold": [0.05, 0.12], "examples": [900, 250],
-    "leads_per_week": [112.5, 31.25], "leads_per_week_low": [100.0, 28.0], "leads_per_week_high": [125.0, 35.0],
+    "cutoff": ["MQL", "SQL"], "policy": ["capacity", "capacity"], "threshold": [0.05, 0.12], "target": [150.0, 40.0],
+    "examples": [900, 250],
+    "new_leads_per_week": [112.4, 31.25], "new_leads_per_week_low": [100.0, 28.0],
+    "new_leads_per_week_high": [125.0, 35.0],
+    "open_leads": [450.2, 113.2], "open_leads_low": [420.0, 101.0], "open_leads_high": [480.0, 125.0],
+    "share_of_examples": [0.3, 0.083],
     "conversion_rate": [0.142, 0.25], "conversion_rate_low": [0.121, 0.2], "conversion_rate_high": [0.16, 0.3],
     "recall": [0.7, 0.4], "recall_low": [np.nan, 0.35], "recall_high": [np.nan, 0.45],
+    "band_new_leads_per_week": [81.2, 31.25], "band_open_leads": [337.0, 113.2],
+    "band_share_of_examples": [0.217, 0.083], "band_conversion_rate": [0.11, 0.25],
+    "band_conversion_rate_low": [0.09, 0.2], "band_conversion_rate_high": [0.13, 0.3],
 })
 
 
@@ -134,15 +149,26 @@ def test_reliability_has_every_model_and_the_uncalibrated_curve_from_reliability
     lines = lines_by_label(equal_width)
     assert {"model", "logreg", "baseline", "oracle", "model before calibration"} <= set(lines)
     table = reliability_table(inputs.scores["y"], inputs.scores["model_uncalibrated"], 10)
-    np.testing.assert_allclose(lines["model before calibration"].get_xdata(), table["predicted"])
-    np.testing.assert_allclose(lines["model before calibration"].get_ydata(), table["observed"])
-    # the low range is readable: log axes over deciles, ten points per curve
-    assert deciles.get_xscale() == "log" and deciles.get_yscale() == "log"
+    drawn = table[table["rows"] >= MIN_BIN_ROWS]
+    assert len(drawn) < len(table)  # this slice has bins of a few rows: they must not be drawn
+    np.testing.assert_allclose(lines["model before calibration"].get_xdata(), drawn["predicted"])
+    np.testing.assert_allclose(lines["model before calibration"].get_ydata(), drawn["observed"])
+    # every drawn bin has its 95 % Wilson interval as an error bar
+    low, high = wilson_interval(drawn["observed"] * drawn["rows"], drawn["rows"])
+    bars = [c for c in equal_width.collections if isinstance(c, LineCollection)]
+    spans = sorted((float(seg[0][1]), float(seg[1][1])) for c in bars for seg in c.get_segments())
+    for lo, hi in zip(low, high, strict=True):
+        assert any(abs(a - lo) < 1e-9 and abs(b - hi) < 1e-9 for a, b in spans), (lo, hi)
+    # honest axes: linear from 0 to where the drawn bins are (not up to 1 for nothing)
+    assert equal_width.get_xscale() == "linear" and equal_width.get_xlim()[0] == 0
+    assert drawn["predicted"].max() < equal_width.get_xlim()[1] <= 1
+    assert "not drawn" in " ".join(t.get_text() for t in equal_width.texts)
+    # the low range is readable: log-odds axes over deciles, ten points per curve, limits in (0, 1)
+    assert deciles.get_xscale() == "logit" and deciles.get_yscale() == "logit"
     assert len(lines_by_label(deciles)["model"].get_xdata()) == 10
-    # row counts as marker sizes, one marker per bin, larger where there are more rows
-    sizes = equal_width.collections[0].get_sizes()
-    rows = reliability_table(inputs.scores["y"], inputs.scores["model"], 10)["rows"].to_numpy()
-    assert len(sizes) == len(rows) and np.argmax(sizes) == np.argmax(rows)
+    lo, hi = deciles.get_ylim()
+    assert 1e-4 <= lo < hi < 1 and hi / lo < 1e4  # not 1e-15 .. 1e-1
+    assert deciles.get_xlim() == deciles.get_ylim()
 
 
 def test_gains_rank_by_the_ranking_column(inputs):
@@ -155,22 +181,62 @@ def test_gains_rank_by_the_ranking_column(inputs):
     assert {"model", "logreg", "oracle", "random"} <= set(capture)
 
 
-def test_score_distribution_separates_outcomes_on_log_x(inputs):
-    ax = training_figure_objects(inputs)["score_distribution.png"].axes[0]
-    assert ax.get_xscale() == "log"
-    labels = ax.get_legend_handles_labels()[1]
-    assert len(labels) == 2 and labels[0].startswith("did not convert") and labels[1].startswith("converted")
+def test_score_distribution_counts_each_outcome_on_a_log_odds_axis_with_the_share_above_each_cutoff(inputs):
+    others, converters = training_figure_objects(inputs)["score_distribution.png"].axes
+    y, p = inputs.scores["y"].to_numpy().astype(bool), inputs.scores["model"].to_numpy()
+    for ax, label, n in ((others, "did not convert", (~y).sum()), (converters, "converted", y.sum())):
+        assert ax.get_xscale() == "logit"
+        (handle,), (text,) = ax.get_legend_handles_labels()
+        assert text == f"{label} ({n:,} examples)"
+        # counts, not densities: the bars add up to the examples of the outcome
+        assert sum(bar.get_height() for bar in ax.patches) == n
+        assert ax.get_ylabel() == "examples (count)"
+        # both cutoffs drawn, with the share of the outcome at or above each
+        vertical = {line.get_xdata()[0] for line in ax.get_lines() if len(set(line.get_xdata())) == 1}
+        assert vertical == {0.05, 0.12}
+        title = ax.get_legend().get_title().get_text()
+        for threshold in (0.05, 0.12):
+            share = (p[y] >= threshold).mean() if ax is converters else (p[~y] >= threshold).mean()
+            assert f"{threshold:.3g}: {share:.1%} of" in title
+    assert "of converters at or above" in converters.get_legend().get_title().get_text()
+
+
+PANELS = ["conversion rate at or above", "share of converters at or above",
+          "new leads per week crossing the cutoff", "open leads at or above, on an average as-of date"]
+
+
+def horizontal_lines(ax) -> set:
+    return {line.get_ydata()[0] for line in ax.get_lines()
+            if len(line.get_ydata()) == 2 and len(set(line.get_ydata())) == 1}
 
 
 def test_cutoff_plot_marks_both_thresholds_on_every_panel(inputs):
-    axes = training_figure_objects(inputs)["cutoffs.png"].axes
-    assert [ax.get_ylabel() for ax in axes] == ["conversion rate at or above", "recall (share of conversions)",
-                                                "leads per week"]
+    fig = training_figure_objects(inputs)["cutoffs.png"]
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_ylabel() for ax in axes] == PANELS
     for ax in axes:
         vertical = {line.get_xdata()[0] for line in ax.get_lines() if len(set(line.get_xdata())) == 1}
         assert vertical == {0.05, 0.12}
-        texts = " ".join(t.get_text() for t in ax.texts)
-        assert "MQL" in texts and "SQL" in texts
+        assert ax.get_xscale() == "logit"
+    legend = " ".join(t.get_text() for t in fig.legends[0].get_texts())
+    assert "MQL cutoff 0.05" in legend and "SQL cutoff 0.12" in legend
+    # the new leads per week panel plots the curve's flow column, the open leads panel its stock
+    curve = {ax.get_ylabel(): ax.get_lines()[0] for ax in axes}
+    np.testing.assert_allclose(curve[PANELS[2]].get_ydata(), inputs.tradeoff["new_leads_per_week"])
+    np.testing.assert_allclose(curve[PANELS[3]].get_ydata(), inputs.tradeoff["open_leads"])
+
+
+@pytest.mark.parametrize(("policy", "targets", "panel"), [
+    ("conversion_rate", [0.1, 0.2], PANELS[0]), ("recall", [0.7, 0.4], PANELS[1]),
+    ("capacity", [150.0, 40.0], PANELS[2]), ("capacity", [0.3, 0.08], None),  # a share of examples: no panel
+    ("expected_value", [np.nan, np.nan], None)])
+def test_cutoff_plot_draws_the_policys_targets_on_their_panel(policy, targets, panel):
+    fig = _cutoff_plot(make_inputs(cutoffs=CUTOFFS.assign(policy=policy, target=targets)))
+    for ax in fig.axes:
+        expected = set(targets) if ax.get_ylabel() == panel else set()
+        assert horizontal_lines(ax) == expected, ax.get_ylabel()
+    legend = " ".join(t.get_text() for t in fig.legends[0].get_texts())
+    assert ("target" in legend) == (panel is not None)
 
 
 def test_figures_do_not_leak_state_between_calls(inputs, figures):
@@ -211,13 +277,16 @@ def test_every_model_and_metric_appears_rounded_to_4_significant_digits(inputs, 
     assert repr(float(auc)) not in page and f"{auc:.6f}" not in page
 
 
+ALLOWED_TAGS = {"html", "head", "meta", "title", "style", "body", "header", "main", "section", "div", "figure",
+                "figcaption", "ul", "li", "h1", "h2", "h3", "p", "table", "tr", "th", "td", "img"}
+
+
 def test_the_document_is_self_contained(page):
     lowered = page.lower()
     for forbidden in ("http://", "https://", "<script", "<link", "<iframe", "url(", "@import", "javascript:"):
         assert forbidden not in lowered, forbidden
     tags = Tags(page).tags
-    allowed = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "table", "tr", "th", "td", "img"}
-    assert {t for t, _ in tags} <= allowed
+    assert {t for t, _ in tags} <= ALLOWED_TAGS
     for tag, attrs in tags:
         assert "href" not in attrs
         if "src" in attrs:
@@ -226,11 +295,19 @@ def test_the_document_is_self_contained(page):
 
 
 def test_notes_facts_calibration_and_extra_tables_are_shown(page):
-    assert "<p class='note'>suspected leakage: f1</p>" in page
+    assert '<p class="note">suspected leakage: f1</p>' in page
     assert page.index("suspected leakage") < page.index("<h2>")  # highlighted at the top
     assert "<td>r-123</td>" in page and "<td>demo v1</td>" in page
     assert "<td>before</td>" in page and "<td>after</td>" in page
-    assert "<h2>Leakage audit</h2>\n<table><tr><th>feature</th><th>auc</th></tr><tr><td>f1</td><td>0.91</td>" in page
+    assert ('<h2>Leakage audit</h2>\n<div class="scroll"><table><tr><th>feature</th><th>auc</th></tr>'
+            "<tr><td>f1</td><td>0.91</td>") in page
+
+
+def test_the_page_is_html5_with_a_language_a_title_and_alt_texts(page):
+    assert page.startswith('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">')
+    assert "<title>leadscore training run: demo</title>" in page
+    images = [attrs for tag, attrs in Tags(page).tags if tag == "img"]
+    assert len(images) == len(FIGURES) and all(attrs.get("alt") for attrs in images)
 
 
 def test_html_special_characters_are_escaped(inputs, figures):
@@ -240,21 +317,29 @@ def test_html_special_characters_are_escaped(inputs, figures):
         inputs, title='Leads <Q1> & "co"', facts=[("data <source>", "<b>&")], metrics=metrics, scores=scores,
         notes=["<script>alert('x')</script>"],
         extra_tables=[("Audit <x>", pd.DataFrame({"a<b": ["x&y"]}))]), figures)
-    assert "<title>Leads &lt;Q1&gt; &amp; &quot;co&quot;</title>" in text
+    # the templates escape quotes as numeric references (markupsafe), the tables as html.escape does
+    assert "<title>Leads &lt;Q1&gt; &amp; &#34;co&#34;</title>" in text
     assert "<th>data &lt;source&gt;</th>" in text or "<td>data &lt;source&gt;</td>" in text
     assert "<td>&lt;b&gt;&amp;</td>" in text and "<b>&" not in text
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in text and "<script" not in text
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in text and "<script" not in text
     assert "<h2>Audit &lt;x&gt;</h2>" in text and "<th>a&lt;b</th>" in text and "<td>x&amp;y</td>" in text
     assert "<td>log&lt;reg&gt;</td>" in text
-    assert {t for t, _ in Tags(text).tags} <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p",
-                                                "table", "tr", "th", "td", "img"}
+    assert {t for t, _ in Tags(text).tags} <= ALLOWED_TAGS
 
 
 def test_cutoffs_are_formatted_with_their_intervals(page):
-    assert "<td>0.142 (0.121–0.160)</td>" in page
-    assert "<td>112.5 (100.0–125.0)</td>" in page
-    assert "<td>0.700</td>" in page  # no interval (NaN bounds): the point alone
-    assert "<td>0.400 (0.350–0.450)</td>" in page
+    header = page[page.index("<h2>Cutoffs"):]
+    header = header[:header.index("</tr>")]
+    for column in ("target", "threshold", "new leads per week crossing the cutoff",
+                   "open leads at or above, on an average as-of date", "conversion rate at or above",
+                   "share of converters at or above"):
+        assert f">{column}</th>" in header, column
+    assert "<td>14.2% (12.1–16.0%)</td>" in page  # rates: percentages, one decimal
+    assert "<td>112 (100–125)</td>" in page and "<td>31 (28–35)</td>" in page  # leads: whole numbers
+    assert "<td>450 (420–480)</td>" in page and "<td>113 (101–125)</td>" in page
+    assert "<td>70.0%</td>" in page  # no interval (NaN bounds): the point alone
+    assert "<td>40.0% (35.0–45.0%)</td>" in page
+    assert "<td>150</td>" in page and "<td>40</td>" in page  # capacity targets: leads per week
     assert "<td>MQL</td>" in page and "<td>SQL</td>" in page
 
 
@@ -265,7 +350,7 @@ def test_missing_optional_inputs_are_left_out():
     assert set(figures) == FIGURES - {"cutoffs.png"}
     text = render_training_report(inputs, figures)
     assert len(embedded_pngs(text)) == 3
-    assert "oracle" not in text and "Cutoffs" not in text and "class='note'" not in text
+    assert "oracle" not in text and "Cutoffs" not in text and 'class="note"' not in text
     assert "<td>before</td>" not in text
     equal_width = training_figure_objects(inputs)["reliability.png"].axes[0]
     assert not any("before calibration" in label for label in lines_by_label(equal_width))
@@ -279,9 +364,11 @@ def test_cutoff_section_with_only_the_table_or_only_the_curve(given):
     assert "<h2>Cutoffs" in text
     assert ("cutoffs.png" in figures) == (given == "tradeoff")
     assert ("cutoff trade-offs" in text) == (given == "tradeoff")
-    assert ("<td>0.142 (0.121–0.160)</td>" in text) == (given == "cutoffs")
+    assert ("<td>14.2% (12.1–16.0%)</td>" in text) == (given == "cutoffs")
     if given == "tradeoff":  # no chosen thresholds to mark
-        assert all(not ax.texts for ax in training_figure_objects(inputs)["cutoffs.png"].axes)
+        fig = training_figure_objects(inputs)["cutoffs.png"]
+        assert all(not ax.texts and not horizontal_lines(ax) for ax in fig.axes)
+        assert "cutoff" not in " ".join(t.get_text() for t in fig.legends[0].get_texts())
 
 
 def test_inputs_naming_a_missing_column_are_refused(inputs):
@@ -297,13 +384,35 @@ def test_html_table_keeps_column_types_rounds_and_escapes():
     frame = pd.DataFrame({"rows": [12345, 7], "rate": [0.123456, np.nan], "name": ["<x>", "ok"]},
                          index=pd.Index(["a", "b"], name="a&b"))
     text = html_table(frame)
-    assert "<th>a&amp;b</th><th>rows</th><th>rate</th><th>name</th>" in text
-    assert "<tr><td>a</td><td>12,345</td><td>0.1235</td><td>&lt;x&gt;</td></tr>" in text
-    assert "<tr><td>b</td><td>7</td><td></td><td>ok</td></tr>" in text
+    # a column of words aligns left (class t), numbers right
+    assert '<th>a&amp;b</th><th>rows</th><th>rate</th><th class="t">name</th>' in text
+    assert '<tr><td>a</td><td>12,345</td><td>0.1235</td><td class="t">&lt;x&gt;</td></tr>' in text
+    assert '<tr><td>b</td><td>7</td><td></td><td class="t">ok</td></tr>' in text
     assert "<th>a&amp;b</th>" not in html_table(frame, index=False)
     plain = frame.reset_index(drop=True)
     assert html_table(plain).startswith("<table><tr><th>rows</th>")  # a default RangeIndex is noise
     assert html_table(plain, index=True).startswith("<table><tr><th></th><th>rows</th>")
+
+
+def test_html_table_formats_by_kind_renames_and_skips_the_index():
+    frame = pd.DataFrame({"rate": [0.12345, np.nan], "rows": [1234.6, 7.0], "psi": [0.04567, 1e-6]},
+                         index=pd.Index([3, 9]))
+    text = html_table(frame, index=False, formats={"rate": "pct", "rows": "count", "psi": "psi"},
+                      headers={"rate": "realized rate"})
+    assert text.startswith("<table><tr><th>realized rate</th><th>rows</th><th>psi</th></tr>")
+    assert "<tr><td>12.3%</td><td>1,235</td><td>0.046</td></tr>" in text
+    assert "<tr><td></td><td>7</td><td>0.000</td></tr>" in text
+    assert "<td>3</td>" not in text and "<td>9</td>" not in text
+
+
+def test_fmt_is_the_one_place_for_precision():
+    assert fmt(0.14237, "pct") == "14.2%" and fmt(12345.4, "count") == "12,345" and fmt(0.12345, "psi") == "0.123"
+    assert fmt(np.nan, "pct") == "" and fmt(None, "count") == "" and fmt("text", "pct") == "text"
+    assert fmt_interval(0.142, 0.121, 0.16, "pct") == "14.2% (12.1–16.0%)"
+    assert fmt_interval(112.4, 100.0, 125.2, "count") == "112 (100–125)"
+    assert fmt_interval(0.7, np.nan, np.nan, "pct") == "70.0%"
+    with pytest.raises(ValueError, match="unknown format kind"):
+        fmt(1.0, "percent")
 
 
 def test_img_tag_refuses_bytes_that_are_not_png():

@@ -1342,6 +1342,13 @@ def monitor(
     f = result.facts
     say(f"runs: {f['runs']} ({f['first_run'][:10]} .. {f['latest_run'][:10]}); rows: {f['scored_rows']:,} "
                f"scored, {f['matured_rows']:,} matured, {f['immature_rows']:,} immature (left out)")
+    flow = result.capacity.dropna(subset=["new_mql_or_better"]).tail(1)
+    if len(flow):
+        c = flow.iloc[0]
+        say(f"handed over on {c['as_of']:%Y-%m-%d}: {c['new_mql_or_better']:,.0f} leads new to MQL or better "
+            f"({c['new_mql_or_better_per_week']:,.0f} a week), {c['new_sql']:,.0f} new to SQL "
+            f"({c['new_sql_per_week']:,.0f} a week) since the run {c['days_since_previous']:.0f} days before; "
+            f"open: {c['open_mql_or_better']:,} MQL or better, {c['open_sql']:,} SQL")
     say(f"verdict: {result.verdict.upper()} (exit {result.exit_code})")
     for reason in result.reasons:
         say(f"  {reason}")

@@ -750,8 +750,9 @@ def _categorical_dependence(feature: str, values: pd.Series, shap_values: np.nda
         ax.scatter(i + rng.uniform(-0.28, 0.28, len(v)), v, s=6, alpha=0.35, color="tab:blue", linewidths=0)
         ax.plot([i - 0.35, i + 0.35], [medians[c]] * 2, color="black", lw=2)
     ax.axhline(0, color="grey", lw=1)
-    ax.set_xticks(np.arange(len(order)), [f"{c} ({counts[c]:,})" for c in order],
-                  rotation=35 if len(order) > 4 else 0, ha="right" if len(order) > 4 else "center")
+    ticks = [f"{c} ({counts[c]:,})" for c in order]
+    slanted = len(order) > 4 or max(len(t) for t in ticks) * len(order) > 60  # would overlap side by side
+    ax.set_xticks(np.arange(len(order)), ticks, rotation=35 if slanted else 0, ha="right" if slanted else "center")
     more = f"; {len(counts) - len(kept)} rarer categories not shown" if len(counts) > len(kept) else ""
     ax.set(xlabel=f"{feature} (rows in the sample)", ylabel=f"SHAP value of {feature} (log-odds)",
            title=f"{feature}: contribution by category (black bar: median{more})")

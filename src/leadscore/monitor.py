@@ -59,7 +59,6 @@ without an SQL stage): its probability (``p_sql`` / ``p_won``), its horizon, its
 from __future__ import annotations
 
 import dataclasses
-import html
 import itertools
 import json
 import math
@@ -166,6 +165,7 @@ class MonitorResult:
     psi: pd.DataFrame                    # one row per feature and for the probability / score
     persona: pd.DataFrame                # characteristics over-represented among disqualified leads
     misleading: pd.DataFrame             # SHAP contributions that pushed disqualified leads up
+    capacity: pd.DataFrame = field(default_factory=pd.DataFrame)  # per run: open leads and new arrivals per tier
     config: MonitorConfig = field(default_factory=MonitorConfig)
 
     @property
@@ -223,6 +223,10 @@ class MonitorResult:
             "monitor_disqualified_leads": float(self.facts.get("disqualified_leads", 0)),
             "monitor_converted_leads": float(self.facts.get("converted_leads", 0)),
         }
+        newest = self.capacity.dropna(subset=["new_mql_or_better_per_week"]).tail(1)
+        out["monitor_new_mql_or_better_per_week"] = (float(newest["new_mql_or_better_per_week"].iloc[0])
+                                                     if len(newest) else math.nan)
+        out["monitor_new_sql_per_week"] = float(newest["new_sql_per_week"].iloc[0]) if len(newest) else math.nan
         if label.name == "became_sql":  # the funnel's next step, where its window has matured
             out["monitor_realized_won_rate"] = rate("realized_won_rate")
             out["monitor_realized_sql_won_rate"] = rate("realized_sql_to_won")
@@ -242,6 +246,7 @@ class MonitorResult:
             "calibration": {"ece": self.ece, "ece_chance": self.ece_chance, "ece_limit": self.config.ece_limit,
                             "flag": self.ece_flag, "reliability": records(self.reliability)},
             "psi": records(self.psi), "persona": records(self.persona), "misleading": records(self.misleading),
+            "capacity": records(self.capacity),
         })
 
 
@@ -384,6 +389,41 @@ def rate_table(rows: pd.DataFrame, by: str, order, config: MonitorConfig, with_p
             rec["sql_to_won_low"], rec["sql_to_won_high"] = float(lo), float(hi)
         out.append(rec)
     return pd.DataFrame(out)
+
+
+CAPACITY_FIELDS = ("as_of", "days_since_previous", "open_mql_or_better", "open_sql", "new_mql_or_better", "new_sql",
+                    "new_mql_or_better_per_week", "new_sql_per_week")
+
+
+def capacity_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """What each scoring run handed over, in the units sales plans in: per run (as_of), the open
+    leads in the MQL-or-better and SQL tiers (the stock) and the leads *new* there since the run
+    before (the flow: in the tier now, not in it - or not scored - then), also per week (new x 7
+    / days since the run before). The first run has no run before: its flow is empty. Whole leads."""
+    if scores.empty:
+        return pd.DataFrame(columns=list(CAPACITY_FIELDS))
+    rows = scores[["lead_id", "as_of", "tier"]].copy()
+    rows["mql_or_better"] = rows["tier"].isin(["MQL", "SQL"])
+    rows["sql"] = rows["tier"] == "SQL"
+    out, before = [], None
+    for as_of, run in rows.groupby("as_of", sort=True):
+        now = run.set_index("lead_id")
+        entry = {"as_of": as_of, "open_mql_or_better": int(now["mql_or_better"].sum()), "open_sql": int(now["sql"].sum())}
+        if before is None:
+            entry.update(days_since_previous=math.nan, new_mql_or_better=math.nan, new_sql=math.nan,
+                         new_mql_or_better_per_week=math.nan, new_sql_per_week=math.nan)
+        else:
+            prev_as_of, prev = before
+            days = (as_of - prev_as_of) / pd.Timedelta(days=1)
+            entry["days_since_previous"] = days
+            for tier in ("mql_or_better", "sql"):
+                was = prev[tier].reindex(now.index, fill_value=False).to_numpy(dtype=bool)
+                new = int((now[tier].to_numpy(dtype=bool) & ~was).sum())
+                entry[f"new_{tier}"] = new
+                entry[f"new_{tier}_per_week"] = new * 7.0 / days if days > 0 else math.nan
+        out.append(entry)
+        before = (as_of, now)
+    return pd.DataFrame(out, columns=list(CAPACITY_FIELDS))
 
 
 def target_checks(rows: pd.DataFrame, cutoffs, config: MonitorConfig) -> tuple[pd.DataFrame, str]:
@@ -908,17 +948,15 @@ def monitor(scorer, manifest: dict, con, scores: pd.DataFrame, *, config: Monito
     return MonitorResult(verdict=verdict, reasons=reasons, notes=notes, facts=facts, runs=runs, by_tier=by_tier,
                          by_baseline_tier=by_baseline, by_band=by_band, targets=targets, reliability=reliability,
                          ece=float(ece), ece_chance=float(chance), psi=drift, persona=persona, misleading=misleading,
-                         config=config)
+                         capacity=capacity_table(rows), config=config)
 
 
 # ---------------------------------------------------------------------------
 # The report
 # ---------------------------------------------------------------------------
 
-def _error_bars(point, low, high) -> np.ndarray:
-    """(2, n) error-bar lengths for matplotlib: never negative (rounding), 0 where unknown."""
-    point, low, high = (np.asarray(v, dtype="float64") for v in (point, low, high))
-    return np.nan_to_num(np.clip(np.vstack([point - low, high - point]), 0, None))
+PSI_SHOWN = 0.01  # features with a smaller PSI are counted, not listed: nothing moved
+VERDICT_STATUS = {NO_ACTION: "ok", REVIEW_CUTOFFS: "review", RETRAIN: "alert"}  # green, amber, red
 
 
 def _outcome(result: MonitorResult) -> tuple[str, str]:
@@ -926,88 +964,125 @@ def _outcome(result: MonitorResult) -> tuple[str, str]:
     return result.facts["probability"], "SQL" if result.facts["primary_label"] == "became_sql" else "won"
 
 
+def _shown_psi(result: MonitorResult) -> tuple[pd.DataFrame, int]:
+    """The PSI rows worth a line - the probability and score rows, every feature with PSI >=
+    :data:`PSI_SHOWN` or without a PSI - and the number of features left out."""
+    psi = result.psi
+    quiet = (psi["kind"] != "score") & (psi["psi"] < PSI_SHOWN)
+    return psi[~quiet].reset_index(drop=True), int(quiet.sum())
+
+
 def _realized_figure(result: MonitorResult):
-    from leadscore.report import new_figure
+    from leadscore.report import (
+        logit_axis,
+        logit_limits,
+        new_figure,
+        reliability_points,
+    )
 
     prob, outcome = _outcome(result)
-    fig = new_figure(12, 4.5)
+    fig = new_figure(12, 4.8)
     ax1, ax2 = fig.subplots(1, 2)
     for ax, table, key, title in ((ax1, result.by_band, "band", "by score band"),
                                   (ax2, result.by_tier, "tier", "by model tier")):
-        t = table[(table[key] != "all") & (table["matured"] > 0)]
+        t = table[(table[key] != "all") & (table["matured"] > 0)].reset_index(drop=True)
+        values = t[["predicted_rate", "realized_rate", "realized_low", "realized_high"]].to_numpy(dtype="float64")
+        lo, hi = logit_limits(values)
         x = np.arange(len(t))
-        real = t["realized_rate"].to_numpy(dtype="float64")
-        err = _error_bars(real, t["realized_low"], t["realized_high"])
-        ax.bar(x - 0.2, t["predicted_rate"], width=0.4, label=f"predicted (mean {prob})", color="tab:blue", alpha=0.7)
-        ax.bar(x + 0.2, real, width=0.4, yerr=err, capsize=3, label="realized (95 % Wilson)", color="tab:orange",
-               alpha=0.8)
+        ax.plot(x, np.clip(t["predicted_rate"].to_numpy(dtype="float64"), lo, hi), ls="none", marker="D", ms=6,
+                color="tab:blue", label=f"predicted (mean {prob})")
+        reliability_points(ax, x + 0.12, t["realized_rate"], t["realized_low"], t["realized_high"], t["matured"],
+                           label="realized (95 % Wilson)", min_rows=1, limits=(lo, hi), clip_x=False,
+                           color="tab:orange", ls="none")
+        logit_axis(ax, "y", lo, hi)
         ax.set_xticks(x, t[key].astype(str), rotation=45 if key == "band" else 0)
-        positive = t[["predicted_rate", "realized_rate"]].to_numpy(dtype="float64")
-        if (positive > 0).any():
-            ax.set_yscale("log")
-            ax.set_ylim(max(positive[positive > 0].min() / 3, 1e-5), min(1.0, positive.max() * 3))
-        ax.set(ylabel=f"{outcome} rate within the horizon", title=f"Realized vs predicted {title} (matured rows)")
-        ax.legend(fontsize=8)
-    if len(result.targets):
-        for r in result.targets.itertuples():
-            if r.population == "SQL tier":
-                ax2.axhline(r.target, ls="--", color="tab:red", lw=1)
-                ax2.text(0, r.target, f" SQL target {r.target:.0%}", color="tab:red", va="bottom", fontsize=8)
+        ax.set_xlim(-0.5, max(len(t) - 0.5, 0.5))
+        ax.set(ylabel=f"{outcome} rate within the horizon (log-odds scale)",
+               title=f"Realized vs predicted {title} (matured rows)")
+        if len(result.targets) and key == "tier":
+            for r in result.targets.itertuples():
+                if r.population == "SQL tier" and lo < r.target < hi:
+                    ax.axhline(r.target, ls=":", color="tab:red", lw=1.2)
+                    ax.text(0.99, r.target, f"SQL target {r.target:.1%} ", color="tab:red", va="bottom", ha="right",
+                            fontsize=8, transform=ax.get_yaxis_transform())
+        ax.legend(fontsize=8, loc="upper left")
     return fig
 
 
 def _psi_figure(result: MonitorResult, top: int = 25):
+    from matplotlib.ticker import FuncFormatter
+
     from leadscore.report import new_figure
 
-    psi = result.psi
-    t = pd.concat([psi[psi["kind"] != "score"].head(top), psi[psi["kind"] == "score"]])
+    shown, quiet = _shown_psi(result)
+    t = pd.concat([shown[shown["kind"] != "score"].head(top), shown[shown["kind"] == "score"]])
+    more = int((shown["kind"] != "score").sum()) - int((t["kind"] != "score").sum())
     t = t.sort_values("psi", kind="stable").reset_index(drop=True)
-    fig = new_figure(9, max(3.0, 0.28 * len(t) + 1.2))
+    fig = new_figure(9, max(3.0, 0.3 * len(t) + 1.4))
     ax = fig.subplots()
     colors = {"act": "tab:red", "watch": "tab:orange", "stable": "tab:green", "n/a": "grey"}
-    values = np.maximum(t["psi"].to_numpy(dtype="float64"), 1e-4)
-    ax.barh(np.arange(len(t)), values, color=[colors[s] for s in t["status"]])
+    floor = 1e-3
+    values = np.maximum(t["psi"].fillna(0).to_numpy(dtype="float64"), floor)
+    ax.barh(np.arange(len(t)), values, color=[colors.get(s, "grey") for s in t["status"]])
     ax.set_yticks(np.arange(len(t)), t["feature"], fontsize=8)
-    for limit, name in ((result.config.psi_watch, "watch"), (result.config.psi_act, "act")):
-        ax.axvline(limit, ls="--", color="grey", lw=1)
-        ax.text(limit, 0.01, f" {name} {limit:g}", transform=ax.get_xaxis_transform(), fontsize=8, va="bottom")
+    for limit, name, style in ((result.config.psi_watch, "watch", "--"), (result.config.psi_act, "act", "-.")):
+        ax.axvline(limit, ls=style, color="dimgrey", lw=1, label=f"{name}: PSI >= {limit:g}")
+    ax.legend(fontsize=8, loc="lower right")
     ax.set_xscale("log")
-    ax.set(xlabel="PSI (log), latest run vs training window",
-           title=f"Population stability: the {top} most drifted features, {result.facts['probability']} and score")
+    ax.set_xlim(floor, max(1.0, float(values.max()) * 1.5))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    left_out = [f"{quiet} feature(s) with PSI < {PSI_SHOWN:g} not shown"] if quiet else []
+    left_out += [f"{more} more below these"] if more > 0 else []
+    ax.set(xlabel="PSI (log scale), latest run vs training window; bars below 0.001 drawn at 0.001",
+           title=f"Population stability: features with PSI >= {PSI_SHOWN:g}, {result.facts['probability']} and score"
+                 + (f"\n({'; '.join(left_out)})" if left_out else ""))
     return fig
 
 
 def _calibration_figure(result: MonitorResult):
-    from leadscore.report import new_figure
+    from matplotlib.ticker import PercentFormatter
+
+    from leadscore.report import (
+        logit_axis,
+        logit_limits,
+        new_figure,
+        reliability_points,
+    )
 
     prob, outcome = _outcome(result)
-    fig = new_figure(12, 4.5)
+    min_rows = result.config.min_rows
+    fig = new_figure(12, 4.8)
     ax1, ax2 = fig.subplots(1, 2)
     t = result.reliability
+    top = 0.01
     if len(t):
-        total = t["rows"].sum()
-        err = _error_bars(t["observed"], t["observed_low"], t["observed_high"])
-        ax1.errorbar(t["predicted"], t["observed"], yerr=err, fmt="o-", capsize=3, label="matured scores")
-        ax1.scatter(t["predicted"], t["observed"], s=15 + 400 * t["rows"] / total, alpha=0.4)
-    ax1.plot([0, 1], [0, 1], ls="-.", color="grey", lw=1, label="perfectly calibrated")
-    ax1.set(xlim=(0, 1), ylim=(0, 1), xlabel=f"mean predicted {prob}", ylabel=f"realized {outcome} rate",
-            title=f"Reliability (10 equal-width bins): ECE {result.ece:.4f}")
-    ax1.legend(fontsize=8)
+        hidden, rows = reliability_points(ax1, t["predicted"], t["observed"], t["observed_low"], t["observed_high"],
+                                          t["rows"], label="matured scores", min_rows=min_rows)
+        shown = t[t["rows"] >= min_rows]
+        top = max(top, float(np.nanmax(np.r_[shown["predicted"], shown["observed_high"], 0.0])))
+        if hidden:
+            ax1.text(0.98, 0.02, f"not drawn: {hidden} bin(s) with < {min_rows} rows ({rows:,} rows)",
+                     transform=ax1.transAxes, ha="right", va="bottom", fontsize=8, color="dimgrey")
+    top = min(1.0, math.ceil(top * 1.08 * 50) / 50)
+    ax1.plot([0, top], [0, top], ls="-.", color="grey", lw=1, label="perfectly calibrated")
+    ax1.set(xlim=(0, top), ylim=(0, top), xlabel=f"mean predicted {prob}", ylabel=f"realized {outcome} rate",
+            title=f"Reliability (10 equal-width bins, 95 % Wilson): ECE {result.ece:.4f}")
+    ax1.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
+    ax1.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
+    ax1.legend(fontsize=8, loc="upper left")
     b = result.by_band[(result.by_band["band"] != "all") & (result.by_band["matured"] > 0)]
-    positive = b[["predicted_rate", "realized_rate"]].to_numpy(dtype="float64")
-    positive = positive[positive > 0]
-    if len(positive):
-        lo, hi = positive.min() / 2, min(1.0, positive.max() * 2)
-        shown = b[b["realized_rate"] > 0]
-        ax2.errorbar(shown["predicted_rate"], shown["realized_rate"],
-                     yerr=_error_bars(shown["realized_rate"], shown["realized_low"], shown["realized_high"]),
-                     fmt="o-", capsize=3,
-                     label="score bands")
+    if len(b):
+        lo, hi = logit_limits(b[["predicted_rate", "realized_rate", "realized_low", "realized_high"]].to_numpy())
+        reliability_points(ax2, b["predicted_rate"], b["realized_rate"], b["realized_low"], b["realized_high"],
+                           b["matured"], label="score bands", min_rows=1, limits=(lo, hi))
         ax2.plot([lo, hi], [lo, hi], ls="-.", color="grey", lw=1, label="perfectly calibrated")
-        ax2.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi))
-        ax2.legend(fontsize=8)
-    ax2.set(xlabel=f"mean predicted {prob} (log)", ylabel=f"realized {outcome} rate (log)",
-            title=f"Calibration by score band (bands with a realized {outcome})")
+        logit_axis(ax2, "x", lo, hi)
+        logit_axis(ax2, "y", lo, hi)
+        ax2.legend(fontsize=8, loc="upper left")
+        ax2.text(0.98, 0.02, f"a band without a realized {outcome} sits on the lower edge", transform=ax2.transAxes,
+                 ha="right", va="bottom", fontsize=8, color="dimgrey")
+    ax2.set(xlabel=f"mean predicted {prob} (log-odds scale)", ylabel=f"realized {outcome} rate (log-odds scale)",
+            title="Calibration by score band (95 % Wilson)")
     return fig
 
 
@@ -1020,116 +1095,228 @@ def monitor_figures(result: MonitorResult) -> dict[str, bytes]:
             "calibration.png": figure_png(_calibration_figure(result))}
 
 
-def _pct_columns(frame: pd.DataFrame, columns) -> pd.DataFrame:
-    out = frame.copy()
-    for c in columns:
-        if c in out:
-            out[c] = [("" if pd.isna(v) else f"{v:.2%}") for v in out[c]]
-    return out
+def _formatted(frame: pd.DataFrame, columns) -> pd.DataFrame:
+    """The display table: ``columns`` is (header, source) pairs, a source being a column name
+    formatted by its kind, ``(column, kind)``, or ``(point, low, high, kind)`` for a value with
+    its interval; sources the frame lacks are skipped."""
+    from leadscore.report import fmt, fmt_interval
+
+    out = {}
+    for header, source in columns:
+        if isinstance(source, str):
+            source = (source, None)
+        if not all(c in frame.columns for c in source[:-1]):
+            continue
+        if len(source) == 4:
+            point, low, high, kind = source
+            out[header] = [fmt_interval(p, lo, hi, kind) for p, lo, hi in zip(frame[point], frame[low], frame[high])]
+        else:
+            out[header] = [fmt(v, source[1]) for v in frame[source[0]]]
+    return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))
 
 
-def _with_interval(frame: pd.DataFrame, point: str, low: str, high: str, name: str) -> pd.DataFrame:
-    out = frame.copy()
-    out[name] = [("" if pd.isna(p) else f"{p:.2%} ({lo:.2%}–{hi:.2%})" if pd.notna(lo) else f"{p:.2%}")
-                 for p, lo, hi in zip(out[point], out[low], out[high])]
-    return out.drop(columns=[point, low, high])
+def _drop_empty(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Without the columns that have no value in any row; (table, the columns left out)."""
+    empty = [c for c in frame.columns if len(frame) and (frame[c] == "").all()]
+    return frame.drop(columns=empty), empty
 
 
-def _rate_view(table: pd.DataFrame, key: str, outcome: str) -> pd.DataFrame:
-    realized = f"realized {outcome} rate (95 %)"
-    t = _with_interval(table, "realized_rate", "realized_low", "realized_high", realized)
-    if "realized_sql_to_won" in t:
-        t = _with_interval(t, "realized_sql_to_won", "sql_to_won_low", "sql_to_won_high", "SQL→won (95 %)")
-    t = _pct_columns(t, ["predicted_rate", "realized_won_rate", "predicted_won_rate"])
-    t = t.rename(columns={"positives": outcome, "predicted_rate": f"predicted {outcome} rate"})
-    order = [key, "scored", "matured", "immature", outcome, realized, f"predicted {outcome} rate",
-             "won_matured", "realized_won_rate", "predicted_won_rate", "sql_with_won_window", "SQL→won (95 %)"]
-    return t[[c for c in order if c in t.columns]]
+WON_COLUMNS = ("won windows matured", "realized won rate", "predicted won rate", "SQL with a matured won window",
+               "SQL→won (95 %)")
+
+
+def _rate_view(table: pd.DataFrame, key: str, outcome: str) -> tuple[pd.DataFrame, list[str]]:
+    """A realized-vs-predicted table for display and the columns left out for having no value."""
+    view = _formatted(table, [
+        (key.replace("_", " "), (key, "text")), ("scored", ("scored", "count")), ("matured", ("matured", "count")),
+        ("immature", ("immature", "count")), (f"{outcome} (count)", ("positives", "count")),
+        (f"realized {outcome} rate (95 %)", ("realized_rate", "realized_low", "realized_high", "pct")),
+        (f"predicted {outcome} rate", ("predicted_rate", "pct")),
+        ("won windows matured", ("won_matured", "count")), ("realized won rate", ("realized_won_rate", "pct")),
+        ("predicted won rate", ("predicted_won_rate", "pct")),
+        ("SQL with a matured won window", ("sql_with_won_window", "count")),
+        ("SQL→won (95 %)", ("realized_sql_to_won", "sql_to_won_low", "sql_to_won_high", "pct")),
+    ])
+    if "realized_won_rate" in table and not table["realized_won_rate"].notna().any():
+        # no won window has closed: the won columns would be zeros and blanks
+        dropped = [c for c in WON_COLUMNS if c in view.columns]
+        view = view.drop(columns=dropped)
+        view, empty = _drop_empty(view)
+        return view, dropped + empty
+    return _drop_empty(view)
+
+
+def _summary_cards(result: MonitorResult) -> list[dict]:
+    from leadscore.report import card, fmt
+
+    prob, outcome = _outcome(result)
+    f, cfg = result.facts, result.config
+    cards = []
+    total = result.by_tier[result.by_tier["tier"] == "all"]
+    if len(total) and total["matured"].iloc[0] > 0:
+        r = total.iloc[0]
+        cards.append(card(f"Realized {outcome} rate, matured rows", fmt(r["realized_rate"], "pct"),
+                          f"predicted {fmt(r['predicted_rate'], 'pct')}; {fmt(r['matured'], 'count')} matured rows"))
+    status_of = {"off target": "review", "on target": "ok", "on target (below, not significant)": "ok",
+                 "below target (within tolerance)": "ok"}
+    for r in result.targets.itertuples():
+        cards.append(card(f"{r.population} vs target", fmt(r.realized, "pct"),
+                          f"target {fmt(r.target, 'pct')}: {r.status}", status_of.get(r.status, "")))
+    if math.isfinite(result.ece):
+        cards.append(card("Calibration error (ECE)", f"{result.ece:.4f}",
+                          f"limit {cfg.ece_limit:g}; chance level {result.ece_chance:.4f}",
+                          "alert" if result.ece_flag else "ok"))
+    feats = result.psi[result.psi["kind"] != "score"]
+    if len(feats):
+        top = feats.sort_values("psi", ascending=False, kind="stable").iloc[0]
+        n_act, n_watch = int((feats["status"] == "act").sum()), int((feats["status"] == "watch").sum())
+        cards.append(card("Largest feature drift (PSI)", fmt(top["psi"], "psi"),
+                          f"{top['feature']}; {n_act} feature(s) act, {n_watch} watch; {prob} PSI "
+                          f"{fmt(result.psi_of(prob), 'psi')}",
+                          "alert" if n_act else "review" if n_watch else "ok"))
+    cards.append(card("Scored rows", fmt(f["scored_rows"], "count"),
+                      f"{f['runs']} run(s), latest {f['latest_run'][:10]}; {fmt(f['matured_rows'], 'count')} matured"))
+    capacity = getattr(result, "capacity", None)
+    if capacity is not None and len(capacity) and "new_sql_per_week" in capacity:
+        known = capacity.dropna(subset=["new_sql_per_week"])  # the first run has no run before it
+        if len(known):
+            last = known.iloc[-1]
+            cards.append(card("New SQL per week (latest run)", fmt(last["new_sql_per_week"], "count"),
+                              f"as of {fmt(last.get('as_of'), 'date')}: {fmt(last.get('open_sql'), 'count')} open "
+                              f"SQL; {fmt(last.get('new_mql_or_better_per_week'), 'count')} new MQL or better "
+                              "per week"))
+    return cards
+
+
+CAPACITY_COLUMNS = (("as of", ("as_of", "date")), ("days since the previous run", ("days_since_previous", "count")),
+                    ("open MQL or better", ("open_mql_or_better", "count")), ("open SQL", ("open_sql", "count")),
+                    ("new MQL or better", ("new_mql_or_better", "count")), ("new SQL", ("new_sql", "count")),
+                    ("new MQL or better per week", ("new_mql_or_better_per_week", "count")),
+                    ("new SQL per week", ("new_sql_per_week", "count")))
 
 
 def render_monitor_report(result: MonitorResult, figures: dict[str, bytes] | None = None) -> str:
-    """The monitoring report as one self-contained HTML page, the verdict first."""
-    from leadscore.report import html_page, html_table, img_tag
+    """The monitoring report as one self-contained HTML page: the verdict and the headline
+    figures first, the details after."""
+    from leadscore.report import figure_item, html_table, render_template
 
     figures = monitor_figures(result) if figures is None else figures
     prob, outcome = _outcome(result)
-
-    def img(name: str, alt: str) -> str:
-        return img_tag(figures[name], alt) if name in figures else ""
-
-    def para(text: str) -> str:
-        return f"<p>{html.escape(text)}</p>"
-
-    headline = [f"Verdict: {result.verdict.upper()} (exit code {result.exit_code})"] + \
-        [f"{'Triggered by' if result.verdict != NO_ACTION else 'Checked'}: {r}" for r in result.reasons]
-    f = result.facts
-    facts = pd.DataFrame({"value": [
+    f, cfg = result.facts, result.config
+    facts = pd.DataFrame({"fact": [
+        "model", "fitted on as-of dates until", "scoring runs", "rows", "data observed until", "outcomes", "cutoffs"],
+        "value": [
         ", ".join(f["model_versions"]) or "-",
         f"{f['trained_until']} (outcomes observed until {str(f.get('observed_until_at_training') or '-')[:10]})",
         f"{f['runs']} runs, {f['first_run'][:10]} .. {f['latest_run'][:10]}",
         (f"{f['scored_rows']:,} rows of {f['scored_leads']:,} leads; {f['matured_rows']:,} matured, "
-        f"{f['immature_rows']:,} immature (left out)"), f["observed_until"][:16],
+         f"{f['immature_rows']:,} immature (left out)"), f["observed_until"][:16],
         (f"{f['primary_label']} (the export's outcome column"
          + (f", within {f['horizon']} days of the lead's date)" if f["horizon"] else ")") if f.get("flat") else
          f"SQL within {f['horizon_days']} days, won within {f['won_horizon_days']} days"
          if f["primary_label"] == "became_sql" else f"won within {f['won_horizon_days']} days (no SQL model)"),
-        f"{f['cutoff_policy']}: MQL {prob} >= {f['mql_cutoff']:.4f}, SQL {prob} >= {f['sql_cutoff']:.4f}",
-    ]}, index=pd.Index(["model", "fitted on as-of dates until", "scoring runs", "rows", "data observed until", "outcomes",
-                        "cutoffs"], name="fact"))
-    runs = result.runs.copy()
-    runs["as_of"] = runs["as_of"].dt.strftime("%Y-%m-%d %H:%M")
-    runs["window_closes"] = runs["window_closes"].dt.strftime("%Y-%m-%d")
+        f"{f['cutoff_policy']}: MQL {prob} >= {f['mql_cutoff']:.4g}, SQL {prob} >= {f['sql_cutoff']:.4g}"]})
 
-    targets = result.targets
-    target_html = ""
-    if len(targets):
-        t = _with_interval(targets, "realized", "low", "high", "realized (95 %, resampling leads)")
-        t["target"] = [f"{v:.1%}" for v in t["target"]]
-        target_html = html_table(t)
+    rate_tables, won_note = [], None
+    for title, table, key in (("By model tier", result.by_tier, "tier"),
+                              ("By rule-baseline tier", result.by_baseline_tier, "baseline_tier"),
+                              ("By score band", result.by_band, "band")):
+        view, dropped = _rate_view(table, key, outcome)
+        won = [c for c in dropped if c in WON_COLUMNS]
+        if won:
+            won_note = (f"Won columns left out: no won outcome has matured yet (no scored row's {f['won_horizon_days']}"
+                        f"-day won window has closed by {f['observed_until'][:10]}).")
+        other = [c for c in dropped if c not in WON_COLUMNS]
+        note = f"Left out for having no value in any row: {', '.join(other)}." if other else None
+        rate_tables.append({"title": title, "table": html_table(view, index=False), "note": note})
 
-    psi = result.psi.copy()
-    psi["unseen_share"] = [("" if pd.isna(v) else f"{v:.1%}") for v in psi["unseen_share"]]
+    targets = None
+    if len(result.targets):
+        targets = html_table(_formatted(result.targets, [
+            ("population", ("population", "text")), ("target", ("target", "pct")),
+            ("realized (95 %, resampling leads)", ("realized", "low", "high", "pct")),
+            ("matured rows", ("matured", "count")), ("leads", ("leads", "count")), ("status", ("status", "text"))]),
+            index=False)
+
+    capacity = getattr(result, "capacity", None)
+    capacity_html = None
+    if capacity is not None and len(capacity):
+        capacity_html = html_table(_formatted(capacity, CAPACITY_COLUMNS), index=False)
+
+    reliability = result.reliability.copy()
+    if len(reliability):
+        reliability["range"] = [f"{lo:.0%}–{lo + 1 / cfg.ece_bins:.0%}" for lo in reliability["bin_low"]]
+    reliability_table_html = html_table(_formatted(reliability, [
+        (f"predicted {prob} range", ("range", "text")), ("matured rows", ("rows", "count")),
+        (f"mean predicted {prob}", ("predicted", "pct")),
+        (f"realized {outcome} rate (95 %)", ("observed", "observed_low", "observed_high", "pct"))]), index=False)
+
+    shown, quiet = _shown_psi(result)
+    psi_table = html_table(_formatted(shown, [
+        ("feature", ("feature", "text")), ("group", ("group", "text")), ("kind", ("kind", "text")),
+        ("PSI", ("psi", "psi")), ("status", ("status", "text")),
+        ("values unseen in training", ("unseen_share", "pct"))]), index=False)
+    psi_quiet = (f"{quiet} feature(s) with PSI < {PSI_SHOWN:g} not shown (their distribution did not move)."
+                 if quiet else None)
+
+    persona_tables = []
+    share_columns = [("feature", ("feature", "text")), ("value", ("value", "text")),
+                     ("disqualified leads", ("disqualified", "count")), ("converted leads", ("converted", "count")),
+                     ("share of disqualified", ("disqualified_share", "pct")),
+                     ("share of converted", ("converted_share", "pct")),
+                     ("over-representation (share difference)", ("over_representation", "pct")),
+                     ("lift (ratio of shares)", ("lift", "ratio")),
+                     ("disqualified among leads with it", ("disqualified_rate", "pct"))]
     persona = result.persona
-    persona_html = para(f"{f['disqualified_leads']:,} disqualified leads vs {f['converted_leads']:,} leads that "
-                        f"{label_spec(f['primary_label']).noun} (each on its latest scored row before the outcome; "
-                        "matured windows only).")
     for grp, title in (("fit", "Fit (who they are)"), ("engagement", "Engagement (what they did)")):
-        g = persona[persona["group"] == grp].head(result.config.persona_top) if len(persona) else persona
+        g = persona[persona["group"] == grp].head(cfg.persona_top) if len(persona) else persona
         if len(g):
-            persona_html += f"<h3>{html.escape(title)}</h3>" + html_table(
-                _pct_columns(g, ["disqualified_share", "converted_share", "over_representation", "disqualified_rate"]))
-    if not len(persona):
-        persona_html += para("No characteristic is over-represented among disqualified leads "
-                             "(or there are no disqualified or no converted leads with a matured window).")
-    misleading_html = ""
+            persona_tables.append({"title": title, "table": html_table(_formatted(g, share_columns), index=False)})
+    misleading = None
     if len(result.misleading):
-        misleading_html = para(f"Mean SHAP contribution (log-odds of the uncalibrated {prob} model) among disqualified "
-                               "leads: the largest positive means are what pushed them up wrongly.") + \
-            html_table(result.misleading.head(15))
+        misleading = html_table(_formatted(result.misleading.head(15), [
+            ("feature", ("feature", "text")), ("group", ("group", "text")),
+            ("mean positive contribution, disqualified", ("mean_positive_disqualified", "logodds")),
+            ("mean contribution, disqualified", ("mean_disqualified", "logodds")),
+            ("mean contribution, converted", ("mean_converted", "logodds")),
+            ("strongest push for (share of disqualified)", ("top_push_share", "pct"))]), index=False)
 
-    sections = [
-        ("Summary", html_table(facts) + "".join(para(n) for n in result.notes)),
-        ("Realized vs predicted", img("realized_vs_predicted.png", f"realized vs predicted {outcome} rate")
-         + "<h3>Conversion targets</h3>" + para(f["target_note"]) + target_html
-         + "<h3>By model tier</h3>" + html_table(_rate_view(result.by_tier, "tier", outcome))
-         + "<h3>By rule-baseline tier</h3>" + html_table(_rate_view(result.by_baseline_tier, "baseline_tier", outcome))
-         + "<h3>By score band</h3>" + html_table(_rate_view(result.by_band, "band", outcome))),
-        ("Calibration", img("calibration.png", "calibration curves")
-         + para(f"ECE {result.ece:.4f} (limit {result.config.ece_limit:g}; a perfectly calibrated model shows up to "
-                f"{result.ece_chance:.4f} by chance on these rows): "
-                + ("FLAGGED" if result.ece_flag else "within limits")
-                + f". Over the score bands (equal-share bins, more telling where most probabilities are small), "
-                  f"the mean |predicted - realized| is {f['ece_score_bands']:.4f} (informational).")
-         + html_table(_pct_columns(result.reliability, []))),
-        ("Population drift", img("psi.png", "PSI by feature")
-         + para(f"Reference: {f['reference_rows']:,} feature rows of leads open at "
-                + ", ".join(d[:10] for d in f["reference_dates"])
-                + f" (end of the training window); current: {f['current_rows']:,} leads of the run of "
-                  f"{f['latest_run'][:10]}" + (f", both at most {f['max_lead_age_days']} days old"
-                                               if f["max_lead_age_days"] else "") + ".")
-         + html_table(psi)),
-        ("Disqualified leads: the negative persona", persona_html),
-        ("SHAP contributions that misled for disqualified leads", misleading_html or para("No disqualified leads.")),
-        ("Scoring runs", html_table(runs)),
-    ]
-    return html_page("leadscore monitoring", sections, notes=headline)
+    runs = html_table(_formatted(result.runs, [
+        ("as of", ("as_of", "datetime")), ("model version", ("model_version", "text")), ("scored", ("scored", "count")),
+        ("matured", ("matured", "count")), ("immature", ("immature", "count")),
+        ("won windows matured", ("won_matured", "count")), ("outcome window closes", ("window_closes", "date"))]),
+        index=False)
+
+    reference = (f"Reference: {f['reference_rows']:,} feature rows of leads open at "
+                 + (", ".join(d[:10] for d in f["reference_dates"]) or "the training export's rows")
+                 + f" (end of the training window); current: {f['current_rows']:,} leads of the run of "
+                   f"{f['latest_run'][:10]}" + (f", both at most {f['max_lead_age_days']} days old"
+                                                if f["max_lead_age_days"] else "") + ".")
+    calibration_text = (
+        f"ECE {result.ece:.4f} (limit {cfg.ece_limit:g}; a perfectly calibrated model shows up to "
+        f"{result.ece_chance:.4f} by chance on these rows): " + ("FLAGGED" if result.ece_flag else "within limits")
+        + ". Over the score bands (equal-share bins, more telling where most probabilities are small), the mean "
+          f"|predicted - realized| is {f['ece_score_bands']:.4f} (informational).")
+    return render_template(
+        "monitor.html.j2", title="leadscore monitoring", verdict=result.verdict.upper(),
+        verdict_status=VERDICT_STATUS[result.verdict], exit_code=result.exit_code,
+        reasons_label="Triggered by" if result.verdict != NO_ACTION else "Checked", reasons=result.reasons,
+        cards=_summary_cards(result), notes=result.notes, facts=html_table(facts, index=False, css_class="text"),
+        outcome=outcome,
+        realized_figure=figure_item(figures, "realized_vs_predicted.png", f"realized vs predicted {outcome} rate",
+                                    "Diamonds: mean predicted probability; dots: realized rate with its 95 % Wilson "
+                                    "interval, on matured rows only."),
+        target_note=f["target_note"], targets=targets, rate_tables=rate_tables, won_note=won_note,
+        capacity=capacity_html,
+        calibration_figure=figure_item(figures, "calibration.png", "calibration curves",
+                                       f"Bins with fewer than {cfg.min_rows} matured rows are not drawn on the left."),
+        calibration_text=calibration_text, reliability=reliability_table_html,
+        psi_figure=figure_item(figures, "psi.png", "PSI by feature"), reference=reference, psi=psi_table,
+        psi_quiet=psi_quiet, psi_shown=PSI_SHOWN,
+        persona_intro=(f"{f['disqualified_leads']:,} disqualified leads vs {f['converted_leads']:,} leads that "
+                       f"{label_spec(f['primary_label']).noun} (each on its latest scored row before the outcome; "
+                       "matured windows only)."),
+        persona_tables=persona_tables,
+        misleading_intro=(f"Mean SHAP contribution (log-odds of the uncalibrated {prob} model) among disqualified "
+                          "leads: the largest positive means are what pushed them up wrongly."),
+        misleading=misleading, runs=runs)

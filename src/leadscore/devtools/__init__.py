@@ -1,0 +1,1 @@
+"""Tools for developing leadscore itself (not used by the pipeline): e.g. report screenshots."""
