@@ -897,15 +897,15 @@ def monitor(scorer, manifest: dict, con, scores: pd.DataFrame, *, config: Monito
     if _ece_flag(ece, chance, config):
         reasons.append(f"calibration drift: ECE {ece:.4f} > limit {config.ece_limit:g} on {len(y):,} matured rows "
                        f"(a calibrated model would show <= {chance:.4f} by chance); realized {label.name} rate "
-                       f"{y.mean():.2%} vs predicted {p.mean():.2%}")
+                       f"{y.mean():.1%} vs predicted {p.mean():.1%}")
     off = targets[targets["status"] == "off target"] if len(targets) else targets
     if reasons:
         verdict = RETRAIN
     elif len(off):
         verdict = REVIEW_CUTOFFS
         for r in off.itertuples():
-            reasons.append(f"realized conversion off target: {r.population} {label.noun} at {r.realized:.2%} "
-                           f"({r.low:.2%}-{r.high:.2%}) vs target {r.target:.1%} on {r.matured:,} matured rows")
+            reasons.append(f"realized conversion off target: {r.population} {label.noun} at {r.realized:.1%} "
+                           f"({r.low:.1%}-{r.high:.1%}) vs target {r.target:.1%} on {r.matured:,} matured rows")
     else:
         verdict = NO_ACTION
         top = drift[drift["kind"] != "score"].head(1)
@@ -914,11 +914,11 @@ def monitor(scorer, manifest: dict, con, scores: pd.DataFrame, *, config: Monito
                  f"{label.probability} PSI {drift.loc[drift['feature'] == label.probability, 'psi'].iloc[0]:.3f}"]
         parts.append(f"ECE {ece:.4f} <= limit {config.ece_limit:g}" if math.isfinite(ece) else "no matured rows for ECE")
         for r in targets.itertuples():
-            parts.append(f"{r.population} realized {r.realized:.2%} vs target {r.target:.1%} ({r.status})")
+            parts.append(f"{r.population} realized {r.realized:.1%} vs target {r.target:.1%} ({r.status})")
         reasons.append("; ".join(parts))
     if verdict == RETRAIN:
         for r in off.itertuples():
-            notes.append(f"also off target: {r.population} {label.noun} at {r.realized:.2%} ({r.low:.2%}-{r.high:.2%}) "
+            notes.append(f"also off target: {r.population} {label.noun} at {r.realized:.1%} ({r.low:.1%}-{r.high:.1%}) "
                          f"vs target {r.target:.1%}; retraining sets new cutoffs")
     watch = drift[(drift["status"] == "watch")]
     if len(watch):
