@@ -656,7 +656,7 @@ def _register(pipeline, bundle_dir: Path, run):
 
 TRACKING_URI_HELP = ("MLflow tracking URI to log and register in (overrides `tracking.tracking_uri` in the config; "
                      "default sqlite:///mlflow.db).")
-TRAIN_PROGRESS_HELP = "Every 15 s, print the elapsed time and the stage running on stderr."
+TRAIN_PROGRESS_HELP = "Every 30 s, print the elapsed time and the stage running on stderr."
 
 
 @app.command()

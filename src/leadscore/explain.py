@@ -542,23 +542,37 @@ def top_reasons(contrib: np.ndarray, values: pd.DataFrame, k: int, declared: Map
     features = list(values.columns)
     contrib = np.asarray(contrib, dtype="float64")
     names, codes = _signal_codes(values, list(kinds), raisers)
-    n = len(contrib)
-    sums = np.zeros((n, len(names)))
+    n, n_signals = len(contrib), len(names)
+    sums = np.zeros((n, n_signals))
     rows = np.arange(n)
     for j in range(len(features)):
         sums[rows, codes[:, j]] += contrib[:, j]
-    kk = min(k, len(names))
+    # per (row, signal): its most telling feature, the largest contribution in the signal's direction
+    pushing = contrib * np.sign(np.take_along_axis(sums, codes, axis=1))
+    keys = (rows[:, None] * n_signals + codes).ravel()
+    order = np.lexsort((-pushing.ravel(), keys))
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = keys[order][1:] != keys[order][:-1]
+    best = np.zeros(n * n_signals, dtype="int64")
+    best[keys[order][first]] = order[first] % len(features)
+    best = best.reshape(n, n_signals)
+    # every feature of a signal: its own, and the "latest" recencies that joined it in that row
+    latest = [j for j, f in enumerate(features) if f in _LATEST]
+    own = {g: [] for g in range(n_signals)}
+    for j, f in enumerate(features):
+        if f not in _LATEST:
+            own[names.index(signal_of(f))].append(f)
+    kk = min(k, n_signals)
     up = np.argsort(-sums, axis=1, kind="stable")[:, :kk]
     down = np.argsort(sums, axis=1, kind="stable")[:, :kk]
     records = values.to_dict("records")
     positives, negatives = [], []
     for i, row in enumerate(records):
         def reason(g: int) -> dict:
-            members = np.flatnonzero(codes[i] == g)
-            j = members[np.argmax(np.sign(sums[i, g]) * contrib[i, members])]
-            f = features[j]
+            f = features[best[i, g]]
+            members = own[g] + [features[j] for j in latest if codes[i, j] == g]
             return {"signal": names[g], "contribution": float(sums[i, g]), "feature": f, "value": _plain(row[f]),
-                    "text": describe(f, row[f], row, declared), "features": [features[m] for m in members]}
+                    "text": describe(f, row[f], row, declared), "features": members}
 
         positives.append([reason(g) for g in up[i] if sums[i, g] >= min_contribution and sums[i, g] > 0])
         negatives.append([reason(g) for g in down[i] if sums[i, g] <= -min_contribution and sums[i, g] < 0])

@@ -52,7 +52,7 @@ class Heartbeat:
 
     ``with Heartbeat("training") as beat: ...; beat.stage("fold 2")``. Disabled: silent."""
 
-    def __init__(self, description: str, enabled: bool = True, every: float = 15.0):
+    def __init__(self, description: str, enabled: bool = True, every: float = 30.0):
         self.description, self.enabled, self.every = description, enabled, every
         self._stage = "starting"
         self._start = time.perf_counter()

@@ -124,20 +124,14 @@ def fmt(value, kind: str | None = None) -> str:
         if isinstance(value, (int, np.integer)):
             return f"{int(value):,}"
         return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
-    v = float(value)
-    if kind == "pct":
-        return f"{v:.1%}"
     if kind == "count":
-        return f"{round(v):,}"
-    if kind == "psi":
-        return f"{v:.3f}"
-    if kind == "prob":
-        return f"{v:.4g}"
-    if kind == "ratio":
-        return f"{v:.2f}"
-    if kind == "logodds":
-        return f"{v:+.3f}"
-    raise ValueError(f"unknown format kind {kind!r}")
+        return f"{round(float(value)):,}"
+    if kind not in _FORMATS:
+        raise ValueError(f"unknown format kind {kind!r}")
+    return _FORMATS[kind].format(float(value))
+
+
+_FORMATS = {"pct": "{:.1%}", "psi": "{:.3f}", "prob": "{:.4g}", "ratio": "{:.2f}", "logodds": "{:+.3f}"}
 
 
 def fmt_interval(point, low, high, kind: str | None = None) -> str:
