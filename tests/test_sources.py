@@ -185,8 +185,8 @@ def test_a_source_labels_codes_for_explanations_and_bad_labels_name_the_line(tmp
     phrases = declared_phrases(FeatureConfig(contract=src.contract))
     assert phrases["lead_source"]("referral") == "Came in through a customer's referral"
     assert phrases["lead_source"]("paid_search") == "Came in through paid search ads"  # the built-in label stays
-    assert phrases["landing_page"]("lp-1") == "Landing page: the pricing page"
-    assert phrases["landing_page"]("lp-2") == "Landing page: lp-2"
+    assert phrases["landing_page"]("lp-1") == "Landing page = the pricing page"
+    assert phrases["landing_page"]("lp-2") == "Landing page = lp-2"
     for bad, message in (("value_labels:\n  colour: {red: Red}\n", r"source.yaml:3: value_labels.colour: not a "
                                                                     r"built-in categorical attribute"),
                          ("value_labels:\n  landing_page: {lp-1: x}\n", r"under tables.leads.attributes.landing_page"

@@ -384,7 +384,7 @@ def declared_phrases(config) -> dict[str, Callable[[object, Mapping | None], str
         label = a.display
         if a.kind == "categorical":
             out[a.name] = lambda v, row=None, label=label, name=a.name: (
-                f"{label} unknown" if v in (None, "missing") else f"{label}: {value_label(name, v, labels)}")
+                f"{label} unknown" if v in (None, "missing") else f"{label} = {value_label(name, v, labels)}")
         else:
             out[a.name] = lambda v, row=None, label=label: (f"{label} unknown" if _missing(v)
                                                             else f"{label} = {_num(v):,.4g}")
