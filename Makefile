@@ -36,7 +36,7 @@ demo: install  ## generate synthetic data and run every stage that exists, end t
 	$(BIN)/leadscore validate --data $(DEMO_DIR)
 	$(BIN)/leadscore funnel --data $(DEMO_DIR)
 	$(BIN)/leadscore features --data $(DEMO_DIR) --as-of 2025-10-01 --out $(DEMO_OUT)/features.parquet
-	$(BIN)/leadscore baseline --data $(DEMO_DIR) --as-of 2025-06-01 --rules pipelines/rules.yaml \
+	$(BIN)/leadscore baseline --data $(DEMO_DIR) --as-of 2025-06-01 \
 		--out $(DEMO_OUT)/baseline.parquet
 	$(BIN)/leadscore train --config pipelines/train.yaml --data $(DEMO_DIR)
 	$(BIN)/leadscore score --model models:/leadscore@champion --data $(DEMO_DIR) --as-of 2025-09-24 \

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-LEADSCORE = [sys.executable, "-m", "leadscore.cli"]
+LEADSCORE = [sys.executable, "-m", "leadscore.cli.app"]
 TABLES = ("leads", "activities", "lifecycle")
 
 
@@ -63,7 +63,7 @@ def ensure_model(work: Path) -> Path:
         return bundle
     train_data = ensure_data(work / "train-data", 8000, 3)
     raw = yaml.safe_load((REPO / "pipelines" / "train.yaml").read_text())
-    raw.update(data=str(train_data), rules=str(REPO / "pipelines" / "rules.yaml"), models_dir=str(work / "models"))
+    raw.update(data=str(train_data), models_dir=str(work / "models"))
     raw["cutoffs"]["bootstrap"] = 200
     config = work / "train.yaml"
     config.write_text(yaml.safe_dump(raw))

@@ -29,12 +29,12 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import log_loss, roc_auc_score
 
-from leadscore.config import load_pipeline
-from leadscore.examples import build_examples, lead_parts, matured
-from leadscore.features import connect
-from leadscore.pipeline import _fit_at, train_pipeline
+from leadscore.features.builder import connect
+from leadscore.labels.examples import build_examples, lead_parts, matured
 from leadscore.synthetic import SynthConfig, generate
 from leadscore.synthetic.truth import load_latent, true_probabilities
+from leadscore.training.config import load_pipeline
+from leadscore.training.pipeline import _fit_at, train_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 SQL = "became_sql"

@@ -4,7 +4,7 @@ fold (what leadscore does) against a held-out share of leads, and not at all?
 At each cut-off, the same LightGBM (the trees early stopping chose, then fitted on every lead
 but the ones held out) is fitted on what was known then and its probabilities are read on the matured examples of the next 12 weeks:
 
-* ``out of fold``: :func:`leadscore.pipeline._fit_at` - the fit's newest 8 weeks calibrate it,
+* ``out of fold``: :func:`leadscore.training.pipeline._fit_at` - the fit's newest 8 weeks calibrate it,
   each example scored by a model fitted on the other half of the leads;
 * ``held-out 15 %``: 15 % of the leads of the newest 8 weeks left out of the fit and calibrated
   on (the first walk-forward design);
@@ -24,18 +24,18 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import log_loss
 
-from leadscore.baseline import load_rules
-from leadscore.config import load_pipeline
-from leadscore.examples import (
+from leadscore.features.builder import connect, feature_catalogue
+from leadscore.labels.examples import (
     LABEL_SPECS,
     build_examples,
     lead_parts,
     matured,
 )
-from leadscore.features import connect, feature_catalogue
-from leadscore.metrics import expected_calibration_error
-from leadscore.pipeline import _fit_at
-from leadscore.train import calibrate, fit_lightgbm
+from leadscore.modeling.baseline import load_rules
+from leadscore.modeling.metrics import expected_calibration_error
+from leadscore.modeling.model import calibrate, fit_lightgbm
+from leadscore.training.config import load_pipeline
+from leadscore.training.pipeline import _fit_at
 
 REPO = Path(__file__).resolve().parents[1]
 SQL = LABEL_SPECS["became_sql"]

@@ -36,10 +36,10 @@ def main() -> None:
     import pandas as pd
     import shap
 
-    from leadscore.explain import explain_rows
-    from leadscore.features import connect, features_as_of, open_leads
-    from leadscore.tracking import load_scorer
-    from leadscore.train import as_model_frame
+    from leadscore.features.builder import connect, features_as_of, open_leads
+    from leadscore.modeling.model import as_model_frame
+    from leadscore.serving.explain import explain_rows
+    from leadscore.serving.registry import load_scorer
 
     scorer, _ = load_scorer(str(bundle))
     con = connect({n: str(data / f"{n}.parquet") for n in TABLES})

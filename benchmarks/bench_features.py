@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-# The reference implementations are written independently of leadscore.features: these lists
+# The reference implementations are written independently of leadscore.features.builder: these lists
 # are spelled out here, as an analyst writing the query by hand would.
 KINDS = ("page_view_pricing", "page_view_product", "page_view_blog", "page_view_careers", "page_view_docs",
          "content_download", "webinar_registration", "webinar_attendance", "email_open", "email_click",
@@ -76,7 +76,7 @@ def _threads(con) -> None:
 
 
 def run_ours(paths: dict[str, str], as_of: str):
-    from leadscore.features import FeatureConfig, connect, features_as_of
+    from leadscore.features.builder import FeatureConfig, connect, features_as_of
 
     # The references compute the original 83 columns; per-kind recency is not in them.
     t0 = time.perf_counter()
@@ -390,7 +390,7 @@ def main() -> None:
 
     if not args.data.exists():
         print(f"generating {args.leads:,} leads into {args.data} ...", flush=True)
-        subprocess.run([sys.executable, "-m", "leadscore.cli", "synth", "--leads", str(args.leads), "--seed", "1",
+        subprocess.run([sys.executable, "-m", "leadscore.cli.app", "synth", "--leads", str(args.leads), "--seed", "1",
                         "--out", str(args.data), "--no-progress"], check=True, stdout=subprocess.DEVNULL)
     import pyarrow.parquet as pq
 

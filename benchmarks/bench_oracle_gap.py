@@ -25,19 +25,19 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from leadscore.baseline import load_rules
-from leadscore.config import load_pipeline
-from leadscore.examples import (
+from leadscore.features.builder import connect, feature_catalogue
+from leadscore.labels.examples import (
     build_examples,
     matured,
     observed_end,
     parts_at,
     walk_forward,
 )
-from leadscore.features import connect, feature_catalogue
+from leadscore.modeling.baseline import load_rules
+from leadscore.modeling.model import fit_lightgbm
 from leadscore.synthetic import SynthConfig, generate
 from leadscore.synthetic.truth import load_latent, true_probabilities
-from leadscore.train import fit_lightgbm
+from leadscore.training.config import load_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 SQL = "became_sql"

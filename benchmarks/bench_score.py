@@ -39,10 +39,10 @@ def main() -> None:
 
     import pandas as pd
 
-    from leadscore.features import connect, features_as_of
-    from leadscore.scoring import read_scores
-    from leadscore.tracking import load_scorer
-    from leadscore.train import as_model_frame
+    from leadscore.features.builder import connect, features_as_of
+    from leadscore.modeling.model import as_model_frame
+    from leadscore.serving.batch import read_scores
+    from leadscore.serving.registry import load_scorer
 
     scorer, _ = load_scorer(str(bundle))
     paths = {n: str(data / f"{n}.parquet") for n in TABLES}

@@ -89,7 +89,7 @@ def build_model(work: Path, leads: int, seed: int) -> tuple[str, str, Path]:
                    "--no-progress"])
     if not (work / "models" / "leadscore" / "manifest.json").exists():
         raw = yaml.safe_load((REPO / "pipelines" / "train.yaml").read_text())   # as tests/conftest.py writes it
-        raw.update(data=str(data), rules=str(REPO / "pipelines" / "rules.yaml"), models_dir=str(work / "models"))
+        raw.update(data=str(data), models_dir=str(work / "models"))
         raw.setdefault("tracking", {}).update(tracking_uri=tracking_uri, artifact_location=str(work / "mlartifacts"))
         raw["cutoffs"]["bootstrap"] = 200
         config = work / "train.yaml"
@@ -536,8 +536,8 @@ def bench(args, work: Path, server: list) -> list[str]:
         data = args.data or data
 
 
-    from leadscore.features import features_as_of
-    from leadscore.tracking import load_scorer
+    from leadscore.features.builder import features_as_of
+    from leadscore.serving.registry import load_scorer
 
     progress(f"loading {model} in process (as the server does) and the feature rows of leads open at {args.as_of} ...")
     t = time.perf_counter()

@@ -27,7 +27,7 @@ def main() -> None:
     args = ap.parse_args()
 
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_synth_")) / "data"
-    cmd = [sys.executable, "-m", "leadscore.cli", "synth", "--leads", str(args.leads), "--seed", str(args.seed),
+    cmd = [sys.executable, "-m", "leadscore.cli.app", "synth", "--leads", str(args.leads), "--seed", str(args.seed),
            "--out", str(out), "--no-progress"]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)

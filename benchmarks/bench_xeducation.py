@@ -12,7 +12,7 @@ not used by any model).
                                           [--folds 5] [--seeds 0 1 2] [--model-param key=value ...]
                                           [--check]
 
-Model parameters (leadscore.train.ModelConfig fields) come from the config's `model:` section if
+Model parameters (leadscore.modeling.model.ModelConfig fields) come from the config's `model:` section if
 it has one, then from --model-param (which wins); anything not given keeps ModelConfig's default.
 --seeds shuffle the folds (one cross-validation per seed); the models' own seed is the `seed`
 model parameter (default 0).
@@ -66,9 +66,9 @@ def main() -> None:
                          "on every seed")
     args = ap.parse_args()
 
-    from leadscore.config import ConfigError, build
-    from leadscore.flat import load_config, load_flat
-    from leadscore.train import ModelConfig
+    from leadscore.modeling.model import ModelConfig
+    from leadscore.settings import ConfigError, build
+    from leadscore.training.flat import load_config, load_flat
 
     try:
         dataset = load_config(args.config)
@@ -108,7 +108,7 @@ def main() -> None:
 
 
 def run_seed(data, config, folds: int, seed: int) -> tuple[bool, bool, dict]:
-    from leadscore.flatcv import MODELS, cross_validate_flat
+    from leadscore.training.flatcv import MODELS, cross_validate_flat
 
     print(f"\n=== {folds}-fold stratified cross-validation, fold seed {seed}; load average before "
           f"{os.getloadavg()[0]:.1f}", flush=True)

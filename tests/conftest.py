@@ -14,7 +14,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from leadscore.cli import app
+from leadscore.cli.app import app
 from leadscore.synthetic import SynthConfig, generate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,10 +57,11 @@ def train_dir(tmp_path_factory):
 
 def write_config(path: Path, data: Path, base: str = "train.yaml", **overrides) -> Path:
     """pipelines/``base`` (train.yaml) pointed at ``data``, with models and MLflow next to ``path``
-    and its other files (rules, source) found in pipelines/."""
+    and its other files (rules, source) found in pipelines/ (no rules: the packaged ones)."""
     raw = yaml.safe_load((REPO / "pipelines" / base).read_text())
     raw["data"] = str(data)
-    raw["rules"] = str(REPO / "pipelines" / raw.get("rules", "rules.yaml"))
+    if raw.get("rules"):
+        raw["rules"] = str(REPO / "pipelines" / raw["rules"])
     if raw.get("source"):
         raw["source"] = str(REPO / "pipelines" / raw["source"])
     raw["models_dir"] = str(path.parent / "models")
@@ -122,7 +123,7 @@ def flat_trained(xeducation_csv, tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_bundle(trained) -> Path:
     """The bundle directory the session's training run wrote."""
-    from leadscore.config import load_pipeline
+    from leadscore.training.config import load_pipeline
 
     pipeline = load_pipeline(trained[0])
     return Path(pipeline.models_dir) / pipeline.name

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from leadscore.alerts import (
+from leadscore.serving.alerts import (
     CHANGES,
     TRANSITION_COLUMNS,
     DeliveryReport,
@@ -449,7 +449,7 @@ def test_plain_http_is_refused_unless_loopback_or_explicitly_allowed(url, allowe
 
 
 def test_cli_webhook_flag_overrides_only_the_url_and_errors_never_print_secrets(tmp_path):
-    from leadscore.config import load_scoring
+    from leadscore.serving.batch import load_scoring
 
     config = tmp_path / "score.yaml"
     config.write_text("webhook:\n  url:\n  batch_size: 7\n  timeout_seconds: 2\n  retries: 1\n")

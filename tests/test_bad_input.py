@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leadscore import contract
-from leadscore.cli import EXIT_UNUSABLE, app
-from leadscore.config import ConfigError
-from leadscore.contract import HISTORY, Contract, ContractError, validate_tables
-from leadscore.data.sources import load_source
-from leadscore.flat import load_config, load_flat
+from leadscore.cli.app import EXIT_UNUSABLE, app
+from leadscore.data import contract
+from leadscore.data.contract import HISTORY, Contract, ContractError, validate_tables
+from leadscore.settings import ConfigError
+from leadscore.sources.mapping import load_source
+from leadscore.training.flat import load_config, load_flat
 
 from .conftest import runner, ts
 
@@ -694,7 +694,7 @@ def test_a_source_sets_its_own_earliest_plausible_date(tmp_path):
 # ---------------------------------------------------------------------------
 
 def test_leads_with_quarantined_history_are_found_by_their_id_as_a_reader_reads_it(tables):
-    from leadscore.scoring import id_key, incomplete_history_keys
+    from leadscore.serving.batch import id_key, incomplete_history_keys
 
     tables["leads"].loc[1, "lead_id"] = NFC                                  # B is now José (NFC)
     tables["activities"] = pd.concat([tables["activities"], pd.DataFrame({

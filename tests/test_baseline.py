@@ -11,10 +11,18 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
-from leadscore.baseline import RuleBaselineClassifier, load_rules, parse_rules, score_baseline
-from leadscore.cli import app
-from leadscore.config import ConfigError
-from leadscore.examples import ExampleConfig, build_examples, matured
+from leadscore.cli.app import app
+from leadscore.features.builder import connect
+from leadscore.labels.examples import ExampleConfig, build_examples, matured
+from leadscore.modeling.baseline import (
+    DEFAULT_RULES,
+    RuleBaselineClassifier,
+    load_rules,
+    parse_rules,
+    score_baseline,
+    with_baseline_points,
+)
+from leadscore.settings import ConfigError
 
 from .test_features import AS_OF, _days_before, _lead, _tables
 
@@ -181,7 +189,7 @@ def test_malformed_yaml_reports_the_line(tmp_path):
 
 
 def test_rule_errors_point_at_the_rule_line(tmp_path):
-    text = (REPO / "pipelines" / "rules.yaml").read_text().replace("activity: page_view_pricing", "activity: pricing")
+    text = (DEFAULT_RULES).read_text().replace("activity: page_view_pricing", "activity: pricing")
     path = tmp_path / "rules.yaml"
     path.write_text(text)
     line = next(i for i, ln in enumerate(text.splitlines(), 1) if "activity: pricing" in ln)
@@ -190,7 +198,7 @@ def test_rule_errors_point_at_the_rule_line(tmp_path):
 
 
 def test_default_rules_load():
-    rules = load_rules(REPO / "pipelines" / "rules.yaml")
+    rules = load_rules(DEFAULT_RULES)
     assert rules.mql_threshold < rules.sql_threshold and len(rules.engagement_rules) > 10
 
 
@@ -200,8 +208,10 @@ def test_default_rules_load():
 def test_default_rules_give_a_sensible_funnel(funnel_dir):
     """MQL tier is a minority of open leads and converts to SQL far more often than the rest."""
     tables = {n: funnel_dir / f"{n}.parquet" for n in ("leads", "activities", "lifecycle")}
-    rules = load_rules(REPO / "pipelines" / "rules.yaml")
-    ex, _ = build_examples(tables, ExampleConfig(start="2025-02-03", end="2025-06-30", cadence_days=21), rules=rules)
+    rules = load_rules(DEFAULT_RULES)
+    con = connect(tables)
+    ex, _ = build_examples(con, ExampleConfig(start="2025-02-03", end="2025-06-30", cadence_days=21))
+    ex = with_baseline_points(con, ex, rules)
     ex = matured(ex, "became_sql")
     qualified = ex["baseline_tier"] != "lead"
     assert 0.03 < qualified.mean() < 0.4
@@ -224,7 +234,7 @@ def test_wrapper_needs_the_points_column():
 def test_cli_baseline(synthetic_dir, tmp_path):
     out = tmp_path / "baseline.csv"
     res = runner.invoke(app, ["baseline", "--data", str(synthetic_dir), "--as-of", "2025-05-01",
-                              "--rules", str(REPO / "pipelines" / "rules.yaml"), "--out", str(out)])
+                              "--rules", str(DEFAULT_RULES), "--out", str(out)])
     assert res.exit_code == 0, res.output
     scores = pd.read_csv(out)
     assert {"fit_points", "engagement_points", "total_points", "baseline_tier", "grid", "fired_rules"} <= set(scores)

@@ -15,8 +15,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 import leadscore
-from leadscore import bundle
-from leadscore.bundle import (
+from leadscore.serving import bundle
+from leadscore.serving.bundle import (
     MANIFEST,
     BundleError,
     BundleVersionWarning,
@@ -27,7 +27,7 @@ from leadscore.bundle import (
     verify_bundle,
     write_bundle,
 )
-from leadscore.codec import CodecError, dumps, loads
+from leadscore.serving.codec import CodecError, dumps, loads
 
 
 class TouchOnUnpickle:
@@ -96,7 +96,7 @@ def test_manifest_records_format_versions_and_every_file(model_dir):
     assert versions["scikit-learn"] == metadata.version("scikit-learn")
     assert {"python", "pandas", "numpy"} <= set(versions)
     assert manifest["objects"] == ["meta.json", "scorer.json"]
-    assert manifest["code"]["bundle.py"] == sha256_file(pathlib.Path(bundle.__file__))
+    assert manifest["code"]["serving/bundle.py"] == sha256_file(pathlib.Path(bundle.__file__))
     on_disk = sorted(p.name for p in model_dir.iterdir() if p.name != MANIFEST)
     assert "manifest.sig" not in on_disk   # no key set: unsigned
     assert sorted(manifest["files"]) == on_disk

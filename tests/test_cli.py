@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from leadscore.cli import EXIT_UNUSABLE, EXIT_VIOLATIONS, app
-from leadscore.funnel import funnel_summary
+from leadscore.cli.app import EXIT_UNUSABLE, EXIT_VIOLATIONS, app
+from leadscore.data.funnel import funnel_summary
 
 from .conftest import ts
 
@@ -193,7 +193,7 @@ def test_a_killed_jobs_debris_is_never_read_as_scores_and_is_removed_once_its_ow
     import os
     import subprocess
 
-    from leadscore.cli import _score_files
+    from leadscore.cli.app import _score_files
     from leadscore.io import remove_debris
 
     gone = subprocess.Popen(["true"])

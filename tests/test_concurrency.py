@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from leadscore.flat import load_config
 from leadscore.synthetic import SynthConfig, generate
 from leadscore.synthetic.flat import flat_export
+from leadscore.training.flat import load_config
 
 pytestmark = pytest.mark.slow
 
@@ -47,8 +47,8 @@ def test_two_trainings_at_once_register_each_its_own_bundle(small_export):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from leadscore.bundle import verify_bundle
-    from leadscore.tracking import load_scorer, verify_registered
+    from leadscore.serving.bundle import verify_bundle
+    from leadscore.serving.registry import load_scorer, verify_registered
 
     dataset = load_config(small_export)
     mlflow.set_tracking_uri(dataset.tracking_config.tracking_uri)

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from leadscore import contract
-from leadscore.contract import ContractError, validate_tables
+from leadscore.data import contract
+from leadscore.data.contract import ContractError, validate_tables
 
 from .conftest import ts
 

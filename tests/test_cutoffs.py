@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import math
 
@@ -13,9 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from leadscore.config import ConfigError, build
-from leadscore.cutoffs import (
-    EPS,
+from leadscore.modeling.cutoff_policies.expected_value import EPS
+from leadscore.modeling.cutoffs import (
     POLICIES,
     CutoffError,
     CutoffPolicy,
@@ -24,6 +22,7 @@ from leadscore.cutoffs import (
     cutoff_report,
     tradeoff_curve,
 )
+from leadscore.settings import ConfigError, build
 
 MONDAY = pd.Timestamp("2025-01-06", tz="UTC")
 
@@ -344,7 +343,7 @@ def test_conflicting_targets_are_refused_after_choosing():
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"policy": "lift"}, r"policy must be one of conversion_rate, capacity, recall, expected_value, got 'lift'"),
+    ({"policy": "lift"}, r"policy must be one of capacity, conversion_rate, expected_value, recall, got 'lift'"),
     ({"mql": 0.04}, r"missing: sql"),
     ({"policy": "recall", "mql": 0.9}, r"missing: sql"),
     ({"mql": 0.04, "sql": 13}, r"sql must be a conversion rate in \(0, 1\] .* got 13\.0 \(for 13 % write 0\.13\)"),
@@ -663,3 +662,43 @@ def test_property_capacity_with_lead_ids_keeps_every_stricter_cut_within_the_flo
         return
     cut = choose_cutoffs(p, y, df["as_of"], policy, lead_id=df["lead_id"])
     assert cut.sql == cut.mql == min(within)
+
+
+def test_a_policy_is_one_module_in_the_policies_package(tmp_path):
+    """A module dropped into leadscore.modeling.cutoff_policies is a policy the config accepts
+    and choose_cutoffs runs - nothing else to edit (run in a fresh interpreter, whose registry
+    has not been read yet)."""
+    (tmp_path / "top_share.py").write_text(
+        "import numpy as np\n"
+        "from leadscore.modeling.cutoff_policies import CutoffError, Policy\n\n"
+        "class TopShare(Policy):\n"
+        "    name = 'top_share'\n\n"
+        "    def check(self, cfg):\n"
+        "        if not (0 < cfg.sql <= cfg.mql < 1):\n"
+        "            raise CutoffError('top_share needs 0 < sql <= mql < 1')\n\n"
+        "    def choose(self, cfg, choice):\n"
+        "        values, n_ge, _ = choice.sorted.candidates()\n"
+        "        share = n_ge / choice.sorted.n\n"
+        "        return {k: float(values[np.flatnonzero(share <= getattr(cfg, k))[0]]) for k in ('mql', 'sql')}\n")
+    script = (
+        "import sys, numpy as np, pandas as pd\n"
+        "import leadscore.modeling.cutoff_policies as cp\n"
+        f"cp.__path__.append({str(tmp_path)!r})\n"
+        "from leadscore.modeling.cutoffs import POLICIES, CutoffError, CutoffPolicy, choose_cutoffs\n"
+        "assert 'top_share' in POLICIES, POLICIES\n"
+        "p = np.arange(1, 101) / 100.0\n"
+        "cut = choose_cutoffs(p, p > 0.5, pd.Series([pd.Timestamp('2025-01-06', tz='UTC')] * 100),\n"
+        "                     CutoffPolicy(policy='top_share', mql=0.2, sql=0.1))\n"
+        "print(cut.mql, cut.sql)\n"
+        "try:\n"
+        "    CutoffPolicy(policy='top_share', mql=0.1, sql=0.2)\n"
+        "except CutoffError as exc:\n"
+        "    print('refused:', exc)\n")
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "0.81 0.91"   # the top 20 % and the top 10 % of 100 distinct scores
+    assert lines[1] == "refused: top_share needs 0 < sql <= mql < 1"

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from leadscore.cli import app
-from leadscore.config import ConfigError, load_pipeline
-from leadscore.examples import (
+from leadscore.cli.app import app
+from leadscore.features.builder import connect, open_leads
+from leadscore.labels.examples import (
     ExampleConfig,
     build_examples,
     history_weeks_needed,
@@ -24,9 +24,10 @@ from leadscore.examples import (
     parts_at,
     walk_forward,
 )
-from leadscore.features import connect, open_leads
-from leadscore.flat import load_config, load_flat
-from leadscore.leakage import leakage_audit
+from leadscore.labels.leakage import leakage_audit
+from leadscore.settings import ConfigError
+from leadscore.training.config import load_pipeline
+from leadscore.training.flat import load_config, load_flat
 
 from .conftest import ts
 from .test_features import _lead, _tables

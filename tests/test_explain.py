@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from leadscore.config import load_pipeline
-from leadscore.explain import (
+from leadscore.features.builder import connect, features_as_of, open_leads
+from leadscore.serving.explain import (
     MIN_CONTRIBUTION,
     GridThresholds,
     contributions,
@@ -26,8 +26,8 @@ from leadscore.explain import (
     top_reasons,
     value_label,
 )
-from leadscore.features import connect, features_as_of, open_leads
-from leadscore.tracking import load_scorer
+from leadscore.serving.registry import load_scorer
+from leadscore.training.config import load_pipeline
 
 from .conftest import app, runner
 
@@ -62,7 +62,7 @@ def test_contributions_plus_base_equal_the_margin_for_both_models(model, open_ro
 def test_native_pred_contrib_agrees_with_shap_tree_explainer(model, open_rows):
     import shap
 
-    from leadscore.train import as_model_frame
+    from leadscore.modeling.model import as_model_frame
 
     scorer, _ = model
     m = scorer.sql_model
@@ -254,7 +254,7 @@ _NUMBER = r"(\d+(?:\.\d+)?(?:e[-+]\d+)?)"
 def test_property_no_decision_line_contradicts_its_verdict(p, a, b, nudge):
     import re
 
-    from leadscore.cutoffs import CutoffPolicy, Cutoffs
+    from leadscore.modeling.cutoffs import CutoffPolicy, Cutoffs
 
     mql, sql = min(a, b), max(a, b)
     p = min(1.0, max(0.0, p if nudge == 0 else mql - nudge))  # often just below a cutoff
@@ -305,7 +305,7 @@ def test_grid_without_a_baseline_uses_thirds():
 
 
 def test_training_stores_a_grid_comparable_with_the_baselines(model, frames, open_rows):
-    from leadscore.baseline import score_baseline
+    from leadscore.modeling.baseline import score_baseline
 
     scorer, bundle = model
     assert scorer.grid is not None

@@ -18,7 +18,7 @@ from leadscore.modeling.candidates import (
     fit_linear,
 )
 from leadscore.modeling.families import BlendMargin, LinearMargin
-from leadscore.train import (
+from leadscore.modeling.model import (
     OTHER,
     ModelConfig,
     as_model_frame,
@@ -122,7 +122,7 @@ def test_blend_contributions_are_the_weighted_members_and_add_up(rows, linear, w
 
 
 def test_every_entrant_is_calibrated_out_of_fold_and_explains_exactly(rows):
-    from leadscore.explain import contributions
+    from leadscore.serving.explain import contributions
 
     cands = [Candidate("lightgbm", "lightgbm"), Candidate("logistic", "logistic"), Candidate("blend", "blend")]
     entrants = fit_entrants(cands, rows, rows, "y", FEATURES, CATEGORICAL, CONFIG)

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from leadscore.contract import ACTIVITY_TYPES
-from leadscore.features import (
+from leadscore.data.contract import ACTIVITY_TYPES
+from leadscore.features.builder import (
     FeatureConfig,
     feature_catalogue,
     feature_names,
@@ -225,7 +225,7 @@ def test_removing_a_past_event_changes_that_lead(tables, data):
 def test_pair_order_and_asset_counting_do_not_change_rows(synthetic_dir, monkeypatch):
     """Shuffled pairs give the same sorted rows; the exact DISTINCT pass used for large detail
     catalogues counts the same distinct assets as the detail bitmaps."""
-    from leadscore import features
+    from leadscore.features import builder as features
 
     tables = {n: pd.read_parquet(synthetic_dir / f"{n}.parquet") for n in ("leads", "activities", "lifecycle")}
     pairs = open_leads(tables, [ts("2025-02-03"), ts("2025-05-05")])

@@ -12,13 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from leadscore.cli import app
-from leadscore.config import ConfigError
-from leadscore.flat import FlatSplit, load_config, load_flat
-from leadscore.flatcv import DATE, flat_folds, model_frame, walk_forward_flat
+from leadscore.cli.app import app
+from leadscore.modeling.model import ModelConfig
+from leadscore.settings import ConfigError
 from leadscore.synthetic import SynthConfig, generate
 from leadscore.synthetic.flat import flat_export
-from leadscore.train import ModelConfig
+from leadscore.training.flat import FlatSplit, load_config, load_flat
+from leadscore.training.flatcv import DATE, flat_folds, model_frame, walk_forward_flat
 
 from .conftest import write_flat_config
 

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leadscore.cli import app
-from leadscore.flat import load_config
-from leadscore.tracking import load_scorer
+from leadscore.cli.app import app
+from leadscore.serving.registry import load_scorer
+from leadscore.training.flat import load_config
 
 from .conftest import runner
 
@@ -104,8 +104,8 @@ def test_explain_a_lead_of_the_export_in_words(deployed, xeducation_csv):
 
 
 def test_flat_rules_name_the_export_s_columns(tmp_path):
-    from leadscore.baseline import load_rules, score_flat_baseline
-    from leadscore.config import ConfigError
+    from leadscore.modeling.baseline import load_rules, score_flat_baseline
+    from leadscore.settings import ConfigError
 
     rules = tmp_path / "rules.yaml"
     rules.write_text("fit:\n  rules:\n    - {name: Pro, attribute: job, values: [pro], points: 20}\n"
@@ -157,8 +157,8 @@ def test_monitor_reads_outcomes_from_the_export(deployed, xeducation_csv, tmp_pa
 def test_a_ratio_is_derived_in_the_feature_stage_and_by_the_registered_model(deployed, xeducation_csv):
     import mlflow
 
-    from leadscore.flat import load_flat
-    from leadscore.flat_pipeline import scoring_rows
+    from leadscore.training.flat import load_flat
+    from leadscore.training.flat_pipeline import scoring_rows
 
     config, _, dataset = deployed
     data = load_flat(dataset, xeducation_csv)
@@ -181,8 +181,8 @@ def test_a_ratio_is_derived_in_the_feature_stage_and_by_the_registered_model(dep
 
 
 def test_a_ratio_of_a_column_that_is_not_numeric_is_refused(tmp_path, xeducation_csv):
-    from leadscore.config import ConfigError
-    from leadscore.flat import load_config
+    from leadscore.settings import ConfigError
+    from leadscore.training.flat import load_config
 
     from .conftest import write_flat_config
 

@@ -1,4 +1,4 @@
-"""Stratified k-fold evaluation of flat exports (leadscore.flatcv): folds, no leakage from the
+"""Stratified k-fold evaluation of flat exports (leadscore.training.flatcv): folds, no leakage from the
 test fold, reproducibility, sanity on planted data, the final fit, and the real X Education file."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from leadscore import flatcv
-from leadscore.flat import FlatData, load_config, load_flat
-from leadscore.flatcv import MODELS, cross_validate_flat, fit_flat
-from leadscore.metrics import expected_calibration_error
-from leadscore.train import OTHER, ModelConfig
+from leadscore.modeling.metrics import expected_calibration_error
+from leadscore.modeling.model import OTHER, ModelConfig
+from leadscore.training import flatcv
+from leadscore.training.flat import FlatData, load_config, load_flat
+from leadscore.training.flatcv import MODELS, cross_validate_flat, fit_flat
 
 REPO = Path(__file__).resolve().parents[1]
 N = 3000

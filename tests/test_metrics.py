@@ -7,8 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from leadscore.calibration import MarginCalibrator
-from leadscore.metrics import classification_metrics, expected_calibration_error, lift_top_fraction
+from leadscore.modeling.calibration import MarginCalibrator
+from leadscore.modeling.metrics import (
+    classification_metrics,
+    expected_calibration_error,
+    lift_top_fraction,
+)
 
 
 def test_ece_by_hand():

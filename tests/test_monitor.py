@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leadscore.config import load_pipeline
-from leadscore.cutoffs import CutoffPolicy, Cutoffs
-from leadscore.examples import data_bounds
-from leadscore.features import connect, open_leads
-from leadscore.monitor import (
+from leadscore.features.builder import connect, open_leads
+from leadscore.labels.examples import data_bounds
+from leadscore.modeling.cutoffs import CutoffPolicy, Cutoffs
+from leadscore.modeling.metrics import wilson_interval
+from leadscore.monitoring.monitor import (
     EXIT_NO_ACTION,
     EXIT_RETRAIN,
     EXIT_REVIEW_CUTOFFS,
@@ -37,10 +37,10 @@ from leadscore.monitor import (
     psi_from_shares,
     render_monitor_report,
     score_band,
-    wilson_interval,
 )
-from leadscore.scoring import score_chunk
-from leadscore.tracking import load_scorer
+from leadscore.serving.batch import score_chunk
+from leadscore.serving.registry import load_scorer
+from leadscore.training.config import load_pipeline
 
 from .conftest import app, runner, write_config
 
@@ -180,6 +180,15 @@ def test_wilson_interval_known_values_and_score_bands():
     assert low[0] == 0 and high[0] == pytest.approx(0.2775, abs=1e-4)
     assert (low[1], high[1]) == pytest.approx((0.2366, 0.7634), abs=1e-4)
     assert np.isnan(wilson_interval(0, 0)[0])
+    # the vectorised formula agrees with scipy's (scalar) Wilson interval
+    from scipy.stats import binomtest
+
+    ks, ns = [0, 1, 7, 33, 99, 500], [10, 3, 50, 40, 100, 2000]
+    for conf in (0.9, 0.95):
+        low, high = wilson_interval(ks, ns, conf)
+        for k, n, lo, hi in zip(ks, ns, low, high):
+            ci = binomtest(k, n).proportion_ci(confidence_level=conf, method="wilson")
+            assert (lo, hi) == pytest.approx((ci.low, ci.high), abs=1e-12)
     assert list(score_band(pd.Series([1, 10, 11, 90, 91, 99]))) == ["1-10", "1-10", "11-20", "81-90", "91-99", "91-99"]
 
 
@@ -434,7 +443,7 @@ def test_cli_writes_report_json_and_an_mlflow_run_and_exits_retrain_on_drift(fra
 
 
 def test_cli_names_missing_or_empty_score_inputs(trained_bundle, train_dir, tmp_path):
-    from leadscore.cli import EXIT_UNUSABLE
+    from leadscore.cli.app import EXIT_UNUSABLE
 
     args = ["monitor", "--model", str(trained_bundle), "--data", str(train_dir),
             "--out", str(tmp_path / "r.html"), "--no-tracking", "--scores"]
@@ -447,7 +456,7 @@ def test_cli_names_missing_or_empty_score_inputs(trained_bundle, train_dir, tmp_
 
 
 def test_capacity_counts_leads_new_to_a_tier_since_the_run_before():
-    from leadscore.monitor import capacity_table
+    from leadscore.monitoring.monitor import capacity_table
 
     # three runs a week apart, then one 14 days later; counted by hand:
     #   A: lead -> MQL -> SQL -> SQL   new to MQL-or-better in run 2, new to SQL in run 3

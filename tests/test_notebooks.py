@@ -11,8 +11,9 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from leadscore.config import load_pipeline
-from leadscore.flat import load_config
+from leadscore.modeling.baseline import DEFAULT_RULES
+from leadscore.training.config import load_pipeline
+from leadscore.training.flat import load_config
 
 from .conftest import REPO
 
@@ -39,7 +40,7 @@ def test_notebook_runs_headless_against_the_registered_champion(path: Path, requ
         monkeypatch.setenv("MLFLOW_TRACKING_URI", pipeline.tracking.tracking_uri)
         monkeypatch.setenv("LEADSCORE_DATA", str(request.getfixturevalue("train_dir")))
         monkeypatch.setenv("LEADSCORE_AS_OF", "2025-06-01")
-        monkeypatch.setenv("LEADSCORE_RULES", str(REPO / "pipelines" / "rules.yaml"))
+        monkeypatch.setenv("LEADSCORE_RULES", str(DEFAULT_RULES))
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]

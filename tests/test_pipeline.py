@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from leadscore.cli import app
-from leadscore.config import PromotionConfig, load_pipeline
-from leadscore.pipeline import promotion_decision, train_pipeline
-from leadscore.train import InsufficientData
+from leadscore.cli.app import app
+from leadscore.modeling.model import InsufficientData
+from leadscore.training.config import PromotionConfig, load_pipeline
+from leadscore.training.pipeline import promotion_decision, train_pipeline
 
 from .conftest import runner, write_config
 
@@ -38,8 +38,8 @@ def test_train_prints_metrics_and_writes_bundle_with_project_metric_names(traine
 
 
 def test_registered_champion_loads_in_a_fresh_process_and_scores_like_the_bundle(trained, train_dir, tmp_path):
-    from leadscore.features import features_as_of
-    from leadscore.tracking import load_scorer
+    from leadscore.features.builder import features_as_of
+    from leadscore.serving.registry import load_scorer
 
     config, _ = trained
     pipeline = load_pipeline(config)
@@ -70,7 +70,7 @@ def test_registered_champion_loads_in_a_fresh_process_and_scores_like_the_bundle
 def test_tampered_registered_bundle_is_refused_by_name(trained, tmp_path):
     import mlflow
 
-    from leadscore.bundle import BundleError
+    from leadscore.serving.bundle import BundleError
 
     config, _ = trained
     pipeline = load_pipeline(config)
@@ -231,7 +231,7 @@ def test_candidates_race_on_the_backtest_folds_and_the_winner_ships_explained_ex
     """Every family raced at each cut-off; the shipped model is the candidate with the lowest
     mean fold log loss (or a simpler one within the tolerance), its fold rows are that
     candidate's, and whatever family it is, its contributions add up to its margin."""
-    from leadscore.explain import contributions
+    from leadscore.serving.explain import contributions
 
     config = write_config(tmp_path / "race.yaml", train_dir, split={"folds": 2},
                           model={"candidates": ["lightgbm", "logistic", "blend"], "search_trials": 1})

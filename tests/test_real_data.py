@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from leadscore.cli import _summarised_warnings, app
-from leadscore.funnel import funnel_summary
-from leadscore.leakage import AuditSkipped, leakage_audit
+from leadscore.cli.app import _summarised_warnings, app
+from leadscore.data.funnel import funnel_summary
+from leadscore.labels.leakage import AuditSkipped, leakage_audit
 from leadscore.synthetic.sparse import SOURCE_YAML, SparseConfig, generate_sparse
 
 from .conftest import REPO, runner, write_config

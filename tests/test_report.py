@@ -17,10 +17,14 @@ import pandas as pd
 import pytest
 from matplotlib.collections import LineCollection
 
-from leadscore.cutoffs import tradeoff_curve
-from leadscore.metrics import classification_metrics, gains_curve, reliability_table
-from leadscore.monitor import wilson_interval
-from leadscore.report import (
+from leadscore.modeling.cutoffs import tradeoff_curve
+from leadscore.modeling.metrics import (
+    classification_metrics,
+    gains_curve,
+    reliability_table,
+    wilson_interval,
+)
+from leadscore.reporting.report import (
     MIN_BIN_ROWS,
     PNG_SIGNATURE,
     TrainingReportInputs,
@@ -37,7 +41,7 @@ from leadscore.report import (
 
 N = 3000
 FIGURES = {"reliability.png", "gains.png", "score_distribution.png", "cutoffs.png"}
-# what leadscore.cutoffs.cutoff_report returns: the flow (new leads per week crossing the cutoff)
+# what leadscore.modeling.cutoffs.cutoff_report returns: the flow (new leads per week crossing the cutoff)
 # and the stock (open leads at or above on an average as-of date), each with its interval
 CUTOFFS = pd.DataFrame({
     "cutoff": ["MQL", "SQL"], "policy": ["capacity", "capacity"], "threshold": [0.05, 0.12], "target": [150.0, 40.0],
@@ -246,7 +250,7 @@ def test_figures_do_not_leak_state_between_calls(inputs, figures):
 
 
 def test_the_module_never_touches_pyplot():
-    code = ("import sys; from tests.test_report import make_inputs; from leadscore.report import training_figures; "
+    code = ("import sys; from tests.test_report import make_inputs; from leadscore.reporting.report import training_figures; "
             "training_figures(make_inputs()); assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'")
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", code], check=False, cwd=root, capture_output=True, text=True)

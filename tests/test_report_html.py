@@ -18,8 +18,8 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from leadscore.metrics import reliability_table
-from leadscore.monitor import (
+from leadscore.modeling.metrics import reliability_table, wilson_interval
+from leadscore.monitoring.monitor import (
     NO_ACTION,
     PSI_SHOWN,
     RETRAIN,
@@ -30,9 +30,8 @@ from leadscore.monitor import (
     rate_table,
     render_monitor_report,
     score_band,
-    wilson_interval,
 )
-from leadscore.report import render_training_report
+from leadscore.reporting.report import render_training_report
 
 from .test_report import FIGURES, make_inputs
 
@@ -213,7 +212,7 @@ def test_the_verdict_box_is_coloured_by_what_the_verdict_means(verdict, css):
 
 
 def test_the_verdict_colours_differ():
-    from leadscore.report import CSS
+    from leadscore.reporting.report import CSS
 
     rules = {name: CSS.split(f".verdict-{name}{{", 1)[1].split("}", 1)[0] for name in ("ok", "review", "alert")}
     assert len(set(rules.values())) == 3
@@ -363,7 +362,7 @@ def test_a_chromium_screenshot_of_the_monitoring_report_shows_it(tmp_path):
 # --- the SHAP dependence of a categorical feature ---------------------------------------------
 
 def test_a_categorical_shap_dependence_plot_names_its_categories():
-    from leadscore.explain import _categorical_dependence
+    from leadscore.serving.explain import _categorical_dependence
 
     rng = np.random.default_rng(0)
     values = pd.Series(pd.Categorical.from_codes(rng.integers(-1, 3, 600), categories=["web", "partner", "events"]))

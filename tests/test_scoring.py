@@ -21,9 +21,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from leadscore.config import load_pipeline
-from leadscore.scoring import OUTPUT_COLUMNS, read_scores
-from leadscore.tracking import load_scorer
+from leadscore.serving.batch import read_scores
+from leadscore.serving.columns import OUTPUT_COLUMNS
+from leadscore.serving.registry import load_scorer
+from leadscore.training.config import load_pipeline
 
 from .conftest import app, runner
 
@@ -147,7 +148,7 @@ def test_scores_follow_the_model_and_carry_the_baseline_and_model_identity(regis
     scores = read_scores(out)
     scorer, _ = load_scorer(str(bundle))
     # chunking changes nothing: the same rows scored in one go by the scorer
-    from leadscore.features import features_as_of
+    from leadscore.features.builder import features_as_of
 
     rows = features_as_of({n: train_dir / f"{n}.parquet" for n in TABLES}, as_of="2025-06-01",
                           config=scorer.feature_config)
@@ -197,7 +198,7 @@ def test_a_job_interrupted_half_way_leaves_no_output(registry, train_dir, tmp_pa
 
 def test_a_full_disk_is_named_not_a_traceback(tmp_path):
     script = (
-        "import errno, leadscore.cli as cli\n"
+        "import errno, leadscore.cli.app as cli\n"
         "def full(*a, **k):\n"
         "    raise OSError(errno.ENOSPC, 'No space left on device', '/data/scores/out.parquet')\n"
         "cli.app = full\n"
@@ -278,7 +279,7 @@ def test_the_score_spans_1_to_99_even_when_the_calibrator_ties_probabilities():
     """An isotonic calibrator gives a few distinct probabilities: 23 here, 40 leads each. Built
     from unique quantiles the scale had 23 break points and the top leads scored 24; the
     mid-rank ECDF gives each tie group its share of the scale."""
-    from leadscore.scorer import ScoreScale
+    from leadscore.serving.scorer import ScoreScale
 
     reference = np.repeat(np.linspace(0.001, 0.2, 23), 40)
     scale = ScoreScale.of(reference)
@@ -291,7 +292,7 @@ def test_the_score_spans_1_to_99_even_when_the_calibrator_ties_probabilities():
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.floats(0, 1), min_size=1, max_size=300), st.lists(st.floats(0, 1), min_size=1, max_size=50))
 def test_property_the_score_is_the_mid_rank_share_of_reference_leads_below(reference, query):
-    from leadscore.scorer import ScoreScale
+    from leadscore.serving.scorer import ScoreScale
 
     ref = np.asarray(reference)
     got = ScoreScale.of(ref).points(query)
@@ -364,8 +365,8 @@ def test_a_bad_incomplete_history_setting_is_a_config_error(registry, train_dir,
 def test_the_scorer_refuses_an_infinity_and_an_as_of_that_is_no_timestamp(registry, train_dir):
     """What every scoring path (batch, pyfunc, both servers, Spark) goes through: an infinity
     would overflow the reasons (a 500 from MLflow's server), an unreadable as_of would too."""
-    from leadscore.features import features_as_of
-    from leadscore.scorer import ScoringInputError
+    from leadscore.features.builder import features_as_of
+    from leadscore.serving.scorer import ScoringInputError
 
     _, bundle = registry
     scorer, _ = load_scorer(str(bundle))
@@ -385,7 +386,7 @@ def test_two_scoring_jobs_at_once_and_a_killed_one_leave_only_complete_outputs(r
     """Two nightly jobs overlapping in one directory both finish with the same bytes; a third
     killed with SIGKILL half-way leaves debris that monitoring never reads as scores and that
     its next run removes."""
-    from leadscore.cli import _score_files
+    from leadscore.cli.app import _score_files
 
     uri, bundle = registry
     scores = tmp_path / "scores"

@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leadscore.config import load_pipeline
-from leadscore.features import features_as_of
-from leadscore.flat import load_config, load_flat
-from leadscore.flat_pipeline import scoring_rows
-from leadscore.tracking import load_scorer
+from leadscore.features.builder import features_as_of
+from leadscore.serving.registry import load_scorer
+from leadscore.training.config import load_pipeline
+from leadscore.training.flat import load_config, load_flat
+from leadscore.training.flat_pipeline import scoring_rows
 
 
 @dataclass
@@ -189,9 +189,9 @@ def test_a_tampered_registry_code_file_is_refused_before_any_of_it_runs(deployed
 
     import mlflow
 
-    from leadscore.bundle import BundleError, verify_bundle
-    from leadscore.cli import app
-    from leadscore.tracking import check_model_files
+    from leadscore.cli.app import app
+    from leadscore.serving.bundle import BundleError, verify_bundle
+    from leadscore.serving.registry import check_model_files
 
     from .conftest import runner
 
@@ -221,7 +221,7 @@ def test_a_tampered_registry_code_file_is_refused_before_any_of_it_runs(deployed
 
 
 def test_verify_passes_on_the_champion_and_names_what_it_checked(deployed):
-    from leadscore.cli import app
+    from leadscore.cli.app import app
 
     from .conftest import runner
 
@@ -241,9 +241,14 @@ def test_the_registered_model_carries_leadscore_and_its_requirements(deployed, c
     uri = deployed.tracking_uri
     rows_file = tmp_path / "rows.parquet"
     rows.assign(as_of=rows["as_of"].dt.tz_localize(None)).to_parquet(rows_file)
+    from leadscore.serving.registry import NOT_SERVED
+
     script = f"""
 import sys, mlflow, pandas as pd
 assert "leadscore" not in sys.modules
+for name in {sorted(NOT_SERVED)!r}:  # not in the model's requirements: it must not import them
+    assert name not in sys.modules, name
+    sys.modules[name] = None
 mlflow.set_tracking_uri({uri!r})
 out = mlflow.pyfunc.load_model("models:/{deployed.name}@champion").predict(pd.read_parquet({str(rows_file)!r}))
 print(len(out)); print(sys.modules["leadscore"].__file__)
@@ -257,7 +262,9 @@ print(len(out)); print(sys.modules["leadscore"].__file__)
     pinned = {Requirement(line).name: Requirement(line) for line in (champion_files / "requirements.txt").read_text().split()
               if not line.startswith("-")}
     declared = [Requirement(r) for r in requires("leadscore") if Requirement(r).marker is None]
-    assert declared and all(str(pinned[r.name].specifier).startswith("==") for r in declared)
+    served = [r for r in declared if r.name not in NOT_SERVED]
+    assert served and all(str(pinned[r.name].specifier).startswith("==") for r in served)
+    assert not NOT_SERVED & set(pinned) and NOT_SERVED <= {r.name for r in declared}
 
 
 @pytest.mark.parametrize("broken", ["a column dropped", "a number sent as text", "no rows"])
@@ -396,7 +403,7 @@ def test_leadscore_serve_reads_as_of_in_any_iso_form(guarded, deployed, rows):
 
 
 def test_leadscore_serve_will_not_listen_beyond_loopback_without_a_key(deployed, monkeypatch):
-    from leadscore.cli import app
+    from leadscore.cli.app import app
 
     from .conftest import runner
 

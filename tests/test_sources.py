@@ -13,13 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from leadscore import contract
-from leadscore.baseline import parse_rules, score_baseline
-from leadscore.cli import app
-from leadscore.config import ConfigError
-from leadscore.contract import AttributeSpec, Contract, KindSpec, TimestampFormat
-from leadscore.data.sources import load_source
-from leadscore.features import FeatureConfig, feature_catalogue, features_as_of
+from leadscore.cli.app import app
+from leadscore.data import contract
+from leadscore.data.contract import AttributeSpec, Contract, KindSpec, TimestampFormat
+from leadscore.features.builder import FeatureConfig, feature_catalogue, features_as_of
+from leadscore.modeling.baseline import parse_rules, score_baseline
+from leadscore.settings import ConfigError
+from leadscore.sources.mapping import load_source
 
 from .conftest import runner
 
@@ -175,7 +175,7 @@ def test_mapping_errors_name_file_line_and_key(tmp_path, change, message):
 
 
 def test_a_source_labels_codes_for_explanations_and_bad_labels_name_the_line(tmp_path):
-    from leadscore.explain import declared_phrases
+    from leadscore.serving.explain import declared_phrases
 
     labelled = SOURCE.replace("source: tiny-crm\n", "source: tiny-crm\nvalue_labels:\n  lead_source: {referral: a "
                               "customer's referral}\n").replace(
@@ -337,7 +337,7 @@ def test_property_changing_an_attribute_after_as_of_changes_no_feature_row(chang
 
 
 def test_a_model_refuses_a_source_without_its_attributes():
-    from leadscore.features import check_source
+    from leadscore.features.builder import check_source
 
     config = FeatureConfig(contract=HISTORY_CONTRACT)
     with pytest.raises(ValueError, match="attribute plan; attribute seats; activity kind catalog_view; activity kind "

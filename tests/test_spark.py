@@ -15,10 +15,10 @@ pytestmark = [  # raised inside pyspark 4.3 under pandas 3, not by leadscore
     pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
 ]
 
-from leadscore.config import load_pipeline
-from leadscore.features import features_as_of
-from leadscore.spark import score_spark, utc_wall_clock
-from leadscore.tracking import load_scorer
+from leadscore.features.builder import features_as_of
+from leadscore.serving.registry import load_scorer
+from leadscore.serving.spark import score_spark, utc_wall_clock
+from leadscore.training.config import load_pipeline
 
 MODEL = "models:/leadscore@champion"
 # Not UTC on purpose: Spark hands pandas UDFs naive times in the session time zone, and the
@@ -129,7 +129,7 @@ def test_missing_feature_columns_are_named(spark, rows):
 
 
 def test_without_pyspark_the_error_says_how_to_install_it(monkeypatch):
-    import leadscore.spark as module
+    import leadscore.serving.spark as module
 
     monkeypatch.setitem(sys.modules, "pyspark", None)  # `import pyspark` raises ImportError
     with pytest.raises(ImportError, match=r"leadscore\[spark\]"):

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leadscore.funnel import funnel_summary
+from leadscore.data.funnel import funnel_summary
 from leadscore.synthetic import SynthConfig, generate, load_latent, true_probabilities
 from leadscore.synthetic import journey as J
 from leadscore.synthetic import world as W

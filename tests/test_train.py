@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from leadscore.train import (
+from leadscore.modeling.model import (
     WEIGHT,
     ModelConfig,
     cross_fitted_margin,

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
+import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -59,6 +63,27 @@ def write_table(frame: pd.DataFrame, path: Path | str) -> Path:
             frame.to_csv(tmp, index=False)
         return path
     return write_parquet(frame, path)
+
+
+def jsonable(value):
+    """A JSON-safe scalar: timestamps as ISO 8601, NaN/NaT/NA/inf as None, numpy scalars unboxed."""
+    if value is None or value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, (pd.Timestamp, dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, np.datetime64):
+        return None if np.isnat(value) else pd.Timestamp(value).isoformat()
+    if isinstance(value, (pd.Timedelta, dt.timedelta)):
+        return None if pd.isna(value) else pd.Timedelta(value).isoformat()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
 
 
 def write_json(obj, path: Path | str) -> Path:

@@ -1,1 +1,1 @@
-"""Data in: the contract's tables from whatever a CRM exports (source mappings)."""
+"""Data in: the contract of the three tables, its validation and quarantine, and the funnel summary."""

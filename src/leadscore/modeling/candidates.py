@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import log_loss
 
-from leadscore.calibration import MarginCalibrator
+from leadscore.modeling.calibration import MarginCalibrator
 from leadscore.modeling.families import BlendMargin, LinearMargin
-from leadscore.train import (
+from leadscore.modeling.model import (
     WEIGHT,
     ConversionModel,
     InsufficientData,
@@ -165,7 +165,7 @@ def fit_entrants(candidates: list[Candidate], train: pd.DataFrame, cal: pd.DataF
                  features: list[str], categorical: list[str], config: ModelConfig, method: str = "auto",
                  fixed: dict[str, dict] | None = None, say: Callable[[str], None] | None = None) -> dict[str, Entrant]:
     """Every candidate fitted on ``train`` and calibrated on ``cal`` out of fold (each ``cal``
-    lead's margin comes from a fit without it: :func:`leadscore.train.cross_fitted`).
+    lead's margin comes from a fit without it: :func:`leadscore.modeling.model.cross_fitted`).
     ``fixed``: per candidate name, ``trees`` / ``C`` chosen beforehand, or for the blend its
     ``partner``. Raises InsufficientData when no candidate can be fitted."""
     fixed = fixed or {}

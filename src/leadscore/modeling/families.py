@@ -2,7 +2,7 @@
 
 Every family answers the same two questions about the rows of a model matrix (the features
 in model order, categoricals as ``pd.Categorical`` with the training levels -
-:func:`leadscore.train.as_model_frame`):
+:func:`leadscore.modeling.model.as_model_frame`):
 
 * ``decision_function(X)`` - the raw margin the calibrator turns into a probability;
 * ``contributions(X)`` - ``(values, base)``: one contribution per feature and row, in the

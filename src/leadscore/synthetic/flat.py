@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from leadscore.features import connect
+from leadscore.features.builder import connect
 from leadscore.io import atomic_path
 
 DATE_FORMAT = "%d/%m/%Y %H:%M"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from leadscore.contract import utc_timestamp
+from leadscore.data.contract import utc_timestamp
 from leadscore.synthetic import journey as J
 from leadscore.synthetic import world as W
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from leadscore.contract import ACTIVITY_TYPES
+from leadscore.data.contract import ACTIVITY_TYPES
 
 # Hidden journey states. 0-3 are "open" (not yet SQL); SQL_WIN / SQL_LOSE is the SQL
 # absorption split by the deal's eventual outcome; WON / LOST are terminal.

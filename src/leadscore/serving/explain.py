@@ -1,0 +1,662 @@
+"""Why a lead scored as it did: exact SHAP contributions, reasons in words, fit vs engagement.
+
+**Contributions.** Per lead, one contribution per feature in *log-odds of the uncalibrated
+model*, plus a base value; they add up exactly to the model's raw margin (``contributions +
+base == margin``) for every model family: LightGBM's native TreeSHAP (``pred_contrib``) for
+trees, the centred linear terms of the logistic regression, the weighted sum of both for a
+blend (:mod:`leadscore.modeling.families`). A categorical such as ``industry`` is one
+contribution, not one per encoded level.
+
+**From margin to probability.** ``p_sql`` is the calibrator applied to that margin. The
+calibrator (isotonic or sigmoid) is monotone, so a feature that raises the margin never
+lowers ``p_sql``; but contributions are not additive in probability. Explanations therefore
+show both numbers: the margin (and the base) the contributions add up to, and the calibrated
+``p_sql`` that the cutoffs apply to.
+
+**Fit vs engagement.** Summing contributions over the catalogue's ``fit`` features and over
+its ``engagement`` features gives ``fit_score`` and ``engagement_score`` (log-odds). The
+A/B/C x 1/2/3 grid cuts them at thresholds learned on the training data so that each letter
+and each digit holds the same share of training examples as the rule baseline's grid: the
+two grids are directly comparable (cross-tabulate them).
+
+**Reasons in words.** A reason is a *signal*, not a column: every feature about one activity
+kind (its counts in each window, its recency, and the "last activity" or "last hand-raiser"
+recency when that kind was the latest) is one signal (:func:`signal_of`), so a lead's reasons
+name each activity once. A signal's contribution is the sum of its features' (exact, as they
+add up), and it is worded by its most telling feature - the one pushing hardest in the
+signal's direction - with the lead's own values ("Requested a demo 3 days ago"). The top-k
+signals that raise the odds and the top-k that lower them are shown, and none smaller than
+:data:`MIN_CONTRIBUTION`. :data:`PHRASES` keys a phrase by feature name; codes read as labels
+(:data:`VALUE_LABELS`, which a source YAML's ``value_labels`` override); a feature without a
+phrase reads ``name = value``. ``--json`` keeps every feature's exact contribution.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from leadscore.data.contract import LABELLED_ATTRIBUTES
+from leadscore.features import registry as R
+from leadscore.features.kinds import HAND_RAISER_TYPES
+from leadscore.features.phrases import DID, missing, num
+from leadscore.modeling.model import ConversionModel, as_model_frame
+
+GRID_LETTERS, GRID_DIGITS = ("A", "B", "C"), ("1", "2", "3")
+
+
+# ---------------------------------------------------------------------------
+# Exact contributions
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Contributions:
+    """Per-row SHAP values of one model in log-odds: ``values`` (rows x features), ``base``
+    (expected margin) and ``margin`` (the model's raw score; ``values.sum(1) + base``)."""
+
+    values: pd.DataFrame
+    base: np.ndarray
+    margin: np.ndarray
+
+    def additivity_error(self) -> float:
+        """Largest |sum(contributions) + base - margin| over the rows."""
+        if not len(self.margin):
+            return 0.0
+        return float(np.max(np.abs(self.values.to_numpy().sum(axis=1) + self.base - self.margin)))
+
+
+def contributions(model: ConversionModel, frame: pd.DataFrame) -> Contributions:
+    """Exact SHAP contributions of ``model`` for the rows of ``frame``, whatever its family:
+    TreeSHAP for trees (LightGBM ``pred_contrib``), the centred linear terms of a logistic
+    regression, their weighted sum for a blend (:mod:`leadscore.modeling.families`)."""
+    X = as_model_frame(frame, model.features, model.levels)
+    raw, base, margin = model.core.explain(X)
+    values = pd.DataFrame(raw, columns=model.features, index=frame.index)
+    return Contributions(values=values, base=np.asarray(base, dtype="float64"),
+                         margin=np.asarray(margin, dtype="float64"))
+
+
+def group_scores(contrib: pd.DataFrame, catalogue: pd.DataFrame) -> pd.DataFrame:
+    """``fit_score`` and ``engagement_score``: contributions summed over the catalogue's groups."""
+    group = catalogue.set_index("name")["group"]
+    out = pd.DataFrame(index=contrib.index)
+    for name in ("fit", "engagement"):
+        cols = [c for c in contrib.columns if group.get(c) == name]
+        out[f"{name}_score"] = contrib[cols].sum(axis=1) if cols else 0.0
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The fit x engagement grid
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GridThresholds:
+    """``fit``: (A from, B from) on ``fit_score``; ``engagement``: (1 from, 2 from) on
+    ``engagement_score``. Learned by :func:`learn_grid`."""
+
+    fit: tuple[float, float]
+    engagement: tuple[float, float]
+
+    def cells(self, fit_score, engagement_score) -> np.ndarray:
+        fit_score, engagement_score = np.asarray(fit_score, float), np.asarray(engagement_score, float)
+        letter = np.select([fit_score >= self.fit[0], fit_score >= self.fit[1]], ["A", "B"], "C")
+        digit = np.select([engagement_score >= self.engagement[0], engagement_score >= self.engagement[1]],
+                          ["1", "2"], "3")
+        return np.strings.add(letter.astype(str), digit.astype(str))
+
+    def to_dict(self) -> dict:
+        return {"fit": list(self.fit), "engagement": list(self.engagement)}
+
+
+def _cut_points(score: np.ndarray, share_top: float, share_middle: float) -> tuple[float, float]:
+    """Thresholds that put ``share_top`` of ``score`` in the top class and ``share_middle`` in the next."""
+    def at(share: float) -> float:
+        if share <= 0:
+            return math.inf
+        if share >= 1:
+            return -math.inf
+        return float(np.quantile(score, 1 - share))
+
+    top = at(share_top)
+    return top, min(top, at(share_top + share_middle))
+
+
+def learn_grid(fit_score, engagement_score, baseline_grid=None) -> GridThresholds:
+    """Grid thresholds on training examples: the same share per letter and per digit as the
+    baseline's grid on those examples (``baseline_grid`` like ``"B2"``), or thirds without it."""
+    fit_score, engagement_score = np.asarray(fit_score, float), np.asarray(engagement_score, float)
+    if not len(fit_score):
+        raise ValueError("learn_grid needs at least one training example")
+    if baseline_grid is None:
+        shares_fit = shares_eng = (1 / 3, 1 / 3)
+    else:
+        cells = pd.Series(np.asarray(baseline_grid, dtype=str))
+        letters, digits = cells.str[0], cells.str[1]
+        shares_fit = tuple(float((letters == x).mean()) for x in GRID_LETTERS[:2])
+        shares_eng = tuple(float((digits == x).mean()) for x in GRID_DIGITS[:2])
+    return GridThresholds(fit=_cut_points(fit_score, *shares_fit),
+                          engagement=_cut_points(engagement_score, *shares_eng))
+
+
+# ---------------------------------------------------------------------------
+# The phrase catalogue
+# ---------------------------------------------------------------------------
+
+EMAIL_DOMAINS = {"student": "Uses a student e-mail address", "free": "Uses a free e-mail address",
+                 "corporate": "Uses a corporate e-mail address",
+                 "competitor": "E-mail domain belongs to a competitor"}
+
+
+Phrase = Callable[[object], str]  # a fit feature's phrase: value -> text
+
+
+# How codes of the built-in vocabulary read; a source YAML's value_labels (and an attribute's
+# labels) override or extend them. A code not listed reads with _ as a space, capitalised.
+VALUE_LABELS: dict[str, dict[str, str]] = {
+    "lead_source": {"organic_search": "organic search", "paid_search": "paid search ads", "social": "social media",
+                    "email_campaign": "an e-mail campaign", "webinar": "a webinar", "referral": "a referral",
+                    "direct": "the website directly", "events": "an event", "partner": "a partner",
+                    "content_syndication": "content syndication (gated content on other sites)"},
+    "department": {"it": "IT", "hr": "HR"},
+    "seniority": {"c_level": "C-level", "vp": "VP", "individual_contributor": "Individual contributor"},
+    "region": {"emea": "EMEA", "apac": "APAC"},
+}
+_ACRONYMS = {"it": "IT", "hr": "HR", "vp": "VP", "ceo": "CEO", "cto": "CTO", "cfo": "CFO", "ppc": "PPC",
+             "seo": "SEO", "sms": "SMS", "emea": "EMEA", "apac": "APAC", "saas": "SaaS", "b2b": "B2B"}
+
+
+def value_label(feature: str, code, labels: Mapping[str, Mapping[str, str]] | None = None) -> str:
+    """How a code reads: ``labels`` (a source's value_labels), then :data:`VALUE_LABELS`, then, for
+    the built-in vocabulary's snake_case codes, the code with ``_`` as spaces and a capital
+    ("heavy_machinery" -> "Heavy machinery"); any other value as it is ("lp-2", "Financial Services")."""
+    code = str(code)
+    for catalogue in (labels or {}, VALUE_LABELS):
+        if code in catalogue.get(feature, {}):
+            return catalogue[feature][code]
+    if feature not in LABELLED_ATTRIBUTES or not re.fullmatch(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*", code):
+        return code
+    words = [_ACRONYMS.get(w, w) for w in code.split("_")]
+    return " ".join(words)[:1].upper() + " ".join(words)[1:]
+
+
+def _categorical(label: str, feature: str, labels: Mapping | None = None, sep: str = ": ") -> Phrase:
+    return lambda v: f"{label} unknown" if v in (None, "missing") else f"{label}{sep}{value_label(feature, v, labels)}"
+
+
+_BUILT_IN_CATEGORICALS = {"seniority": ("Seniority", ": "), "department": ("Department", ": "),
+                          "company_size_band": ("Company size (employees)", ": "), "industry": ("Industry", ": "),
+                          "country": ("Country", ": "), "region": ("Region", ": "),
+                          "lead_source": ("Came in through", " ")}
+# The fit features' phrases (the engagement features' sit in leadscore.features.registry).
+PHRASES: dict[str, Phrase] = {
+    **{feature: _categorical(label, feature, sep=sep) for feature, (label, sep) in _BUILT_IN_CATEGORICALS.items()},
+    "email_domain_type": lambda v: EMAIL_DOMAINS.get(str(v), "E-mail domain type unknown"),
+}
+
+def declared_phrases(config) -> dict[str, Callable[[object, Mapping | None], str]]:
+    """Phrases, ``(value, row) -> text``, for what a data source declares (a
+    :class:`leadscore.features.builder.FeatureConfig`'s contract): "Landing page = lp-0412" for a custom
+    attribute, "Viewed the catalogue 3 times in the last 30 days" / "Never viewed the catalogue"
+    for a declared activity kind (its description is a past-tense phrase), and the hand-raiser
+    and last-activity phrases that name declared kinds too."""
+    contract = config.contract
+    out: dict[str, Callable[[object, Mapping | None], str]] = {}
+    labels = contract.labels
+    for feature, (label, sep) in _BUILT_IN_CATEGORICALS.items():
+        if feature in labels:
+            phrase = _categorical(label, feature, labels, sep)
+            out[feature] = lambda v, row=None, phrase=phrase: phrase(v)
+    for a in contract.attributes:
+        label = a.display
+        if a.kind == "categorical":
+            out[a.name] = lambda v, row=None, label=label, name=a.name: (
+                f"{label} unknown" if v in (None, "missing") else f"{label} = {value_label(name, v, labels)}")
+        else:
+            out[a.name] = lambda v, row=None, label=label: (f"{label} unknown" if missing(v)
+                                                            else f"{label} = {num(v):,.4g}")
+    words = R.words_of(config)
+    for f in R.engagement_features(config):  # the activity phrases, naming the source's kinds too
+        if f.phrase is not None:
+            out[f.name] = functools.partial(f.phrase, words=words)
+    return out
+
+
+def flat_phrases(catalogue: pd.DataFrame) -> dict[str, Callable[[object, Mapping | None], str]]:
+    """Phrases of a flat export's columns: "Lead Source = Reference", "Lead Source not given",
+    "Total Time Spent on Website = 1,250"."""
+    out: dict[str, Callable[[object, Mapping | None], str]] = {}
+    for name, kind in zip(catalogue["name"], catalogue["kind"]):
+        if kind == "categorical":
+            out[name] = lambda v, row=None, n=name: f"{n} not given" if v in (None, "missing") else f"{n} = {v}"
+        else:
+            out[name] = lambda v, row=None, n=name: f"{n} not given" if missing(v) else f"{n} = {num(v):,.4g}"
+    return out
+
+
+def _plain(value) -> object:
+    """A JSON-friendly scalar."""
+    if missing(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def describe(feature: str, value, row: Mapping | None = None, declared: Mapping | None = None) -> str:
+    """The feature and the lead's value in words ("Requested a demo 3 days ago"), or
+    ``name = value``. ``row``: the lead's other feature values, which some phrases use to be
+    specific (which hand-raiser action was the latest); ``declared``: phrases of a source's
+    attributes and kinds (:func:`declared_phrases`), which win."""
+    value = _plain(value)
+    try:
+        if declared and feature in declared:
+            return declared[feature](value, row)
+        if feature in PHRASES:
+            return PHRASES[feature](value)
+        phrase = R.phrase_of(feature)
+        if phrase is not None:
+            return phrase(value, row)
+    except (TypeError, ValueError):  # an unexpected value type: say it plainly
+        pass
+    if isinstance(value, float):
+        value = f"{value:.3g}"
+    return f"{feature} = {'missing' if value is None else value}"
+
+
+# ---------------------------------------------------------------------------
+# Explanations of scored rows
+# ---------------------------------------------------------------------------
+
+MIN_CONTRIBUTION = 0.05  # log-odds: a reason moving the odds by less than about 5 % is not shown
+
+# Features that speak of one signal (the rest: an activity kind's counts and recency, below).
+# Recencies of "the latest" activity: the signal of the kind that was the latest, where the row tells.
+_LATEST = {"days_since_last_activity": "kinds", "days_since_last_hand_raiser": "raisers"}
+
+
+def signal_of(feature: str) -> str:
+    """The signal a feature speaks of (:func:`leadscore.features.registry.signal_of`): an activity
+    kind for its counts in every window and its recency, ``activity`` / ``hand_raiser`` for the
+    all-kinds aggregates, ``mql`` / ``disqualified`` for the lifecycle history; any other
+    feature is a signal of its own."""
+    return R.signal_of(feature)
+
+
+def _signal_codes(values: pd.DataFrame, kinds, raisers) -> tuple[list[str], np.ndarray]:
+    """Signal names and, per row and feature, the signal index. The "latest activity" recencies
+    join the signal of the kind they name in that row (as their phrase does: :func:`_latest_kind`)."""
+    features = list(values.columns)
+    static = [signal_of(f) for f in features]
+    names = list(dict.fromkeys(static))
+    index = {name: i for i, name in enumerate(names)}
+    codes = np.broadcast_to(np.array([index[x] for x in static], dtype="int64"), values.shape).copy()
+    for j, f in enumerate(features):
+        if f not in _LATEST:
+            continue
+        days = pd.to_numeric(values[f], errors="coerce").to_numpy(dtype="float64")
+        unset = ~np.isnan(days)
+        for kind in (kinds if _LATEST[f] == "kinds" else [k for k in raisers if k in kinds]):
+            col = f"days_since_{kind}"
+            if kind not in index or col not in values:
+                continue
+            other = pd.to_numeric(values[col], errors="coerce").to_numpy(dtype="float64")
+            with np.errstate(invalid="ignore"):
+                hit = unset & (np.abs(other - days) <= 1e-9 * np.maximum(1.0, np.abs(days)))
+            codes[hit, j] = index[kind]
+            unset &= ~hit
+    return names, codes
+
+
+def top_reasons(contrib: np.ndarray, values: pd.DataFrame, k: int, declared: Mapping | None = None,
+                min_contribution: float = MIN_CONTRIBUTION, kinds=tuple(DID),
+                raisers=HAND_RAISER_TYPES) -> tuple[list[list[dict]], list[list[dict]]]:
+    """Per row, the ``k`` signals that raise the odds most and the ``k`` that lower them most,
+    each at least ``min_contribution`` (log-odds) either way, in words: each ``{"signal",
+    "contribution"`` (the signal's features summed)``, "feature", "value", "text"`` (its most
+    telling feature: the largest contribution in the signal's direction)``, "features"}`` (every
+    feature of the signal in that row). ``contrib`` is rows x features in the column order of
+    ``values``; ``declared``: phrases of a source's attributes and kinds; ``kinds`` /
+    ``raisers``: the activity kinds and hand-raiser kinds, in the order phrases name them."""
+    if min_contribution < 0:
+        raise ValueError(f"min_contribution must be >= 0 (log-odds), got {min_contribution!r}")
+    features = list(values.columns)
+    contrib = np.asarray(contrib, dtype="float64")
+    names, codes = _signal_codes(values, list(kinds), raisers)
+    n, n_signals = len(contrib), len(names)
+    sums = np.zeros((n, n_signals))
+    rows = np.arange(n)
+    for j in range(len(features)):
+        sums[rows, codes[:, j]] += contrib[:, j]
+    # per (row, signal): its most telling feature, the largest contribution in the signal's direction
+    pushing = contrib * np.sign(np.take_along_axis(sums, codes, axis=1))
+    keys = (rows[:, None] * n_signals + codes).ravel()
+    order = np.lexsort((-pushing.ravel(), keys))
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = keys[order][1:] != keys[order][:-1]
+    best = np.zeros(n * n_signals, dtype="int64")
+    best[keys[order][first]] = order[first] % len(features)
+    best = best.reshape(n, n_signals)
+    # every feature of a signal: its own, and the "latest" recencies that joined it in that row
+    latest = [j for j, f in enumerate(features) if f in _LATEST]
+    own = {g: [] for g in range(n_signals)}
+    for j, f in enumerate(features):
+        if f not in _LATEST:
+            own[names.index(signal_of(f))].append(f)
+    kk = min(k, n_signals)
+    up = np.argsort(-sums, axis=1, kind="stable")[:, :kk]
+    down = np.argsort(sums, axis=1, kind="stable")[:, :kk]
+    records = values.to_dict("records")
+    positives, negatives = [], []
+    for i, row in enumerate(records):
+        def reason(g: int) -> dict:
+            f = features[best[i, g]]
+            members = own[g] + [features[j] for j in latest if codes[i, j] == g]
+            return {"signal": names[g], "contribution": float(sums[i, g]), "feature": f, "value": _plain(row[f]),
+                    "text": describe(f, row[f], row, declared), "features": members}
+
+        positives.append([reason(g) for g in up[i] if sums[i, g] >= min_contribution and sums[i, g] > 0])
+        negatives.append([reason(g) for g in down[i] if sums[i, g] <= -min_contribution and sums[i, g] < 0])
+    return positives, negatives
+
+
+REASONS_NOTE = ("Each reason's number is its effect on the model's log-odds of conversion: +0.69 doubles the "
+                "odds, -0.69 halves them, 0 leaves them.")
+
+
+def reason_text(reason: dict) -> str:
+    """'Requested a demo today: raises (+0.48)' / 'Uses a student e-mail address: lowers (-0.41)'."""
+    c = reason["contribution"]
+    return f"{reason['text']}: {'raises' if c > 0 else 'lowers'} ({c:+.2f})"
+
+
+def _digits(p: float, *above: float) -> int:
+    """Significant digits (at least 3) that keep ``p`` printed apart from each value it is below:
+    printed numbers then never contradict the verdict ('0.006 < 0.006')."""
+    for d in range(3, 18):
+        if all(f"{p:.{d}g}" != f"{t:.{d}g}" for t in above if p < t):
+            return d
+    return 17
+
+
+def decision_sentence(p: float, tier: str, mql_cutoff: float, sql_cutoff: float,
+                      positive: list[dict], negative: list[dict], probability: str = "p_sql") -> str:
+    """'MQL: p_sql 0.31 >= MQL cutoff 0.18 (SQL cutoff 0.45); strongest reasons: ...' (``probability``:
+    the name of the primary label's probability, p_sql or p_won). Numbers carry as many
+    significant digits as it takes for the printed comparison to hold (at least 3)."""
+    if tier == "SQL":
+        d = _digits(p)
+        rule = f"{probability} {p:.{d}g} >= SQL cutoff {sql_cutoff:.{d}g}"
+    elif tier == "MQL":
+        d = _digits(p, sql_cutoff)
+        rule = f"{probability} {p:.{d}g} >= MQL cutoff {mql_cutoff:.{d}g} (SQL cutoff {sql_cutoff:.{d}g})"
+    else:
+        d = _digits(p, mql_cutoff)
+        rule = f"{probability} {p:.{d}g} < MQL cutoff {mql_cutoff:.{d}g}"
+    lead_with = positive if tier != "lead" else negative
+    word = "strongest reasons" if tier != "lead" else "strongest reasons against"
+    if not lead_with:
+        return f"{tier}: {rule}"
+    return f"{tier}: {rule}; {word}: " + "; ".join(reason_text(r) for r in lead_with)
+
+
+def explain_rows(scorer, frame: pd.DataFrame, k: int = 3,
+                 min_contribution: float = MIN_CONTRIBUTION) -> tuple[pd.DataFrame, Contributions]:
+    """One row per input row: lead_id, as_of, p_sql, p_won, tier, margin, base, p_uncalibrated,
+    fit_score, engagement_score, grid, decision, positive and negative reasons (lists of dicts),
+    all of the primary label's model. Returns it with that model's :class:`Contributions`."""
+    if k < 1:
+        raise ValueError(f"k (reasons per direction) must be >= 1, got {k}")
+    frame = scorer.prepare(frame)
+    scored = scorer.predict(frame)
+    model = scorer.primary_model
+    contrib = contributions(model, frame)
+    groups = group_scores(contrib.values, scorer.catalogue)
+    out = scored[["lead_id", "as_of", *scorer.probability_columns.values(), "score", "tier"]].copy()
+    out["margin"] = contrib.margin
+    out["base"] = contrib.base
+    out["p_uncalibrated"] = 1.0 / (1.0 + np.exp(-contrib.margin))
+    out["fit_score"] = groups["fit_score"].to_numpy()
+    out["engagement_score"] = groups["engagement_score"].to_numpy()
+    grid = getattr(scorer, "grid", None)
+    out["grid"] = grid.cells(out["fit_score"], out["engagement_score"]) if grid is not None else None
+    if scorer.flat:
+        phrases, kinds, raisers = flat_phrases(scorer.catalogue), (), ()
+    else:
+        config = scorer.feature_config
+        phrases, raisers = declared_phrases(config), tuple(config.hand_raisers)
+        kinds = tuple(dict.fromkeys([*DID, *config.contract.kinds]))  # the order phrases name them in
+    positives, negatives = top_reasons(contrib.values.to_numpy(), frame[model.features], k, phrases,
+                                       min_contribution, kinds, raisers)
+    decisions = [decision_sentence(p, t, scorer.cutoffs.mql, scorer.cutoffs.sql, pos, neg, scorer.probability)
+                 for p, t, pos, neg in zip(out[scorer.probability].to_numpy(dtype=float), out["tier"].astype(str),
+                                           positives, negatives)]
+    out["decision"] = decisions
+    out["reasons_positive"] = positives
+    out["reasons_negative"] = negatives
+    return out, contrib
+
+
+def reasons_line(positive: list[dict], negative: list[dict]) -> str:
+    """One cell of text: 'Requested a demo today: raises (+0.48); ... | against: Uses a student e-mail
+    address: lowers (-0.41)'."""
+    text = "; ".join(reason_text(r) for r in positive)
+    if negative:
+        text += (" | " if text else "") + "against: " + "; ".join(reason_text(r) for r in negative)
+    return text
+
+
+MARGIN_NOTE = ("Contributions are in log-odds of the uncalibrated model and add up, with the base value, "
+               "to its margin. The probability is the calibrator applied to that margin; the calibrator is "
+               "monotone, so a positive contribution never lowers it, but the same contribution moves it by "
+               "different amounts at different margins.")
+
+
+# ---------------------------------------------------------------------------
+# The global view: importance, beeswarm, dependence, fit vs engagement
+# ---------------------------------------------------------------------------
+
+def importance_table(contrib: pd.DataFrame, catalogue: pd.DataFrame) -> pd.DataFrame:
+    """feature, group, mean |SHAP| (log-odds), largest first."""
+    group = catalogue.set_index("name")["group"]
+    imp = contrib.abs().mean().sort_values(ascending=False, kind="stable")
+    return pd.DataFrame({"feature": imp.index, "group": [group.get(f, "other") for f in imp.index],
+                         "mean_abs_shap": imp.to_numpy()})
+
+
+def _numeric_view(frame: pd.DataFrame, features: list[str], levels: dict) -> pd.DataFrame:
+    """Feature values for colouring plots: categoricals as their training codes."""
+    X = as_model_frame(frame, features, levels)
+    for col in levels:
+        codes = X[col].cat.codes.astype("float64")
+        X[col] = codes.where(codes >= 0)
+    return X.astype("float64")
+
+
+def global_figures(model: ConversionModel, frame: pd.DataFrame, catalogue: pd.DataFrame,
+                   max_display: int = 20, n_dependence: int = 3) -> dict[str, bytes]:
+    """PNG figures from SHAP on ``frame`` (a sample of scored rows): ``shap_importance.png``,
+    ``shap_beeswarm.png``, ``shap_groups.png`` and ``shap_dependence_<feature>.png`` for the
+    top features."""
+    import matplotlib.pyplot as plt  # shap's plots draw on pyplot
+    import shap
+
+    from leadscore.reporting.report import figure_png, new_figure
+
+    contrib = contributions(model, frame)
+    table = importance_table(contrib.values, catalogue)
+    X = _numeric_view(frame, model.features, model.levels)
+    figures: dict[str, bytes] = {}
+
+    top = table.head(max_display).iloc[::-1]
+    fig = new_figure(7, 0.3 * len(top) + 1.2)
+    ax = fig.subplots()
+    colours = ["#1f77b4" if g == "fit" else "#ff7f0e" for g in top["group"]]
+    ax.barh(top["feature"], top["mean_abs_shap"], color=colours)
+    ax.set_xlabel("mean |SHAP| (log-odds of becoming an SQL); blue = fit, orange = engagement")
+    ax.set_title("Feature importance")
+    figures["shap_importance.png"] = figure_png(fig)
+
+    plt.close("all")
+    shap.summary_plot(contrib.values.to_numpy(), X, max_display=max_display, show=False)
+    figures["shap_beeswarm.png"] = _pyplot_png(plt)
+
+    for feature in table["feature"].head(n_dependence):
+        if feature in model.levels:  # by category name, not by the model's codes 0, 1, 2, ...
+            values = as_model_frame(frame, [feature], {feature: model.levels[feature]})[feature]
+            fig = _categorical_dependence(feature, values, contrib.values[feature].to_numpy())
+            figures[f"shap_dependence_{feature}.png"] = figure_png(fig)
+            continue
+        shap.dependence_plot(feature, contrib.values.to_numpy(), X, interaction_index=None, show=False)
+        plt.gcf().axes[0].set_ylabel(f"SHAP value of {feature} (log-odds)")
+        figures[f"shap_dependence_{feature}.png"] = _pyplot_png(plt)
+
+    groups = table.groupby("group")["mean_abs_shap"].sum()
+    scores = group_scores(contrib.values, catalogue)
+    fig = new_figure(7, 2.6)
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.bar(groups.index, groups.to_numpy(), color=["#ff7f0e" if g == "engagement" else "#1f77b4" for g in groups.index])
+    ax1.set_ylabel("sum of mean |SHAP|")
+    ax1.set_title("Importance by group")
+    ax2.scatter(scores["fit_score"], scores["engagement_score"], s=4, alpha=0.3)
+    ax2.set_xlabel("fit_score")
+    ax2.set_ylabel("engagement_score")
+    ax2.set_title("Fit vs engagement (log-odds)")
+    figures["shap_groups.png"] = figure_png(fig)
+    return figures
+
+
+def _categorical_dependence(feature: str, values: pd.Series, shap_values: np.ndarray, max_categories: int = 25):
+    """SHAP dependence of a categorical feature: one jittered strip per category (its name and
+    row count on the axis, missing values as their own category), the median as a bar,
+    categories ordered by median contribution; the ``max_categories`` most frequent shown."""
+    from leadscore.reporting.report import new_figure
+
+    labels = values.astype("object").where(values.notna(), "(missing)").astype(str).to_numpy()
+    counts = pd.Series(labels).value_counts()
+    kept = list(counts.index[:max_categories])
+    medians = {c: float(np.median(shap_values[labels == c])) for c in kept}
+    order = sorted(kept, key=lambda c: medians[c])
+    fig = new_figure(max(6.0, 0.55 * len(order) + 2.5), 4.6)
+    ax = fig.subplots()
+    rng = np.random.default_rng(0)
+    for i, c in enumerate(order):
+        v = shap_values[labels == c]
+        ax.scatter(i + rng.uniform(-0.28, 0.28, len(v)), v, s=6, alpha=0.35, color="tab:blue", linewidths=0)
+        ax.plot([i - 0.35, i + 0.35], [medians[c]] * 2, color="black", lw=2)
+    ax.axhline(0, color="grey", lw=1)
+    ticks = [f"{c} ({counts[c]:,})" for c in order]
+    slanted = len(order) > 4 or max(len(t) for t in ticks) * len(order) > 60  # would overlap side by side
+    ax.set_xticks(np.arange(len(order)), ticks, rotation=35 if slanted else 0, ha="right" if slanted else "center")
+    more = f"; {len(counts) - len(kept)} rarer categories not shown" if len(counts) > len(kept) else ""
+    ax.set(xlabel=f"{feature} (rows in the sample)", ylabel=f"SHAP value of {feature} (log-odds)",
+           title=f"{feature}: contribution by category (black bar: median{more})")
+    return fig
+
+
+def _pyplot_png(plt) -> bytes:
+    from leadscore.reporting.report import figure_png
+
+    fig = plt.gcf()
+    png = figure_png(fig)
+    plt.close(fig)
+    return png
+
+
+# ---------------------------------------------------------------------------
+# One lead, as of a moment: what `leadscore explain` shows
+# ---------------------------------------------------------------------------
+
+class UnknownLead(LookupError):
+    """The lead id is not in the data, or the lead did not exist yet at as_of."""
+
+
+def explain_lead(scorer, con, lead_id: str, as_of, k: int = 3) -> dict:
+    """Everything about one lead's score as of a moment, JSON-serialisable: probabilities,
+    tier, decision sentence, reasons in words, fit/engagement scores and grid, the rule
+    baseline's points and fired rules, every contribution, the base value and the margin."""
+    from leadscore.features.builder import features_as_of, open_leads
+    from leadscore.modeling.baseline import score_baseline
+
+    as_of = pd.Timestamp(as_of)
+    known = con.execute("SELECT created_at::VARCHAR FROM leads WHERE lead_id = ?", [str(lead_id)]).fetchall()
+    if not known:
+        raise UnknownLead(f"lead_id {lead_id!r} is not in the leads table")
+    pair = pd.DataFrame({"lead_id": [str(lead_id)], "as_of": [as_of]})
+    contract = scorer.feature_config.contract
+    frame = features_as_of(con, pair, config=scorer.feature_config)
+    if frame.empty:
+        raise UnknownLead(f"lead {lead_id!r} was created at {known[0][0]}, not before as_of {as_of}; "
+                          "there is nothing to score yet")
+    is_open = bool((open_leads(con, [as_of])["lead_id"] == str(lead_id)).any())
+    out = explanation_of(scorer, frame, k)
+    out.update(lead_id=str(lead_id), as_of=as_of.isoformat(), open=is_open)
+    if scorer.rules is not None:
+        out["baseline"] = baseline_summary(score_baseline(con, scorer.rules, pair, contract=contract).iloc[0])
+    return out
+
+
+def baseline_summary(b: pd.Series) -> dict:
+    """A lead's rule-baseline row (``score_baseline`` / ``score_flat_baseline``), JSON-serialisable."""
+    return {"points": float(b["total_points"]), "fit_points": float(b["fit_points"]),
+            "engagement_points": float(b["engagement_points"]), "tier": str(b["baseline_tier"]),
+            "grid": str(b["grid"]), "fired_rules": [r for r in str(b["fired_rules"]).split("; ") if r]}
+
+
+def explanation_of(scorer, frame: pd.DataFrame, k: int = 3) -> dict:
+    """The explanation of one feature row (``frame``: lead_id, as_of and the features), JSON-
+    serialisable: probabilities, tier, decision, reasons, fit/engagement, every contribution."""
+    row, contrib = explain_rows(scorer, frame, k)
+    r = row.iloc[0]
+    probabilities = {c: None if pd.isna(r[c]) else float(r[c]) for c in scorer.probability_columns.values()}
+    out = {
+        "lead_id": str(r["lead_id"]), "as_of": pd.Timestamp(r["as_of"]).isoformat(), "open": True,
+        **probabilities, "probabilities": probabilities,
+        "primary_label": scorer.primary, "probability": scorer.probability,
+        "score": int(r["score"]), "tier": str(r["tier"]),
+        "cutoffs": {"mql": scorer.cutoffs.mql, "sql": scorer.cutoffs.sql},
+        "decision": str(r["decision"]),
+        "reasons_positive": r["reasons_positive"], "reasons_negative": r["reasons_negative"],
+        "fit_score": float(r["fit_score"]), "engagement_score": float(r["engagement_score"]),
+        "grid": None if r["grid"] is None else str(r["grid"]),
+        "margin": float(r["margin"]), "base": float(r["base"]), "p_uncalibrated": float(r["p_uncalibrated"]),
+        "explanation_scale": MARGIN_NOTE, "reasons_note": REASONS_NOTE,
+        "contributions": {f: float(v) for f, v in contrib.values.iloc[0].items()},
+        "values": {f: _plain(v) for f, v in frame[scorer.features].iloc[0].items()},
+    }
+    for name, other in scorer.models.items():  # the other label's model, contributions alike
+        if name != scorer.primary:
+            c = contributions(other, frame)
+            out[name] = {"margin": float(c.margin[0]), "base": float(c.base[0]),
+                         "contributions": {f: float(v) for f, v in c.values.iloc[0].items()}}
+    return out
+
+
+def explanation_text(e: dict) -> str:
+    """The human-readable form of :func:`explain_lead`'s result."""
+    lines = [f"lead {e['lead_id']} as of {e['as_of']}" + ("" if e["open"] else " (not open at that moment: "
+                                                                              "already an SQL or closed)"),
+             e["decision"], "",
+             REASONS_NOTE, "",
+             ", ".join([f"{name} {p:.4f}" + (f" (score {e['score']}/99)" if name == e["probability"] else "")
+                        for name, p in e["probabilities"].items() if p is not None]),
+             f"model margin {e['margin']:+.3f} log-odds = base {e['base']:+.3f} + contributions "
+             f"{e['margin'] - e['base']:+.3f}; uncalibrated p {e['p_uncalibrated']:.4f}, calibrated "
+             f"{e['probability']} {e[e['probability']]:.4f}",
+             f"fit_score {e['fit_score']:+.3f}, engagement_score {e['engagement_score']:+.3f}"
+             + (f", grid {e['grid']}" if e["grid"] else ""), "", "reasons for:"]
+    lines += [f"  + {reason_text(r)}" for r in e["reasons_positive"]] or ["  (none)"]
+    lines += ["reasons against:"]
+    lines += [f"  - {reason_text(r)}" for r in e["reasons_negative"]] or ["  (none)"]
+    if "baseline" in e:
+        b = e["baseline"]
+        lines += ["", f"rule baseline: {b['points']:.0f} points -> {b['tier']}, grid {b['grid']}",
+                  *(f"  {rule}" for rule in b["fired_rules"] or ["(no rule fired)"])]
+    lines += ["", MARGIN_NOTE]
+    return "\n".join(lines)

@@ -1,0 +1,239 @@
+"""The trained scorer: feature rows in, calibrated probabilities, score and tier out.
+
+One object holds everything a score needs - a model per outcome the CRM records
+(``became_sql``, ``won``, or only one of them) with its calibrator, which of them is the
+*primary* label (the one the cutoffs, the 1-99 score, the tier and the explanations are
+about), the cutoffs and the policy they were chosen by, the score scale, the feature
+catalogue and configuration, and the rule baseline that always runs alongside. It is what
+the bundle under ``models/<name>/`` stores and what the MLflow pyfunc model wraps, so batch
+scoring, on-request serving and retraining all use the same code. A probability whose model
+the CRM's outcomes could not train (``p_sql`` for a CRM without an SQL stage) is empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from leadscore.features.builder import FeatureConfig, with_ratios
+from leadscore.labels.examples import LABEL_SPECS, label_spec
+from leadscore.modeling.cutoffs import Cutoffs
+from leadscore.modeling.model import ConversionModel
+from leadscore.serving.columns import (
+    BASELINE_COLUMNS,
+    EXPLANATION,
+    KEY_COLUMNS,
+    SCORE,
+    names,
+)
+
+
+class ScoringInputError(ValueError):
+    """Feature rows that the scorer cannot use; the message names the columns at fault."""
+
+
+def rows_named(mask: np.ndarray) -> str:
+    rows = np.flatnonzero(mask)
+    return f"row(s) {rows[:10].tolist()}" + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+
+
+def as_of_utc(values: pd.Series) -> pd.Series:
+    """The rows' ``as_of`` in UTC: timestamps, or ISO 8601 text (naive means UTC, any mix of
+    forms); :class:`ScoringInputError` names the rows that are neither."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        parsed = values.dt.tz_localize("UTC") if values.dt.tz is None else values.dt.tz_convert("UTC")
+        bad = parsed.isna().to_numpy()
+    else:
+        text = values.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
+        parsed = pd.to_datetime(values.where(text), utc=True, format="ISO8601", errors="coerce")
+        bad = parsed.isna().to_numpy()
+    if bad.any():
+        raise ScoringInputError(f"as_of must be an ISO 8601 timestamp such as 2025-09-01T06:00:00 (UTC unless zoned), got "
+                                f"{values[bad].iloc[0]!r} in {rows_named(bad)}")
+    return parsed
+
+
+@dataclass(frozen=True)
+class ScoreScale:
+    """The 1-99 score: 1 + 98 x the mid-rank ECDF of the reference probabilities (the
+    calibration slice's open leads) at ``p`` - the share of reference leads below ``p`` plus
+    half the share tied with it. A score of 90 means "higher than about 90 % of open leads";
+    leads tied in probability get the same score whatever their number (a flat stretch of an
+    isotonic calibrator does not eat the scale), and the scale runs from 1 (below every
+    reference lead) to 99 (above every one)."""
+
+    values: np.ndarray      # distinct reference probabilities, ascending
+    cumulative: np.ndarray  # reference leads at or below each value
+
+    @classmethod
+    def of(cls, p) -> ScoreScale:
+        values, counts = np.unique(np.asarray(p, dtype="float64"), return_counts=True)
+        if not len(values):
+            raise ValueError("the score scale needs reference probabilities")
+        return cls(values=values, cumulative=np.cumsum(counts))
+
+    def points(self, p) -> np.ndarray:
+        p = np.asarray(p, dtype="float64")
+        n = float(self.cumulative[-1])
+        below_i = np.searchsorted(self.values, p, side="left")   # values < p
+        upto_i = np.searchsorted(self.values, p, side="right")   # values <= p
+        cum = np.r_[0, self.cumulative]
+        share = (cum[below_i] + 0.5 * (cum[upto_i] - cum[below_i])) / n
+        return (1 + np.floor(98 * share + 0.5)).astype("int16")
+
+
+def probability_column(label: str) -> str:
+    """The output column of a label's probability: p_sql, p_won, or ``p_<label>`` (flat exports)."""
+    return label_spec(label).probability
+
+
+def score_scale(p: np.ndarray) -> ScoreScale:
+    """The 1-99 score of reference probabilities ``p`` (the calibration slice): :class:`ScoreScale`."""
+    return ScoreScale.of(p)
+
+
+@dataclass
+class Scorer:
+    models: dict[str, ConversionModel]  # label -> calibrated model, for the labels that could be trained
+    primary: str                        # the label of the cutoffs, score, tier and explanations
+    cutoffs: Cutoffs
+    scale: ScoreScale
+    catalogue: pd.DataFrame
+    feature_config: FeatureConfig | None  # None: a flat export's model (its columns are the features)
+    rules: object | None = None  # leadscore.modeling.baseline.RuleSet: the points baseline scored alongside
+    grid: object | None = None   # leadscore.serving.explain.GridThresholds: fit x engagement grid cells
+    info: dict = field(default_factory=dict)
+    ratios: tuple = ()           # leadscore.features.builder.Ratio: derived columns computed when the rows lack them
+
+    def __post_init__(self):
+        if self.primary not in self.models:
+            raise ValueError(f"primary label {self.primary!r} has no model (models: {', '.join(self.models)})")
+
+    @property
+    def primary_model(self) -> ConversionModel:
+        return self.models[self.primary]
+
+    @property
+    def probability(self) -> str:
+        """The output column the cutoffs, score and tier read: ``p_sql`` or ``p_won`` (a flat
+        export's label ``converted``: ``p_converted``)."""
+        return probability_column(self.primary)
+
+    @property
+    def flat(self) -> bool:
+        """A model of a one-row-per-lead export: its feature rows are the export's columns."""
+        return self.feature_config is None
+
+    @property
+    def probability_columns(self) -> dict[str, str]:
+        """label -> output column, in output order: p_sql and p_won for event data (empty when
+        the CRM could not train one), the label's own for a flat export."""
+        labels = list(self.models) if self.flat else list(LABEL_SPECS)
+        return {label: probability_column(label) for label in labels}
+
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        """What :meth:`score` returns (before any baseline columns)."""
+        return (*KEY_COLUMNS, *self.probability_columns.values(), *names(SCORE, EXPLANATION))
+
+    @property
+    def sql_model(self) -> ConversionModel | None:
+        return self.models.get("became_sql")
+
+    @property
+    def won_model(self) -> ConversionModel | None:
+        return self.models.get("won")
+
+    @property
+    def features(self) -> list[str]:
+        """The feature columns any of the models reads, in catalogue order."""
+        used = {f for m in self.models.values() for f in m.features}
+        return [f for f in self.catalogue["name"] if f in used]
+
+    def prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The rows, checked (:meth:`check_input`), with the derived ratio columns they lack."""
+        if not isinstance(frame, pd.DataFrame):
+            raise ScoringInputError(f"expected a table of feature rows, got {type(frame).__name__}")
+        frame = with_ratios(frame, [r for r in self.ratios if {r.numerator, r.denominator} <= set(frame.columns)])
+        self.check_input(frame)
+        return frame
+
+    def check_input(self, frame: pd.DataFrame) -> None:
+        if not isinstance(frame, pd.DataFrame):
+            raise ScoringInputError(f"expected a table of feature rows, got {type(frame).__name__}")
+        if len(frame) == 0:
+            raise ScoringInputError("no rows to score: send at least one feature row")
+        missing = [c for c in (*KEY_COLUMNS, *self.features) if c not in frame.columns]
+        if missing:
+            shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            raise ScoringInputError(f"feature rows lack column(s) {shown}; give the columns `leadscore features` "
+                                    "writes (lead_id, as_of and the feature catalogue)")
+        categorical = {c for m in self.models.values() for c in m.levels}
+        numeric = [f for f in self.features if f not in categorical]
+        bad = [c for c in numeric if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))]
+        if bad:
+            raise ScoringInputError(f"feature column(s) {', '.join(bad[:10])} must be numeric, "
+                                    f"got {', '.join(str(frame[c].dtype) for c in bad[:10])}")
+        for c in numeric:  # an infinity is no count, age or amount (and would overflow the reasons)
+            if pd.api.types.is_float_dtype(frame[c]):
+                infinite = np.isinf(frame[c].to_numpy(dtype="float64", na_value=np.nan))
+                if infinite.any():
+                    raise ScoringInputError(f"feature {c!r} must be a finite number, got {float(frame[c][infinite].iloc[0])!r} "
+                                            f"in {rows_named(infinite)}")
+
+    def score_points(self, p: np.ndarray) -> np.ndarray:
+        """1-99, monotone in the primary probability (a percentile of the reference open leads)."""
+        return self.scale.points(p)
+
+    def probabilities(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """``p_sql`` and ``p_won`` of the rows (NaN for a label without a model); models that
+        read the same features share one prepared matrix."""
+        prepared: list[tuple[ConversionModel, pd.DataFrame]] = []
+        out = {}
+        for name, column in self.probability_columns.items():
+            model = self.models.get(name)
+            if model is None:
+                out[column] = np.full(len(frame), np.nan)
+                continue
+            X = next((X for other, X in prepared if model.reads_like(other)), None)
+            if X is None:
+                X = model.matrix(frame)
+                prepared.append((model, X))
+            out[column] = model.predict_proba(frame, X)
+        return out
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """lead_id, as_of, p_sql, p_won, score, tier (+ baseline_points / baseline_tier when the
+        rows carry them), one row per input row in input order. ``as_of`` without a time zone
+        is read as UTC (MLflow's pyfunc schema only takes zone-naive timestamps)."""
+        frame = self.prepare(frame)
+        as_of = as_of_utc(frame["as_of"])
+        out = pd.DataFrame({"lead_id": frame["lead_id"].astype("str").to_numpy(), "as_of": as_of.array})
+        for column, p in self.probabilities(frame).items():
+            out[column] = p
+        p = out[self.probability].to_numpy()
+        out["score"] = self.score_points(p)
+        out["tier"] = pd.array(self.cutoffs.tier(p), dtype="str")
+        for col in BASELINE_COLUMNS:
+            if col in frame.columns:
+                out[col] = frame[col].to_numpy()
+        return out
+
+    def score(self, frame: pd.DataFrame, top_reasons: int = 3) -> pd.DataFrame:
+        """:meth:`predict` plus fit_score, engagement_score, grid and ``reasons`` (the top
+        reasons for and against in words, one text cell): the columns of
+        :data:`leadscore.serving.columns.EXPLAINED_COLUMNS`, then baseline_points / baseline_tier when the rows carry them."""
+        from leadscore.serving.explain import explain_rows, reasons_line
+
+        rows, _ = explain_rows(self, frame, top_reasons)
+        out = rows[list(self.output_columns[:-1])].copy()
+        out["grid"] = out["grid"].astype("str") if self.grid is not None else pd.Series(pd.NA, index=out.index,
+                                                                                         dtype="str")
+        out["reasons"] = pd.array([reasons_line(p, n) for p, n in zip(rows["reasons_positive"],
+                                                                       rows["reasons_negative"])], dtype="str")
+        for col in BASELINE_COLUMNS:
+            if col in frame.columns:
+                out[col] = frame[col].to_numpy()
+        return out

@@ -1,0 +1,151 @@
+"""Scale-out scoring on Spark: the registered pyfunc model as a ``mlflow.pyfunc.spark_udf``.
+
+For lead bases that outgrow one machine. The input is a Spark DataFrame of prepared feature
+rows - the columns ``leadscore features`` writes: ``lead_id``, ``as_of`` and the feature
+catalogue's columns - and the output has one row per input row with the batch job's scoring
+columns (:data:`leadscore.serving.columns.EXPLAINED_COLUMNS`): lead_id, as_of, p_sql, p_won, score,
+tier, fit_score, engagement_score, grid, reasons (+ baseline_points / baseline_tier copied
+through when the input carries them). Every executor runs the same ``Scorer`` as
+``leadscore score`` and ``mlflow models serve``, so the scores are the same.
+
+pyspark is an optional extra (``pip install 'leadscore[spark]'``; pyspark 4.x needs Java 17+)
+and is imported only when a function here is called. Example::
+
+    import mlflow
+    from pyspark.sql import SparkSession
+    from leadscore.serving.spark import score_spark
+
+    mlflow.set_tracking_uri("sqlite:///mlflow.db")      # the store the model is registered in
+    spark = SparkSession.builder.getOrCreate()
+    features = spark.read.parquet("s3://crm/features/2025-06-01/")   # `leadscore features` output
+    scores = score_spark(features, "models:/leadscore@champion")
+    scores.write.mode("overwrite").parquet("s3://crm/scores/2025-06-01/")
+
+``env_manager="local"`` (the default) runs the model in the executors' own Python, which must
+have leadscore and the versions pinned in constraints.txt installed; ``"virtualenv"``,
+``"uv"`` or ``"conda"`` make MLflow rebuild the model's logged environment on every executor
+instead (slower to start, but independent of what the cluster has installed).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from leadscore.serving.columns import BASELINE_COLUMNS, SPARK_FIELDS
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from pyspark.sql import DataFrame, SparkSession
+
+INSTALL_HINT = "pip install 'leadscore[spark]'"
+# The pyfunc's scoring columns after the keys, with their Spark types. lead_id and as_of are
+# taken from the input rather than from the model's output (spark_udf result types allow only
+# int/long/float/double/string/boolean, no timestamps); rows stay aligned because a pandas UDF
+# returns one row per input row.
+RESULT_FIELDS = SPARK_FIELDS
+PASSTHROUGH = BASELINE_COLUMNS  # copied from the input when present, as the scorer does
+_RESULT = "_leadscore"
+
+
+def _require_pyspark():
+    try:
+        import pyspark  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"Spark scoring needs pyspark: {INSTALL_HINT} (pyspark 4.x needs Java 17+)") from exc
+
+
+def result_type():
+    """The Spark struct the scoring UDF returns: :data:`RESULT_FIELDS`."""
+    _require_pyspark()
+    from pyspark.sql.types import (
+        DoubleType,
+        IntegerType,
+        StringType,
+        StructField,
+        StructType,
+    )
+
+    types = {"double": DoubleType(), "int": IntegerType(), "string": StringType()}
+    return StructType([StructField(name, types[kind], nullable=True) for name, kind in RESULT_FIELDS])
+
+
+def scoring_udf(model_uri: str, spark: SparkSession | None = None, env_manager: str = "local",
+                tracking_uri: str | None = None):
+    """``mlflow.pyfunc.spark_udf`` on ``model_uri`` returning :func:`result_type`; call it on
+    ``struct(*columns)`` of the feature rows. ``tracking_uri`` (else MLflow's current one,
+    e.g. ``MLFLOW_TRACKING_URI``) is where ``models:/`` URIs are resolved. The registered copy
+    is checked first (:func:`leadscore.serving.registry.verify_registered`): a model whose code or
+    bundle differs from what its training run recorded is refused before it runs anywhere."""
+    _require_pyspark()
+    import mlflow
+    from pyspark.sql import SparkSession
+
+    from leadscore.serving.registry import verify_registered
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    verify_registered(model_uri)   # before MLflow imports the model's code on the executors
+    spark = spark or SparkSession.getActiveSession()
+    if spark is None:
+        raise RuntimeError("no active SparkSession: pass spark= or create one first")
+    return mlflow.pyfunc.spark_udf(spark, model_uri, result_type=result_type(), env_manager=env_manager)
+
+
+def utc_wall_clock(column, spark: SparkSession):
+    """A TIMESTAMP column as TIMESTAMP_NTZ holding its UTC wall-clock time.
+
+    A pandas UDF receives TIMESTAMP values as naive times in ``spark.sql.session.timeZone``,
+    while the pyfunc reads naive ``as_of`` values as UTC; this hands it UTC whatever the
+    session's time zone is (TIMESTAMP_NTZ values reach pandas unchanged)."""
+    _require_pyspark()
+    from pyspark.sql import functions as F
+
+    return F.convert_timezone(F.lit(spark.conf.get("spark.sql.session.timeZone")), F.lit("UTC"),
+                              column.cast("timestamp_ntz"))
+
+
+def score_spark(features_df: DataFrame, model_uri: str, spark: SparkSession | None = None,
+                env_manager: str = "local", tracking_uri: str | None = None) -> DataFrame:
+    """Score a Spark DataFrame of feature rows with the registered pyfunc model.
+
+    Returns lead_id, as_of (both as given), p_sql, p_won, score, tier, fit_score,
+    engagement_score, grid, reasons, then baseline_points / baseline_tier when the input has
+    them; one row per input row. Lazy, like any Spark transformation: nothing is scored until
+    the result is written or collected. ``as_of`` may be a TIMESTAMP (an instant; handed to the
+    model as its UTC wall-clock time, whatever ``spark.sql.session.timeZone`` is) or a
+    TIMESTAMP_NTZ (read as UTC, like the pyfunc does).
+    """
+    _require_pyspark()
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import TimestampType
+
+    columns = list(features_df.columns)
+    for key in ("lead_id", "as_of"):
+        if key not in columns:
+            raise ValueError(f"feature rows lack the key column {key!r}")
+    spark = spark or features_df.sparkSession
+    predict = scoring_udf(model_uri, spark=spark, env_manager=env_manager, tracking_uri=tracking_uri)
+
+    schema = predict.metadata.get_input_schema()
+    if schema is not None and schema.has_input_names():
+        missing = [c for c in schema.required_input_names() if c not in columns]
+        if missing:
+            shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            raise ValueError(f"feature rows lack column(s) {shown}; give the columns `leadscore features` "
+                             "writes (lead_id, as_of and the feature catalogue)")
+        inputs = [c for c in schema.input_names() if c in columns]
+    else:
+        inputs = [c for c in columns if c not in PASSTHROUGH]
+
+    def model_column(name: str):
+        if name == "as_of" and isinstance(features_df.schema["as_of"].dataType, TimestampType):
+            return utc_wall_clock(F.col("as_of"), spark).alias("as_of")
+        return F.col(name)
+
+    scored = features_df.select(
+        "lead_id", "as_of", *[c for c in PASSTHROUGH if c in columns],
+        predict(F.struct(*[model_column(c) for c in inputs])).alias(_RESULT),
+    )
+    return scored.select(
+        "lead_id", "as_of", *[f"{_RESULT}.{name}" for name, _ in RESULT_FIELDS],
+        *[c for c in PASSTHROUGH if c in columns],
+    )
