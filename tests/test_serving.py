@@ -198,10 +198,10 @@ def test_a_tampered_registry_code_file_is_refused_before_any_of_it_runs(deployed
     canary = tmp_path / "canary"
     copy = tmp_path / "copy"
     shutil.copytree(champion_files, copy)
-    code = copy / "code" / "leadscore" / "bundle.py"
+    code = copy / "code" / "leadscore" / "serving" / "bundle.py"
     code.write_text(code.read_text() + f"\nimport pathlib; pathlib.Path({str(canary)!r}).touch()\n")
     manifest = verify_bundle(next((copy / "artifacts").iterdir()))   # the bundle itself is intact
-    with pytest.raises(BundleError, match=r"code/leadscore/bundle\.py: differs from the hash"):
+    with pytest.raises(BundleError, match=r"code/leadscore/serving/bundle\.py: differs from the hash"):
         check_model_files(copy, manifest)
     # registered as a version of its own, leadscore refuses it, and none of it runs
     mlflow.set_tracking_uri(deployed.tracking_uri)

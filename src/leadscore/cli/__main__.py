@@ -1,5 +1,7 @@
 """`python -m leadscore.cli ...`: the same commands as the `leadscore` script."""
 
-from leadscore.cli.app import app
+import sys
 
-app(prog_name="leadscore")
+from leadscore.cli.app import main
+
+sys.exit(main())
