@@ -245,3 +245,30 @@ def test_activity_kinds_outside_the_catalogue_count_in_totals_only(hand_tables):
     assert b["n_activities_total"] == 3 and b["n_activities_7d"] == 3 and b["n_distinct_kinds"] == 2
     assert b["n_distinct_assets"] == 1 and b["days_since_last_activity"] == pytest.approx(1.0)
     assert b["engagement_decayed"] == pytest.approx(0.5 ** (3 / 14) + 0.5 ** (4 / 14))  # unsubscribe excluded
+
+
+def test_hand_raiser_actions_in_the_last_30_days_counts_the_configured_hand_raisers():
+    """The registry's n_hand_raiser_30d: hand-raiser actions with age < 30 days, of the kinds the
+    feature config calls hand-raisers; its reason groups with the other hand-raiser features."""
+    from leadscore.serving.explain import describe, signal_of
+
+    acts = [
+        ("X", _days_before(1), "page_view_pricing", None),
+        ("X", _days_before(3), "page_view_blog", None),       # not a hand-raiser
+        ("X", _days_before(29, 23), "demo_request", None),     # 29 days 23 hours: in
+        ("X", _days_before(30), "contact_sales", None),        # exactly 30 days: out
+        ("X", _days_before(45), "trial_signup", None),
+        ("X", AS_OF, "demo_request", None),                    # at as_of: not before it
+        ("Y", _days_before(2), "email_open", None),
+    ]
+    tables = _tables([_lead("X", "2024-12-01"), _lead("Y", "2024-12-01")], acts, [])
+    f = features_as_of(tables, as_of=AS_OF).set_index("lead_id")
+    assert f.loc["X", "n_hand_raiser_30d"] == 2 and f.loc["Y", "n_hand_raiser_30d"] == 0
+    assert f["n_hand_raiser_30d"].dtype == "int32"
+    assert f.loc["X", "n_hand_raiser_total"] == 4
+    no_pricing = FeatureConfig(hand_raiser_types=("demo_request", "contact_sales", "trial_signup"))
+    assert features_as_of(tables, as_of=AS_OF, config=no_pricing).set_index("lead_id").loc["X", "n_hand_raiser_30d"] == 1
+    assert "n_hand_raiser_30d" in feature_names()
+    assert describe("n_hand_raiser_30d", 2) == "2 hand-raiser actions in the last 30 days"
+    assert describe("n_hand_raiser_30d", 0) == "No hand-raiser action in the last 30 days"
+    assert signal_of("n_hand_raiser_30d") == signal_of("n_hand_raiser_total") == "hand_raiser"
