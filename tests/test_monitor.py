@@ -22,7 +22,16 @@ from leadscore.features.builder import connect, open_leads
 from leadscore.labels.examples import data_bounds
 from leadscore.modeling.cutoffs import CutoffPolicy, Cutoffs
 from leadscore.modeling.metrics import wilson_interval
-from leadscore.monitoring.monitor import (
+from leadscore.monitoring.drift import (
+    categorical_bins,
+    numeric_bins,
+    psi,
+    psi_from_shares,
+)
+from leadscore.monitoring.monitor import monitor
+from leadscore.monitoring.outcomes import score_band
+from leadscore.monitoring.report import render_monitor_report
+from leadscore.monitoring.result import (
     EXIT_NO_ACTION,
     EXIT_RETRAIN,
     EXIT_REVIEW_CUTOFFS,
@@ -30,13 +39,6 @@ from leadscore.monitoring.monitor import (
     RETRAIN,
     REVIEW_CUTOFFS,
     MonitorConfig,
-    categorical_bins,
-    monitor,
-    numeric_bins,
-    psi,
-    psi_from_shares,
-    render_monitor_report,
-    score_band,
 )
 from leadscore.serving.batch import score_chunk
 from leadscore.serving.registry import load_scorer
@@ -456,7 +458,7 @@ def test_cli_names_missing_or_empty_score_inputs(trained_bundle, train_dir, tmp_
 
 
 def test_capacity_counts_leads_new_to_a_tier_since_the_run_before():
-    from leadscore.monitoring.monitor import capacity_table
+    from leadscore.monitoring.outcomes import capacity_table
 
     # three runs a week apart, then one 14 days later; counted by hand:
     #   A: lead -> MQL -> SQL -> SQL   new to MQL-or-better in run 2, new to SQL in run 3

@@ -18,18 +18,16 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from leadscore.modeling.cutoffs import TIERS
 from leadscore.modeling.metrics import reliability_table, wilson_interval
-from leadscore.monitoring.monitor import (
+from leadscore.monitoring.outcomes import rate_table, score_band
+from leadscore.monitoring.report import PSI_SHOWN, render_monitor_report
+from leadscore.monitoring.result import (
     NO_ACTION,
-    PSI_SHOWN,
     RETRAIN,
     REVIEW_CUTOFFS,
-    TIERS,
     MonitorConfig,
     MonitorResult,
-    rate_table,
-    render_monitor_report,
-    score_band,
 )
 from leadscore.reporting.report import render_training_report
 

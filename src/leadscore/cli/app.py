@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 import sys
 import tempfile
 import time
@@ -640,27 +639,6 @@ def _leads(row, key: str) -> str:
     return whole(row[key]) + ("" if low != low else f" ({whole(low)}-{whole(high)})")
 
 
-@contextlib.contextmanager
-def _run_bundle_dir(bundle_dir: Path):
-    """A directory of this training run's own for its bundle (beside ``bundle_dir``, removed
-    afterwards): what the run logs and registers is what it wrote, whatever another training
-    does to ``bundle_dir`` meanwhile; :func:`leadscore.serving.bundle.publish_bundle` then copies it there."""
-    bundle_dir.parent.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix=f".{bundle_dir.name}.run-", dir=bundle_dir.parent))
-    try:
-        yield root / bundle_dir.name
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _register(pipeline, bundle_dir: Path, run):
-    """Log the bundle as the pyfunc model of the active MLflow run and register it."""
-    from leadscore.serving import registry as T
-
-    example = run.test_frame.head(5)[["lead_id", "as_of", *run.scorer.features]]
-    return T.log_model_version(pipeline.tracking, bundle_dir, example, run.scorer.score(example))
-
-
 TRACKING_URI_HELP = ("MLflow tracking URI to log and register in (overrides `tracking.tracking_uri` in the config; "
                      "default sqlite:///mlflow.db).")
 TRAIN_PROGRESS_HELP = "Every 30 s, print the elapsed time and the stage running on stderr."
@@ -705,27 +683,11 @@ def train(
         report, _ = write_outputs(run, bundle_dir)
         typer.echo(f"\nwrote the bundle {bundle_dir}/ and the report {report} (MLflow tracking off)")
         return
-    import mlflow
+    from leadscore.training.publish import publish_training
 
-    from leadscore.serving import registry as T
-    from leadscore.serving.bundle import publish_bundle
-
-    client = T.configure(pipeline.tracking)
-    with mlflow.start_run(run_name=f"train {pipeline.name}") as active, _run_bundle_dir(bundle_dir) as staged:
-        report, figures = write_outputs(run, staged, active.info.run_id)
-        T.log_run_record(run, report, figures, staged)
-        version = _register(pipeline, staged, run)
-        name = pipeline.tracking.registered_model
-        if T.champion_version(client, name) is None:
-            T.set_alias(client, name, T.CHAMPION, version.version)
-            mlflow.set_tag("promotion", "first model: champion")
-            typer.echo(f"registered {name} version {version.version} as @{T.CHAMPION}")
-        else:
-            typer.echo(f"registered {name} version {version.version} (the champion is unchanged; "
-                       "`leadscore retrain` decides promotions)")
-        publish_bundle(staged, bundle_dir)
+    run_id = publish_training(pipeline, run, bundle_dir, typer.echo)
     report = bundle_dir / "report.html"
-    typer.echo(f"\nreport: {report}\nbundle: {bundle_dir}/\nMLflow run {active.info.run_id} in "
+    typer.echo(f"\nreport: {report}\nbundle: {bundle_dir}/\nMLflow run {run_id} in "
                f"{pipeline.tracking.tracking_uri}")
 
 
@@ -750,56 +712,13 @@ def retrain(
     either way; the challenger is registered with the alias `challenger`. Exit 0 either way;
     the decision is printed on the last line.
     """
-    import mlflow
-
-    from leadscore.serving import registry as T
-    from leadscore.training.pipeline import (
-        compare_champion,
-        promotion_decision,
-        write_outputs,
-    )
+    from leadscore.training.publish import retrain_and_promote
 
     pipeline, run, con, bundle_dir = _train_pipeline_run(config, data, models_dir, source, progress, tracking_uri)
     _print_run(run)
-    client = T.configure(pipeline.tracking)
-    name = pipeline.tracking.registered_model
-    champion = T.champion_version(client, name)
-    from leadscore.serving.bundle import publish_bundle
-
-    challenger_dir = bundle_dir.with_name(f"{bundle_dir.name}-challenger")
-    with mlflow.start_run(run_name=f"retrain {pipeline.name}") as active, _run_bundle_dir(bundle_dir) as staged:
-        report, figures = write_outputs(run, staged, active.info.run_id)
-        T.log_run_record(run, report, figures, staged)
-        version = _register(pipeline, staged, run)
-        T.set_alias(client, name, T.CHALLENGER, version.version)
-        p = run.primary.short
-        if champion is None:
-            promote, reason = True, "promote: there is no champion yet"
-        else:
-            scorer, champion_manifest = T.load_scorer(f"models:/{name}@{T.CHAMPION}")
-            compared = compare_champion(run, scorer, champion_manifest, con)
-            if compared.champion is None:
-                promote, reason = False, f"keep the champion: {compared.reason}"
-            else:
-                typer.echo(f"champion and challenger on {compared.rows:,} held-out examples as of dates after the "
-                           f"champion's data ({compared.since:%Y-%m-%d}), {compared.positives:,} positive:")
-                mlflow.log_metrics({**{f"champion_{p}_{k}": v for k, v in compared.champion.items()},
-                                    **{f"challenger_{p}_{k}": v for k, v in compared.challenger.items()},
-                                    "promotion_rows": compared.rows, "promotion_positives": compared.positives})
-                promote, reason = promotion_decision(compared.champion, compared.challenger, pipeline.promotion)
-        if champion is not None and compared.since is not None:
-            mlflow.set_tag("comparison_since", f"{compared.since:%Y-%m-%d}")
-        mlflow.set_tags({"promotion": "promoted" if promote else "kept champion", "promotion_reason": reason,
-                         "champion_version": champion.version if champion else "none",
-                         "challenger_version": version.version})
-        if promote:
-            T.set_alias(client, name, T.CHAMPION, version.version)
-            publish_bundle(staged, bundle_dir)
-            shutil.rmtree(challenger_dir, ignore_errors=True)
-        else:
-            publish_bundle(staged, challenger_dir)
-    typer.echo(f"\nreport: {(bundle_dir if promote else challenger_dir) / 'report.html'}")
-    typer.echo(f"{name} version {version.version}: {reason}")
+    decision = retrain_and_promote(pipeline, run, con, bundle_dir, typer.echo)
+    typer.echo(f"\nreport: {decision.report}")
+    typer.echo(f"{pipeline.tracking.registered_model} version {decision.version}: {decision.reason}")
 
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -994,24 +913,6 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGINT, stop)
 
 
-def _sibling(out: Path, suffix: str) -> Path:
-    return out.with_name(f"{out.stem}.{suffix}{out.suffix if out.suffix in ('.parquet', '.csv') else '.parquet'}")
-
-
-def _check_freshness(newest: pd.Timestamp | None, as_of: pd.Timestamp, max_age_days: float | None) -> None:
-    """Say how fresh the data is; warn (stderr) when it looks stale for --as-of."""
-    if newest is None:
-        _err(f"warning: no activity or lifecycle event before --as-of {as_of:%Y-%m-%d %H:%M} UTC: nothing is "
-             "known about any lead yet (does the data start later?)")
-        return
-    age = (as_of - newest) / pd.Timedelta(days=1)
-    typer.echo(f"newest event before as_of: {newest:%Y-%m-%d %H:%M} UTC ({age:,.1f} days earlier)")
-    if max_age_days is not None and age > max_age_days:
-        _err(f"warning: the newest activity or lifecycle event is {age:,.1f} days older than --as-of "
-             f"(limit max_data_age_days = {max_age_days:g}): is the data export up to date? Recency features "
-             "read a stale export as leads going quiet.")
-
-
 @app.command()
 def score(
     model: str = typer.Option(..., "--model", help="models:/leadscore@champion, models:/leadscore/3, or a bundle "
@@ -1056,23 +957,10 @@ def score(
     delivery fails; the scores are still written).
     """
     import dataclasses
+    import os
 
-    from leadscore.features.builder import connect
-    from leadscore.io import write_table
-    from leadscore.progress import Progress
-    from leadscore.serving import alerts
-    from leadscore.serving.batch import (
-        QuarantineLimitExceeded,
-        ScoringCounts,
-        check_quarantine,
-        held_back_frame,
-        incomplete_history_keys,
-        load_scoring,
-        newest_event_before,
-        quarantine_frame,
-        read_scores,
-        score_open_leads,
-    )
+    from leadscore.serving.batch import QuarantineLimitExceeded, load_scoring
+    from leadscore.serving.job import run_scoring_job
     from leadscore.serving.registry import model_identity
     from leadscore.settings import ConfigError
 
@@ -1095,80 +983,23 @@ def score(
         raise typer.Exit(EXIT_UNUSABLE)
     scorer, manifest = _load_model(model, tracking_uri)
     _check_model_source(scorer, src)
-    import os
-
     version, run_id = model_identity(model, manifest, tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
                                      or DEFAULT_TRACKING_URI)
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # The clean rows are staged as Parquet beside the output (activities checked a batch at a
-    # time) and read in place by DuckDB: memory follows the chunk size, not the activity history.
-    from leadscore.io import remove_debris
-
-    for p in remove_debris(out):
-        _err(f"removed {p.name}, left beside {out.name} by a scoring job that did not finish")
-    with _staged(src, prefix=f".{out.name}.stage-{os.getpid()}-", dir=out.parent) as staged:
-        max_age = (manifest.get("params") or {}).get("max_lead_age_days")
-        counts = ScoringCounts(tables=staged.counts, max_lead_age_days=None if max_age is None else int(max_age))
-        quarantined = quarantine_frame(staged.quarantined)
-        quarantine_path = quarantine_out or _sibling(out, "quarantine")
-        if len(quarantined):
-            write_table(quarantined, quarantine_path)
-            _err(f"{len(quarantined):,} rows break the data contract; quarantined with their reasons in "
-                 f"{quarantine_path}")
-        elif quarantine_path.exists():   # an earlier run's: it does not describe this one
-            quarantine_path.unlink()
-        try:
-            check_quarantine(counts.tables, settings.max_quarantine_fraction)
-        except QuarantineLimitExceeded as exc:
-            for line in counts.lines()[:len(counts.tables)]:
-                _err(line)
-            _err(f"error: {exc}")
-            raise typer.Exit(EXIT_VIOLATIONS) from exc
-
-        con = connect(staged.paths, src.contract)
-        typer.echo(f"scoring leads open at {ts:%Y-%m-%d %H:%M} UTC with {version}, chunks of {settings.chunk_size:,}")
-        _check_freshness(newest_event_before(con, ts), ts, settings.max_data_age_days)
-        try:
-            with Progress(0, "scoring", unit="leads", enabled=progress) as bar, _summarised_warnings("scoring"):
-                score_open_leads(scorer, con, ts, out, counts=counts, chunk_size=settings.chunk_size,
-                                 top_reasons=settings.top_reasons, model_version=version, run_id=run_id,
-                                 incomplete=incomplete_history_keys(staged.quarantined),
-                                 hold_incomplete=settings.incomplete_history == "hold",
-                                 progress=lambda n, total: bar.advance(n, total))
-        finally:
-            con.close()  # before the staged files go
-        if counts.held_back:
-            write_table(pd.concat([quarantined, held_back_frame(counts.held_back)], ignore_index=True),
-                        quarantine_path)
-            _err(f"{len(counts.held_back):,} open leads held back, not scored: some of their activities or stage "
-                 f"events were quarantined (incomplete_history: hold); listed in {quarantine_path}")
-    for line in counts.lines():
-        typer.echo(line)
-    typer.echo("tier       model  baseline")
-    for tier in TIERS:
-        typer.echo(f"{tier:<6}{counts.tiers[tier]:>11,}{counts.baseline_tiers[tier]:>10,}")
-    typer.echo(f"scores: {out}")
-
-    if previous is None:
-        stale = transitions_out or _sibling(out, "transitions")
-        if stale.exists():   # an earlier run's transitions: not this run's
-            stale.unlink()
-        return
-    current = read_scores(out)
-    moved = alerts.stage_transitions(read_scores(previous), current)
-    path = transitions_out or _sibling(out, "transitions")
-    write_table(moved, path)
-    kinds = moved["change"].value_counts()
-    typer.echo(f"transitions since {previous}: " + (", ".join(f"{n:,} {k}" for k, n in kinds.items()) or "none")
-               + f"\ntransitions: {path}")
-    if hook is None or moved.empty:
-        return
-    delivery = alerts.deliver(moved, hook, meta={"as_of": ts.isoformat(), "model_version": version, "run_id": run_id})
-    for line in delivery.lines():
-        (typer.echo if delivery.ok else _err)(line)
-    if not delivery.ok:
-        _err(f"error: {delivery.failed:,} transitions were not delivered to {hook.display_url}; they are in {path}")
+    try:
+        with _summarised_warnings("scoring"):
+            report = run_scoring_job(scorer, manifest, src, ts, out, settings=settings, version=version,
+                                     run_id=run_id, say=typer.echo, warn=_err, hook=hook, previous=previous,
+                                     transitions_out=transitions_out, quarantine_out=quarantine_out,
+                                     progress=progress)
+    except contract.ContractError as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(EXIT_UNUSABLE) from exc
+    except QuarantineLimitExceeded as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(EXIT_VIOLATIONS) from exc
+    if report.delivery is not None and not report.delivery.ok:
+        _err(f"error: {report.delivery.failed:,} transitions were not delivered to {hook.display_url}; they are in "
+             f"{report.transitions}")
         raise typer.Exit(EXIT_DELIVERY)
 
 
@@ -1179,6 +1010,7 @@ def _score_flat(model: str, flat: Path, data: Path | None, as_of, out: Path, qua
     import os
 
     from leadscore.io import write_table
+    from leadscore.serving.job import sibling_path
     from leadscore.serving.registry import model_identity
 
     scorer, manifest = _load_model(model, tracking_uri)
@@ -1188,13 +1020,13 @@ def _score_flat(model: str, flat: Path, data: Path | None, as_of, out: Path, qua
                                      or DEFAULT_TRACKING_URI)
     if len(rows) == 0:   # every row quarantined: say so, keep the reasons, write no scores
         if len(quarantined):
-            write_table(quarantined, quarantine_out or _sibling(out, "quarantine"))
+            write_table(quarantined, quarantine_out or sibling_path(out, "quarantine"))
         _err(f"error: no row of {data or flat} can be scored ({len(quarantined):,} quarantined with their reasons)")
         raise typer.Exit(EXIT_VIOLATIONS)
     scored = scorer.score(rows, top_reasons=top or 3)
     scored["model_version"], scored["run_id"] = version, run_id
     if len(quarantined):
-        path = quarantine_out or _sibling(out, "quarantine")
+        path = quarantine_out or sibling_path(out, "quarantine")
         write_table(quarantined, path)
         _err(f"{len(quarantined):,} rows cannot be scored; quarantined with their reasons in {path}")
     write_table(scored, out)
@@ -1303,12 +1135,9 @@ def monitor(
     import os
 
     from leadscore.io import write_json
-    from leadscore.monitoring.monitor import (
-        MonitorConfig,
-        monitor_figures,
-        render_monitor_report,
-    )
     from leadscore.monitoring.monitor import monitor as run_monitor
+    from leadscore.monitoring.report import monitor_figures, render_monitor_report
+    from leadscore.monitoring.result import MonitorConfig
     from leadscore.reporting.report import write_report
     from leadscore.serving.batch import read_scores
     from leadscore.serving.registry import TrackingConfig
@@ -1456,9 +1285,10 @@ def _train_flat(config: Path, data: Path | None, models_dir: Path | None, tracki
 
     from leadscore.serving import registry as T
     from leadscore.serving.bundle import publish_bundle
+    from leadscore.training.publish import run_bundle_dir
 
     client = T.configure(settings)
-    with mlflow.start_run(run_name=f"train {dataset.bundle_name}") as active, _run_bundle_dir(bundle_dir) as staged:
+    with mlflow.start_run(run_name=f"train {dataset.bundle_name}") as active, run_bundle_dir(bundle_dir) as staged:
         report, figures = write_flat_outputs(run, staged, active.info.run_id)
         mlflow.log_params(run.params)
         mlflow.log_metrics(run.metrics)
