@@ -8,6 +8,7 @@ the file, the section and the allowed keys - never a silently ignored setting.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -106,18 +107,30 @@ def load_sections(path: Path, allowed: tuple[str, ...]) -> dict[str, Any]:
     return raw
 
 
-def build(cls: type[T], mapping: Any, where: str) -> T:
-    """Instantiate dataclass ``cls`` from a mapping; unknown keys and bad values name ``where``."""
+def build(cls: type[T], mapping: Any, where: str, lines: dict[tuple, int] | None = None, at: tuple = ()) -> T:
+    """Instantiate dataclass ``cls`` from a mapping; unknown keys and bad values name ``where``
+    (``"<file>: <section>"``) and, given the file's :func:`yaml_lines` and the section's key path
+    ``at``, the line of the key at fault (of the section when no key is named)."""
+
+    def located(key=None) -> str:
+        line = (lines or {}).get((*at, key)) or (lines or {}).get(at)
+        if line is None:
+            return where
+        path, sep, section = where.partition(": ")
+        return f"{path}:{line}{sep}{section}"
+
     if mapping is None:
         mapping = {}
     if not isinstance(mapping, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(mapping).__name__}")
+        raise ConfigError(f"{located()}: expected a mapping, got {type(mapping).__name__}")
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(mapping) - fields)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}")
+        raise ConfigError(f"{located(unknown[0])}: unknown key(s) {', '.join(unknown)}; "
+                          f"allowed: {', '.join(sorted(fields))}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in mapping.items()}
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
+        named = [k for k in mapping if re.search(rf"\b{re.escape(str(k))}\b", str(exc))]
+        raise ConfigError(f"{located(named[0] if named else None)}: {exc}") from exc

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from leadscore.io import PARQUET_OPTIONS, atomic_path
 from leadscore.modeling.cutoffs import TIERS
 from leadscore.serving.columns import OUTPUT_COLUMNS, OUTPUT_SCHEMA
-from leadscore.settings import build, load_sections
+from leadscore.settings import build, load_sections, yaml_lines
 
 QUARANTINE_COLUMNS = ("table", "source_file", "source_row", "lead_id", "quarantine_reason", "row")
 
@@ -82,12 +82,17 @@ def load_scoring(path: Path | str | None, webhook_url: str | None = None):
     from leadscore.serving.alerts import WebhookConfig
 
     raw = {} if path is None else load_sections(Path(path), SCORING_SECTIONS)
+    lines = {} if path is None else yaml_lines(path)
     webhook = dict(raw.get("webhook") or {})
     if webhook_url:
         webhook["url"] = webhook_url
     where = f"{path}: webhook" if path is not None else "--webhook"
-    return (build(ScoringConfig, raw.get("scoring"), f"{path}: scoring") if path is not None else ScoringConfig(),
-            None if not webhook.get("url") else build(WebhookConfig, webhook, where))
+    scoring = ScoringConfig() if path is None else build(ScoringConfig, raw.get("scoring"), f"{path}: scoring", lines,
+                                                         ("scoring",))
+    if not webhook.get("url"):
+        return scoring, None
+    # with --webhook the URL is not in the file: no line to point at
+    return scoring, build(WebhookConfig, webhook, where, {} if webhook_url else lines, ("webhook",))
 
 
 class QuarantineLimitExceeded(RuntimeError):

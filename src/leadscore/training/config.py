@@ -15,7 +15,7 @@ from leadscore.labels.leakage import LeakageConfig
 from leadscore.modeling.cutoffs import CutoffPolicy
 from leadscore.modeling.model import ModelConfig
 from leadscore.serving.registry import TrackingConfig
-from leadscore.settings import ConfigError, build, load_sections
+from leadscore.settings import ConfigError, build, load_sections, yaml_lines
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +115,7 @@ def load_pipeline(path: Path | str) -> PipelineConfig:
 
     path = Path(path)
     raw = load_sections(path, PIPELINE_SECTIONS)
+    lines = yaml_lines(path)
     data = raw.get("data")
     calibration = str(raw.get("calibration", "auto"))
     if calibration not in ("auto", "isotonic", "sigmoid"):
@@ -124,19 +125,19 @@ def load_pipeline(path: Path | str) -> PipelineConfig:
         raise ConfigError(f"{path}: primary_label must be one of {', '.join(PRIMARY_LABELS)}, got {primary!r}")
     return PipelineConfig(
         path=path, data=None if data is None else str(data),
-        examples=build(ExampleConfig, raw.get("examples"), f"{path}: examples"),
-        features=build(FeatureConfig, raw.get("features"), f"{path}: features"),
-        leakage=build(LeakageConfig, raw.get("leakage"), f"{path}: leakage"),
+        examples=build(ExampleConfig, raw.get("examples"), f"{path}: examples", lines, ("examples",)),
+        features=build(FeatureConfig, raw.get("features"), f"{path}: features", lines, ("features",)),
+        leakage=build(LeakageConfig, raw.get("leakage"), f"{path}: leakage", lines, ("leakage",)),
         raw=raw,
-        split=build(SplitConfig, raw.get("split"), f"{path}: split"),
-        model=build(ModelConfig, raw.get("model"), f"{path}: model"),
+        split=build(SplitConfig, raw.get("split"), f"{path}: split", lines, ("split",)),
+        model=build(ModelConfig, raw.get("model"), f"{path}: model", lines, ("model",)),
         calibration=calibration,
-        cutoffs=build(CutoffPolicy, raw.get("cutoffs"), f"{path}: cutoffs"),
+        cutoffs=build(CutoffPolicy, raw.get("cutoffs"), f"{path}: cutoffs", lines, ("cutoffs",)),
         rules=None if raw.get("rules") is None else str(raw["rules"]),
-        tracking=build(TrackingConfig, raw.get("tracking"), f"{path}: tracking"),
+        tracking=build(TrackingConfig, raw.get("tracking"), f"{path}: tracking", lines, ("tracking",)),
         models_dir=str(raw.get("models_dir", "models")),
         name=str(raw.get("name", "leadscore")),
-        promotion=build(PromotionConfig, raw.get("promotion"), f"{path}: promotion"),
+        promotion=build(PromotionConfig, raw.get("promotion"), f"{path}: promotion", lines, ("promotion",)),
         source=None if raw.get("source") is None else str(raw["source"]),
         primary_label=primary,
     )
