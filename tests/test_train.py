@@ -76,3 +76,22 @@ def test_a_half_with_few_positives_still_fits_when_the_whole_fit_had_enough():
     assert np.isfinite(margin).all()
     with pytest.raises(Exception, match="min_positives"):
         fit_lightgbm(rows.iloc[: len(rows) // 2], "y", ["x", "noise"], [], config, trees=5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.booleans()), min_size=2, max_size=300), st.integers(2, 5))
+def test_calibration_folds_keep_each_lead_in_one_test_fold_and_spread_positives(rows, n_splits):
+    from leadscore.modeling.calibration import grouped_stratified_folds
+
+    groups = np.array([g for g, _ in rows])
+    y = np.array([int(v) for _, v in rows])
+    folds = grouped_stratified_folds(y, groups, n_splits)
+    tests = np.concatenate([te for _, te in folds])
+    assert sorted(tests.tolist()) == list(range(len(rows)))          # every row tested exactly once
+    for train, test in folds:
+        assert not set(groups[train]) & set(groups[test])              # a lead never on both sides
+        assert sorted(np.concatenate([train, test]).tolist()) == list(range(len(rows)))
+    # leads with one row each: positives differ by at most one between folds
+    if len(set(groups.tolist())) == len(groups):
+        per_fold = [int(y[te].sum()) for _, te in folds]
+        assert max(per_fold) - min(per_fold) <= 1
