@@ -408,3 +408,23 @@ def test_reserved_and_unserialisable_manifest_content_is_refused(tmp_path):
     with pytest.raises(BundleError, match="not JSON-serialisable"):
         write_bundle(tmp_path / "b", {"x.json": 1}, {"when": object()})
     assert os.listdir(tmp_path) == []
+
+
+def test_a_bundle_written_before_the_stage_packages_reads_its_classes_by_their_old_names():
+    """Bundles name classes by module; the stage packages moved them. Every pre-move name
+    (leadscore <= ec802e6) reads as the class it is now - and only those: an old name that
+    was never a bundle class stays refused."""
+    from leadscore.data.contract import TimestampFormat
+    from leadscore.modeling.cutoffs import CutoffPolicy
+    from leadscore.serving.codec import ALLOWED_NAMES, LEGACY_NAMES
+
+    assert set(LEGACY_NAMES.values()) <= set(ALLOWED_NAMES)
+    written = dumps([CutoffPolicy(policy="capacity", mql=500, sql=100, bootstrap=0), TimestampFormat()]).decode()
+    old = written.replace('"leadscore.modeling.cutoffs:CutoffPolicy"', '"leadscore.cutoffs:CutoffPolicy"') \
+                 .replace('"leadscore.data.contract:TimestampFormat"', '"leadscore.contract:TimestampFormat"')
+    assert old != written and "leadscore.cutoffs:CutoffPolicy" in old
+    policy, fmt = loads(old.encode())
+    assert policy == CutoffPolicy(policy="capacity", mql=500, sql=100, bootstrap=0)
+    assert isinstance(fmt, TimestampFormat)
+    with pytest.raises(CodecError, match="'leadscore.io:write_json', which a bundle may not contain"):
+        loads(old.replace('"leadscore.cutoffs:CutoffPolicy"', '"leadscore.io:write_json"').encode())

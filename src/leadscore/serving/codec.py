@@ -47,6 +47,30 @@ ALLOWED_NAMES = (
 )
 
 
+# Bundles written before the stage packages (leadscore <= ec802e6) name the same classes by
+# their old flat modules; read as the classes they are now (the same attributes).
+LEGACY_NAMES = {
+    "leadscore.scorer:Scorer": "leadscore.serving.scorer:Scorer",
+    "leadscore.scorer:ScoreScale": "leadscore.serving.scorer:ScoreScale",
+    "leadscore.train:ConversionModel": "leadscore.modeling.model:ConversionModel",
+    "leadscore.calibration:MarginCalibrator": "leadscore.modeling.calibration:MarginCalibrator",
+    "leadscore.cutoffs:Cutoffs": "leadscore.modeling.cutoffs:Cutoffs",
+    "leadscore.cutoffs:CutoffPolicy": "leadscore.modeling.cutoffs:CutoffPolicy",
+    "leadscore.baseline:RuleSet": "leadscore.modeling.baseline:RuleSet",
+    "leadscore.baseline:FitRule": "leadscore.modeling.baseline:FitRule",
+    "leadscore.baseline:EngagementRule": "leadscore.modeling.baseline:EngagementRule",
+    "leadscore.explain:GridThresholds": "leadscore.serving.explain:GridThresholds",
+    "leadscore.features:FeatureConfig": "leadscore.features.builder:FeatureConfig",
+    "leadscore.features:FeatureSpec": "leadscore.features.builder:FeatureSpec",
+    "leadscore.features:Ratio": "leadscore.features.builder:Ratio",
+    "leadscore.contract:Contract": "leadscore.data.contract:Contract",
+    "leadscore.contract:AttributeSpec": "leadscore.data.contract:AttributeSpec",
+    "leadscore.contract:KindSpec": "leadscore.data.contract:KindSpec",
+    "leadscore.contract:ColumnSpec": "leadscore.data.contract:ColumnSpec",
+    "leadscore.contract:TimestampFormat": "leadscore.data.contract:TimestampFormat",
+}
+
+
 class CodecError(ValueError):
     pass
 
@@ -155,7 +179,7 @@ def decode(value, allowed: dict[str, type] | None = None):
         return lgb.Booster(model_str=value["$lightgbm"])
     if tag == "$object":
         name = value["$object"]
-        cls = allowed.get(name)
+        cls = allowed.get(LEGACY_NAMES.get(name, name))
         if cls is None:
             raise CodecError(f"the bundle asks for type {name!r}, which a bundle may not contain")
         state = {k: decode(v, allowed) for k, v in value["state"].items()}

@@ -309,7 +309,8 @@ def check_model_files(local: Path, manifest: dict) -> None:
     problems += [f"code/leadscore/{rel}: differs from the hash the bundle's manifest records (modified)"
                  for rel, path in present.items() if rel in expected and sha256_file(path) != expected[rel]]
     model_code = local / str(flavor.get("model_code_path", ""))
-    if model_code.is_file() and sha256_file(model_code) != expected.get(MODEL_CODE_KEY):
+    recorded = expected.get(MODEL_CODE_KEY, expected.get(MODEL_CODE.name))  # the key before the stage packages
+    if model_code.is_file() and sha256_file(model_code) != recorded:
         problems.append(f"{flavor['model_code_path']}: differs from the hash the bundle's manifest records (modified)")
     if problems:
         raise BundleError(f"{local}: refusing to load the registered model:\n  " + "\n  ".join(problems))
