@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 from leadscore.data.contract import DEFAULT_CONTRACT, HISTORY, Contract, utc_timestamp
 from leadscore.features import registry as R
-from leadscore.features.kinds import HAND_RAISER_TYPES, NEGATIVE_TYPES, RECENCY_TYPES  # noqa: F401 (re-exported)
+from leadscore.features.kinds import HAND_RAISER_TYPES, RECENCY_TYPES
 
 MISSING = "missing"
 US_PER_DAY = 86_400_000_000

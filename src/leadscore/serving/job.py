@@ -23,6 +23,7 @@ from leadscore.modeling.cutoffs import TIERS
 from leadscore.progress import Progress
 from leadscore.serving import alerts
 from leadscore.serving.batch import (
+    QuarantineLimitExceeded,
     ScoringConfig,
     ScoringCounts,
     check_quarantine,
@@ -96,7 +97,7 @@ def run_scoring_job(scorer, manifest: dict, src, as_of: pd.Timestamp, out: Path,
             quarantine_path.unlink()
         try:
             check_quarantine(counts.tables, settings.max_quarantine_fraction)
-        except Exception:
+        except QuarantineLimitExceeded:
             for line in counts.lines()[:len(counts.tables)]:
                 warn(line)
             raise
