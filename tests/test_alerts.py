@@ -175,11 +175,14 @@ def test_rows_from_several_runs_are_refused():
 @pytest.mark.parametrize("kwargs, message", [
     ({"url": "ftp://example.com/x"}, "http:// or https://"),
     ({"url": "http:///nohost"}, "with a host"),
-    ({"url": "https://h/x", "batch_size": 0}, "batch_size must be an integer > 0"),
-    ({"url": "https://h/x", "batch_size": 2.5}, "batch_size must be an integer"),
-    ({"url": "https://h/x", "timeout_seconds": 0}, "timeout_seconds must be a number > 0"),
-    ({"url": "https://h/x", "retries": -1}, "retries must be an integer >= 0"),
-    ({"url": "https://h/x", "backoff_seconds": float("nan")}, "backoff_seconds must be a number >= 0"),
+    ({"url": "https://h/x", "batch_size": 0}, r"batch_size must be >= 1, got 0"),
+    ({"url": "https://h/x", "batch_size": 2.5}, r"batch_size must be a whole number, got 2\.5"),
+    ({"url": "https://h/x", "batch_size": True}, r"batch_size must be a whole number, got True"),
+    ({"url": "https://h/x", "timeout_seconds": 0}, r"timeout_seconds must be > 0, got 0"),
+    ({"url": "https://h/x", "retries": -1}, r"retries must be >= 0, got -1"),
+    ({"url": "https://h/x", "backoff_seconds": float("nan")}, r"backoff_seconds must be a finite number, got nan"),
+    ({"url": "https://h/x", "allow_http": "yes"}, r"allow_http must be true or false, got 'yes'"),
+    ({"url": "https://h/x", "secret": "s3cr3t"}, r"unknown key\(s\) secret; allowed: .*secret_env"),
 ])
 def test_webhook_config_is_validated(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -254,7 +257,7 @@ def test_all_rows_are_delivered_in_batches_as_json(hook):
     handler, url = hook
     moved = transitions(23)
     sleeps = Sleeps()
-    report = deliver(moved, WebhookConfig(url, batch_size=10), meta={"run_id": "r-42"}, sleep=sleeps)
+    report = deliver(moved, WebhookConfig(url=url, batch_size=10), meta={"run_id": "r-42"}, sleep=sleeps)
     assert report.ok and (report.delivered, report.failed, report.batches, report.attempts) == (23, 0, 3, 3)
     assert report.errors == () and report.failed_rows.empty and sleeps == []
     assert len(report.lines()) == 1 and "delivered 23 of 23 transitions in 3 of 3 batches" in report.lines()[0]
@@ -284,7 +287,7 @@ def test_transient_503s_are_retried_with_growing_back_off(hook):
     handler, url = hook
     handler.script = [503, 503]
     sleeps = Sleeps()
-    report = deliver(transitions(5), WebhookConfig(url, retries=3, backoff_seconds=0.5), sleep=sleeps)
+    report = deliver(transitions(5), WebhookConfig(url=url, retries=3, backoff_seconds=0.5), sleep=sleeps)
     assert report.ok and report.delivered == 5 and report.failed == 0
     assert (report.batches, report.attempts, report.retried) == (1, 3, 2)
     assert sleeps == [0.5, 1.0]
@@ -296,7 +299,7 @@ def test_transient_503s_are_retried_with_growing_back_off(hook):
 def test_429_is_retried(hook):
     handler, url = hook
     handler.script = [429]
-    report = deliver(transitions(3), WebhookConfig(url, backoff_seconds=0.0), sleep=Sleeps())
+    report = deliver(transitions(3), WebhookConfig(url=url, backoff_seconds=0.0), sleep=Sleeps())
     assert report.ok and report.attempts == 2
 
 
@@ -305,7 +308,7 @@ def test_a_server_that_always_fails_is_reported(hook, tmp_path):
     handler.default = 500
     sleeps = Sleeps()
     moved = transitions(12)
-    report = deliver(moved, WebhookConfig(url, batch_size=5, retries=2, backoff_seconds=1.0), sleep=sleeps)
+    report = deliver(moved, WebhookConfig(url=url, batch_size=5, retries=2, backoff_seconds=1.0), sleep=sleeps)
     assert not report.ok
     assert (report.delivered, report.failed, report.batches, report.attempts) == (0, 12, 3, 9)
     assert sleeps == [1.0, 2.0] * 3
@@ -323,11 +326,11 @@ def test_a_partial_failure_keeps_exactly_the_failed_rows(hook, tmp_path):
     handler, url = hook
     handler.script = [200, 400, 200]
     moved = transitions(9)
-    report = deliver(moved, WebhookConfig(url, batch_size=3, retries=2), sleep=Sleeps())
+    report = deliver(moved, WebhookConfig(url=url, batch_size=3, retries=2), sleep=Sleeps())
     assert (report.delivered, report.failed, report.batches, report.attempts) == (6, 3, 3, 3)
     assert report.delivered + report.failed == len(moved)
     pd.testing.assert_frame_equal(report.failed_rows, moved.iloc[3:6].reset_index(drop=True))
-    assert write_undelivered(deliver(moved.iloc[0:0], WebhookConfig(url)), tmp_path / "none.parquet") is None
+    assert write_undelivered(deliver(moved.iloc[0:0], WebhookConfig(url=url)), tmp_path / "none.parquet") is None
     assert not (tmp_path / "none.parquet").exists()
 
 
@@ -335,7 +338,7 @@ def test_a_400_is_not_retried(hook):
     handler, url = hook
     handler.default = 400
     sleeps = Sleeps()
-    report = deliver(transitions(4), WebhookConfig(url, retries=3), sleep=sleeps)
+    report = deliver(transitions(4), WebhookConfig(url=url, retries=3), sleep=sleeps)
     assert not report.ok and report.failed == 4 and report.attempts == 1 and sleeps == []
     assert len(handler.received) == 1
     assert "HTTP 400" in report.errors[0] and url in report.errors[0] and "not retryable" in report.errors[0]
@@ -344,7 +347,7 @@ def test_a_400_is_not_retried(hook):
 def test_a_timeout_is_retried_and_reported(hook):
     handler, url = hook
     handler.delay = 0.5
-    report = deliver(transitions(2), WebhookConfig(url, timeout_seconds=0.1, retries=1, backoff_seconds=0.0),
+    report = deliver(transitions(2), WebhookConfig(url=url, timeout_seconds=0.1, retries=1, backoff_seconds=0.0),
                      sleep=Sleeps())
     assert not report.ok and report.failed == 2 and report.attempts == 2
     assert "timed out after 0.1 s" in report.errors[0]
@@ -356,7 +359,7 @@ def test_connection_refused_is_reported_not_raised():
         port = s.getsockname()[1]  # closed again on leaving the block: nothing listens there
     url = f"http://127.0.0.1:{port}/alerts"
     sleeps = Sleeps()
-    report = deliver(transitions(7), WebhookConfig(url, batch_size=5, retries=2, backoff_seconds=0.25), sleep=sleeps)
+    report = deliver(transitions(7), WebhookConfig(url=url, batch_size=5, retries=2, backoff_seconds=0.25), sleep=sleeps)
     assert not report.ok and (report.delivered, report.failed, report.batches, report.attempts) == (0, 7, 2, 6)
     assert sleeps == [0.25, 0.5, 0.25, 0.5]
     assert all("connection error" in e and "refused" in e.lower() and url in e for e in report.errors)
@@ -364,13 +367,13 @@ def test_connection_refused_is_reported_not_raised():
 
 def test_an_empty_frame_sends_nothing(hook):
     handler, url = hook
-    report = deliver(transitions(0), WebhookConfig(url))
+    report = deliver(transitions(0), WebhookConfig(url=url))
     assert report.ok and (report.delivered, report.failed, report.batches, report.attempts) == (0, 0, 0, 0)
     assert handler.received == [] and isinstance(report, DeliveryReport)
 
 
 def test_secrets_in_the_url_are_not_echoed():
-    report = deliver(transitions(1), WebhookConfig("http://user:s3cret@127.0.0.1:9/hook?token=abc", retries=0))
+    report = deliver(transitions(1), WebhookConfig(url="http://user:s3cret@127.0.0.1:9/hook?token=abc", retries=0))
     text = "\n".join(report.lines())
     assert "s3cret" not in text and "abc" not in text and "127.0.0.1:9/hook" in text
 
@@ -405,7 +408,7 @@ def test_a_slow_receiver_cannot_hold_an_attempt_past_its_deadline():
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/alerts"
         started = time.monotonic()
-        report = deliver(transitions(1), WebhookConfig(url, timeout_seconds=1.0, retries=0), sleep=Sleeps())
+        report = deliver(transitions(1), WebhookConfig(url=url, timeout_seconds=1.0, retries=0), sleep=Sleeps())
         took = time.monotonic() - started
     finally:
         server.shutdown()
@@ -421,7 +424,7 @@ def test_batches_are_signed_with_a_timestamped_hmac_the_receiver_can_verify(hook
 
     handler, url = hook
     monkeypatch.setenv("LEADSCORE_WEBHOOK_SECRET", "whsec_test")
-    assert deliver(transitions(3), WebhookConfig(url, batch_size=2), sleep=Sleeps()).ok
+    assert deliver(transitions(3), WebhookConfig(url=url, batch_size=2), sleep=Sleeps()).ok
     for got in handler.received:
         header = got["headers"]["X-Leadscore-Signature"]
         parts = dict(p.split("=", 1) for p in header.split(","))
@@ -431,7 +434,7 @@ def test_batches_are_signed_with_a_timestamped_hmac_the_receiver_can_verify(hook
         assert abs(int(parts["t"]) - time.time()) < 60
     monkeypatch.delenv("LEADSCORE_WEBHOOK_SECRET")
     handler.received.clear()
-    assert deliver(transitions(1), WebhookConfig(url), sleep=Sleeps()).ok
+    assert deliver(transitions(1), WebhookConfig(url=url), sleep=Sleeps()).ok
     assert "X-Leadscore-Signature" not in handler.received[0]["headers"]
 
 
@@ -441,11 +444,11 @@ def test_batches_are_signed_with_a_timestamped_hmac_the_receiver_can_verify(hook
 ])
 def test_plain_http_is_refused_unless_loopback_or_explicitly_allowed(url, allowed):
     if allowed:
-        WebhookConfig(url)
+        WebhookConfig(url=url)
     else:
         with pytest.raises(ValueError, match="https"):
-            WebhookConfig(url)
-        assert WebhookConfig(url, allow_http=True).url == url
+            WebhookConfig(url=url)
+        assert WebhookConfig(url=url, allow_http=True).url == url
 
 
 def test_cli_webhook_flag_overrides_only_the_url_and_errors_never_print_secrets(tmp_path):

@@ -166,13 +166,18 @@ def test_fired_rules_explain_the_points():
     (lambda r: r["engagement"]["rules"][0].update(activity="carrier_pigeon"), r"unknown activity type 'carrier_pigeon'"),
     (lambda r: r["fit"]["rules"][0].update(attribute="shoe_size"), r"unknown attribute 'shoe_size'"),
     (lambda r: r["fit"]["rules"][0].update(values=["vp", "king"]), r"unknown seniority value\(s\) \['king'\]"),
-    (lambda r: r["engagement"]["rules"][2].update(cap=-5), r"engagement rule 3 \(Download\): cap: must not be negative"),
-    (lambda r: r["fit"].update(cap=-1), r"fit: cap: must not be negative"),
+    (lambda r: r["engagement"]["rules"][2].update(cap=-5), r"rules.yaml: engagement rule 3 \(Download\): cap must be >= 0, got -5"),
+    (lambda r: r["fit"].update(cap=-1), r"rules.yaml: fit.cap must be >= 0, got -1"),
     (lambda r: r.update(thresholds={"mql": 120, "sql": 100}), r"MQL threshold \(120\) is above the SQL threshold \(100\)"),
-    (lambda r: r["engagement"]["rules"][0].update(points="ten"), r"points: expected a number, got 'ten'"),
+    (lambda r: r["engagement"]["rules"][0].update(points="ten"), r"engagement rule 1 \(Blog\): points must be a finite number, got 'ten'"),
     (lambda r: r["engagement"]["rules"][0].update(color="red"), r"unknown key\(s\) color"),
     (lambda r: r["fit"]["rules"][1].update(range=[500, 51]), r"range minimum 500 is above maximum 51"),
     (lambda r: r["fit"]["rules"][1].update(range=None, values=["big"]), r"company_size is numeric"),
+    (lambda r: r["engagement"]["rules"][1].update(half_life_days=0), r"engagement rule 2 \(.*\): half_life_days must be > 0"),
+    (lambda r: r["fit"]["rules"][0].update(values=[]), r"fit rule 1 \(.*\): values must not be empty"),
+    (lambda r: r.update(grid={"engagement": {1: 10, 2: 30}}), r"grid: the A \(1\) bound must not be below the B \(2\)"),
+    (lambda r: r.update(grid={"engagement": {3: 10}}), r"grid.engagement: unknown key\(s\) 3; allowed: 1, 2$"),
+    (lambda r: r.pop("thresholds"), r"thresholds is required"),
 ])
 def test_invalid_rules_give_specific_errors(mutate, message):
     raw = rules_dict()

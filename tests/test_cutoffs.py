@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 
@@ -211,7 +210,7 @@ def test_capacity_in_leads_per_week_uses_population_scale(scale):
     as_of = weeks(np.repeat(np.arange(n_dates), per_date))
     y = (rng.random(len(p)) < p).astype(int)
     sql_target, mql_target = 30.0, 60.0
-    cut = choose_cutoffs(p, y, as_of, CutoffPolicy("capacity", mql=mql_target, sql=sql_target),
+    cut = choose_cutoffs(p, y, as_of, CutoffPolicy(policy="capacity", mql=mql_target, sql=sql_target),
                          population_scale=scale)
     p_desc = np.sort(p)[::-1]
     for got, target in ((cut.sql, sql_target), (cut.mql, mql_target)):
@@ -225,7 +224,7 @@ def test_capacity_in_leads_per_week_uses_population_scale(scale):
 def test_capacity_below_one_is_a_share_of_examples():
     df = make_frame(2000, seed=4)
     p, y = df["p"].to_numpy(), df["y"].to_numpy()
-    cuts = [choose_cutoffs(p, y, df["as_of"], CutoffPolicy("capacity", mql=0.3, sql=0.1), population_scale=s)
+    cuts = [choose_cutoffs(p, y, df["as_of"], CutoffPolicy(policy="capacity", mql=0.3, sql=0.1), population_scale=s)
             for s in (1.0, 5.0)]
     assert cuts[0].mql == cuts[1].mql and cuts[0].sql == cuts[1].sql  # a share does not depend on the scale
     for t, target in ((cuts[0].mql, 0.3), (cuts[0].sql, 0.1)):
@@ -236,7 +235,7 @@ def test_capacity_refuses_when_the_top_tie_alone_is_too_many():
     p = np.r_[np.full(50, 0.8), np.linspace(0.01, 0.5, 50)]
     as_of = weeks(np.zeros(100, dtype=int))
     with pytest.raises(CutoffError, match=r"50 examples tied at the highest p_sql .* 50 new leads per week"):
-        choose_cutoffs(p, np.zeros(100), as_of, CutoffPolicy("capacity", mql=80, sql=10))
+        choose_cutoffs(p, np.zeros(100), as_of, CutoffPolicy(policy="capacity", mql=80, sql=10))
 
 
 def test_new_leads_per_week_count_leads_entering_between_consecutive_dates():
@@ -267,7 +266,7 @@ def test_capacity_with_lead_ids_counts_new_leads_per_week(scale):
     df = make_frame(3000, seed=12)
     p, y = df["p"].to_numpy(), df["y"].to_numpy()
     target = 40.0 * scale
-    cut = choose_cutoffs(p, y, df["as_of"], CutoffPolicy("capacity", mql=target, sql=target / 4),
+    cut = choose_cutoffs(p, y, df["as_of"], CutoffPolicy(policy="capacity", mql=target, sql=target / 4),
                          population_scale=scale, lead_id=df["lead_id"])
     for t, goal in ((cut.mql, target), (cut.sql, target / 4)):
         assert new_per_week(df, t, scale) <= goal
@@ -280,7 +279,7 @@ def test_capacity_with_lead_ids_counts_new_leads_per_week(scale):
 def test_capacity_in_new_leads_needs_two_dates():
     p = np.linspace(0.01, 0.99, 50)
     with pytest.raises(CutoffError, match="at least two as-of dates"):
-        choose_cutoffs(p, np.zeros(50), weeks(np.zeros(50, dtype=int)), CutoffPolicy("capacity", mql=20, sql=10),
+        choose_cutoffs(p, np.zeros(50), weeks(np.zeros(50, dtype=int)), CutoffPolicy(policy="capacity", mql=20, sql=10),
                        lead_id=[f"L{i}" for i in range(50)])
 
 
@@ -291,7 +290,7 @@ def test_recall_is_the_highest_cutoff_keeping_the_share_of_positives():
     rng = np.random.default_rng(5)
     p = rng.permutation(np.linspace(0.001, 0.999, 400))
     y = (rng.random(400) < p).astype(int)
-    cut = choose_cutoffs(p, y, weeks(np.arange(400) % 5), CutoffPolicy("recall", mql=0.9, sql=0.5))
+    cut = choose_cutoffs(p, y, weeks(np.arange(400) % 5), CutoffPolicy(policy="recall", mql=0.9, sql=0.5))
     positives_desc = np.sort(p[y == 1])[::-1]
     for got, target in ((cut.mql, 0.9), (cut.sql, 0.5)):
         needed = math.ceil(target * len(positives_desc))  # positives that must be at or above
@@ -302,14 +301,14 @@ def test_recall_is_the_highest_cutoff_keeping_the_share_of_positives():
 def test_recall_needs_positives():
     with pytest.raises(CutoffError, match="positives"):
         choose_cutoffs(np.linspace(0, 1, 50), np.zeros(50), weeks(np.zeros(50, dtype=int)),
-                       CutoffPolicy("recall", mql=0.8, sql=0.5))
+                       CutoffPolicy(policy="recall", mql=0.8, sql=0.5))
 
 
 # --- expected_value --------------------------------------------------------------------------
 
 
 def test_expected_value_cutoffs_maximise_expected_value():
-    policy = CutoffPolicy("expected_value", value_per_sql=2000.0, mql_cost=50.0, sql_cost=300.0)
+    policy = CutoffPolicy(policy="expected_value", value_per_sql=2000.0, mql_cost=50.0, sql_cost=300.0)
     rng = np.random.default_rng(6)
     p = np.round(rng.beta(1, 8, 5000), 4)
     cut = choose_cutoffs(p, rng.random(5000) < p, weeks(np.arange(5000) % 10), policy)
@@ -322,7 +321,7 @@ def test_expected_value_cutoffs_maximise_expected_value():
 
 
 def test_expected_value_cutoffs_are_clipped_into_the_unit_interval():
-    policy = CutoffPolicy("expected_value", value_per_sql=100.0, mql_cost=0.0, sql_cost=250.0)
+    policy = CutoffPolicy(policy="expected_value", value_per_sql=100.0, mql_cost=0.0, sql_cost=250.0)
     cut = choose_cutoffs(np.array([0.2, 0.7]), np.array([0, 1]), weeks([0, 0]), policy)
     assert cut.mql == EPS and cut.sql == 1.0
     assert list(cut.tier([EPS, 0.999999])) == ["MQL", "MQL"]
@@ -335,8 +334,8 @@ def test_conflicting_targets_are_refused_after_choosing():
     # The top half of examples (MQL) is more than 1,000 leads a week (SQL: everything here).
     p = np.linspace(0.01, 0.99, 100)
     as_of = weeks(np.arange(100) % 4)
-    policy = CutoffPolicy("capacity", mql=0.5, sql=1000)
-    cut_mql = choose_cutoffs(p, np.zeros(100), as_of, CutoffPolicy("capacity", mql=0.5, sql=0.5))
+    policy = CutoffPolicy(policy="capacity", mql=0.5, sql=1000)
+    cut_mql = choose_cutoffs(p, np.zeros(100), as_of, CutoffPolicy(policy="capacity", mql=0.5, sql=0.5))
     assert cut_mql.mql > p.min()  # the MQL cutoff alone is well above the lowest p, where the SQL one lands
     with pytest.raises(CutoffError, match=r"targets conflict: the MQL cutoff .* mql=0\.5\) is above the SQL cutoff .* sql=1000\)"):
         choose_cutoffs(p, np.zeros(100), as_of, policy)
@@ -420,8 +419,8 @@ def test_inputs_accept_bool_labels_and_plain_arrays():
     p = np.linspace(0.01, 0.99, 60)
     y = p > 0.5
     as_of = np.array(weeks(np.arange(60) % 3).tolist(), dtype=object)  # tz-aware Timestamps in an object array
-    a = choose_cutoffs(p, y, as_of, CutoffPolicy("capacity", mql=10, sql=5))
-    b = choose_cutoffs(list(p), y.astype(int).tolist(), weeks(np.arange(60) % 3), CutoffPolicy("capacity", mql=10, sql=5))
+    a = choose_cutoffs(p, y, as_of, CutoffPolicy(policy="capacity", mql=10, sql=5))
+    b = choose_cutoffs(list(p), y.astype(int).tolist(), weeks(np.arange(60) % 3), CutoffPolicy(policy="capacity", mql=10, sql=5))
     assert a == b and (p >= a.mql).sum() == 30  # 10 a week over 3 dates
 
 
@@ -446,9 +445,9 @@ def test_cutoffs_must_be_ordered_probabilities():
 
 @pytest.mark.parametrize("policy", [
     CutoffPolicy(mql=0.05, sql=0.2, seed=3),
-    CutoffPolicy("capacity", mql=500, sql=0.01, bootstrap=0),
-    CutoffPolicy("recall", mql=0.9, sql=0.5, confidence=0.9),
-    CutoffPolicy("expected_value", value_per_sql=5000, mql_cost=20, sql_cost=400),
+    CutoffPolicy(policy="capacity", mql=500, sql=0.01, bootstrap=0),
+    CutoffPolicy(policy="recall", mql=0.9, sql=0.5, confidence=0.9),
+    CutoffPolicy(policy="expected_value", value_per_sql=5000, mql_cost=20, sql_cost=400),
 ])
 def test_to_dict_round_trips_through_json(policy):
     df = make_frame(800, seed=7)
@@ -503,7 +502,7 @@ def test_report_point_estimates_match_a_direct_count(frame):
 
 
 def test_report_target_is_nan_for_expected_value(frame):
-    out = report(frame, CutoffPolicy("expected_value", value_per_sql=1000, mql_cost=50, sql_cost=150, bootstrap=0))
+    out = report(frame, CutoffPolicy(policy="expected_value", value_per_sql=1000, mql_cost=50, sql_cost=150, bootstrap=0))
     assert out["target"].isna().all()
 
 
@@ -594,7 +593,7 @@ def test_property_recall_cutoff_keeps_the_target_and_is_highest(data, a, b):
     if y.sum() == 0:
         return
     high, low = max(a, b), min(a, b)
-    cut = choose_cutoffs(p, y, as_of, CutoffPolicy("recall", mql=high, sql=low))
+    cut = choose_cutoffs(p, y, as_of, CutoffPolicy(policy="recall", mql=high, sql=low))
     for t, target in ((cut.mql, high), (cut.sql, low)):
         assert recall_at_or_above(p, y, t) >= target
         above = next_higher(p, t)
@@ -608,7 +607,7 @@ def test_property_conversion_rate_matches_the_definition(data, target, min_rows)
     p, y, as_of = data
     expected = oracle_conversion(p, y, target, min_rows)
     policy = CutoffPolicy(mql=target, sql=target, min_rows=min_rows, unreachable="refuse")
-    fallback = choose_cutoffs(p, y, as_of, dataclasses.replace(policy, unreachable="best")) \
+    fallback = choose_cutoffs(p, y, as_of, policy.replace(unreachable="best")) \
         if (p >= p.min()).sum() >= min_rows else None
     if expected is None:
         with pytest.raises(CutoffError):
@@ -630,7 +629,7 @@ def test_property_conversion_rate_matches_the_definition(data, target, min_rows)
 @given(scored(), st.floats(0.05, 60.0), st.sampled_from([1.0, 2.0, 5.0]))
 def test_property_capacity_cutoff_is_the_lowest_within_capacity(data, target, scale):
     p, y, as_of = data
-    policy = CutoffPolicy("capacity", mql=target, sql=target)
+    policy = CutoffPolicy(policy="capacity", mql=target, sql=target)
     fits = [t for t in set(p.tolist()) if
             (per_week(p, as_of, t, scale) if target >= 1 else (p >= t).mean()) <= target]
     if not fits:
@@ -652,7 +651,7 @@ def test_property_capacity_with_lead_ids_keeps_every_stricter_cut_within_the_flo
     if df["as_of"].nunique() < 2:
         return
     p, y = df["p"].to_numpy(), df["y"].to_numpy()
-    policy = CutoffPolicy("capacity", mql=target, sql=target)
+    policy = CutoffPolicy(policy="capacity", mql=target, sql=target)
     values = sorted(set(p.tolist()))
     flow = {t: new_per_week(df, t, 1.0) for t in values}
     within = [t for t in values if all(flow[u] <= target for u in values if u >= t)]

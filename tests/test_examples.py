@@ -252,7 +252,7 @@ def test_pipeline_config_errors_name_file_and_key(tmp_path):
     with pytest.raises(ConfigError, match=r"train.yaml:3: examples: unknown key\(s\) horizon"):
         load_pipeline(bad)   # the line of the unknown key
     bad.write_text("split:\n  folds: 3\n  test_weeks: 0\n")
-    with pytest.raises(ConfigError, match=r"train.yaml:3: split: test_weeks must be a whole number >= 1, got 0"):
+    with pytest.raises(ConfigError, match=r"train.yaml:3: split: test_weeks must be >= 1, got 0"):
         load_pipeline(bad)   # the line of the key the check names
     bad.write_text("model:\n  learning_rate: 0.05\ncutoffs: 3\n")
     with pytest.raises(ConfigError, match=r"train.yaml:3: cutoffs: expected a mapping, got int"):

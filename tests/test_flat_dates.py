@@ -66,8 +66,8 @@ def test_the_model_and_split_sections_are_read_and_checked(tmp_path):
     cfg = _write(tmp_path, {"id": ["a"], "Converted": [1], "visits": [1]},
                  "label: became_customer\nmodel:\n  n_estimators: 50\n  num_leaves: 7\nsplit:\n  folds: 2\n")
     dataset = load_config(cfg)
-    assert dataset.model_config.n_estimators == 50 and dataset.model_config.num_leaves == 7
-    assert dataset.split_config.folds == 2 and dataset.label_name == "became_customer"
+    assert dataset.model_settings.n_estimators == 50 and dataset.model_settings.num_leaves == 7
+    assert dataset.split_settings.folds == 2 and dataset.label_name == "became_customer"
     cfg.write_text(HEADER + "model:\n  n_trees: 50\n")
     with pytest.raises(ConfigError, match=r"model: unknown key\(s\) n_trees; allowed: .*n_estimators"):
         load_config(cfg)
@@ -113,7 +113,7 @@ def drift_flat(tmp_path_factory) -> Path:
 def test_no_training_lead_is_dated_after_the_earliest_test_lead(drift_flat):
     dataset = load_config(drift_flat)
     data = load_flat(dataset)
-    result = walk_forward_flat(data, ModelConfig(n_estimators=60), dataset.split_config)
+    result = walk_forward_flat(data, ModelConfig(n_estimators=60), dataset.split_settings)
     assert result.out_of_time and len(result.windows) >= 2
     frame, _, _ = model_frame(data.matured())
     for w in result.windows.itertuples():
@@ -170,7 +170,7 @@ def test_on_small_drifting_data_the_chosen_model_is_at_least_the_logistic_regres
     data = load_flat(dataset)
     matured = data.matured()
     assert len(matured.y) <= 5000 and matured.y.sum() <= 400
-    result = walk_forward_flat(data, ModelConfig(), dataset.split_config)
+    result = walk_forward_flat(data, ModelConfig(), dataset.split_settings)
     auc, logloss = result.mean("auc"), result.mean("logloss")
     assert auc["logreg"] > auc["lgbm_default"]   # the regime this test is about
     assert auc["model"] >= auc["logreg"] and logloss["model"] <= logloss["logreg"], result.summary

@@ -3,7 +3,6 @@ test fold, reproducibility, sanity on planted data, the final fit, and the real 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import lightgbm as lgb
@@ -138,7 +137,7 @@ def test_no_test_fold_row_is_used_in_fitting(planted, monkeypatch):
     monkeypatch.setattr(LinearMargin, "fit", recording_linear)
     monkeypatch.setattr(candidates, "calibrate", recording_calibrate)
     monkeypatch.setattr(flatcv, "fit_logistic", recording_logistic)
-    config = replace(CONFIG, search_trials=1)
+    config = CONFIG.replace(search_trials=1)
     result = cross_validate_flat(data, config, n_splits=3, seed=1, progress=lambda line: log.append(("end", None, None)))
 
     key_of = dict(zip(data.ids, data.features["row_key"]))

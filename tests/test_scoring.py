@@ -359,7 +359,7 @@ def test_a_bad_incomplete_history_setting_is_a_config_error(registry, train_dir,
     config = tmp_path / "score.yaml"
     config.write_text("scoring:\n  incomplete_history: ignore\n")
     result = _score(registry, train_dir, tmp_path / "s.parquet", "--config", str(config))
-    assert result.exit_code != 0 and "incomplete_history must be flag or hold" in result.output
+    assert result.exit_code != 0 and "score.yaml:2: scoring: incomplete_history must be one of 'flag' or 'hold', got 'ignore'" in result.output
 
 
 def test_the_scorer_refuses_an_infinity_and_an_as_of_that_is_no_timestamp(registry, train_dir):

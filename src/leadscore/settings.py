@@ -1,20 +1,27 @@
-"""YAML configuration files: read with line numbers in errors, checked against dataclasses.
+"""YAML configuration files: read with line numbers in errors, checked by typed sections.
 
 Every pipeline declaration in ``pipelines/`` is read through :func:`load_yaml` and turned into
-the stage's config dataclass with :func:`build`, so a typo in a key is an error that names
-the file, the section and the allowed keys - never a silently ignored setting.
+its stage's :class:`Section` (a frozen, strict pydantic model) with :func:`build`, so a typo
+in a key or a value of the wrong type is an error that names the file, the line and the key -
+never a silently ignored setting.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import re
+import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 T = TypeVar("T")
+Whole = Annotated[int, Field(ge=1)]        # a count of days, weeks, rows ... that must be at least one
+Positive = Annotated[float, Field(gt=0)]
 
 
 class ConfigError(ValueError):
@@ -107,13 +114,131 @@ def load_sections(path: Path, allowed: tuple[str, ...]) -> dict[str, Any]:
     return raw
 
 
-def build(cls: type[T], mapping: Any, where: str, lines: dict[tuple, int] | None = None, at: tuple = ()) -> T:
-    """Instantiate dataclass ``cls`` from a mapping; unknown keys and bad values name ``where``
-    (``"<file>: <section>"``) and, given the file's :func:`yaml_lines` and the section's key path
-    ``at``, the line of the key at fault (of the section when no key is named)."""
+_PHRASES = {
+    "int_type": "must be a whole number", "int_from_float": "must be a whole number",
+    "float_type": "must be a finite number", "finite_number": "must be a finite number",
+    "bool_type": "must be true or false", "string_type": "must be text",
+    "tuple_type": "must be a list", "dict_type": "must be a mapping", "is_instance_of": "cannot be set here",
+    "greater_than_equal": "must be >= {ge}", "greater_than": "must be > {gt}",
+    "less_than_equal": "must be <= {le}", "less_than": "must be < {lt}",
+    "literal_error": "must be one of {expected}", "too_short": "must not be empty",
+    "missing": "is required",
+}
 
-    def located(key=None) -> str:
-        line = (lines or {}).get((*at, key)) or (lines or {}).get(at)
+
+def _dotted(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _section_at(cls, loc: tuple):
+    """The section class the key path ``loc`` leads into (for the allowed keys of an unknown one)."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(cls, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        inner = [t for t in _flat_types(field.annotation) if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not inner:
+            return None
+        cls = inner[0]
+    return cls
+
+
+def _flat_types(annotation) -> list:
+    args = typing.get_args(annotation)
+    return [annotation] if not args else [t for a in args for t in _flat_types(a)]
+
+
+def _problem(err: dict, cls, name_of: Callable[[tuple], str]) -> tuple[tuple, str]:
+    """(key path, message) of one pydantic error, in the words of our hand checks: ``test_weeks
+    must be >= 1, got 0``; a validator's own message after the name of where it checked."""
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in ("str", "list"))))
+    kind = err["type"]
+    if kind == "value_error":
+        message = err["msg"].removeprefix("Value error, ")
+        return loc, f"{name_of(loc)}: {message}" if loc else message
+    if kind == "extra_forbidden":
+        parent, owner = name_of(loc[:-1]), _section_at(cls, loc[:-1])
+        allowed = "" if owner is None else "; allowed: " + ", ".join(
+            sorted(f.alias or n for n, f in owner.model_fields.items()))
+        return loc, f"{parent + ': ' if parent else ''}unknown key(s) {loc[-1]}{allowed}"
+    name = name_of(loc) or "(top level)"
+    phrase = _PHRASES.get(kind)
+    if phrase is None:
+        return loc, f"{name}: {err['msg']}"
+    bounds = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in (err.get("ctx") or {}).items()}
+    message = f"{name} {phrase.format(**bounds)}"
+    if kind != "missing":
+        message += f", got {err['input']!r}"
+    if isinstance(err.get("input"), bool) and kind == "string_type":
+        message += " (YAML reads yes/no/on/off/true/false unquoted as a boolean: quote it, e.g. \"NO\")"
+    return loc, message
+
+
+def problems(exc: ValidationError, cls: type[BaseModel],
+             name_of: Callable[[tuple], str] = _dotted) -> list[tuple[tuple, str]]:
+    """Every problem pydantic found validating ``cls``: (key path, plain message); ``name_of``
+    renders a key path in messages (default ``split.test_weeks``)."""
+    return [_problem(err, cls, name_of) for err in exc.errors()]
+
+
+def _plain(value):
+    """YAML's lists as tuples and its dates as ISO text, all the way down: what the frozen,
+    strictly typed sections hold."""
+    if isinstance(value, list):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    return value
+
+
+class Section(BaseModel):
+    """A settings section: frozen, strictly typed (YAML's ``7`` is a whole number, ``"7"``, ``7.5``
+    and ``yes`` are not), no unknown keys. Built from a YAML mapping by :func:`build` (errors
+    name file, line and key) or in Python with keywords (errors are :attr:`error`, plain
+    sentences naming the field). Checks beyond a type or bound are ``model_validator`` checks whose
+    ``ValueError`` message names the field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False,
+                              arbitrary_types_allowed=True)
+    error: ClassVar[type[Exception]] = ValueError
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_values(cls, data):
+        return {k: _plain(v) for k, v in data.items()} if isinstance(data, dict) else data
+
+    def __init__(self, **values):
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise self.error("; ".join(message for _, message in problems(exc, type(self)))) from None
+
+    # Only a call in Python comes here: marked as pydantic marks its own __init__, model_validate
+    # and nested sections validate directly, keeping each problem's location for build().
+    __init__.__pydantic_base_init__ = True
+
+    def replace(self, **changes):
+        """A copy with ``changes``, checked as a new section is."""
+        return type(self)(**{**dict(self), **changes})
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values for a manifest (dataclass fields, such as a contract, as dicts)."""
+        return {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else
+                v.as_dict() if isinstance(v, Section) else v for k, v in dict(self).items()}
+
+
+def build(cls: type[T], mapping: Any, where: str, lines: dict[tuple, int] | None = None, at: tuple = (),
+          name_of: Callable[[tuple], str] = _dotted) -> T:
+    """Section ``cls`` from a YAML mapping. Errors are a :class:`ConfigError` naming ``where``
+    (``"<file>: <section>"``), one line per problem and, given the file's :func:`yaml_lines` and
+    the section's key path ``at``, the line of the key at fault (of the section when a problem
+    names no key); ``name_of`` renders a key path in the messages."""
+
+    def located(loc: tuple = ()) -> str:
+        found = [(lines or {}).get((*at, *loc[:i])) for i in range(len(loc), -1, -1)]
+        line = next((n for n in found if n is not None), None)
         if line is None:
             return where
         path, sep, section = where.partition(": ")
@@ -123,14 +248,12 @@ def build(cls: type[T], mapping: Any, where: str, lines: dict[tuple, int] | None
         mapping = {}
     if not isinstance(mapping, dict):
         raise ConfigError(f"{located()}: expected a mapping, got {type(mapping).__name__}")
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(mapping) - fields)
-    if unknown:
-        raise ConfigError(f"{located(unknown[0])}: unknown key(s) {', '.join(unknown)}; "
-                          f"allowed: {', '.join(sorted(fields))}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in mapping.items()}
     try:
-        return cls(**values)
-    except (TypeError, ValueError) as exc:
-        named = [k for k in mapping if re.search(rf"\b{re.escape(str(k))}\b", str(exc))]
-        raise ConfigError(f"{located(named[0] if named else None)}: {exc}") from exc
+        return cls.model_validate(mapping)
+    except ValidationError as exc:
+        out = []
+        for loc, message in problems(exc, cls, name_of):
+            if not loc:  # a check of several keys: the line of the first key it names
+                loc = next(((k,) for k in mapping if re.search(rf"\b{re.escape(str(k))}\b", message)), ())
+            out.append(f"{located(loc)}: {message}")
+        raise ConfigError("\n".join(out)) from None

@@ -329,7 +329,6 @@ def features(
     columns of the feature catalogue (written next to the output as NAME.catalogue.csv),
     including the attributes and activity kinds a source YAML declares.
     """
-    import dataclasses
 
     from leadscore.features.builder import (
         FeatureConfig,
@@ -344,7 +343,7 @@ def features(
     src = _source(data, source)
     try:
         feature_config = load_pipeline(config).features if config else FeatureConfig()
-        feature_config = dataclasses.replace(feature_config, contract=src.contract)
+        feature_config = feature_config.replace(contract=src.contract)
     except (ConfigError, ValueError) as exc:
         raise _config_error(exc) from exc
     con = _connect_clean(ctx, src)
@@ -371,7 +370,6 @@ def examples(
     left unlabelled, never counted as negatives) and the leakage audit of the features
     against each outcome the data records (became_sql, won).
     """
-    import dataclasses
 
     from leadscore.features.builder import (
         connect,
@@ -384,7 +382,7 @@ def examples(
     from leadscore.labels.leakage import AuditSkipped, format_audit, leakage_audit
 
     pipeline, src = _pipeline_and_data(config, data, source)
-    feature_config = dataclasses.replace(pipeline.features, contract=src.contract)
+    feature_config = pipeline.features.replace(contract=src.contract)
     tables = _load_clean(src)
     t0 = time.perf_counter()
     try:
@@ -559,15 +557,13 @@ def _summarised_warnings(where: str):
 
 def _with_tracking_uri(settings, tracking_uri: str | None):
     """``settings`` (a TrackingConfig) with --tracking-uri in place of the config's URI."""
-    import dataclasses
 
-    return settings if tracking_uri is None else dataclasses.replace(settings, tracking_uri=tracking_uri)
+    return settings if tracking_uri is None else settings.replace(tracking_uri=tracking_uri)
 
 
 def _train_pipeline_run(config: Path, data: Path | None, models_dir: Path | None, source: Path | None = None,
                         progress: bool = True, tracking_uri: str | None = None):
     """Load the pipeline config and data, train; returns (pipeline, run, connection, bundle dir)."""
-    import dataclasses
 
     from leadscore.features.builder import connect
     from leadscore.modeling.cutoffs import CutoffError
@@ -577,7 +573,7 @@ def _train_pipeline_run(config: Path, data: Path | None, models_dir: Path | None
     from leadscore.training.pipeline import train_pipeline
 
     pipeline, src = _pipeline_and_data(config, data, source)
-    pipeline = dataclasses.replace(pipeline, tracking=_with_tracking_uri(pipeline.tracking, tracking_uri))
+    pipeline = pipeline.replace(tracking=_with_tracking_uri(pipeline.tracking, tracking_uri))
     con = connect(_load_clean(src), src.contract)
     base = getattr(src, "base", getattr(src, "path", None))
     try:
@@ -832,37 +828,20 @@ def explain(
     calibrator maps that margin monotonically to the probability.
     """
 
-    from leadscore.serving.explain import (
-        UnknownLead,
-        baseline_summary,
-        explain_lead,
-        explanation_of,
-        explanation_text,
-    )
+    from leadscore.serving.explain import UnknownLead, explain_lead, explanation_text
+    from leadscore.training.flat_pipeline import explain_flat_lead
 
     ts = _parse_timestamp(as_of, "--as-of")
     scorer, _ = _load_model(model, tracking_uri)
-    if flat is not None:
-        rows = _flat_rows(scorer, model, flat, data, ts)
-        row = rows[rows["lead_id"] == str(lead_id)]
-        if row.empty:
-            _err(f"error: lead_id {lead_id!r} is not a row of {data or flat} (or it was quarantined)")
-            raise typer.Exit(EXIT_VIOLATIONS)
-        result = explanation_of(scorer, row.reset_index(drop=True), k=top)
-        if scorer.rules is not None:
-            from leadscore.modeling.baseline import score_flat_baseline
-
-            result["baseline"] = baseline_summary(score_flat_baseline(scorer.rules, row).iloc[0])
-        result["model"] = model
-        _emit(result, explanation_text(result), json_out)
-        return
-    if ts is None:
+    if flat is None and ts is None:
         raise typer.BadParameter("give the moment to explain at, e.g. --as-of 2025-10-01", param_hint="--as-of")
-    src = _source(data, source)
-    _check_model_source(scorer, src)
-    con = _connect_clean(ctx, src)
     try:
-        result = explain_lead(scorer, con, lead_id, ts, k=top)
+        if flat is not None:
+            result = _flat_input(explain_flat_lead, scorer, model, flat, data, lead_id, ts, top)
+        else:
+            src = _source(data, source)
+            _check_model_source(scorer, src)
+            result = explain_lead(scorer, _connect_clean(ctx, src), lead_id, ts, k=top)
     except UnknownLead as exc:
         _err(f"error: {exc}")
         raise typer.Exit(EXIT_VIOLATIONS) from exc
@@ -956,7 +935,6 @@ def score(
     go to a transitions file and, if a webhook is configured, are POSTed to it (exit 3 when
     delivery fails; the scores are still written).
     """
-    import dataclasses
     import os
 
     from leadscore.serving.batch import QuarantineLimitExceeded, load_scoring
@@ -973,7 +951,7 @@ def score(
     src = _source(data, source)
     try:
         settings, hook = load_scoring(config, webhook_url=webhook)
-        settings = dataclasses.replace(settings, **{k: v for k, v in (
+        settings = settings.replace(**{k: v for k, v in (
             ("chunk_size", chunk_size), ("top_reasons", top), ("max_quarantine_fraction", max_quarantine))
             if v is not None})
     except (ConfigError, ValueError) as exc:
@@ -1012,10 +990,10 @@ def _score_flat(model: str, flat: Path, data: Path | None, as_of, out: Path, qua
     from leadscore.io import write_table
     from leadscore.serving.job import sibling_path
     from leadscore.serving.registry import model_identity
+    from leadscore.training.flat_pipeline import flat_scoring_rows
 
     scorer, manifest = _load_model(model, tracking_uri)
-    rows = _flat_rows(scorer, model, flat, data, as_of)
-    quarantined = rows.attrs.pop("quarantined")
+    rows, quarantined = _flat_input(flat_scoring_rows, scorer, model, flat, data, as_of)
     version, run_id = model_identity(model, manifest, tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
                                      or DEFAULT_TRACKING_URI)
     if len(rows) == 0:   # every row quarantined: say so, keep the reasons, write no scores
@@ -1038,30 +1016,6 @@ def _score_flat(model: str, flat: Path, data: Path | None, as_of, out: Path, qua
         typer.echo(f"{tier:<6}{int((scored['tier'] == tier).sum()):>11,}"
                    + (f"{int((scored['baseline_tier'] == tier).sum()):>10,}" if baseline else ""))
     typer.echo(f"scores: {out}")
-
-
-def _flat_rows(scorer, model: str, flat: Path, data: Path | None, as_of) -> pd.DataFrame:
-    """The scorer's input rows for a flat export's leads (``attrs["quarantined"]``: the rows set
-    aside, with their reasons); exit 2 when the model or the export does not fit."""
-    from leadscore.settings import ConfigError
-    from leadscore.training.flat import load_config, load_flat
-    from leadscore.training.flat_pipeline import scoring_rows, with_baseline
-
-    if not scorer.flat:
-        _err(f"error: --model {model} was trained on event data (leads, activities, lifecycle); give it --data DIR "
-             "--as-of, not --flat")
-        raise typer.Exit(EXIT_UNUSABLE)
-    try:
-        leads = load_flat(load_config(flat), data, scoring=True)
-    except ConfigError as exc:
-        raise _config_error(exc) from exc
-    missing = [f for f in scorer.features if f not in leads.features.columns]
-    if missing:
-        _err(f"error: {flat} does not give the column(s) the model reads: {', '.join(missing)}")
-        raise typer.Exit(EXIT_UNUSABLE)
-    rows = with_baseline(scoring_rows(leads, as_of), scorer)
-    rows.attrs["quarantined"] = leads.quarantined
-    return rows
 
 
 def _score_files(paths: list[Path]) -> list[Path]:
@@ -1135,6 +1089,7 @@ def monitor(
     import os
 
     from leadscore.io import write_json
+    from leadscore.monitoring.monitor import FlatOutcomes
     from leadscore.monitoring.monitor import monitor as run_monitor
     from leadscore.monitoring.report import monitor_figures, render_monitor_report
     from leadscore.monitoring.result import MonitorConfig
@@ -1164,7 +1119,7 @@ def monitor(
     scorer, manifest = _load_model(model, tracking_uri)
     con = outcomes = None
     if flat is not None:
-        outcomes = _flat_outcomes(scorer, model, flat, data, reference, settings)
+        outcomes = _flat_input(FlatOutcomes.read, scorer, model, flat, data, reference, settings)
         say(f"monitoring {len(scored):,} scored rows from {len(files)} file(s) against the outcomes in "
                    f"{data or flat}")
     else:
@@ -1213,22 +1168,18 @@ def monitor(
     raise typer.Exit(result.exit_code)
 
 
-def _flat_outcomes(scorer, model: str, flat: Path, data: Path | None, reference: Path | None, settings):
-    """Monitoring's view of a flat export: outcomes from ``data``, the reference population from
-    the training export; exit 2 when the model or the files do not fit."""
-    from leadscore.monitoring.monitor import FlatOutcomes
+def _flat_input(read, scorer, model: str, *args):
+    """``read(scorer, *args)`` of a flat export; exit 2 when the model or the export does not fit."""
     from leadscore.settings import ConfigError
-    from leadscore.training.flat import load_config, load_flat
+    from leadscore.training.flat_pipeline import NotThisModel
 
-    if not scorer.flat:
-        _err(f"error: --model {model} was trained on event data; monitor it with --data DIR, not --flat")
-        raise typer.Exit(EXIT_UNUSABLE)
     try:
-        dataset = load_config(flat)
-        export, trained_on = load_flat(dataset, data), load_flat(dataset, reference, scoring=True)
+        return read(scorer, *args)
+    except NotThisModel as exc:
+        _err(f"error: --model {model}: {exc}")
+        raise typer.Exit(EXIT_UNUSABLE) from exc
     except ConfigError as exc:
         raise _config_error(exc) from exc
-    return FlatOutcomes(scorer, export, trained_on, settings)
 
 
 def _train_flat(config: Path, data: Path | None, models_dir: Path | None, tracking: bool,
@@ -1239,11 +1190,7 @@ def _train_flat(config: Path, data: Path | None, models_dir: Path | None, tracki
     from leadscore.progress import Heartbeat
     from leadscore.settings import ConfigError
     from leadscore.training.flat import load_config
-    from leadscore.training.flat_pipeline import (
-        input_example,
-        train_flat,
-        write_flat_outputs,
-    )
+    from leadscore.training.flat_pipeline import train_flat, write_flat_outputs
 
     try:
         dataset = load_config(config)
@@ -1269,7 +1216,7 @@ def _train_flat(config: Path, data: Path | None, models_dir: Path | None, tracki
                    f"default LightGBM {means.loc['lgbm_dflt', 'auc']:.4f}"
                    + (f", rule baseline {means.loc['baseline', 'auc']:.4f}" if "baseline" in means.index else ""))
 
-    ev, folds = run.evaluation, run.dataset.split_config.cv_folds
+    ev, folds = run.evaluation, run.dataset.split_settings.cv_folds
     if ev.out_of_time:
         table(ev, f"out of time, mean over {ev.folds['fold'].nunique()} walk-forward folds")
         table(run.random_split, f"random split - optimistic when the funnel drifts, mean over {folds} stratified folds")
@@ -1281,34 +1228,11 @@ def _train_flat(config: Path, data: Path | None, models_dir: Path | None, tracki
         report, _ = write_flat_outputs(run, bundle_dir)
         typer.echo(f"\nwrote the bundle {bundle_dir}/ and the report {report} (MLflow tracking off)")
         return
-    import mlflow
+    from leadscore.training.publish import publish_flat
 
-    from leadscore.serving import registry as T
-    from leadscore.serving.bundle import publish_bundle
-    from leadscore.training.publish import run_bundle_dir
-
-    client = T.configure(settings)
-    with mlflow.start_run(run_name=f"train {dataset.bundle_name}") as active, run_bundle_dir(bundle_dir) as staged:
-        report, figures = write_flat_outputs(run, staged, active.info.run_id)
-        mlflow.log_params(run.params)
-        mlflow.log_metrics(run.metrics)
-        mlflow.set_tags({"data_hash": run.fingerprint["hash"], "flat": "true"})
-        mlflow.log_artifact(str(config), artifact_path="config")
-        mlflow.log_artifact(str(report))
-        mlflow.log_artifact(str(staged / "manifest.json"), artifact_path="bundle")
-        example = input_example(run)
-        version = T.log_model_version(settings, staged, example, run.scorer.score(example))
-        name = settings.registered_model
-        if T.champion_version(client, name) is None:
-            T.set_alias(client, name, T.CHAMPION, version.version)
-            mlflow.set_tag("promotion", "first model: champion")
-            typer.echo(f"registered {name} version {version.version} as @{T.CHAMPION}")
-        else:
-            T.set_alias(client, name, T.CHALLENGER, version.version)
-            typer.echo(f"registered {name} version {version.version} as @{T.CHALLENGER} (the champion is unchanged)")
-        publish_bundle(staged, bundle_dir)
-    report = bundle_dir / "report.html"
-    typer.echo(f"\nreport: {report}\nbundle: {bundle_dir}/\nMLflow run {active.info.run_id} in {settings.tracking_uri}")
+    run_id = publish_flat(run, config, bundle_dir, settings, typer.echo)
+    typer.echo(f"\nreport: {bundle_dir / 'report.html'}\nbundle: {bundle_dir}/\nMLflow run {run_id} in "
+               f"{settings.tracking_uri}")
 
 
 def main() -> None:

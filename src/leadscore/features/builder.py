@@ -23,16 +23,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field, field_validator, model_validator
 
 from leadscore.data.contract import DEFAULT_CONTRACT, HISTORY, Contract, utc_timestamp
 from leadscore.features import registry as R
 from leadscore.features.kinds import HAND_RAISER_TYPES, RECENCY_TYPES
+from leadscore.settings import Section, Whole
 
 MISSING = "missing"
 US_PER_DAY = 86_400_000_000
@@ -54,8 +57,7 @@ REGIONS = {
 }
 
 
-@dataclass(frozen=True)
-class FeatureConfig:
+class FeatureConfig(Section):
     """Parameters of the engagement features.
 
     ``windows_days``: look-back windows for per-kind counts. ``half_life_days``: an activity
@@ -65,31 +67,35 @@ class FeatureConfig:
     it looked at prices or docs, not only in how often).
     """
 
-    windows_days: tuple[int, ...] = (7, 30, 90)
-    half_life_days: float = 14.0
+    windows_days: Annotated[tuple[Whole, ...], Field(min_length=1)] = (7, 30, 90)
+    half_life_days: Annotated[float, Field(gt=0)] = 14.0
     hand_raiser_types: tuple[str, ...] = HAND_RAISER_TYPES
     recency_types: tuple[str, ...] = RECENCY_TYPES
     contract: Contract = DEFAULT_CONTRACT  # the data source's declarations (never from the YAML)
 
-    def __post_init__(self):
-        if not self.windows_days or any(int(w) != w or w < 1 for w in self.windows_days):
-            raise ValueError(f"windows_days must be positive whole days, got {self.windows_days!r}")
-        if not self.half_life_days > 0:
-            raise ValueError(f"half_life_days must be > 0, got {self.half_life_days!r}")
-        if not isinstance(self.contract, Contract):
-            raise ValueError("contract: custom attributes and activity kinds are declared in the source YAML, "
+    @field_validator("contract", mode="before")
+    @classmethod
+    def _declared_in_the_source(cls, value):
+        if not isinstance(value, Contract):
+            raise ValueError("custom attributes and activity kinds are declared in the source YAML, "
                              "not in the features section")
+        return value
+
+    @model_validator(mode="after")
+    def _known_kinds(self):
         for name in ("hand_raiser_types", "recency_types"):
             unknown = sorted(set(getattr(self, name)) - set(self.contract.kinds))
             if unknown:
                 raise ValueError(f"{name}: unknown activity types {unknown}; known: {sorted(self.contract.kinds)}")
         if self.contract.attributes or self.contract.activity_kinds:
             self._check_declared_names()
+        return self
 
     def _check_declared_names(self) -> None:
         """A declared attribute or kind must not produce a feature name the built-in features,
         the key columns or the query's own columns already use."""
-        builtin = {s.name for s in feature_specs(FeatureConfig(self.windows_days, self.half_life_days))}
+        builtin = {s.name for s in feature_specs(FeatureConfig(windows_days=self.windows_days,
+                                                                 half_life_days=self.half_life_days))}
         reserved = builtin | {"lead_id", "as_of", "as_of_us", "pair", "k"}
         for a in self.contract.attributes:
             if a.name in reserved:

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import duckdb
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from leadscore.data.contract import utc_timestamp
 from leadscore.features.builder import (
@@ -42,6 +44,7 @@ from leadscore.features.builder import (
     features_as_of,
     open_leads,
 )
+from leadscore.settings import Section, Whole
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,7 @@ def label_spec(name: str) -> Label:
     return Label(name, name, f"p_{name}", "horizon_days", name, name.replace("_", " "))
 
 
-@dataclass(frozen=True)
-class ExampleConfig:
+class ExampleConfig(Section):
     """Which (lead, as_of) pairs become examples, and how their labels are read.
 
     ``start``/``end``: the as-of window (defaults: 90 days after the first lead was created,
@@ -90,22 +92,13 @@ class ExampleConfig:
 
     start: str | None = None
     end: str | None = None
-    cadence_days: int = 7
-    horizon_days: int = 42
-    won_horizon_days: int = 120
+    cadence_days: Whole = 7
+    horizon_days: Whole = 42
+    won_horizon_days: Whole = 120
     observed_until: str | None = None
-    label_latency_days: float = 0
-    max_lead_age_days: int | None = None
-    warmup_days: int = 90
-
-    def __post_init__(self):
-        for name in ("cadence_days", "horizon_days", "won_horizon_days"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if isinstance(self.label_latency_days, bool) or not self.label_latency_days >= 0:
-            raise ValueError(f"label_latency_days must be >= 0, got {self.label_latency_days!r}")
-        if self.max_lead_age_days is not None and self.max_lead_age_days < 1:
-            raise ValueError(f"max_lead_age_days must be >= 1, got {self.max_lead_age_days!r}")
+    label_latency_days: Annotated[float, Field(ge=0)] = 0
+    max_lead_age_days: Whole | None = None
+    warmup_days: Annotated[int, Field(ge=0)] = 90
 
 
 @dataclass

@@ -18,11 +18,14 @@ rather than name suspects.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 from sklearn.metrics import roc_auc_score
+
+from leadscore.settings import Section, Whole
 
 RARE = "__rare__"
 
@@ -105,20 +108,13 @@ def format_audit(audit: pd.DataFrame, top: int = 10, threshold: float = 0.9) -> 
     return "\n".join(lines)
 
 
-@dataclass(frozen=True)
-class LeakageConfig:
+class LeakageConfig(Section):
     """``threshold``: single-feature AUC at which a feature is suspected; ``min_support``:
     fewest rows a value (or bin) needs to keep its own positive rate; ``n_bins``: quantile
     bins for numeric features; ``min_positives``: fewest positive (and negative) labels to
     audit at all."""
 
-    threshold: float = 0.9
-    min_support: int = 30
-    n_bins: int = 20
-    min_positives: int = 10
-
-    def __post_init__(self):
-        if not 0.5 < self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in (0.5, 1], got {self.threshold!r}")
-        if self.min_support < 1 or self.n_bins < 2 or self.min_positives < 1:
-            raise ValueError("min_support and min_positives must be >= 1 and n_bins >= 2")
+    threshold: Annotated[float, Field(gt=0.5, le=1.0)] = 0.9
+    min_support: Whole = 30
+    n_bins: Annotated[int, Field(ge=2)] = 20
+    min_positives: Whole = 10

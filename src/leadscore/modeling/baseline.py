@@ -10,15 +10,15 @@ model's features, and reports the rules that fired: the baseline's own explanati
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import duckdb
 import numpy as np
 import pandas as pd
-import yaml
+from pydantic import Field, model_validator
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.isotonic import IsotonicRegression
 
@@ -37,7 +37,14 @@ from leadscore.features.builder import (
     attribute_sql,
     history_sql,
 )
-from leadscore.settings import ConfigError, load_yaml
+from leadscore.settings import (
+    ConfigError,
+    Positive,
+    Section,
+    build,
+    load_yaml,
+    yaml_lines,
+)
 
 FIT_ATTRIBUTES = {  # attribute -> vocabulary (None: open vocabulary)
     "seniority": SENIORITY_LEVELS,
@@ -94,44 +101,107 @@ class RuleSet:
 # Reading and validating rule files
 # ---------------------------------------------------------------------------
 
-_TOP = {"fit", "engagement", "total_cap", "thresholds", "grid"}
+NonNegative = Annotated[float, Field(ge=0)]
 
 
-def _rule_lines(text: str) -> dict[tuple[str, int], int]:
-    """(group, index) -> 1-based line of each rule in the YAML text, for error messages."""
-    lines: dict[tuple[str, int], int] = {}
-    try:
-        root = yaml.compose(text)
-    except yaml.YAMLError:
-        return lines
-    if not isinstance(root, yaml.MappingNode):
-        return lines
-    for key, value in root.value:
-        if key.value in ("fit", "engagement") and isinstance(value, yaml.MappingNode):
-            for k2, v2 in value.value:
-                if k2.value == "rules" and isinstance(v2, yaml.SequenceNode):
-                    for i, item in enumerate(v2.value):
-                        lines[(key.value, i)] = item.start_mark.line + 1
-    return lines
+class ColumnRuleSpec(Section):
+    """A rule on an attribute (a flat export's column): ``values`` for a categorical one,
+    ``range: [min, max]`` for a numeric one."""
+
+    name: str | None = None
+    attribute: str
+    points: float
+    values: Annotated[tuple[str | int | float | bool, ...], Field(min_length=1)] | None = None
+    range: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.range is not None and self.range[0] > self.range[1]:
+            raise ValueError(f"range minimum {self.range[0]:g} is above maximum {self.range[1]:g}")
+        return self
 
 
-def _number(value, where: str, *, allow_none: bool = False, non_negative: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if non_negative and value < 0:
-        raise ConfigError(f"{where}: must not be negative, got {value!r}")
-    return float(value)
+class ActivityRuleSpec(Section):
+    """Points per occurrence of an activity kind, within ``window_days``, capped, decayed with
+    ``half_life_days`` (not given: the engagement section's; null: no decay)."""
+
+    name: str | None = None
+    activity: str
+    points: float
+    window_days: NonNegative | None = None
+    cap: NonNegative | None = None
+    half_life_days: Positive | None = None
 
 
-def _keys(mapping, allowed: set[str], where: str) -> dict:
-    if not isinstance(mapping, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(mapping).__name__}")
-    unknown = sorted(set(mapping) - allowed)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; allowed: {', '.join(sorted(allowed))}")
-    return mapping
+class FitRules(Section):
+    cap: NonNegative | None = None
+    rules: tuple[ColumnRuleSpec, ...] = ()
+
+
+class EngagementRules(Section):
+    cap: NonNegative | None = None
+    half_life_days: Positive | None = None
+    rules: tuple[ActivityRuleSpec, ...] = ()
+
+
+class ColumnEngagementRules(Section):
+    """A flat export's activity is already counted in its columns: column rules here too."""
+
+    cap: NonNegative | None = None
+    rules: tuple[ColumnRuleSpec, ...] = ()
+
+
+class Thresholds(Section):
+    mql: float
+    sql: float
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.mql > self.sql:
+            raise ValueError(f"the MQL threshold ({self.mql:g}) is above the SQL threshold ({self.sql:g})")
+        return self
+
+
+class FitGrid(Section):
+    A: float = 40
+    B: float = 20
+
+
+class EngagementGrid(Section):
+    one: float = Field(60, alias="1")
+    two: float = Field(20, alias="2")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_keys(cls, data):   # YAML reads the keys 1 and 2 as numbers
+        return {str(k): v for k, v in data.items()} if isinstance(data, dict) else data
+
+
+class Grid(Section):
+    fit: FitGrid = FitGrid()
+    engagement: EngagementGrid = EngagementGrid()
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.fit.A < self.fit.B or self.engagement.one < self.engagement.two:
+            raise ValueError("the A (1) bound must not be below the B (2) bound")
+        return self
+
+
+class RulesFile(Section):
+    """A rules YAML (``leadscore/modeling/rules.yaml`` is the packaged one)."""
+
+    fit: FitRules
+    engagement: EngagementRules
+    thresholds: Thresholds
+    total_cap: NonNegative | None = None
+    grid: Grid = Grid()
+
+
+class ColumnRulesFile(RulesFile):
+    """A rules YAML for a flat export: every rule names a column."""
+
+    engagement: ColumnEngagementRules
 
 
 def parse_rules(raw: dict, source: str = "<rules>", lines: dict | None = None,
@@ -139,7 +209,8 @@ def parse_rules(raw: dict, source: str = "<rules>", lines: dict | None = None,
     """A RuleSet from parsed YAML; attributes and activity kinds are checked against
     ``contract`` (a source's declared attributes and kinds are allowed too). ``columns``
     (name -> categorical / numeric): a flat export's - then every rule, fit or engagement,
-    names a column (``attribute:``) with ``values`` or a ``range``."""
+    names a column (``attribute:``) with ``values`` or a ``range``. ``lines``: the file's
+    :func:`~leadscore.settings.yaml_lines`, for the line of each problem."""
     lines = lines or {}
     if columns is not None:
         categorical = {c: None for c, kind in columns.items() if kind == "categorical"}
@@ -147,32 +218,34 @@ def parse_rules(raw: dict, source: str = "<rules>", lines: dict | None = None,
     else:
         categorical = {**FIT_ATTRIBUTES, **{a.name: None for a in contract.attributes if a.kind == "categorical"}}
         numeric = (*NUMERIC_ATTRIBUTES, *(a.name for a in contract.attributes if a.kind == "numeric"))
-    _keys(raw, _TOP, source)
-    for required in ("fit", "engagement", "thresholds"):
-        if required not in raw:
-            raise ConfigError(f"{source}: missing section {required!r}")
 
-    def where(group, i, rule):
-        line = lines.get((group, i))
-        name = rule.get("name") if isinstance(rule, dict) else None
-        return f"{source}" + (f":{line}" if line else "") + f": {group} rule {i + 1}" + (f" ({name})" if name else "")
+    def rule_name(loc: tuple) -> str:
+        """``engagement rule 3 (Download): cap`` for ``("engagement", "rules", 2, "cap")``."""
+        if len(loc) >= 3 and loc[0] in ("fit", "engagement") and loc[1] == "rules" and isinstance(loc[2], int):
+            group = raw.get(loc[0])
+            rules = group.get("rules") if isinstance(group, dict) else None
+            rule = rules[loc[2]] if isinstance(rules, list) and loc[2] < len(rules) else None
+            name = rule.get("name") if isinstance(rule, dict) else None
+            head = f"{loc[0]} rule {loc[2] + 1}" + (f" ({name})" if name else "")
+            return head + "".join(f": {p}" for p in loc[3:])
+        return ".".join(map(str, loc))
 
-    def column_rule(rule, w: str) -> FitRule:
-        _keys(rule, {"name", "attribute", "values", "range", "points"}, w)
-        attribute = rule.get("attribute")
+    spec = build(ColumnRulesFile if columns is not None else RulesFile, raw, source, lines, name_of=rule_name)
+
+    def where(group: str, i: int) -> str:
+        line = lines.get((group, "rules", i))
+        return f"{source}" + (f":{line}" if line else "") + f": {rule_name((group, 'rules', i))}"
+
+    def column_rule(rule: ColumnRuleSpec, w: str) -> FitRule:
+        attribute, values, rng = rule.attribute, rule.values, rule.range
         if attribute not in categorical and attribute not in numeric:
             raise ConfigError(f"{w}: unknown {'column' if columns is not None else 'attribute'} {attribute!r}; known: "
                               f"{', '.join(sorted([*categorical, *numeric]))}")
-        values, rng = rule.get("values"), rule.get("range")
         if attribute in numeric:
-            if values is not None or not isinstance(rng, list) or len(rng) != 2:
+            if values is not None or rng is None:
                 raise ConfigError(f"{w}: {attribute} is numeric: give range: [min, max]")
-            lo, hi = (_number(v, f"{w}: range") for v in rng)
-            if lo > hi:
-                raise ConfigError(f"{w}: range minimum {lo:g} is above maximum {hi:g}")
-            rng = (lo, hi)
         else:
-            if rng is not None or not isinstance(values, list) or not values:
+            if rng is not None or values is None:
                 raise ConfigError(f"{w}: {attribute} is categorical: give values: [...]")
             vocabulary = categorical[attribute]
             if vocabulary is not None:
@@ -180,77 +253,39 @@ def parse_rules(raw: dict, source: str = "<rules>", lines: dict | None = None,
                 if unknown:
                     raise ConfigError(f"{w}: unknown {attribute} value(s) {unknown}; known: {', '.join(vocabulary)}")
             values = tuple(str(v) for v in values)
-        return FitRule(name=str(rule.get("name") or f"{attribute} {values or rng}"), attribute=attribute,
-                       points=_number(rule.get("points"), f"{w}: points"), values=values, range=rng)
+        return FitRule(name=rule.name or f"{attribute} {values or rng}", attribute=attribute, points=rule.points,
+                       values=values, range=rng)
 
-    fit = _keys(raw["fit"], {"cap", "rules"}, f"{source}: fit")
-    fit_rules = [column_rule(rule, where("fit", i, rule)) for i, rule in enumerate(fit.get("rules") or [])]
-
-    if columns is not None:  # a flat export's activity is already counted in its columns
-        eng = _keys(raw["engagement"], {"cap", "rules"}, f"{source}: engagement")
-        engagement_rules = [column_rule(rule, where("engagement", i, rule))
-                            for i, rule in enumerate(eng.get("rules") or [])]
+    fit_rules = [column_rule(rule, where("fit", i)) for i, rule in enumerate(spec.fit.rules)]
+    if columns is not None:
+        engagement_rules = [column_rule(rule, where("engagement", i)) for i, rule in enumerate(spec.engagement.rules)]
     else:
-        eng = _keys(raw["engagement"], {"cap", "half_life_days", "rules"}, f"{source}: engagement")
-        engagement_rules = _engagement_rules(eng, source, where, contract)
-    return _rule_set(raw, source, fit, eng, fit_rules, engagement_rules)
+        engagement_rules = []
+        for i, rule in enumerate(spec.engagement.rules):
+            if rule.activity not in contract.kinds:
+                raise ConfigError(f"{where('engagement', i)}: unknown activity type {rule.activity!r}; known: "
+                                  f"{', '.join(contract.kinds)}")
+            decay = rule.half_life_days if "half_life_days" in rule.model_fields_set else spec.engagement.half_life_days
+            engagement_rules.append(EngagementRule(
+                name=rule.name or rule.activity, activity=rule.activity, points=rule.points,
+                window_days=rule.window_days, cap=rule.cap, half_life_days=decay))
 
-
-def _engagement_rules(eng: dict, source: str, where, contract: Contract) -> list[EngagementRule]:
-    default_hl = _number(eng.get("half_life_days"), f"{source}: engagement: half_life_days", allow_none=True,
-                         non_negative=True)
-    engagement_rules = []
-    for i, rule in enumerate(eng.get("rules") or []):
-        w = where("engagement", i, rule)
-        _keys(rule, {"name", "activity", "points", "window_days", "cap", "half_life_days"}, w)
-        activity = rule.get("activity")
-        if activity not in contract.kinds:
-            raise ConfigError(f"{w}: unknown activity type {activity!r}; known: {', '.join(contract.kinds)}")
-        hl = _number(rule["half_life_days"], f"{w}: half_life_days", allow_none=True, non_negative=True) \
-            if "half_life_days" in rule else default_hl
-        if hl == 0:
-            raise ConfigError(f"{w}: half_life_days must be > 0 (or null for no decay)")
-        window = _number(rule.get("window_days"), f"{w}: window_days", allow_none=True, non_negative=True)
-        engagement_rules.append(EngagementRule(
-            name=str(rule.get("name") or activity), activity=activity, points=_number(rule.get("points"), f"{w}: points"),
-            window_days=window, cap=_number(rule.get("cap"), f"{w}: cap", allow_none=True, non_negative=True),
-            half_life_days=hl))
-    return engagement_rules
-
-
-def _rule_set(raw: dict, source: str, fit: dict, eng: dict, fit_rules: list, engagement_rules: list) -> RuleSet:
     names = [r.name for r in fit_rules] + [r.name for r in engagement_rules]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"{source}: rule names must be unique; repeated: {dupes}")
-
-    thresholds = _keys(raw["thresholds"], {"mql", "sql"}, f"{source}: thresholds")
-    mql = _number(thresholds.get("mql"), f"{source}: thresholds: mql")
-    sql = _number(thresholds.get("sql"), f"{source}: thresholds: sql")
-    if mql > sql:
-        raise ConfigError(f"{source}: thresholds: the MQL threshold ({mql:g}) is above the SQL threshold ({sql:g})")
-    grid = _keys(raw.get("grid") or {}, {"fit", "engagement"}, f"{source}: grid")
-    gf = _keys(grid.get("fit") or {"A": 40, "B": 20}, {"A", "B"}, f"{source}: grid: fit")
-    ge = _keys({str(k): v for k, v in (grid.get("engagement") or {"1": 60, "2": 20}).items()}, {"1", "2"},
-               f"{source}: grid: engagement")
-    grid_fit = (_number(gf.get("A"), f"{source}: grid: fit: A"), _number(gf.get("B"), f"{source}: grid: fit: B"))
-    grid_eng = (_number(ge.get("1"), f"{source}: grid: engagement: 1"),
-                _number(ge.get("2"), f"{source}: grid: engagement: 2"))
-    if grid_fit[0] < grid_fit[1] or grid_eng[0] < grid_eng[1]:
-        raise ConfigError(f"{source}: grid: the A (1) bound must not be below the B (2) bound")
     return RuleSet(
-        fit_rules=tuple(fit_rules), engagement_rules=tuple(engagement_rules),
-        fit_cap=_number(fit.get("cap"), f"{source}: fit: cap", allow_none=True, non_negative=True),
-        engagement_cap=_number(eng.get("cap"), f"{source}: engagement: cap", allow_none=True, non_negative=True),
-        total_cap=_number(raw.get("total_cap"), f"{source}: total_cap", allow_none=True, non_negative=True),
-        mql_threshold=mql, sql_threshold=sql, grid_fit=grid_fit, grid_engagement=grid_eng, source=source)
+        fit_rules=tuple(fit_rules), engagement_rules=tuple(engagement_rules), fit_cap=spec.fit.cap,
+        engagement_cap=spec.engagement.cap, total_cap=spec.total_cap, mql_threshold=spec.thresholds.mql,
+        sql_threshold=spec.thresholds.sql, grid_fit=(spec.grid.fit.A, spec.grid.fit.B),
+        grid_engagement=(spec.grid.engagement.one, spec.grid.engagement.two), source=source)
 
 
 def load_rules(path: Path | str, contract: Contract = DEFAULT_CONTRACT,
                columns: Mapping[str, str] | None = None) -> RuleSet:
     path = Path(path)
     raw = load_yaml(path)
-    return parse_rules(raw, str(path), _rule_lines(path.read_text()), contract, columns)
+    return parse_rules(raw, str(path), yaml_lines(path), contract, columns)
 
 
 # ---------------------------------------------------------------------------

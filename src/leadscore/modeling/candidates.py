@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -71,7 +71,7 @@ class Candidate:
 
 
 def lightgbm_candidate(config: ModelConfig, params: dict) -> Candidate:
-    c = replace(config, **params)
+    c = config.replace(**params)
     return Candidate(f"lightgbm_l{c.num_leaves}_m{c.min_child_samples}_r{c.reg_lambda:g}", "lightgbm", dict(params))
 
 
@@ -121,7 +121,7 @@ def fit_member(candidate: Candidate, train: pd.DataFrame, label: str, features: 
     """An uncalibrated LightGBM or logistic candidate fitted on ``train`` (``trees`` / ``C``
     fixed beforehand, or chosen on the training leads)."""
     if candidate.family == "lightgbm":
-        return fit_lightgbm(train, label, features, categorical, replace(config, **candidate.params), trees=trees)
+        return fit_lightgbm(train, label, features, categorical, config.replace(**candidate.params), trees=trees)
     if candidate.family == "logistic":
         return fit_linear(train, label, features, categorical, config, C=C)
     raise ValueError(f"{candidate.name}: a {candidate.family} is built from members, not fitted")
@@ -175,7 +175,7 @@ def fit_entrants(candidates: list[Candidate], train: pd.DataFrame, cal: pd.DataF
         t0 = time.perf_counter()
         model = fit_member(cand, train, label, features, categorical, config, **fixed.get(cand.name, {}))
         settle = {"trees": model.best_iteration} if cand.family == "lightgbm" else {"C": model.info["C"]}
-        half = replace(config, min_positives=1)  # the whole fit was checked for enough positives
+        half = config.replace(min_positives=1)  # the whole fit was checked for enough positives
         margin = cross_fitted(train, cal, lambda rows, c=cand, s=settle: fit_member(
             c, rows, label, model.features, categorical, half, **s), config.seed)
         p = _calibrated(model, cal, margin, method)

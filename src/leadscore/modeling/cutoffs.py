@@ -33,13 +33,16 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, model_validator
 
 from leadscore.modeling import cutoff_policies
-from leadscore.modeling.cutoff_policies import EV_FIELDS, Choice, CutoffError
+from leadscore.modeling.cutoff_policies import Choice, CutoffError
 from leadscore.modeling.metrics import lead_bootstrap_sums, percentile_interval
+from leadscore.settings import Section, Whole
 
 POLICIES = cutoff_policies.names()
 TIERS = ("lead", "MQL", "SQL")  # lowest first; a lead's tier is the highest whose cutoff it reaches
@@ -56,14 +59,7 @@ def _number(name: str, value) -> float:
     return float(value)
 
 
-def _integer(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise CutoffError(f"{name} must be a whole number, got {value!r}")
-    return int(value)
-
-
-@dataclass(frozen=True)
-class CutoffPolicy:
+class CutoffPolicy(Section):
     """How the cutoffs are chosen: the ``cutoffs:`` section of ``pipelines/train.yaml``.
 
     ``policy`` is one of :data:`POLICIES` (semantics in :mod:`leadscore.modeling.cutoff_policies`). ``mql`` / ``sql``
@@ -77,44 +73,32 @@ class CutoffPolicy:
     ``confidence``: their coverage; ``seed`` makes them reproducible.
     """
 
+    error: ClassVar[type[Exception]] = CutoffError
+
     policy: str = "conversion_rate"
     mql: float | None = None
     sql: float | None = None
     value_per_sql: float | None = None
     mql_cost: float | None = None
     sql_cost: float | None = None
-    bootstrap: int = 1000
+    bootstrap: Annotated[int, Field(ge=0)] = 1000
     confidence: float = 0.95
-    seed: int = 0
-    min_rows: int = 30
-    unreachable: str = "best"
+    seed: Annotated[int, Field(ge=0)] = 0
+    min_rows: Whole = 30
+    unreachable: Literal["best", "refuse"] = "best"   # best: fall back to the best rate reachable, with a warning
 
     def _set(self, name, value):
         object.__setattr__(self, name, value)
 
-    def __post_init__(self):
-        rule = cutoff_policies.policy_named(self.policy)
-        for name in ("mql", "sql", *EV_FIELDS):
-            value = getattr(self, name)
-            if value is not None:
-                self._set(name, _number(name, value))
-        rule.check(self)
-        self._set("bootstrap", _integer("bootstrap", self.bootstrap))
+    @model_validator(mode="after")
+    def _policy_targets(self):
+        cutoff_policies.policy_named(self.policy).check(self)
         if self.bootstrap != 0 and self.bootstrap < MIN_BOOTSTRAP:
             raise CutoffError(f"bootstrap must be 0 (no intervals) or at least {MIN_BOOTSTRAP} resamples, "
                               f"got {self.bootstrap}")
-        self._set("confidence", _number("confidence", self.confidence))
         if not 0 < self.confidence < 1:
             raise CutoffError(f"confidence must be in (0, 1), e.g. 0.95, got {self.confidence!r}")
-        self._set("seed", _integer("seed", self.seed))
-        if self.seed < 0:
-            raise CutoffError(f"seed must be >= 0, got {self.seed}")
-        self._set("min_rows", _integer("min_rows", self.min_rows))
-        if self.min_rows < 1:
-            raise CutoffError(f"min_rows must be >= 1, got {self.min_rows}")
-        if self.unreachable not in ("best", "refuse"):
-            raise CutoffError(f"unreachable must be best (fall back to the best rate reachable, with a warning) or "
-                              f"refuse, got {self.unreachable!r}")
+        return self
 
     def target(self, name: str) -> float:
         """The target of cutoff ``name`` (``"mql"`` or ``"sql"``); NaN for expected_value."""
@@ -152,7 +136,7 @@ class Cutoffs:
 
     def to_dict(self) -> dict:
         """JSON-serialisable: ``{"mql": cutoff, "sql": cutoff, "policy": {policy fields}}``."""
-        return {"mql": self.mql, "sql": self.sql, "policy": dataclasses.asdict(self.policy), "notes": list(self.notes),
+        return {"mql": self.mql, "sql": self.sql, "policy": self.policy.as_dict(), "notes": list(self.notes),
                 "fell_back": list(self.fell_back)}
 
     @classmethod
@@ -164,11 +148,6 @@ class Cutoffs:
         if missing or not isinstance(d["policy"], dict):
             raise CutoffError(f"cutoffs record lacks {', '.join(missing) or 'a policy mapping'}; expected "
                               "{'mql': ..., 'sql': ..., 'policy': {...}} as Cutoffs.to_dict() writes it")
-        fields = {f.name for f in dataclasses.fields(CutoffPolicy)}
-        unknown = sorted(set(d["policy"]) - fields)
-        if unknown:
-            raise CutoffError(f"cutoffs policy has unknown key(s) {', '.join(unknown)}; "
-                              f"allowed: {', '.join(sorted(fields))}")
         return cls(policy=CutoffPolicy(**d["policy"]), mql=d["mql"], sql=d["sql"], notes=tuple(d.get("notes", ())),
                    fell_back=tuple(d.get("fell_back", ())))
 

@@ -16,11 +16,13 @@ baseline stays in use.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from pydantic import Field
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
@@ -30,14 +32,14 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 from leadscore.labels.examples import lead_parts
 from leadscore.modeling.calibration import MarginCalibrator
 from leadscore.modeling.families import BlendMargin, LinearMargin, TreeMargin
+from leadscore.settings import Section, Whole
 
 
 class InsufficientData(Exception):
     """Too few positive outcomes to learn from; the rule baseline remains in use."""
 
 
-@dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Section):
     """LightGBM parameters and the data-sufficiency floor.
 
     ``min_positives``: fewest positives in the training part to train at all (CRM vendors
@@ -53,41 +55,27 @@ class ModelConfig:
     held-out row, so the probabilities stay unbiased.
     """
 
-    n_estimators: int = 2000
-    learning_rate: float = 0.03
-    num_leaves: int = 15
-    min_child_samples: int = 200
-    subsample: float = 0.8
-    colsample_bytree: float = 0.8
-    reg_lambda: float = 5.0
-    early_stopping_rounds: int = 100
-    validation_fraction: float = 0.2
-    min_data_per_group: int = 100
-    cat_smooth: float = 10.0
-    min_positives: int = 120
-    max_fit_rows: int | None = 300_000
+    n_estimators: Whole = 2000
+    learning_rate: Annotated[float, Field(gt=0)] = 0.03
+    num_leaves: Annotated[int, Field(ge=2)] = 15
+    min_child_samples: Whole = 200
+    subsample: Annotated[float, Field(gt=0, le=1)] = 0.8
+    colsample_bytree: Annotated[float, Field(gt=0, le=1)] = 0.8
+    reg_lambda: Annotated[float, Field(ge=0)] = 5.0
+    early_stopping_rounds: Whole = 100
+    validation_fraction: Annotated[float, Field(gt=0, lt=0.5)] = 0.2
+    min_data_per_group: Whole = 100
+    cat_smooth: Annotated[float, Field(ge=0)] = 10.0
+    min_positives: Whole = 120
+    max_fit_rows: Annotated[int, Field(ge=1000)] | None = 300_000   # None (empty in YAML): no sampling
     seed: int = 0
-    n_jobs: int = 2
-    candidates: tuple[str, ...] = ("lightgbm", "logistic", "blend")
-    search_trials: int = 3
-    small_data_positives: int = 1000
-    selection_tolerance: float = 0.002
-    rare_level_rows: int = 10
-
-    def __post_init__(self):
-        if self.max_fit_rows is not None and self.max_fit_rows < 1000:
-            raise ValueError(f"max_fit_rows must be >= 1000 (or empty for no sampling), got {self.max_fit_rows!r}")
-        if not 0 < self.validation_fraction < 0.5:
-            raise ValueError(f"validation_fraction must be in (0, 0.5), got {self.validation_fraction!r}")
-        if self.min_positives < 1:
-            raise ValueError(f"min_positives must be >= 1, got {self.min_positives!r}")
-        unknown = sorted(set(self.candidates) - {"lightgbm", "logistic", "blend"})
-        if unknown or not self.candidates:
-            raise ValueError(f"candidates must be some of lightgbm, logistic, blend; got {list(self.candidates)!r}")
-        if self.search_trials < 1:
-            raise ValueError(f"search_trials must be >= 1, got {self.search_trials!r}")
-        if not 0 <= self.selection_tolerance < 0.1:
-            raise ValueError(f"selection_tolerance must be in [0, 0.1), got {self.selection_tolerance!r}")
+    n_jobs: Whole = 2
+    candidates: Annotated[tuple[Literal["lightgbm", "logistic", "blend"], ...], Field(min_length=1)] = (
+        "lightgbm", "logistic", "blend")
+    search_trials: Whole = 3
+    small_data_positives: Whole = 1000
+    selection_tolerance: Annotated[float, Field(ge=0, lt=0.1)] = 0.002
+    rare_level_rows: Annotated[int, Field(ge=0)] = 10
 
 
 OTHER = "(other)"  # the pooled level: rare in training, or never seen there
@@ -283,7 +271,7 @@ def cross_fitted_margin(train: pd.DataFrame, rows: pd.DataFrame, label: str, fea
     ``rows`` without a lead judging the trees it trained - far more outcomes than a held-out
     share would leave, which is what decides how well a small CRM's probabilities are
     calibrated (README: Training)."""
-    half = replace(config, min_positives=1)  # the whole fit was checked for enough positives
+    half = config.replace(min_positives=1)  # the whole fit was checked for enough positives
     return cross_fitted(train, rows, lambda part: fit_lightgbm(part, label, features, categorical, half, trees=trees),
                         config.seed)
 

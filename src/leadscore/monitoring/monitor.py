@@ -60,6 +60,7 @@ without an SQL stage): its probability (``p_sql`` / ``p_won``), its horizon, its
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -170,6 +171,18 @@ class FlatOutcomes:
         self.rows = scoring_rows(export).drop(columns=["as_of"]).drop_duplicates("lead_id")
         ref = scoring_rows(reference)
         self.reference_rows = ref.sample(n=min(len(ref), config.reference_size), random_state=config.seed)
+
+    @classmethod
+    def read(cls, scorer, flat: Path, data: Path | None, reference: Path | None, config: MonitorConfig) -> FlatOutcomes:
+        """From the export declaration ``flat``: outcomes from ``data``, the reference population
+        from the training export ``reference`` (both default to the declaration's file)."""
+        from leadscore.training.flat import load_config, load_flat
+        from leadscore.training.flat_pipeline import NotThisModel
+
+        if not scorer.flat:
+            raise NotThisModel("the model was trained on event data; monitor it with --data DIR, not --flat")
+        dataset = load_config(flat)
+        return cls(scorer, load_flat(dataset, data), load_flat(dataset, reference, scoring=True), config)
 
     def outcomes(self, rows: pd.DataFrame) -> pd.DataFrame:
         o = rows[["lead_id"]].merge(self.known, on="lead_id", how="left", validate="many_to_one")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import pandas as pd
+from pydantic import Field, model_validator
 
 from leadscore.io import jsonable
 from leadscore.labels.examples import label_spec
+from leadscore.settings import Positive, Section, Whole
 
 NO_ACTION, REVIEW_CUTOFFS, RETRAIN = "no action", "review cutoffs", "retrain"
 EXIT_NO_ACTION = 0
@@ -22,8 +24,7 @@ MISSING_BIN = "missing"
 US_PER_DAY = 86_400_000_000
 
 
-@dataclass(frozen=True)
-class MonitorConfig:
+class MonitorConfig(Section):
     """Limits and sample sizes of the monitor.
 
     ``ece_limit`` 0.01: ECE is in probability units. Open leads convert at a few per cent
@@ -42,45 +43,32 @@ class MonitorConfig:
     the manifest's value wins when it carries one; None: no restriction).
     """
 
-    ece_limit: float = 0.01
-    ece_bins: int = 10
-    chance_draws: int = 200
-    psi_watch: float = 0.1
-    psi_act: float = 0.25
-    psi_bins: int = 10
-    psi_epsilon: float = 1e-4
+    ece_limit: Positive = 0.01
+    ece_bins: Whole = 10
+    chance_draws: Annotated[int, Field(ge=0)] = 200
+    psi_watch: Positive = 0.1
+    psi_act: Positive = 0.25
+    psi_bins: Whole = 10
+    psi_epsilon: Positive = 1e-4
     unseen_watch: float = 0.01
-    target_tolerance: float = 0.2
-    confidence: float = 0.95
-    bootstrap: int = 1000
-    min_rows: int = 30
-    reference_dates: int = 5
-    reference_size: int = 10_000
-    max_lead_age_days: int | None = 365
+    target_tolerance: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    bootstrap: Annotated[int, Field(ge=0)] = 1000
+    min_rows: Whole = 30
+    reference_dates: Whole = 5
+    reference_size: Whole = 10_000
+    max_lead_age_days: Whole | None = 365
     observed_until: str | None = None
-    persona_bands: int = 5
-    persona_min_leads: int = 10
-    persona_top: int = 20
+    persona_bands: Whole = 5
+    persona_min_leads: Whole = 10
+    persona_top: Whole = 20
     seed: int = 0
 
-    def __post_init__(self):
-        for name in ("ece_limit", "psi_watch", "psi_act", "psi_epsilon"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+    @model_validator(mode="after")
+    def _psi_order(self):
         if self.psi_watch > self.psi_act:
             raise ValueError(f"psi_watch ({self.psi_watch}) must not exceed psi_act ({self.psi_act})")
-        if not 0 <= self.target_tolerance < 1:
-            raise ValueError(f"target_tolerance must be in [0, 1), got {self.target_tolerance!r}")
-        if not 0 < self.confidence < 1:
-            raise ValueError(f"confidence must be in (0, 1), got {self.confidence!r}")
-        for name in ("ece_bins", "psi_bins", "persona_bands", "reference_dates", "reference_size", "min_rows",
-                     "persona_min_leads", "persona_top"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.bootstrap < 0 or self.chance_draws < 0:
-            raise ValueError("bootstrap and chance_draws must be >= 0")
-        if self.max_lead_age_days is not None and self.max_lead_age_days < 1:
-            raise ValueError(f"max_lead_age_days must be >= 1 or None, got {self.max_lead_age_days!r}")
+        return self
 
 
 def ece_flag(ece: float, chance: float, config: MonitorConfig) -> bool:
@@ -180,7 +168,7 @@ class MonitorResult:
 
         return jsonable({
             "verdict": self.verdict, "exit_code": self.exit_code, "reasons": list(self.reasons),
-            "notes": list(self.notes), "facts": self.facts, "config": dataclasses.asdict(self.config),
+            "notes": list(self.notes), "facts": self.facts, "config": self.config.as_dict(),
             "metrics": self.metrics(), "runs": records(self.runs), "by_tier": records(self.by_tier),
             "by_baseline_tier": records(self.by_baseline_tier), "by_band": records(self.by_band),
             "targets": records(self.targets),

@@ -65,7 +65,6 @@ import hmac
 import http.client
 import ipaddress
 import json
-import math
 import os
 import threading
 import time
@@ -75,12 +74,15 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, model_validator
 
 from leadscore.io import jsonable
 from leadscore.modeling.cutoffs import TIERS
+from leadscore.settings import Positive, Section, Whole
 
 TIER_RANK = {tier: rank for rank, tier in enumerate(TIERS)}
 NEW = "new"  # from_tier of a lead absent from the previous run
@@ -181,8 +183,7 @@ def stage_transitions(previous: pd.DataFrame, current: pd.DataFrame) -> pd.DataF
 # the I/O edge: POST the transitions to a webhook
 
 
-@dataclass(frozen=True)
-class WebhookConfig:
+class WebhookConfig(Section):
     """Where and how to POST transitions (the ``webhook`` section of ``pipelines/score.yaml``).
 
     ``retries`` is the number of retries after the first attempt (0: no retry) and
@@ -190,16 +191,15 @@ class WebhookConfig:
     """
 
     url: str
-    batch_size: int = 500
-    timeout_seconds: float = 10.0       # the whole attempt: connect, send, the complete answer
-    retries: int = 3
-    backoff_seconds: float = 1.0
+    batch_size: Whole = 500
+    timeout_seconds: Positive = 10.0    # the whole attempt: connect, send, the complete answer
+    retries: Annotated[int, Field(ge=0)] = 3
+    backoff_seconds: Annotated[float, Field(ge=0)] = 1.0
     allow_http: bool = False            # plain http:// to a host that is not this machine
     secret_env: str = "LEADSCORE_WEBHOOK_SECRET"   # the variable holding the signing secret
 
-    def __post_init__(self):
-        if not isinstance(self.url, str):
-            raise TypeError(f"webhook url must be a string, got {type(self.url).__name__}")
+    @model_validator(mode="after")
+    def _web_url(self):
         parts = urllib.parse.urlsplit(self.url.strip())
         if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
             raise ValueError(f"webhook url must be an http:// or https:// URL with a host, got "
@@ -209,19 +209,7 @@ class WebhookConfig:
                              "transitions (and any token in the URL) in clear; set allow_http: true only for a "
                              "trusted network")
         object.__setattr__(self, "url", self.url.strip())
-
-        def number(name, integer, positive):
-            value = getattr(self, name)
-            ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-            if isinstance(value, bool) or not ok_type or not math.isfinite(value) or (
-                    value <= 0 if positive else value < 0):
-                kind = "an integer" if integer else "a number"
-                raise ValueError(f"webhook {name} must be {kind} {'> 0' if positive else '>= 0'}, got {value!r}")
-
-        number("batch_size", True, True)
-        number("timeout_seconds", False, True)
-        number("retries", True, False)
-        number("backoff_seconds", False, False)
+        return self
 
     @property
     def display_url(self) -> str:

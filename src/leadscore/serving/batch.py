@@ -21,27 +21,27 @@ Lead accounting, printed at the end: lead rows in = scored + quarantined + not o
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field
 
 from leadscore.io import PARQUET_OPTIONS, atomic_path
 from leadscore.modeling.cutoffs import TIERS
 from leadscore.serving.columns import OUTPUT_COLUMNS, OUTPUT_SCHEMA
-from leadscore.settings import build, load_sections, yaml_lines
+from leadscore.settings import Section, Whole, build, load_sections, yaml_lines
 
 QUARANTINE_COLUMNS = ("table", "source_file", "source_row", "lead_id", "quarantine_reason", "row")
 
 
-@dataclasses.dataclass(frozen=True)
-class ScoringConfig:
+class ScoringConfig(Section):
     """The batch scoring job (``pipelines/score.yaml``, section ``scoring``).
 
     ``chunk_size``: leads scored per chunk (peak memory follows it). ``top_reasons``: reasons
@@ -54,22 +54,11 @@ class ScoringConfig:
     the scores and lists it in the quarantine file.
     """
 
-    chunk_size: int = 50_000
-    top_reasons: int = 3
-    max_quarantine_fraction: float = 0.01
-    max_data_age_days: float | None = 3.0
-    incomplete_history: str = "flag"
-
-    def __post_init__(self):
-        if self.chunk_size < 1 or self.top_reasons < 1:
-            raise ValueError(f"chunk_size and top_reasons must be >= 1, got {self.chunk_size!r}, {self.top_reasons!r}")
-        if not 0 <= self.max_quarantine_fraction <= 1:
-            raise ValueError(f"max_quarantine_fraction must be in [0, 1], got {self.max_quarantine_fraction!r}")
-        age = self.max_data_age_days
-        if age is not None and (isinstance(age, bool) or not isinstance(age, (int, float)) or not age > 0):
-            raise ValueError(f"max_data_age_days must be > 0 (or empty for no check), got {self.max_data_age_days!r}")
-        if self.incomplete_history not in ("flag", "hold"):
-            raise ValueError(f"incomplete_history must be flag or hold, got {self.incomplete_history!r}")
+    chunk_size: Whole = 50_000
+    top_reasons: Whole = 3
+    max_quarantine_fraction: Annotated[float, Field(ge=0, le=1)] = 0.01
+    max_data_age_days: Annotated[float, Field(gt=0)] | None = 3.0   # None (empty in YAML): no check
+    incomplete_history: Literal["flag", "hold"] = "flag"
 
 
 SCORING_SECTIONS = ("scoring", "webhook")

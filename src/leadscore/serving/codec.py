@@ -26,6 +26,7 @@ from importlib import import_module
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel
 
 FORMAT = "leadscore-json-1"
 
@@ -183,6 +184,8 @@ def decode(value, allowed: dict[str, type] | None = None):
         if cls is None:
             raise CodecError(f"the bundle asks for type {name!r}, which a bundle may not contain")
         state = {k: decode(v, allowed) for k, v in value["state"].items()}
+        if issubclass(cls, BaseModel):   # a settings section, e.g. FeatureConfig: its fields, no validation run
+            return cls.model_construct(**state)
         obj = cls.__new__(cls)
         if hasattr(obj, "__setstate__") and _is_estimator(obj):
             obj.__setstate__(state)

@@ -14,7 +14,6 @@ the MLflow run that registered it) and reads the scorer with the installed leads
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import shutil
@@ -35,6 +34,7 @@ from leadscore.serving.bundle import (
     sha256_file,
     verify_bundle,
 )
+from leadscore.settings import Section
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 # The registered model is logged from code (that file sets a LeadScoreModel), not as a pickle,
@@ -46,8 +46,7 @@ LEADSCORE_CODE = Path(__file__).parents[1]
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".cloudpickle", ".pyc")
 
 
-@dataclasses.dataclass(frozen=True)
-class TrackingConfig:
+class TrackingConfig(Section):
     """MLflow: the embedded SQLite store by default (paths relative to the working directory)."""
 
     tracking_uri: str = "sqlite:///mlflow.db"

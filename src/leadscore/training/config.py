@@ -5,9 +5,10 @@ Each section is its stage's own config class; this module only composes them.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
 
 from leadscore.features.builder import FeatureConfig
 from leadscore.labels.examples import ExampleConfig
@@ -15,11 +16,12 @@ from leadscore.labels.leakage import LeakageConfig
 from leadscore.modeling.cutoffs import CutoffPolicy
 from leadscore.modeling.model import ModelConfig
 from leadscore.serving.registry import TrackingConfig
-from leadscore.settings import ConfigError, build, load_sections, yaml_lines
+from leadscore.settings import Section, Whole, build, load_sections, yaml_lines
+
+PRIMARY_LABELS = ("auto", "became_sql", "won")
 
 
-@dataclasses.dataclass(frozen=True)
-class SplitConfig:
+class SplitConfig(Section):
     """How a model is evaluated and what the shipped model is fitted on - all placed from the
     end of the matured outcomes backwards, so any history long enough works.
 
@@ -35,36 +37,28 @@ class SplitConfig:
     trained on. ``min_train_weeks``: fewest weeks of training as-of dates the oldest fold needs.
     """
 
-    folds: int = 3
-    test_weeks: int = 8
-    step_weeks: int = 8
-    holdout_weeks: int = 8
-    promotion_fraction: float = 0.15
-    min_train_weeks: int = 8
-    cutoffs: tuple[str, ...] | None = None
+    folds: Whole = 3
+    test_weeks: Whole = 8
+    step_weeks: Whole = 8
+    holdout_weeks: Whole = 8
+    promotion_fraction: Annotated[float, Field(gt=0, le=0.5)] = 0.15
+    min_train_weeks: Whole = 8
+    cutoffs: Annotated[tuple[str, ...], Field(min_length=1)] | None = None
     salt: int = 0
     # replaced by the walk-forward backtest; named so an old config gets a clear message
     calibration_start: str | None = None
     test_start: str | None = None
 
-    def __post_init__(self):
+    @model_validator(mode="after")
+    def _no_fixed_dates(self):
         if self.calibration_start is not None or self.test_start is not None:
             raise ValueError("calibration_start / test_start are gone: the split is now a walk-forward backtest "
                              "placed from the end of the matured outcomes (folds, test_weeks, step_weeks, "
                              "holdout_weeks); to fix the fold cut-offs yourself give cutoffs: [date, ...]")
-        for name in ("folds", "test_weeks", "step_weeks", "holdout_weeks", "min_train_weeks"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
-        f = self.promotion_fraction
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 0.5:
-            raise ValueError(f"promotion_fraction must be a share of leads in (0, 0.5], got {f!r}")
-        if self.cutoffs is not None and not self.cutoffs:
-            raise ValueError("cutoffs: give at least one date, or leave it out to place the folds from the data")
+        return self
 
 
-@dataclasses.dataclass(frozen=True)
-class PromotionConfig:
+class PromotionConfig(Section):
     """When a retrained challenger replaces the champion: better by a margin on AUC or log
     loss, and calibration (ECE) not worse by more than ``max_ece_increase``."""
 
@@ -73,27 +67,26 @@ class PromotionConfig:
     max_ece_increase: float = 0.0
 
 
-@dataclasses.dataclass
-class PipelineConfig:
+class PipelineConfig(Section):
     """The training pipeline declaration (``pipelines/train.yaml``), section by section."""
 
     path: Path
-    data: str | None
-    examples: Any
-    features: Any
-    leakage: Any
     raw: dict
-    split: SplitConfig = dataclasses.field(default_factory=SplitConfig)
-    model: Any = None
-    calibration: str = "auto"
-    cutoffs: Any = None
+    data: str | None = None
+    examples: ExampleConfig = ExampleConfig()
+    features: FeatureConfig = FeatureConfig()
+    leakage: LeakageConfig = LeakageConfig()
+    split: SplitConfig = SplitConfig()
+    model: ModelConfig = ModelConfig()
+    calibration: Literal["auto", "isotonic", "sigmoid"] = "auto"
+    cutoffs: CutoffPolicy = CutoffPolicy()
     rules: str | None = None
-    tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
+    tracking: TrackingConfig = TrackingConfig()
     models_dir: str = "models"
     name: str = "leadscore"
-    promotion: PromotionConfig = dataclasses.field(default_factory=PromotionConfig)
+    promotion: PromotionConfig = PromotionConfig()
     source: str | None = None          # a source YAML mapping the CRM's export (relative to this file)
-    primary_label: str = "auto"        # the label of the cutoffs, score and tier: auto, became_sql or won
+    primary_label: Literal[PRIMARY_LABELS] = "auto"   # the label of the cutoffs, score and tier
 
     def resolve(self, path: str | None) -> Path | None:
         """A path from the config: as written if absolute or existing from the working
@@ -106,39 +99,16 @@ class PipelineConfig:
         return self.path.parent / p
 
 
-PIPELINE_SECTIONS = ("data", "source", "examples", "features", "leakage", "split", "model", "calibration", "cutoffs",
-                     "rules", "tracking", "models_dir", "name", "promotion", "primary_label")
-PRIMARY_LABELS = ("auto", "became_sql", "won")
+SECTIONS = {"examples": ExampleConfig, "features": FeatureConfig, "leakage": LeakageConfig, "split": SplitConfig,
+            "model": ModelConfig, "cutoffs": CutoffPolicy, "tracking": TrackingConfig, "promotion": PromotionConfig}
+PIPELINE_SECTIONS = ("data", "source", *SECTIONS, "calibration", "rules", "models_dir", "name", "primary_label")
 
 
 def load_pipeline(path: Path | str) -> PipelineConfig:
-
+    """``pipelines/train.yaml``: each section built and checked on its own (errors name the file,
+    the line, the section and the key), then the top-level settings."""
     path = Path(path)
     raw = load_sections(path, PIPELINE_SECTIONS)
     lines = yaml_lines(path)
-    data = raw.get("data")
-    calibration = str(raw.get("calibration", "auto"))
-    if calibration not in ("auto", "isotonic", "sigmoid"):
-        raise ConfigError(f"{path}: calibration must be auto, isotonic or sigmoid, got {calibration!r}")
-    primary = str(raw.get("primary_label", "auto"))
-    if primary not in PRIMARY_LABELS:
-        raise ConfigError(f"{path}: primary_label must be one of {', '.join(PRIMARY_LABELS)}, got {primary!r}")
-    return PipelineConfig(
-        path=path, data=None if data is None else str(data),
-        examples=build(ExampleConfig, raw.get("examples"), f"{path}: examples", lines, ("examples",)),
-        features=build(FeatureConfig, raw.get("features"), f"{path}: features", lines, ("features",)),
-        leakage=build(LeakageConfig, raw.get("leakage"), f"{path}: leakage", lines, ("leakage",)),
-        raw=raw,
-        split=build(SplitConfig, raw.get("split"), f"{path}: split", lines, ("split",)),
-        model=build(ModelConfig, raw.get("model"), f"{path}: model", lines, ("model",)),
-        calibration=calibration,
-        cutoffs=build(CutoffPolicy, raw.get("cutoffs"), f"{path}: cutoffs", lines, ("cutoffs",)),
-        rules=None if raw.get("rules") is None else str(raw["rules"]),
-        tracking=build(TrackingConfig, raw.get("tracking"), f"{path}: tracking", lines, ("tracking",)),
-        models_dir=str(raw.get("models_dir", "models")),
-        name=str(raw.get("name", "leadscore")),
-        promotion=build(PromotionConfig, raw.get("promotion"), f"{path}: promotion", lines, ("promotion",)),
-        source=None if raw.get("source") is None else str(raw["source"]),
-        primary_label=primary,
-    )
-
+    sections = {name: build(cls, raw.get(name), f"{path}: {name}", lines, (name,)) for name, cls in SECTIONS.items()}
+    return build(PipelineConfig, {**raw, **sections, "path": path, "raw": raw}, str(path), lines)

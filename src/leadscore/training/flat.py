@@ -41,35 +41,29 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, model_validator
 
 from leadscore.data.contract import TimestampFormat, utc_timestamp
 from leadscore.features.builder import MISSING, FeatureSpec, Ratio
 from leadscore.modeling.model import ModelConfig
-from leadscore.settings import ConfigError, build, load_yaml
+from leadscore.settings import ConfigError, Section, Whole, build, load_yaml, yaml_lines
 
 
-@dataclass(frozen=True)
-class FlatSplit:
+class FlatSplit(Section):
     """The walk-forward folds of a dated flat export: the newest fold tests the leads dated in
     the last ``test_weeks`` whose label matured, each older fold ``step_weeks`` earlier; a
     fold trains on the leads whose ``horizon_days`` had passed by its cut-off (at least
     ``min_train_weeks`` of them). Without a date column, ``cv_folds`` stratified folds."""
 
-    folds: int = 3
-    test_weeks: int = 8
-    step_weeks: int = 8
-    min_train_weeks: int = 8
-    cv_folds: int = 5
-
-    def __post_init__(self):
-        for name in ("folds", "test_weeks", "step_weeks", "min_train_weeks"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"split.{name} must be a whole number >= 1, got {getattr(self, name)!r}")
-        if not isinstance(self.cv_folds, int) or self.cv_folds < 2:
-            raise ValueError(f"split.cv_folds must be a whole number >= 2, got {self.cv_folds!r}")
+    folds: Whole = 3
+    test_weeks: Whole = 8
+    step_weeks: Whole = 8
+    min_train_weeks: Whole = 8
+    cv_folds: Annotated[int, Field(ge=2)] = 5
 
 
 def snake_case(name: str) -> str:
@@ -77,8 +71,11 @@ def snake_case(name: str) -> str:
     return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_") or "label"
 
 
-@dataclass(frozen=True)
-class FlatDataset:
+class FlatDataset(Section):
+    """A flat export's declaration (``pipelines/xeducation.yaml``): one row per lead, its label
+    column and values, its columns by role; ``model``, ``split``, ``cutoffs`` and ``tracking``
+    as in ``pipelines/train.yaml`` (checked when the file is read)."""
+
     dataset: str
     path: str
     id_column: str
@@ -88,39 +85,39 @@ class FlatDataset:
     missing_values: tuple = ()
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
-    exclude: dict = field(default_factory=dict)  # column -> reason
+    exclude: dict = {}                   # column -> reason
     fit_columns: tuple[str, ...] = ()  # columns describing who the lead is; the rest is engagement
-    descriptions: dict = field(default_factory=dict)
-    ratios: dict = field(default_factory=dict)  # name -> {numerator, denominator, description}
+    descriptions: dict = {}
+    ratios: dict = {}                    # name -> {numerator, denominator, description}
     label: str | None = None             # the outcome's name in tables and metric keys
     date_column: str | None = None       # when the lead came in: evaluation out of time
     outcome_date_column: str | None = None
     date_format: str | tuple[str, ...] = "iso8601"
     timezone: str = "UTC"
-    horizon_days: int = 90
+    horizon_days: Whole = 90
     observed_until: str | None = None    # the export time (default: the newest date in the file)
-    model: dict = field(default_factory=dict)
-    split: dict = field(default_factory=dict)
-    cutoffs: dict = field(default_factory=dict)   # as in pipelines/train.yaml, on p_<label>
+    model: dict = {}
+    split: dict = {}
+    cutoffs: dict = {}                              # as in pipelines/train.yaml, on p_<label>
     name: str | None = None                         # bundle and registered model (default leadscore-<dataset>)
     models_dir: str = "models"
-    tracking: dict = field(default_factory=dict)    # as in pipelines/train.yaml
+    tracking: dict = {}                             # as in pipelines/train.yaml
     rules: str | None = None                        # the rule baseline on the export's columns (relative to this file)
     base_dir: str = "."
 
-    def __post_init__(self):
+    @model_validator(mode="after")
+    def _consistent(self):
         both = set(map(str, self.positive_values)) & set(map(str, self.negative_values))
         if both:
             raise ValueError(f"label value(s) {sorted(both)} are in both positive_values and negative_values")
         if self.outcome_date_column and not self.date_column:
             raise ValueError("outcome_date_column needs a date_column (the lead's date its horizon counts from)")
-        if not isinstance(self.horizon_days, int) or self.horizon_days < 1:
-            raise ValueError(f"horizon_days must be a whole number of days >= 1, got {self.horizon_days!r}")
         if self.label is not None and snake_case(self.label) != self.label:
             raise ValueError(f"label must be a snake_case name such as {snake_case(self.label)!r}, got {self.label!r}")
         self.ratio_specs  # noqa: B018 - checks the ratios
         self.timestamps  # noqa: B018 - checks the format and zone
-        self.model_config, self.split_config, self.cutoff_policy, self.tracking_config  # noqa: B018
+        self.model_settings, self.split_settings, self.cutoff_policy, self.tracking_config  # noqa: B018
+        return self
 
     @property
     def ratio_specs(self) -> tuple[Ratio, ...]:
@@ -153,21 +150,18 @@ class FlatDataset:
         return TimestampFormat(format=self.date_format, timezone=self.timezone)
 
     @property
-    def model_config(self) -> ModelConfig:
+    def model_settings(self) -> ModelConfig:
         return build(ModelConfig, self.model, "model")
 
     @property
-    def split_config(self) -> FlatSplit:
+    def split_settings(self) -> FlatSplit:
         return build(FlatSplit, self.split, "split")
 
     @property
     def cutoff_policy(self):
-        from leadscore.modeling.cutoffs import CutoffError, CutoffPolicy
+        from leadscore.modeling.cutoffs import CutoffPolicy
 
-        try:
-            return build(CutoffPolicy, self.cutoffs, "cutoffs")
-        except CutoffError as exc:
-            raise ValueError(f"cutoffs: {exc}") from exc
+        return build(CutoffPolicy, self.cutoffs, "cutoffs")
 
     @property
     def rules_path(self) -> Path | None:
@@ -241,7 +235,7 @@ def load_config(path: Path | str) -> FlatDataset:
     raw.setdefault("base_dir", str(path.parent))
     if isinstance(raw.get("exclude"), list):
         raise ConfigError(f"{path}: exclude must map each column to the reason it is excluded")
-    return build(FlatDataset, raw, str(path))
+    return build(FlatDataset, raw, str(path), yaml_lines(path))
 
 
 def load_flat(config: FlatDataset, path: Path | str | None = None, include_excluded: bool = False,

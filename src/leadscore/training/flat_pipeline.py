@@ -34,7 +34,7 @@ from leadscore.modeling.candidates import candidates_lines
 from leadscore.modeling.cutoffs import choose_cutoffs
 from leadscore.modeling.metrics import classification_metrics
 from leadscore.serving.scorer import Scorer, probability_column, score_scale
-from leadscore.training.flat import FlatData, FlatDataset, load_flat
+from leadscore.training.flat import FlatData, FlatDataset, load_config, load_flat
 from leadscore.training.flatcv import (
     DATE,
     ID,
@@ -99,7 +99,7 @@ def train_flat(dataset: FlatDataset, path: Path | str | None = None,
         echo(line)
 
     data = load_flat(dataset, path)
-    label, split, model_cfg = data.label, dataset.split_config, dataset.model_config
+    label, split, model_cfg = data.label, dataset.split_settings, dataset.model_settings
     rules = dataset.load_rules(data.catalogue)
     if rules is not None:
         data.points = score_flat_baseline(rules, data.features, explain=False)["total_points"].to_numpy()
@@ -259,3 +259,38 @@ def input_example(run: FlatRun, n: int = 5) -> pd.DataFrame:
     raw += [part for r in run.scorer.ratios for part in (r.numerator, r.denominator) if part not in raw]
     return rows.head(n)[["lead_id", "as_of", *raw]].reset_index(drop=True)
 
+
+
+class NotThisModel(ValueError):
+    """The model and the export do not fit: an event-data model, or columns the model reads missing."""
+
+
+def flat_scoring_rows(scorer: Scorer, config: Path, data: Path | None = None,
+                      as_of: pd.Timestamp | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the scorer's input rows for a flat export's leads, the rows set aside with their reasons):
+    rows in = scoring rows + quarantined. :class:`NotThisModel` when the model was trained on event
+    data or reads a column the export lacks; ``ConfigError`` for the declaration or the file."""
+    if not scorer.flat:
+        raise NotThisModel("the model was trained on event data (leads, activities, lifecycle); give it --data DIR "
+                           "--as-of, not --flat")
+    leads = load_flat(load_config(config), data, scoring=True)
+    missing = [f for f in scorer.features if f not in leads.features.columns]
+    if missing:
+        raise NotThisModel(f"{config} does not give the column(s) the model reads: {', '.join(missing)}")
+    return with_baseline(scoring_rows(leads, as_of), scorer), leads.quarantined
+
+
+def explain_flat_lead(scorer: Scorer, config: Path, data: Path | None, lead_id: str,
+                      as_of: pd.Timestamp | None = None, k: int = 3) -> dict:
+    """The explanation of one lead of a flat export (as :func:`leadscore.serving.explain.explain_lead`
+    gives one from event data), with the rule baseline's points and fired rules."""
+    from leadscore.serving.explain import UnknownLead, baseline_summary, explanation_of
+
+    rows, _ = flat_scoring_rows(scorer, config, data, as_of)
+    row = rows[rows["lead_id"] == str(lead_id)].reset_index(drop=True)
+    if row.empty:
+        raise UnknownLead(f"lead_id {lead_id!r} is not a row of {data or config} (or it was quarantined)")
+    result = explanation_of(scorer, row, k=k)
+    if scorer.rules is not None:
+        result["baseline"] = baseline_summary(score_flat_baseline(scorer.rules, row).iloc[0])
+    return result

@@ -29,7 +29,7 @@ probability, as it is served); callers add the label prefix (``converted_``) if 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import lightgbm as lgb
 import numpy as np
@@ -328,6 +328,6 @@ def fit_flat(data: FlatData, config: ModelConfig, seed: int = 0) -> ConversionMo
     """The configured LightGBM fitted on every matured row (early-stopped on a held-out share of
     the leads), calibrated out of fold on all of them. ``seed`` replaces ``config.seed``."""
     frame, features, categorical = model_frame(data.matured())
-    model, _ = fit_calibrated(frame, data.label, features, categorical, replace(config, seed=seed))
+    model, _ = fit_calibrated(frame, data.label, features, categorical, config.replace(seed=seed))
     model.info["categorical"] = categorical
     return model

@@ -32,7 +32,6 @@ are the project's (``sql_auc`` - the newest fold - , ``backtest_sql_auc_mean``, 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import time
 from collections.abc import Callable
@@ -462,7 +461,7 @@ def train_pipeline(pipeline: PipelineConfig, tables, data_dir: Path | None = Non
     ``contract``: the data source's (custom attributes and activity kinds become features)."""
     contract = contract or DEFAULT_CONTRACT
     con = tables if isinstance(tables, duckdb.DuckDBPyConnection) else connect(tables, contract)
-    feature_config = dataclasses.replace(pipeline.features, contract=contract)
+    feature_config = pipeline.features.replace(contract=contract)
     rules_path = pipeline.resolve(pipeline.rules) if pipeline.rules else DEFAULT_RULES
     rules = load_rules(rules_path, contract)
     lines: list[str] = []
@@ -658,7 +657,6 @@ def report_inputs(run: TrainingRun, facts: list[tuple[str, str]] | None = None):
 
 def manifest_for(run: TrainingRun, mlflow_run_id: str | None = None) -> dict:
     import json
-    from dataclasses import asdict
 
     def plain(value):  # numpy scalars and arrays, timestamps -> JSON
         return value.tolist() if hasattr(value, "tolist") else str(value)
@@ -669,7 +667,7 @@ def manifest_for(run: TrainingRun, mlflow_run_id: str | None = None) -> dict:
         "metrics": run.metrics,
         "cutoffs": run.scorer.cutoffs.to_dict(),
         "feature_catalogue": run.scorer.catalogue.to_dict(orient="records"),
-        "feature_config": asdict(run.scorer.feature_config),
+        "feature_config": run.scorer.feature_config.as_dict(),
         "primary_label": run.scorer.primary,
         "skipped_labels": run.skipped,
         "data_fingerprint": run.fingerprint,

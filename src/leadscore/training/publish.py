@@ -55,14 +55,48 @@ def publish_training(pipeline, run, bundle_dir: Path, say: Say) -> str:
         report, figures = write_outputs(run, staged, active.info.run_id)
         T.log_run_record(run, report, figures, staged)
         version = register(pipeline.tracking, staged, run)
-        name = pipeline.tracking.registered_model
-        if T.champion_version(client, name) is None:
-            T.set_alias(client, name, T.CHAMPION, version.version)
-            mlflow.set_tag("promotion", "first model: champion")
-            say(f"registered {name} version {version.version} as @{T.CHAMPION}")
-        else:
-            say(f"registered {name} version {version.version} (the champion is unchanged; "
-                "`leadscore retrain` decides promotions)")
+        _champion_if_first(client, pipeline.tracking.registered_model, version.version, say,
+                           "the champion is unchanged; `leadscore retrain` decides promotions")
+        publish_bundle(staged, bundle_dir)
+    return active.info.run_id
+
+
+def _champion_if_first(client, name: str, version: str, say: Say, otherwise: str, alias: str | None = None) -> None:
+    """The first registered version of ``name`` becomes the champion; a later one gets ``alias``
+    (if any) and the champion stays."""
+    import mlflow
+
+    if T.champion_version(client, name) is None:
+        T.set_alias(client, name, T.CHAMPION, version)
+        mlflow.set_tag("promotion", "first model: champion")
+        say(f"registered {name} version {version} as @{T.CHAMPION}")
+        return
+    if alias is not None:
+        T.set_alias(client, name, alias, version)
+    say(f"registered {name} version {version}" + (f" as @{alias}" if alias else "") + f" ({otherwise})")
+
+
+def publish_flat(run, config: Path, bundle_dir: Path, tracking, say: Say) -> str:
+    """Log and register a flat export's training run (the first model becomes the champion,
+    later ones the challenger), publish its bundle to ``bundle_dir``; returns the MLflow run id."""
+    import mlflow
+
+    from leadscore.training.flat_pipeline import input_example, write_flat_outputs
+
+    client = T.configure(tracking)
+    with mlflow.start_run(run_name=f"train {run.dataset.bundle_name}") as active, \
+            run_bundle_dir(bundle_dir) as staged:
+        report, _ = write_flat_outputs(run, staged, active.info.run_id)
+        mlflow.log_params(run.params)
+        mlflow.log_metrics(run.metrics)
+        mlflow.set_tags({"data_hash": run.fingerprint["hash"], "flat": "true"})
+        mlflow.log_artifact(str(config), artifact_path="config")
+        mlflow.log_artifact(str(report))
+        mlflow.log_artifact(str(staged / "manifest.json"), artifact_path="bundle")
+        example = input_example(run)
+        version = T.log_model_version(tracking, staged, example, run.scorer.score(example))
+        _champion_if_first(client, tracking.registered_model, version.version, say, "the champion is unchanged",
+                           alias=T.CHALLENGER)
         publish_bundle(staged, bundle_dir)
     return active.info.run_id
 
