@@ -161,3 +161,32 @@ def test_the_lowest_log_loss_wins_unless_a_simpler_candidate_is_within_the_toler
     assert choose(ll.drop("blend"), cands, 0.0) == "lgbm_b"
     with pytest.raises(Exception, match="no candidate"):
         choose(pd.Series(dtype=float), cands, 0.0)
+
+
+@pytest.fixture(scope="module")
+def trees(rows):
+    return fit_lightgbm(rows, "y", FEATURES, CATEGORICAL, CONFIG, trees=30)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 40), as_int=st.booleans(), missing_share=st.floats(0, 1))
+def test_our_lightgbm_input_gives_exactly_what_lightgbm_gives_from_the_frame(trees, seed, n, as_int, missing_share):
+    """The array made for LightGBM in one pass predicts (raw score and pred_contrib) bit for bit as
+    LightGBM's own conversion of the frame: codes, missing categories, integer columns, one row."""
+    from leadscore.modeling.families import lightgbm_matrix
+
+    model, booster = trees, trees.core.booster
+    sample = _rows(n, seed)
+    sample.loc[np.random.default_rng(seed).random(n) < missing_share, "source"] = None   # missing: code -1
+    if as_int:
+        sample["visits"] = sample["visits"].fillna(0).astype("int64")
+    X = model.matrix(sample)
+    M = lightgbm_matrix(X, booster)
+    assert isinstance(M, np.ndarray) and M.shape == X.shape
+    for kind in ({"raw_score": True}, {"pred_contrib": True}):
+        assert np.array_equal(booster.predict(M, **kind), booster.predict(X, **kind))
+    # categories that are not the booster's, or a nullable column: LightGBM's own conversion
+    other = X.assign(source=X["source"].cat.reorder_categories(list(reversed(X["source"].cat.categories))))
+    assert lightgbm_matrix(other, booster) is other
+    nullable = X.assign(visits=X["visits"].astype("Float64"))
+    assert lightgbm_matrix(nullable, booster) is nullable

@@ -16,6 +16,7 @@ baseline stays in use.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -98,14 +99,22 @@ def as_model_frame(frame: pd.DataFrame, features: list[str], levels: dict[str, l
     every family handles); a missing value stays missing."""
     out = frame[features].copy()
     for col, cats in levels.items():
-        present = out[col].notna().to_numpy()
-        values = out[col] if pd.api.types.is_string_dtype(out[col]) else out[col].astype(str)
-        index = pd.Index(cats)
+        index, dtype = _levels(tuple(cats))
+        column = out[col]
+        present = column.notna().to_numpy()
+        values = column if pd.api.types.is_string_dtype(column.dtype) else column.astype(str)
         codes = index.get_indexer(values)  # -1: missing or not a training level
         if OTHER in cats:
             codes = np.where((codes < 0) & present, index.get_loc(OTHER), codes)
-        out[col] = pd.Categorical.from_codes(np.where(present, codes, -1), categories=cats)
+        out[col] = pd.Categorical.from_codes(np.where(present, codes, -1), dtype=dtype)
     return out
+
+
+@functools.lru_cache(maxsize=256)
+def _levels(cats: tuple[str, ...]) -> tuple[pd.Index, pd.CategoricalDtype]:
+    """A model's levels as an index to look values up in and as the categorical dtype: built
+    once per model, not on every request."""
+    return pd.Index(cats), pd.CategoricalDtype(list(cats))
 
 
 @dataclass

@@ -71,11 +71,12 @@ class Contributions:
         return float(np.max(np.abs(self.values.to_numpy().sum(axis=1) + self.base - self.margin)))
 
 
-def contributions(model: ConversionModel, frame: pd.DataFrame) -> Contributions:
+def contributions(model: ConversionModel, frame: pd.DataFrame, matrix: pd.DataFrame | None = None) -> Contributions:
     """Exact SHAP contributions of ``model`` for the rows of ``frame``, whatever its family:
     TreeSHAP for trees (LightGBM ``pred_contrib``), the centred linear terms of a logistic
-    regression, their weighted sum for a blend (:mod:`leadscore.modeling.families`)."""
-    X = as_model_frame(frame, model.features, model.levels)
+    regression, their weighted sum for a blend (:mod:`leadscore.modeling.families`).
+    ``matrix``: the rows already prepared by ``model.matrix``."""
+    X = as_model_frame(frame, model.features, model.levels) if matrix is None else matrix
     raw, base, margin = model.core.explain(X)
     values = pd.DataFrame(raw, columns=model.features, index=frame.index)
     return Contributions(values=values, base=np.asarray(base, dtype="float64"),
@@ -414,9 +415,10 @@ def explain_rows(scorer, frame: pd.DataFrame, k: int = 3,
     if k < 1:
         raise ValueError(f"k (reasons per direction) must be >= 1, got {k}")
     frame = scorer.prepare(frame)
-    scored = scorer.predict(frame)
+    matrices = scorer.matrices(frame)
+    scored = scorer.predict_prepared(frame, matrices)
     model = scorer.primary_model
-    contrib = contributions(model, frame)
+    contrib = contributions(model, frame, matrices[scorer.primary])
     groups = group_scores(contrib.values, scorer.catalogue)
     out = scored[["lead_id", "as_of", *scorer.probability_columns.values(), "score", "tier"]].copy()
     out["margin"] = contrib.margin

@@ -172,46 +172,55 @@ class Scorer:
                                     "writes (lead_id, as_of and the feature catalogue)")
         categorical = {c for m in self.models.values() for c in m.levels}
         numeric = [f for f in self.features if f not in categorical]
-        bad = [c for c in numeric if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))]
+        dtypes = frame.dtypes
+        bad = [c for c in numeric if not (pd.api.types.is_numeric_dtype(dtypes[c]) or pd.api.types.is_bool_dtype(dtypes[c]))]
         if bad:
             raise ScoringInputError(f"feature column(s) {', '.join(bad[:10])} must be numeric, "
-                                    f"got {', '.join(str(frame[c].dtype) for c in bad[:10])}")
-        for c in numeric:  # an infinity is no count, age or amount (and would overflow the reasons)
-            if pd.api.types.is_float_dtype(frame[c]):
-                infinite = np.isinf(frame[c].to_numpy(dtype="float64", na_value=np.nan))
-                if infinite.any():
-                    raise ScoringInputError(f"feature {c!r} must be a finite number, got {float(frame[c][infinite].iloc[0])!r} "
-                                            f"in {rows_named(infinite)}")
+                                    f"got {', '.join(str(dtypes[c]) for c in bad[:10])}")
+        floats = [c for c in numeric if pd.api.types.is_float_dtype(dtypes[c])]
+        if floats:  # an infinity is no count, age or amount (and would overflow the reasons)
+            infinite = np.isinf(frame[floats].to_numpy(dtype="float64", na_value=np.nan))
+            if infinite.any():
+                column = int(np.flatnonzero(infinite.any(axis=0))[0])
+                rows = infinite[:, column]
+                raise ScoringInputError(f"feature {floats[column]!r} must be a finite number, got "
+                                        f"{float(frame[floats[column]][rows].iloc[0])!r} in {rows_named(rows)}")
 
     def score_points(self, p: np.ndarray) -> np.ndarray:
         """1-99, monotone in the primary probability (a percentile of the reference open leads)."""
         return self.scale.points(p)
 
-    def probabilities(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-        """``p_sql`` and ``p_won`` of the rows (NaN for a label without a model); models that
-        read the same features share one prepared matrix."""
-        prepared: list[tuple[ConversionModel, pd.DataFrame]] = []
+    def matrices(self, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        """Each model's input matrix of the rows, by label; models that read the same features
+        share one."""
+        out: dict[str, pd.DataFrame] = {}
+        for name, model in self.models.items():
+            out[name] = next((out[o] for o in out if self.models[o].reads_like(model)), None)
+            if out[name] is None:
+                out[name] = model.matrix(frame)
+        return out
+
+    def probabilities(self, frame: pd.DataFrame, matrices: dict | None = None) -> dict[str, np.ndarray]:
+        """``p_sql`` and ``p_won`` of the rows (NaN for a label without a model); ``matrices``:
+        the rows already prepared by :meth:`matrices`."""
+        matrices = self.matrices(frame) if matrices is None else matrices
         out = {}
         for name, column in self.probability_columns.items():
             model = self.models.get(name)
-            if model is None:
-                out[column] = np.full(len(frame), np.nan)
-                continue
-            X = next((X for other, X in prepared if model.reads_like(other)), None)
-            if X is None:
-                X = model.matrix(frame)
-                prepared.append((model, X))
-            out[column] = model.predict_proba(frame, X)
+            out[column] = np.full(len(frame), np.nan) if model is None else model.predict_proba(frame, matrices[name])
         return out
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """lead_id, as_of, p_sql, p_won, score, tier (+ baseline_points / baseline_tier when the
         rows carry them), one row per input row in input order. ``as_of`` without a time zone
         is read as UTC (MLflow's pyfunc schema only takes zone-naive timestamps)."""
-        frame = self.prepare(frame)
+        return self.predict_prepared(self.prepare(frame))
+
+    def predict_prepared(self, frame: pd.DataFrame, matrices: dict | None = None) -> pd.DataFrame:
+        """:meth:`predict` of rows :meth:`prepare` has checked (``matrices``: their model inputs)."""
         as_of = as_of_utc(frame["as_of"])
         out = pd.DataFrame({"lead_id": frame["lead_id"].astype("str").to_numpy(), "as_of": as_of.array})
-        for column, p in self.probabilities(frame).items():
+        for column, p in self.probabilities(frame, matrices).items():
             out[column] = p
         p = out[self.probability].to_numpy()
         out["score"] = self.score_points(p)
