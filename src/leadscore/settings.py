@@ -89,18 +89,26 @@ def yaml_lines(path: Path | str) -> dict[tuple, int]:
     return lines
 
 
+BOOLEAN_HINT = " (YAML reads yes/no/on/off/true/false unquoted as a boolean: quote it, e.g. \"NO\")"
+
+
+def _loc(err: dict) -> tuple:
+    """The key path of a pydantic error, without the union members pydantic names in it."""
+    return tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in ("str", "list"))))
+
+
 def pydantic_error(exc, path: Path | str, lines: dict[tuple, int]) -> ConfigError:
     """A ConfigError naming the file, the line and the key path of every problem pydantic found."""
     problems = []
     for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in ("str", "list"))))
+        loc = _loc(err)
         line = next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
         where = ".".join(str(p) for p in loc) or "(top level)"
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown key"
         elif isinstance(err.get("input"), bool) and "string" in message:
-            message += " (YAML reads yes/no/on/off/true/false unquoted as a boolean: quote it, e.g. \"NO\")"
+            message += BOOLEAN_HINT
         problems.append(f"{path}" + (f":{line}" if line else "") + f": {where}: {message}")
     return ConfigError("\n".join(problems))
 
@@ -153,7 +161,7 @@ def _flat_types(annotation) -> list:
 def _problem(err: dict, cls, name_of: Callable[[tuple], str]) -> tuple[tuple, str]:
     """(key path, message) of one pydantic error, in the words of our hand checks: ``test_weeks
     must be >= 1, got 0``; a validator's own message after the name of where it checked."""
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in ("str", "list"))))
+    loc = _loc(err)
     kind = err["type"]
     if kind == "value_error":
         message = err["msg"].removeprefix("Value error, ")
@@ -172,7 +180,7 @@ def _problem(err: dict, cls, name_of: Callable[[tuple], str]) -> tuple[tuple, st
     if kind != "missing":
         message += f", got {err['input']!r}"
     if isinstance(err.get("input"), bool) and kind == "string_type":
-        message += " (YAML reads yes/no/on/off/true/false unquoted as a boolean: quote it, e.g. \"NO\")"
+        message += BOOLEAN_HINT
     return loc, message
 
 
