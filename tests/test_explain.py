@@ -17,6 +17,7 @@ from leadscore.serving.explain import (
     GridThresholds,
     contributions,
     decision_sentence,
+    declared_phrases,
     describe,
     explain_lead,
     explain_rows,
@@ -97,9 +98,12 @@ def test_reasons_are_signals_each_once_with_the_leads_own_values(model, open_row
             about = [r for r in reasons if any(f == f"days_since_{kind}" or f.startswith(f"n_{kind}_")
                                                for f in r["features"])]
             assert len(about) <= 1, (kind, about)
+        lead = open_rows.iloc[i][scorer.features].to_dict()
         for r in reasons:
             value = open_rows.iloc[i][r["feature"]]
             assert r["value"] == value or (pd.isna(value) and r["value"] is None)
+            # reused texts read as the phrase reads this lead's own row
+            assert r["text"] == describe(r["feature"], value, lead, declared_phrases(scorer.feature_config))
             assert r["feature"] in r["features"]
             # a signal's contribution is its features' summed; its wording is the one pushing hardest its way
             assert r["contribution"] == pytest.approx(c[r["features"]].sum())

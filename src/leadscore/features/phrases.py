@@ -8,6 +8,7 @@ source. Each feature's own phrase sits with its definition in :mod:`leadscore.fe
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -126,6 +127,19 @@ def kind_recency(kind: str) -> Phrase:
     return text(lambda v: f"Never {lower_first(did)}" if missing(v) else f"{did} {ago(num(v))}")
 
 
+def reads_row(phrase):
+    """Marks a phrase that reads the lead's other feature values (``row``), not its value alone;
+    the others are the same text for the same value, and explanations reuse their text."""
+    phrase.reads_row = True
+    return phrase
+
+
+def phrase_reads_row(phrase) -> bool:
+    while isinstance(phrase, functools.partial):
+        phrase = phrase.func
+    return getattr(phrase, "reads_row", False)
+
+
 def latest_kind(days: float, row: Mapping | None, kinds) -> str | None:
     """Which activity kind happened ``days`` ago, from the row's ``days_since_<kind>`` features."""
     if row is None:
@@ -137,6 +151,7 @@ def latest_kind(days: float, row: Mapping | None, kinds) -> str | None:
     return None
 
 
+@reads_row
 def last_activity(v, row=None, words: Words = BUILT_IN_WORDS) -> str:
     if missing(v):
         return "No activity yet"
@@ -144,6 +159,7 @@ def last_activity(v, row=None, words: Words = BUILT_IN_WORDS) -> str:
     return f"Last active {ago(num(v))}" + (f" ({lower_first(words.did[kind])})" if kind else "")
 
 
+@reads_row
 def last_hand_raiser(v, row=None, words: Words = BUILT_IN_WORDS) -> str:
     """Names the action when the row tells which hand-raiser it was: 'Requested a demo today
     (the latest hand-raiser action)'."""
@@ -155,6 +171,7 @@ def last_hand_raiser(v, row=None, words: Words = BUILT_IN_WORDS) -> str:
     return f"Last hand-raiser action ({words.raisers_text()}) {ago(num(v))}"
 
 
+@reads_row
 def hand_raiser_decayed(v, row=None, words: Words = BUILT_IN_WORDS) -> str:
     out = f"Recency-weighted hand-raiser actions {num(v):.2f}"
     last = None if row is None else row.get("days_since_last_hand_raiser")

@@ -45,7 +45,7 @@ import pandas as pd
 from leadscore.data.contract import LABELLED_ATTRIBUTES
 from leadscore.features import registry as R
 from leadscore.features.kinds import HAND_RAISER_TYPES
-from leadscore.features.phrases import DID, missing, num
+from leadscore.features.phrases import DID, missing, num, phrase_reads_row
 from leadscore.modeling.model import ConversionModel, as_model_frame
 
 GRID_LETTERS, GRID_DIGITS = ("A", "B", "C"), ("1", "2", "3")
@@ -250,18 +250,26 @@ def _plain(value) -> object:
     return value
 
 
-def describe(feature: str, value, row: Mapping | None = None, declared: Mapping | None = None) -> str:
+def _phrase(feature: str, declared: Mapping | None) -> Callable[[object, Mapping | None], str] | None:
+    """The phrase ``(value, row) -> text`` of ``feature``: a source's declared one, a fit feature's,
+    an engagement feature's; None: the feature reads as ``name = value``."""
+    if declared and feature in declared:
+        return declared[feature]
+    if feature in PHRASES:
+        return lambda v, row=None, phrase=PHRASES[feature]: phrase(v)
+    return R.phrase_of(feature)
+
+
+def describe(feature: str, value, row: Mapping | None = None, declared: Mapping | None = None,
+             phrase=False) -> str:
     """The feature and the lead's value in words ("Requested a demo 3 days ago"), or
     ``name = value``. ``row``: the lead's other feature values, which some phrases use to be
     specific (which hand-raiser action was the latest); ``declared``: phrases of a source's
-    attributes and kinds (:func:`declared_phrases`), which win."""
+    attributes and kinds (:func:`declared_phrases`), which win. ``phrase``: the feature's phrase
+    already looked up (None: it has none)."""
     value = _plain(value)
+    phrase = _phrase(feature, declared) if phrase is False else phrase
     try:
-        if declared and feature in declared:
-            return declared[feature](value, row)
-        if feature in PHRASES:
-            return PHRASES[feature](value)
-        phrase = R.phrase_of(feature)
         if phrase is not None:
             return phrase(value, row)
     except (TypeError, ValueError):  # an unexpected value type: say it plainly
@@ -269,6 +277,26 @@ def describe(feature: str, value, row: Mapping | None = None, declared: Mapping 
     if isinstance(value, float):
         value = f"{value:.3g}"
     return f"{feature} = {'missing' if value is None else value}"
+
+
+class _Row(Mapping):
+    """Row ``i`` of a frame's columns (numpy arrays by name), read as a mapping without building it."""
+
+    def __init__(self, columns: Mapping[str, np.ndarray], i: int):
+        self._columns, self._i = columns, i
+
+    def __getitem__(self, name: str):
+        return self._columns[name][self._i]
+
+    def get(self, name: str, default=None):
+        column = self._columns.get(name)
+        return default if column is None else column[self._i]
+
+    def __iter__(self):
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        return len(self._columns)
 
 
 # ---------------------------------------------------------------------------
@@ -353,14 +381,27 @@ def top_reasons(contrib: np.ndarray, values: pd.DataFrame, k: int, declared: Map
     kk = min(k, n_signals)
     up = np.argsort(-sums, axis=1, kind="stable")[:, :kk]
     down = np.argsort(sums, axis=1, kind="stable")[:, :kk]
-    records = values.to_dict("records")
+    columns = {f: values[f].to_numpy() for f in features}
+    phrases = {f: _phrase(f, declared) for f in features}
+    texts: dict[tuple[str, object], str] = {}   # a phrase of the value alone: each text made once
+
+    def text(f: str, i: int, value) -> str:
+        phrase = phrases[f]
+        if phrase is not None and phrase_reads_row(phrase):
+            return describe(f, value, _Row(columns, i), phrase=phrase)
+        key = (f, value)
+        if key not in texts:
+            texts[key] = describe(f, value, phrase=phrase)
+        return texts[key]
+
     positives, negatives = [], []
-    for i, row in enumerate(records):
+    for i in range(n):
         def reason(g: int) -> dict:
             f = features[best[i, g]]
+            value = _plain(columns[f][i])
             members = own[g] + [features[j] for j in latest if codes[i, j] == g]
-            return {"signal": names[g], "contribution": float(sums[i, g]), "feature": f, "value": _plain(row[f]),
-                    "text": describe(f, row[f], row, declared), "features": members}
+            return {"signal": names[g], "contribution": float(sums[i, g]), "feature": f, "value": value,
+                    "text": text(f, i, value), "features": members}
 
         positives.append([reason(g) for g in up[i] if sums[i, g] >= min_contribution and sums[i, g] > 0])
         negatives.append([reason(g) for g in down[i] if sums[i, g] <= -min_contribution and sums[i, g] < 0])
