@@ -4,7 +4,9 @@
 2. In this process, on the feature rows of every lead open at --as-of (the prepared feature
    table `leadscore features` writes):
    - the reference: raw LightGBM ``booster.predict`` of the same model on the already-prepared
-     feature matrix (the p_sql model alone, and both the p_sql and p_won models);
+     feature matrix (the p_sql model alone, and both the p_sql and p_won models), and raw
+     ``pred_contrib`` (LightGBM's TreeSHAP) of the p_sql model - the contributions alone, which
+     every run with reasons is compared with;
    - our scoring step without reasons, ``Scorer.predict``: matrix preparation, both models,
      calibration, score 1-99, tier - the output columns from the feature table;
    - our scoring step with reasons, ``Scorer.score`` in the job's chunks: plus exact SHAP
@@ -60,6 +62,13 @@ def main() -> None:
             m.booster.predict(X, raw_score=True, num_iteration=m.best_iteration or None)
         return time.perf_counter() - t0
 
+    def raw_contrib(m) -> float:
+        X = as_model_frame(rows, m.features, m.levels)
+        t0 = time.perf_counter()
+        m.booster.predict(X, pred_contrib=True, num_iteration=m.best_iteration or None)
+        return time.perf_counter() - t0
+
+    t_contrib = raw_contrib(scorer.primary_model)
     t_raw_sql = raw_predict([scorer.sql_model])
     t_raw_both = raw_predict([scorer.sql_model, scorer.won_model])
     t = time.perf_counter()
@@ -74,11 +83,12 @@ def main() -> None:
     print(f"\nin process, {n:,} rows (prepared feature table -> output columns):")
     print(f"  raw LightGBM predict, p_sql model            {t_raw_sql:7.2f} s {_rate(n, t_raw_sql)}")
     print(f"  raw LightGBM predict, p_sql + p_won models   {t_raw_both:7.2f} s {_rate(n, t_raw_both)}")
+    print(f"  raw LightGBM pred_contrib, {scorer.primary} model       {t_contrib:7.2f} s {_rate(n, t_contrib)}")
     print(f"  ours without reasons (Scorer.predict)        {t_predict:7.2f} s {_rate(n, t_predict)}   "
           f"{t_raw_sql / t_predict:5.0%} of raw p_sql predict, {t_raw_both / t_predict:5.0%} of raw p_sql + p_won "
           "(goal >= 50 %)")
     print(f"  ours with reasons (Scorer.score, chunks of {args.chunk_size:,}) {t_score:7.2f} s {_rate(n, t_score)}   "
-          f"{t_raw_both / t_score:5.1%} of raw p_sql + p_won")
+          f"{t_raw_both / t_score:5.1%} of raw p_sql + p_won, {t_score / t_contrib:.2f}x raw pred_contrib's time")
     print(f"  peak RSS of this process                     {rss_in_process:,.0f} MB", flush=True)
 
     out = args.workdir / "scores.parquet"
@@ -88,6 +98,7 @@ def main() -> None:
     print("\nend to end, `leadscore score` (contract checks, features, scoring with reasons, Parquet output):")
     print(f"  {wall:.1f} s for {scored:,} open leads of {data.name}: {scored / wall:,.0f} leads/s; "
           f"peak RSS {rss:,.0f} MB (goal < 2,048 MB)")
+    print(f"  {wall / t_contrib:.2f}x the time of raw pred_contrib alone on the same rows (goal: <= 180 s)")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from leadscore.features.builder import connect, features_as_of, open_leads
 from leadscore.serving.explain import (
     MIN_CONTRIBUTION,
     GridThresholds,
+    change_reasons,
     contributions,
     decision_sentence,
     declared_phrases,
@@ -153,6 +154,52 @@ def test_windows_of_one_activity_collapse_into_one_reason():
     assert "days_since_last_hand_raiser" in trial["features"]
     assert reason_text(trial) == "Signed up for a trial 60 days ago: lowers (-0.35)"
     assert reason_text(pos[0][0]).endswith(": raises (+0.40)")
+
+
+def _both_moments(scorer, frames, days: int = 14):
+    """Feature rows of the leads open at AS_OF and ``days`` later, the same leads in the same order."""
+    con = connect(frames)
+    later = AS_OF + pd.Timedelta(days=days)
+    pairs = open_leads(con, [AS_OF, later])
+    both = pairs.groupby("lead_id")["as_of"].nunique().loc[lambda n: n == 2].index
+    ids = pd.DataFrame({"lead_id": sorted(both)})
+    before = features_as_of(con, ids.assign(as_of=AS_OF), config=scorer.feature_config)
+    after = features_as_of(con, ids.assign(as_of=later), config=scorer.feature_config)
+    return before.set_index("lead_id").loc[ids["lead_id"]].reset_index(), \
+        after.set_index("lead_id").loc[ids["lead_id"]].reset_index()
+
+
+def test_change_reasons_add_up_to_the_margin_change_and_say_what_the_lead_did(model, frames):
+    scorer, _ = model
+    before, after = _both_moments(scorer, frames)
+    assert len(before) > 100
+    every = change_reasons(scorer, before, after, k=len(scorer.features), min_change=0)
+    total = every["change_reasons"].map(lambda rs: sum(r["contribution"] for r in rs)).to_numpy()
+    assert np.max(np.abs(total - (every["margin_after"] - every["margin_before"]).to_numpy())) <= 1e-9
+    # the margins are the model's at each moment
+    assert np.allclose(every["margin_after"], contributions(scorer.primary_model, after).margin)
+    # a lead that requested its first demo in between: the change says so, with what it was before
+    first_demo = before["days_since_demo_request"].isna() & after["days_since_demo_request"].notna()
+    assert first_demo.any()
+    i = int(np.flatnonzero(first_demo.to_numpy())[0])
+    demo = [r for r in every["change_reasons"].iloc[i] if r["signal"] == "demo_request"]
+    assert demo and demo[0]["before"] is None and demo[0]["after"] is not None
+    assert demo[0]["text"].startswith("Requested a demo") and "(was: never requested a demo)" in demo[0]["text"]
+    # the top k only, each at least min_change, largest first; one line of text per lead
+    top = change_reasons(scorer, before, after, k=2)
+    for reasons, line in zip(top["change_reasons"], top["change_line"]):
+        moves = [abs(r["contribution"]) for r in reasons]
+        assert len(reasons) <= 2 and all(m >= MIN_CONTRIBUTION for m in moves) and moves == sorted(moves, reverse=True)
+        assert line == "; ".join(reason_text(r) for r in reasons)
+
+
+def test_a_lead_whose_row_did_not_change_has_no_change_reasons(model, frames):
+    scorer, _ = model
+    before, _ = _both_moments(scorer, frames)
+    same = change_reasons(scorer, before.head(50), before.head(50), min_change=0)
+    assert (same["change_line"] == "").all() and (same["margin_after"] == same["margin_before"]).all()
+    with pytest.raises(ValueError, match="same leads in the same order"):
+        change_reasons(scorer, before.head(3), before.iloc[[1, 0, 2]])
 
 
 def test_fit_and_engagement_scores_sum_the_catalogue_groups(model, open_rows):
@@ -373,6 +420,36 @@ def test_explain_prints_the_decision_reasons_and_baseline_rules(model, train_dir
     # --json PATH: the text on standard output, the same explanation as JSON in the file
     e = json.loads(js.read_text())
     assert e["lead_id"] == lead and e["decision"] in result.output
+
+
+def test_explain_since_an_earlier_run_shows_the_move_and_what_changed(model, frames, train_dir, tmp_path):
+    scorer, bundle = model
+    con = connect(frames)
+    earlier = AS_OF - pd.Timedelta(days=14)
+    both = open_leads(con, [earlier, AS_OF]).groupby("lead_id")["as_of"].nunique().loc[lambda n: n == 2].index
+    ids = pd.DataFrame({"lead_id": sorted(both)[:300]})
+    before = features_as_of(con, ids.assign(as_of=earlier), config=scorer.feature_config)
+    after = features_as_of(con, ids.assign(as_of=AS_OF), config=scorer.feature_config)
+    before, after = (f.set_index("lead_id").loc[ids["lead_id"]].reset_index() for f in (before, after))
+    moves = change_reasons(scorer, before, after, k=3)
+    i = int(np.argmax(np.abs(moves["margin_after"] - moves["margin_before"])))
+    lead = moves["lead_id"].iloc[i]
+    run = tmp_path / "earlier.parquet"   # what `leadscore score` wrote at the earlier moment (the columns read)
+    pd.DataFrame({"lead_id": ["L-other"], "as_of": [earlier], "tier": ["lead"], "p_sql": [0.01]}).to_parquet(run)
+    args = ["explain", "--model", str(bundle), "--data", str(train_dir), "--as-of", "2025-06-01", "--lead-id", lead,
+            "--since", str(run)]
+    result = runner.invoke(app, [*args, "--json", "-"])
+    assert result.exit_code == 0, result.output
+    since = json.loads(result.output)["since"]
+    assert since["as_of"] == earlier.isoformat() and since["change_reasons"] == moves["change_reasons"].iloc[i]
+    assert since["margin_after"] - since["margin_before"] == pytest.approx(
+        moves["margin_after"].iloc[i] - moves["margin_before"].iloc[i])
+    text = runner.invoke(app, args).output
+    assert f"since {earlier.isoformat()}: score {since['score']} -> " in text and "what changed:" in text
+    assert all(reason_text(r) in text for r in since["change_reasons"]) and since["change_reasons"]
+    # a run that is not earlier than --as-of
+    later = runner.invoke(app, [*args[:6], "2025-05-01", *args[7:]])
+    assert later.exit_code == 2 and "not before --as-of" in later.output
 
 
 def test_explain_refuses_unknown_leads_and_models_by_name(model, train_dir, tmp_path):

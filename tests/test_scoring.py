@@ -21,12 +21,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from leadscore.features.builder import connect, features_as_of
 from leadscore.serving.batch import read_scores
 from leadscore.serving.columns import OUTPUT_COLUMNS
+from leadscore.serving.explain import change_reasons
 from leadscore.serving.registry import load_scorer
 from leadscore.training.config import load_pipeline
 
-from .conftest import app, runner
+from .conftest import app, runner, ts
 
 TABLES = ("leads", "activities", "lifecycle")
 
@@ -256,6 +258,30 @@ def test_a_second_run_writes_transitions_and_posts_them(registry, train_dir, tmp
     posted = [t["lead_id"] for body in handler.received for t in body["transitions"]]
     assert sorted(posted) == sorted(moved["lead_id"])
     assert "transitions:" in result.output
+    # change reasons: every lead of both runs whose score moved 5+ points (the default), and no other
+    scores1, scores2 = read_scores(day1).set_index("lead_id"), read_scores(day2).set_index("lead_id")
+    assert scores1["change_reasons"].isna().all()   # a run without --previous
+    shift = (scores2["score"] - scores1["score"].reindex(scores2.index)).abs()
+    assert set(scores2.index[scores2["change_reasons"].notna()]) == set(shift.index[shift >= 5]) != set()
+    assert "leads moved by 5+ score points" in result.output
+    # they are the lead's features at both moments through the model (change_reasons), and travel with the alerts
+    scorer, _ = load_scorer(str(registry[1]))
+    lead = shift.idxmax()
+    con = connect({n: str(train_dir / f"{n}.parquet") for n in TABLES})
+    rows = [features_as_of(con, pd.DataFrame({"lead_id": [lead], "as_of": [ts(day)]}), config=scorer.feature_config)
+            for day in ("2025-06-01", "2025-06-08")]
+    expected = change_reasons(scorer, *rows, k=3)
+    assert scores2.at[lead, "change_reasons"] == expected["change_line"].iloc[0] != ""
+    assert (moved.set_index("lead_id")["change_reasons"].fillna("x") ==
+            scores2["change_reasons"].reindex(moved["lead_id"]).fillna("x").to_numpy()).all()
+    assert all("change_reasons" in t for body in handler.received for t in body["transitions"])
+
+
+def test_a_previous_run_later_than_this_one_is_refused_before_scoring(registry, train_dir, tmp_path, first_run):
+    out = tmp_path / "early.parquet"
+    result = _score(registry, train_dir, out, "--previous", str(first_run), as_of="2025-05-20")
+    assert result.exit_code == 2 and not out.exists()
+    assert "after --as-of 2025-05-20 00:00 UTC; pass the older output as --previous" in result.output
 
 
 def test_undeliverable_alerts_are_reported_with_a_distinct_exit_code(registry, train_dir, tmp_path, hook, first_run):

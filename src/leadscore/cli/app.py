@@ -814,6 +814,9 @@ def explain(
     flat: Path | None = typer.Option(None, "--flat", help="Dataset YAML of a one-row-per-lead export: explain its "
                                      "row of --data (a CSV; default the config's path)."),
     top: int = typer.Option(3, "--top", min=1, help="Reasons to show in each direction."),
+    since: Path | None = typer.Option(None, "--since", metavar="FILE", help="An earlier scoring run's output "
+                                      "(leadscore score --out): also show the lead's score at that run's as_of and "
+                                      "what changed since, in words, the changes adding up to the margin's move."),
     json_out: str | None = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP.format(
         what="the explanation, with every contribution, the base value and the margin,")),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI for models:/ URIs "
@@ -835,18 +838,42 @@ def explain(
     scorer, _ = _load_model(model, tracking_uri)
     if flat is None and ts is None:
         raise typer.BadParameter("give the moment to explain at, e.g. --as-of 2025-10-01", param_hint="--as-of")
+    since_as_of = None
+    if since is not None:
+        if flat is not None:
+            raise typer.BadParameter("a flat export has no history to compare with", param_hint="--since")
+        since_as_of = _run_as_of(since, "--since")
+        if since_as_of >= ts:
+            raise typer.BadParameter(f"{since} is the run of {since_as_of.isoformat()}, not before --as-of "
+                                     f"{ts.isoformat()}", param_hint="--since")
     try:
         if flat is not None:
             result = _flat_input(explain_flat_lead, scorer, model, flat, data, lead_id, ts, top)
         else:
             src = _source(data, source)
             _check_model_source(scorer, src)
-            result = explain_lead(scorer, _connect_clean(ctx, src), lead_id, ts, k=top)
+            result = explain_lead(scorer, _connect_clean(ctx, src), lead_id, ts, k=top, since=since_as_of)
     except UnknownLead as exc:
         _err(f"error: {exc}")
         raise typer.Exit(EXIT_VIOLATIONS) from exc
     result["model"] = model
     _emit(result, explanation_text(result), json_out)
+
+
+def _run_as_of(path: Path, option: str):
+    """The as_of of a scoring run's output file (exit 2 when it is not one)."""
+    from leadscore.serving import alerts
+    from leadscore.serving.batch import read_scores
+
+    try:
+        _, at = alerts.previous_run(read_scores(path))
+    except (OSError, ValueError) as exc:
+        _err(f"error: {option} {path}: {exc}")
+        raise typer.Exit(EXIT_UNUSABLE) from exc
+    if at is None:
+        _err(f"error: {option} {path}: the run scored no lead, so it has no as_of")
+        raise typer.Exit(EXIT_UNUSABLE)
+    return at
 
 
 def _emit(result: dict, text: str, json_out: str | None) -> None:
@@ -906,7 +933,9 @@ def score(
                                      "pipelines/xeducation.yaml): score every row of --data (a CSV; default the "
                                      "config's path) with a model trained on that export."),
     previous: Path | None = typer.Option(None, "--previous", help="The previous run's output: write the stage "
-                                         "transitions since then (and POST them when a webhook is configured)."),
+                                         "transitions since then (and POST them when a webhook is configured), and "
+                                         "give the leads whose score moved by change_threshold points (default 5) "
+                                         "change_reasons, why in words."),
     transitions_out: Path | None = typer.Option(None, "--transitions", help="Transitions file (default: "
                                                 "OUT's name + .transitions)."),
     quarantine_out: Path | None = typer.Option(None, "--quarantine", help="Quarantine file for rows that break "
@@ -938,7 +967,7 @@ def score(
     import os
 
     from leadscore.serving.batch import QuarantineLimitExceeded, load_scoring
-    from leadscore.serving.job import run_scoring_job
+    from leadscore.serving.job import PreviousRunError, run_scoring_job
     from leadscore.serving.registry import model_identity
     from leadscore.settings import ConfigError
 
@@ -969,7 +998,7 @@ def score(
                                      run_id=run_id, say=typer.echo, warn=_err, hook=hook, previous=previous,
                                      transitions_out=transitions_out, quarantine_out=quarantine_out,
                                      progress=progress)
-    except contract.ContractError as exc:
+    except (contract.ContractError, PreviousRunError) as exc:
         _err(f"error: {exc}")
         raise typer.Exit(EXIT_UNUSABLE) from exc
     except QuarantineLimitExceeded as exc:

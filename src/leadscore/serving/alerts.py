@@ -88,14 +88,20 @@ TIER_RANK = {tier: rank for rank, tier in enumerate(TIERS)}
 NEW = "new"  # from_tier of a lead absent from the previous run
 CHANGES = ("entered SQL", "entered MQL", "dropped to MQL", "dropped out")  # also the output order
 TRANSITION_COLUMNS = ("lead_id", "as_of", "previous_as_of", "from_tier", "to_tier", "change", "p_sql_before",
-                      "p_sql", "p_won_before", "p_won", "score", "reasons", "model_version")
+                      "p_sql", "p_won_before", "p_won", "score", "reasons", "change_reasons", "model_version")
 PREVIOUS_REQUIRED = ("lead_id", "as_of", "tier", "p_sql")
 CURRENT_REQUIRED = ("lead_id", "as_of", "tier", "p_sql", "score", "reasons", "model_version")
-OPTIONAL = ("p_won",)  # carried when the runs have it
+OPTIONAL = ("p_won", "score", "change_reasons", "model_version")  # carried when the runs have them
 
 
 # --------------------------------------------------------------------------------------------
 # the pure core: two runs in, transitions out
+
+
+def previous_run(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Timestamp | None]:
+    """A previous run's output checked as :func:`stage_transitions` checks it (lead_id, as_of,
+    tier, p_sql; score and model_version carried when present), and its as_of."""
+    return _checked(frame, "previous", PREVIOUS_REQUIRED)
 
 
 def _checked(frame: pd.DataFrame, name: str, required: tuple[str, ...]) -> tuple[pd.DataFrame, pd.Timestamp | None]:
@@ -154,6 +160,8 @@ def stage_transitions(previous: pd.DataFrame, current: pd.DataFrame) -> pd.DataF
     for frame in (prev, cur):  # runs written before p_won was carried: empty
         if "p_won" not in frame:
             frame["p_won"] = np.nan
+    if "change_reasons" not in cur:   # runs written before change reasons, or without --previous
+        cur["change_reasons"] = None
     before = prev.loc[:, ["lead_id", "tier", "p_sql", "p_won"]].rename(
         columns={"tier": "from_tier", "p_sql": "p_sql_before", "p_won": "p_won_before"})
     both = cur.merge(before, on="lead_id", how="left", validate="one_to_one", sort=False)

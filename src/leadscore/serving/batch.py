@@ -51,7 +51,8 @@ class ScoringConfig(Section):
     export makes every lead look silent); None: no check. ``incomplete_history``: what happens
     to an open lead some of whose activities or lifecycle events were quarantined (its features
     miss them): ``flag`` scores it with ``incomplete_history`` true, ``hold`` leaves it out of
-    the scores and lists it in the quarantine file.
+    the scores and lists it in the quarantine file. ``change_threshold``: with ``--previous``,
+    the leads whose score (1-99) moved by at least this many points get ``change_reasons``.
     """
 
     chunk_size: Whole = 50_000
@@ -59,6 +60,7 @@ class ScoringConfig(Section):
     max_quarantine_fraction: Annotated[float, Field(ge=0, le=1)] = 0.01
     max_data_age_days: Annotated[float, Field(gt=0)] | None = 3.0   # None (empty in YAML): no check
     incomplete_history: Literal["flag", "hold"] = "flag"
+    change_threshold: Annotated[int, Field(ge=1, le=98)] = 5
 
 
 SCORING_SECTIONS = ("scoring", "webhook")
@@ -96,6 +98,7 @@ class ScoringCounts:
     leads_scored: int = 0
     leads_not_open: int = 0
     leads_incomplete: int = 0                                # scored with incomplete_history true
+    leads_changed: int = 0                                   # with change_reasons (moved enough since --previous)
     held_back: list[str] = field(default_factory=list)       # open leads not scored (incomplete_history: hold)
     max_lead_age_days: int | None = None                     # the model's domain: no training example was older
     leads_older: int = 0                                     # scored leads older than that
@@ -190,10 +193,21 @@ def check_quarantine(counts: dict[str, dict[str, int]], max_fraction: float) -> 
             "Nothing was scored; see the quarantine file for the rows and their reasons.")
 
 
+@dataclass(frozen=True)
+class PreviousRun:
+    """What the change reasons need of the previous run: its as_of and each lead's score;
+    ``threshold``: the score points a lead must have moved by to get its change reasons."""
+
+    as_of: pd.Timestamp
+    scores: pd.Series   # score by lead_id (str)
+    threshold: int
+
+
 def score_chunk(scorer, con, pairs: pd.DataFrame, top_reasons: int, model_version: str, run_id: str,
-                incomplete: frozenset[str] = frozenset()) -> pd.DataFrame:
+                incomplete: frozenset[str] = frozenset(), previous: PreviousRun | None = None) -> pd.DataFrame:
     """Features, scores, reasons and the rule baseline for one chunk of (lead_id, as_of) pairs;
-    ``incomplete``: :func:`incomplete_history_keys` of the run."""
+    ``incomplete``: :func:`incomplete_history_keys` of the run; ``previous``: with it, the leads
+    whose score moved enough get ``change_reasons``."""
     from leadscore.features.builder import features_as_of
     from leadscore.modeling.baseline import score_baseline
 
@@ -207,9 +221,35 @@ def score_chunk(scorer, con, pairs: pd.DataFrame, top_reasons: int, model_versio
         if col not in out:
             out[col] = None
     out["incomplete_history"] = id_key(out["lead_id"]).isin(incomplete).to_numpy() if incomplete else False
+    out["change_reasons"] = None if previous is None else _change_lines(scorer, con, rows, out, previous, top_reasons)
     out["model_version"] = model_version
     out["run_id"] = run_id
     return out[list(OUTPUT_COLUMNS)]
+
+
+def _change_lines(scorer, con, rows: pd.DataFrame, scored: pd.DataFrame, previous: PreviousRun, k: int) -> np.ndarray:
+    """Per scored lead, why its score moved since ``previous`` (one line; None when it moved less
+    than the threshold or was not in that run): its features at the previous run's as_of,
+    computed again from the same data, against this run's, both through this model."""
+    from leadscore.features.builder import features_as_of
+    from leadscore.serving.explain import change_reasons
+
+    ids = scored["lead_id"].astype(str)
+    before_score = ids.map(previous.scores).to_numpy(dtype="float64")
+    moved = np.abs(scored["score"].to_numpy(dtype="float64") - before_score) >= previous.threshold
+    lines = np.full(len(scored), None, dtype=object)
+    if not moved.any():
+        return lines
+    pairs = pd.DataFrame({"lead_id": scored.loc[moved, "lead_id"].to_numpy(), "as_of": previous.as_of})
+    before = features_as_of(con, pairs, config=scorer.feature_config)
+    before = before.assign(_key=before["lead_id"].astype(str)).set_index("_key")
+    after = rows.assign(_key=rows["lead_id"].astype(str)).set_index("_key")
+    keys = [key for key in ids[moved] if key in before.index]
+    if keys:
+        reasons = change_reasons(scorer, before.loc[keys].reset_index(drop=True), after.loc[keys].reset_index(drop=True), k)
+        position = pd.Series(np.arange(len(ids)), index=ids.to_numpy())
+        lines[position.loc[keys].to_numpy()] = reasons["change_line"].to_numpy()
+    return lines
 
 
 def _to_arrow(frame: pd.DataFrame) -> pa.Table:
@@ -234,11 +274,13 @@ def newest_event_before(con, as_of: pd.Timestamp) -> pd.Timestamp | None:
 def score_open_leads(scorer, con, as_of: pd.Timestamp, out: Path, *, counts: ScoringCounts,
                      chunk_size: int = 50_000, top_reasons: int = 3, model_version: str = "", run_id: str = "",
                      incomplete: frozenset[str] = frozenset(), hold_incomplete: bool = False,
-                     progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+                     progress: Callable[[int, int], None] | None = None,
+                     previous: PreviousRun | None = None) -> pd.DataFrame:
     """Score every lead open at ``as_of`` chunk by chunk into ``out`` (.parquet or .csv),
     atomically. Fills ``counts``; returns the tier column of the output (small) for summaries.
     ``incomplete``: :func:`incomplete_history_keys`; those leads are scored with
-    ``incomplete_history`` true, or with ``hold_incomplete`` left out (``counts.held_back``)."""
+    ``incomplete_history`` true, or with ``hold_incomplete`` left out (``counts.held_back``).
+    ``previous``: the leads whose score moved enough since that run get ``change_reasons``."""
     from leadscore.features.builder import open_leads
 
     if chunk_size < 1:
@@ -263,7 +305,7 @@ def score_open_leads(scorer, con, as_of: pd.Timestamp, out: Path, *, counts: Sco
                 pd.DataFrame(columns=list(OUTPUT_COLUMNS)).to_csv(tmp, index=False)
             for lo in range(0, len(pairs), chunk_size):
                 chunk = score_chunk(scorer, con, pairs.iloc[lo:lo + chunk_size], top_reasons, model_version, run_id,
-                                    incomplete)
+                                    incomplete, previous)
                 chunk = chunk.sort_values("lead_id", kind="stable")
                 if csv:
                     chunk.to_csv(tmp, mode="a", header=False, index=False)
@@ -273,6 +315,7 @@ def score_open_leads(scorer, con, as_of: pd.Timestamp, out: Path, *, counts: Sco
                 baseline_tiers.append(chunk["baseline_tier"].to_numpy(dtype=object))
                 counts.leads_scored += len(chunk)
                 counts.leads_incomplete += int(chunk["incomplete_history"].sum())
+                counts.leads_changed += int(chunk["change_reasons"].notna().sum())
                 if progress is not None:
                     progress(len(chunk), len(pairs))
             if writer is not None and not len(pairs):
@@ -306,7 +349,7 @@ def read_scores(path: Path | str) -> pd.DataFrame:
     path = Path(path)
     if path.suffix == ".csv":
         frame = pd.read_csv(path, dtype={"lead_id": "str", "tier": "str", "grid": "str", "baseline_tier": "str",
-                                         "model_version": "str", "run_id": "str", "reasons": "str",
+                                         "model_version": "str", "run_id": "str", "reasons": "str", "change_reasons": "str",
                                          "incomplete_history": "bool"})
         frame["as_of"] = pd.to_datetime(frame["as_of"], utc=True)
         return frame

@@ -40,6 +40,8 @@ BASELINE = (
 )
 BATCH_ONLY = (
     Column("incomplete_history", pa.bool_(), "boolean", "some of the lead's events were quarantined"),
+    Column("change_reasons", pa.string(), "string",
+           "with --previous: why the score moved by at least change_threshold points since that run"),
 )
 PROVENANCE = (
     Column("model_version", pa.string(), "string", "the registered model version (or bundle) that scored"),

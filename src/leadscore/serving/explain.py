@@ -45,7 +45,7 @@ import pandas as pd
 from leadscore.data.contract import LABELLED_ATTRIBUTES
 from leadscore.features import registry as R
 from leadscore.features.kinds import HAND_RAISER_TYPES
-from leadscore.features.phrases import DID, missing, num, phrase_reads_row
+from leadscore.features.phrases import DID, lower_first, missing, num, phrase_reads_row
 from leadscore.modeling.model import ConversionModel, as_model_frame
 
 GRID_LETTERS, GRID_DIGITS = ("A", "B", "C"), ("1", "2", "3")
@@ -495,6 +495,63 @@ def reasons_line(positive: list[dict], negative: list[dict]) -> str:
     return text
 
 
+CHANGE_NOTE = ("Each change is how much that signal's effect on the model's log-odds moved between the two "
+               "moments; with the base value they add up to the change in the model's margin.")
+
+
+def change_reasons(scorer, before: pd.DataFrame, after: pd.DataFrame, k: int = 3,
+                   min_change: float = MIN_CONTRIBUTION) -> pd.DataFrame:
+    """Why each lead's score moved: ``before`` and ``after`` are feature rows of the same leads (in
+    the same order) at two moments, scored by the same model. Per lead, the ``k`` signals whose
+    contribution moved most either way (at least ``min_change`` log-odds), in words - the
+    signal's most telling feature (the largest move in the signal's direction) now, and what
+    it was: "Requested a demo 2 days ago (was: never requested a demo): raises (+0.41)".
+
+    Returns lead_id, margin_before, margin_after and ``change_reasons`` (list of dicts
+    ``{"signal", "contribution"`` (the move), ``"feature", "before", "after", "text", "features"}``)
+    and ``change_line`` (them as one line). Over all signals the moves add up to
+    ``margin_after - margin_before`` (the base is the model's own, the same at both moments)."""
+    if k < 1:
+        raise ValueError(f"k (change reasons per lead) must be >= 1, got {k}")
+    if len(before) != len(after) or not np.array_equal(before["lead_id"].astype(str).to_numpy(),
+                                                       after["lead_id"].astype(str).to_numpy()):
+        raise ValueError("before and after must hold the same leads in the same order")
+    before, after = scorer.prepare(before), scorer.prepare(after)
+    model = scorer.primary_model
+    c_before, c_after = contributions(model, before), contributions(model, after)
+    features = list(model.features)
+    delta = c_after.values.to_numpy() - c_before.values.to_numpy()
+    signal = [signal_of(f) for f in features]
+    names = list(dict.fromkeys(signal))
+    members = {g: [f for f, s in zip(features, signal) if s == name] for g, name in enumerate(names)}
+    code = np.array([names.index(s) for s in signal])
+    sums = np.zeros((len(delta), len(names)))
+    for j in range(len(features)):
+        sums[:, code[j]] += delta[:, j]
+    phrases = declared_phrases(scorer.feature_config) if not scorer.flat else flat_phrases(scorer.catalogue)
+    then = {f: before[f].to_numpy() for f in features}
+    now = {f: after[f].to_numpy() for f in features}
+    columns_of = {g: np.flatnonzero(code == g) for g in range(len(names))}
+    out_reasons, lines = [], []
+    for i in range(len(delta)):
+        order = np.argsort(-np.abs(sums[i]), kind="stable")
+        chosen = [g for g in order[:k] if abs(sums[i, g]) >= min_change and sums[i, g] != 0]
+        reasons = []
+        for g in chosen:
+            cols = columns_of[g]
+            f = features[cols[np.argmax(np.sign(sums[i, g]) * delta[i, cols])]]
+            was = describe(f, then[f][i], _Row(then, i), phrases)
+            is_ = describe(f, now[f][i], _Row(now, i), phrases)
+            text = f"{is_} (was: {lower_first(was)})" if is_ != was else f"{is_} (unchanged, weighs differently now)"
+            reasons.append({"signal": names[g], "contribution": float(sums[i, g]), "feature": f,
+                            "before": _plain(then[f][i]), "after": _plain(now[f][i]), "text": text,
+                            "features": members[g]})
+        out_reasons.append(reasons)
+        lines.append("; ".join(reason_text(r) for r in reasons))
+    return pd.DataFrame({"lead_id": after["lead_id"].to_numpy(), "margin_before": c_before.margin,
+                         "margin_after": c_after.margin, "change_reasons": out_reasons, "change_line": lines})
+
+
 MARGIN_NOTE = ("Contributions are in log-odds of the uncalibrated model and add up, with the base value, "
                "to its margin. The probability is the calibrator applied to that margin; the calibrator is "
                "monotone, so a positive contribution never lowers it, but the same contribution moves it by "
@@ -620,10 +677,12 @@ class UnknownLead(LookupError):
     """The lead id is not in the data, or the lead did not exist yet at as_of."""
 
 
-def explain_lead(scorer, con, lead_id: str, as_of, k: int = 3) -> dict:
+def explain_lead(scorer, con, lead_id: str, as_of, k: int = 3, since=None) -> dict:
     """Everything about one lead's score as of a moment, JSON-serialisable: probabilities,
     tier, decision sentence, reasons in words, fit/engagement scores and grid, the rule
-    baseline's points and fired rules, every contribution, the base value and the margin."""
+    baseline's points and fired rules, every contribution, the base value and the margin.
+    ``since``: an earlier moment; adds ``since`` - the lead's score, probability and tier then
+    and the change reasons (:func:`change_reasons`) from then to ``as_of``."""
     from leadscore.features.builder import features_as_of, open_leads
     from leadscore.modeling.baseline import score_baseline
 
@@ -640,6 +699,21 @@ def explain_lead(scorer, con, lead_id: str, as_of, k: int = 3) -> dict:
     is_open = bool((open_leads(con, [as_of])["lead_id"] == str(lead_id)).any())
     out = explanation_of(scorer, frame, k)
     out.update(lead_id=str(lead_id), as_of=as_of.isoformat(), open=is_open)
+    if since is not None:
+        since = pd.Timestamp(since)
+        if since >= as_of:
+            raise ValueError(f"since ({since.isoformat()}) must be before as_of ({as_of.isoformat()})")
+        then = features_as_of(con, pair.assign(as_of=since), config=scorer.feature_config)
+        if then.empty:
+            out["since"] = {"as_of": since.isoformat(), "created_later": True}
+        else:
+            before, _ = explain_rows(scorer, then, k)
+            moved = change_reasons(scorer, then, frame, k).iloc[0]
+            b = before.iloc[0]
+            out["since"] = {"as_of": since.isoformat(), "score": int(b["score"]), "tier": str(b["tier"]),
+                            scorer.probability: float(b[scorer.probability]),
+                            "margin_before": float(moved["margin_before"]), "margin_after": float(moved["margin_after"]),
+                            "change_reasons": moved["change_reasons"]}
     if scorer.rules is not None:
         out["baseline"] = baseline_summary(score_baseline(con, scorer.rules, pair, contract=contract).iloc[0])
     return out
@@ -697,6 +771,18 @@ def explanation_text(e: dict) -> str:
     lines += [f"  + {reason_text(r)}" for r in e["reasons_positive"]] or ["  (none)"]
     lines += ["reasons against:"]
     lines += [f"  - {reason_text(r)}" for r in e["reasons_negative"]] or ["  (none)"]
+    if "since" in e:
+        s = e["since"]
+        if s.get("created_later"):
+            lines += ["", f"since {s['as_of']}: the lead did not exist yet"]
+        else:
+            p = e["probability"]
+            lines += ["", f"since {s['as_of']}: score {s['score']} -> {e['score']}, tier {s['tier']} -> {e['tier']}, "
+                          f"{p} {s[p]:.4f} -> {e[p]:.4f}, margin {s['margin_before']:+.3f} -> {s['margin_after']:+.3f} "
+                          f"({s['margin_after'] - s['margin_before']:+.3f})", "what changed:"]
+            lines += [f"  {reason_text(r)}" for r in s["change_reasons"]] or [
+                f"  (no signal moved by {MIN_CONTRIBUTION} log-odds or more)"]
+            lines += [CHANGE_NOTE]
     if "baseline" in e:
         b = e["baseline"]
         lines += ["", f"rule baseline: {b['points']:.0f} points -> {b['tier']}, grid {b['grid']}",

@@ -23,6 +23,7 @@ from leadscore.modeling.cutoffs import TIERS
 from leadscore.progress import Progress
 from leadscore.serving import alerts
 from leadscore.serving.batch import (
+    PreviousRun,
     QuarantineLimitExceeded,
     ScoringConfig,
     ScoringCounts,
@@ -36,6 +37,33 @@ from leadscore.serving.batch import (
 )
 
 Say = Callable[[str], None]
+
+
+class PreviousRunError(ValueError):
+    """``--previous`` is not a scoring run's output this run can be compared with."""
+
+
+def read_previous(path: Path, as_of: pd.Timestamp, version: str, threshold: int, warn: Say) -> PreviousRun | None:
+    """The previous run's scores, checked before anything is scored (None: the file has no
+    score column, so there are no change reasons; the transitions still work)."""
+    try:
+        frame, at = alerts.previous_run(read_scores(path))
+    except (OSError, ValueError) as exc:
+        raise PreviousRunError(f"--previous {path}: {exc}") from exc
+    if at is not None and at > as_of:
+        raise PreviousRunError(f"--previous {path}: that run is at {at:%Y-%m-%d %H:%M} UTC, after --as-of "
+                               f"{as_of:%Y-%m-%d %H:%M} UTC; pass the older output as --previous")
+    if at is None or "score" not in frame:
+        if at is not None:
+            warn(f"warning: --previous {path} has no score column (written by an older leadscore): "
+                 "no change reasons this run")
+        return None
+    versions = set(frame["model_version"].dropna().astype(str)) if "model_version" in frame else set()
+    if versions and versions != {version}:
+        warn(f"warning: the previous run was scored by {', '.join(sorted(versions))}, this one by {version}: "
+             "change reasons compare each lead's data at both moments through this run's model, so part of "
+             "a score's move may be the model's, which they do not show")
+    return PreviousRun(at, frame.set_index("lead_id")["score"].astype("float64"), threshold)
 
 
 def sibling_path(out: Path, suffix: str) -> Path:
@@ -76,10 +104,13 @@ def run_scoring_job(scorer, manifest: dict, src, as_of: pd.Timestamp, out: Path,
 
     The clean rows are staged as Parquet beside the output (activities checked a batch at a
     time) and read in place by DuckDB: memory follows the chunk size, not the activity history.
-    Raises :class:`~leadscore.data.contract.ContractError` when the data cannot be read and
+    Raises :class:`~leadscore.data.contract.ContractError` when the data cannot be read,
+    :class:`PreviousRunError` when ``previous`` is not a run to compare with, and
     :class:`~leadscore.serving.batch.QuarantineLimitExceeded` when too much of a table breaks
-    the contract (nothing is scored then).
+    the contract (nothing is scored then). With ``previous``, the leads whose score moved by
+    ``settings.change_threshold`` points or more get ``change_reasons``.
     """
+    prior = None if previous is None else read_previous(previous, as_of, version, settings.change_threshold, warn)
     out.parent.mkdir(parents=True, exist_ok=True)
     for p in remove_debris(out):
         warn(f"removed {p.name}, left beside {out.name} by a scoring job that did not finish")
@@ -111,7 +142,7 @@ def run_scoring_job(scorer, manifest: dict, src, as_of: pd.Timestamp, out: Path,
                                  top_reasons=settings.top_reasons, model_version=version, run_id=run_id,
                                  incomplete=incomplete_history_keys(staged.quarantined),
                                  hold_incomplete=settings.incomplete_history == "hold",
-                                 progress=lambda n, total: bar.advance(n, total))
+                                 progress=lambda n, total: bar.advance(n, total), previous=prior)
         finally:
             con.close()  # before the staged files go
         if counts.held_back:
@@ -138,6 +169,9 @@ def run_scoring_job(scorer, manifest: dict, src, as_of: pd.Timestamp, out: Path,
     kinds = moved["change"].value_counts()
     say(f"transitions since {previous}: " + (", ".join(f"{n:,} {k}" for k, n in kinds.items()) or "none")
         + f"\ntransitions: {path}")
+    if prior is not None:
+        say(f"{counts.leads_changed:,} leads moved by {settings.change_threshold}+ score points: why, in "
+            f"change_reasons")
     if hook is None or moved.empty:
         return report
     report.delivery = alerts.deliver(moved, hook, meta={"as_of": as_of.isoformat(), "model_version": version,
