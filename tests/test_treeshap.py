@@ -70,6 +70,26 @@ def test_one_leaf_trees_and_a_cut_at_the_best_iteration():
     assert not np.allclose(TreeExplainer(booster, 5).contributions(X), TreeExplainer(booster).contributions(X))
 
 
+def test_compiled_kernels_are_cached_outside_the_code():
+    """Beside the module would be inside a registered model's copy of the code: a new file there
+    changes the model's artifacts, and loading it again is refused."""
+    from pathlib import Path
+
+    import numba
+
+    import leadscore.modeling.treeshap as module
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(50, 2))
+    booster = lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(X, (X[:, 0] > 0).astype(int)),
+                        num_boost_round=2)
+    TreeExplainer(booster).contributions(X)
+    TreeExplainer(booster).contributions(X, parallel_rows=1)
+    beside = Path(module.__file__).parent / "__pycache__"
+    assert not list(beside.glob("treeshap*.nb*"))
+    assert module.CACHE and numba.config.CACHE_DIR and list(Path(numba.config.CACHE_DIR).rglob("treeshap*.nbi"))
+
+
 def test_the_explainer_is_built_once_per_booster_and_refuses_a_wrong_matrix():
     rng = np.random.default_rng(2)
     X = rng.normal(size=(200, 2))

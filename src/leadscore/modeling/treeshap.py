@@ -22,17 +22,45 @@ the row's pattern. Splits are decided exactly as LightGBM decides them (missing 
 as missing, categorical sets), so the row takes the path it takes in ``predict``.
 
 Large batches are split over the cores (numba ``prange``); small requests run on one thread.
+The kernels are compiled on first use and cached in ``$NUMBA_CACHE_DIR`` or, when that is not
+set, ``~/.cache/leadscore/numba`` - never beside this file, which for a registered model is the
+registry's copy of the code: a compiled file there would change the model's artifacts (and the
+registry check refuses files the manifest does not record).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 import threading
 import weakref
 from collections import namedtuple
+from pathlib import Path
 
+import numba
 import numpy as np
 from numba import njit, prange
+
+
+def _cache_outside_the_code() -> bool:
+    """Point numba's cache (unless the user did) at a writable directory of this user's; False:
+    there is none, so compile in every process rather than write beside the code."""
+    if numba.config.CACHE_DIR:
+        return True
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    for where in (home / "leadscore" / "numba", Path(tempfile.gettempdir()) / f"leadscore-numba-{os.getuid()}"):
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(where, os.W_OK):
+            numba.config.CACHE_DIR = str(where)
+            return True
+    return False
+
+
+CACHE = _cache_outside_the_code()
 
 TABLE_DEPTH = 10      # tables for leaves with up to 10 distinct features: at most 80 KB a leaf
 PARALLEL_ROWS = 2000  # from this many rows on, the rows are split over the cores
@@ -191,7 +219,7 @@ def _flatten(trees: list[dict], table_depth: int) -> Trees:
 # The kernels
 # ---------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _leaf_phi(o, z, d, value, p, w, out):
     """``out[:d]``: the leaf's share of each path feature's contribution for the pattern ``o``
     (``p``: d + 1, ``w``: d scratch values)."""
@@ -221,7 +249,7 @@ def _leaf_phi(o, z, d, value, p, w, out):
         out[i] = value * (o[i] - z[i]) * total
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _fill_tables(t):
     o = np.empty(max(t.max_d, 1), np.uint8)
     p = np.empty(t.max_d + 1)
@@ -238,7 +266,7 @@ def _fill_tables(t):
             _leaf_phi(o, z, d, t.leaf_value[leaf], p, w, t.table[start + mask * d:start + (mask + 1) * d])
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _goes_left(x, node, t):
     """LightGBM's decision at ``node`` for the value ``x`` (``Tree::Decision``)."""
     if t.categorical[node]:   # left: the category is in the node's set; missing or negative: right
@@ -261,7 +289,7 @@ def _goes_left(x, node, t):
     return x <= t.threshold[node]
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _explain_rows(X, lo, hi, out, t):
     goes_left = np.empty(max(t.max_nodes, 1), np.bool_)
     row = np.empty(out.shape[1])
@@ -299,7 +327,7 @@ def _explain_rows(X, lo, hi, out, t):
         out[r, :] = row
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=CACHE, parallel=True)
 def _explain_parallel(X, out, t):
     n = X.shape[0]
     chunks = min(n, 256)
