@@ -448,6 +448,16 @@ def decision_sentence(p: float, tier: str, mql_cutoff: float, sql_cutoff: float,
     return f"{tier}: {rule}; {word}: " + "; ".join(reason_text(r) for r in lead_with)
 
 
+def _vocabulary(scorer) -> tuple[dict, tuple[str, ...], tuple[str, ...]]:
+    """(phrases, activity kinds, hand-raiser kinds) the scorer's reasons are worded with: its
+    source's declared phrases and kinds (in the order phrases name them), or a flat export's."""
+    if scorer.flat:
+        return flat_phrases(scorer.catalogue), (), ()
+    config = scorer.feature_config
+    return (declared_phrases(config), tuple(dict.fromkeys([*DID, *config.contract.kinds])),
+            tuple(config.hand_raisers))
+
+
 def explain_rows(scorer, frame: pd.DataFrame, k: int = 3,
                  min_contribution: float = MIN_CONTRIBUTION) -> tuple[pd.DataFrame, Contributions]:
     """One row per input row: lead_id, as_of, p_sql, p_won, tier, margin, base, p_uncalibrated,
@@ -469,12 +479,7 @@ def explain_rows(scorer, frame: pd.DataFrame, k: int = 3,
     out["engagement_score"] = groups["engagement_score"].to_numpy()
     grid = getattr(scorer, "grid", None)
     out["grid"] = grid.cells(out["fit_score"], out["engagement_score"]) if grid is not None else None
-    if scorer.flat:
-        phrases, kinds, raisers = flat_phrases(scorer.catalogue), (), ()
-    else:
-        config = scorer.feature_config
-        phrases, raisers = declared_phrases(config), tuple(config.hand_raisers)
-        kinds = tuple(dict.fromkeys([*DID, *config.contract.kinds]))  # the order phrases name them in
+    phrases, kinds, raisers = _vocabulary(scorer)
     positives, negatives = top_reasons(contrib.values.to_numpy(), frame[model.features], k, phrases,
                                        min_contribution, kinds, raisers)
     decisions = [decision_sentence(p, t, scorer.cutoffs.mql, scorer.cutoffs.sql, pos, neg, scorer.probability)
@@ -528,7 +533,7 @@ def change_reasons(scorer, before: pd.DataFrame, after: pd.DataFrame, k: int = 3
     sums = np.zeros((len(delta), len(names)))
     for j in range(len(features)):
         sums[:, code[j]] += delta[:, j]
-    phrases = declared_phrases(scorer.feature_config) if not scorer.flat else flat_phrases(scorer.catalogue)
+    phrases, _, _ = _vocabulary(scorer)
     then = {f: before[f].to_numpy() for f in features}
     now = {f: after[f].to_numpy() for f in features}
     columns_of = {g: np.flatnonzero(code == g) for g in range(len(names))}
