@@ -25,6 +25,7 @@ from leadscore.serving.explain import (
     group_scores,
     learn_grid,
     reason_text,
+    reasons_line,
     top_reasons,
     value_label,
 )
@@ -117,6 +118,27 @@ def test_reasons_are_signals_each_once_with_the_leads_own_values(model, open_row
         assert total + row["base"] == pytest.approx(row["margin"], abs=1e-6)
         features = [f for r in row["reasons_positive"] + row["reasons_negative"] for f in r["features"]]
         assert len(features) == len(set(features))  # no feature counted twice
+
+
+def test_every_leads_reasons_read_as_its_own_row_says_and_the_one_line_form_is_the_same(model, open_rows):
+    # reasons are worded from arrays, each distinct text written once (a row-reading phrase once
+    # per value and "latest" recencies); every text must read as the phrase reads the lead's
+    # full row, and the one line batch scoring and serving write must be these reasons
+    scorer, _ = model
+    phrases = declared_phrases(scorer.feature_config)
+    leads = open_rows[scorer.features].to_dict("records")
+    for frame, k, minimum in ((open_rows, 3, MIN_CONTRIBUTION), (open_rows.head(300), len(scorer.features), 0)):
+        rows, _ = explain_rows(scorer, frame, k=k, min_contribution=minimum)
+        shown = 0
+        for i, row in enumerate(rows.itertuples()):
+            for r in row.reasons_positive + row.reasons_negative:
+                assert r["text"] == describe(r["feature"], leads[i][r["feature"]], leads[i], phrases)
+                shown += 1
+        assert shown >= len(frame)
+    rows, _ = explain_rows(scorer, open_rows, k=3)
+    lines = scorer.score(open_rows, top_reasons=3)["reasons"].tolist()
+    assert lines == [reasons_line(p, n) for p, n in zip(rows["reasons_positive"], rows["reasons_negative"])]
+    assert any(" | against: " in line for line in lines) and any(line.startswith("against: ") for line in lines)
 
 
 def test_no_reason_below_the_minimum_and_the_minimum_can_be_set(model, open_rows):

@@ -343,69 +343,167 @@ def _signal_codes(values: pd.DataFrame, kinds, raisers) -> tuple[list[str], np.n
     return names, codes
 
 
-def top_reasons(contrib: np.ndarray, values: pd.DataFrame, k: int, declared: Mapping | None = None,
-                min_contribution: float = MIN_CONTRIBUTION, kinds=tuple(DID),
-                raisers=HAND_RAISER_TYPES) -> tuple[list[list[dict]], list[list[dict]]]:
+@dataclass
+class Ranked:
+    """The reasons shown per row, as arrays: ``up`` / ``down`` (rows x k signal indices, -1 past
+    the last one shown), their signal sums ``up_sum`` / ``down_sum``, their most telling
+    feature ``up_best`` / ``down_best`` (column index) and its text ``up_text`` / ``down_text``
+    (None past the last one). ``names``: the signals; ``codes``: rows x features, each
+    feature's signal in that row; ``features``: the column names."""
+
+    features: list[str]
+    names: list[str]
+    codes: np.ndarray
+    up: np.ndarray
+    up_sum: np.ndarray
+    up_best: np.ndarray
+    up_text: np.ndarray
+    down: np.ndarray
+    down_sum: np.ndarray
+    down_best: np.ndarray
+    down_text: np.ndarray
+
+    def lines(self) -> list[str]:
+        """Per row, the reasons as one line of text (:func:`reasons_line`)."""
+        parts = []
+        for signals, sums, texts, verb in ((self.up, self.up_sum, self.up_text, "raises"),
+                                           (self.down, self.down_sum, self.down_text, "lowers")):
+            shown = signals >= 0
+            cell = np.full(signals.shape, None, dtype=object)
+            cell[shown] = [f"{t}: {verb} ({c:+.2f})" for t, c in zip(texts[shown], sums[shown])]
+            parts.append(cell.tolist())
+        out = []
+        for up, down in zip(*parts):
+            text = "; ".join(p for p in up if p is not None)
+            against = [p for p in down if p is not None]
+            if against:
+                text += (" | " if text else "") + "against: " + "; ".join(against)
+            out.append(text)
+        return out
+
+    def reasons(self, values: pd.DataFrame, contrib: np.ndarray) -> tuple[list[list[dict]], list[list[dict]]]:
+        """Per row, the reasons for and against as dicts (:func:`top_reasons`)."""
+        latest = [j for j, f in enumerate(self.features) if f in _LATEST]
+        own = {g: [] for g in range(len(self.names))}
+        for f in self.features:
+            if f not in _LATEST:
+                own[self.names.index(signal_of(f))].append(f)
+        columns = {f: values[f].to_numpy() for f in self.features}
+        out = []
+        for signals, sums, best, texts in ((self.up, self.up_sum, self.up_best, self.up_text),
+                                           (self.down, self.down_sum, self.down_best, self.down_text)):
+            per_row = []
+            for i in range(len(signals)):
+                reasons = []
+                for r in range(signals.shape[1]):
+                    g = int(signals[i, r])
+                    if g < 0:
+                        break
+                    f = self.features[best[i, r]]
+                    reasons.append({"signal": self.names[g], "contribution": float(sums[i, r]), "feature": f,
+                                    "value": _plain(columns[f][i]), "text": texts[i, r],
+                                    "features": own[g] + [self.features[j] for j in latest if self.codes[i, j] == g]})
+                per_row.append(reasons)
+            out.append(per_row)
+        return out[0], out[1]
+
+
+def rank_reasons(contrib: np.ndarray, values: pd.DataFrame, k: int, declared: Mapping | None = None,
+                 min_contribution: float = MIN_CONTRIBUTION, kinds=tuple(DID),
+                 raisers=HAND_RAISER_TYPES) -> Ranked:
     """Per row, the ``k`` signals that raise the odds most and the ``k`` that lower them most,
-    each at least ``min_contribution`` (log-odds) either way, in words: each ``{"signal",
-    "contribution"`` (the signal's features summed)``, "feature", "value", "text"`` (its most
-    telling feature: the largest contribution in the signal's direction)``, "features"}`` (every
-    feature of the signal in that row). ``contrib`` is rows x features in the column order of
-    ``values``; ``declared``: phrases of a source's attributes and kinds; ``kinds`` /
-    ``raisers``: the activity kinds and hand-raiser kinds, in the order phrases name them."""
+    each at least ``min_contribution`` (log-odds) either way, with the text of each one's most
+    telling feature (the largest contribution in the signal's direction). ``contrib`` is rows x
+    features in the column order of ``values``; ``declared``: phrases of a source's attributes
+    and kinds; ``kinds`` / ``raisers``: the activity kinds and hand-raiser kinds, in the order
+    phrases name them. Vectorised over rows; each distinct text is written once."""
     if min_contribution < 0:
         raise ValueError(f"min_contribution must be >= 0 (log-odds), got {min_contribution!r}")
     features = list(values.columns)
     contrib = np.asarray(contrib, dtype="float64")
     names, codes = _signal_codes(values, list(kinds), raisers)
-    n, n_signals = len(contrib), len(names)
-    sums = np.zeros((n, n_signals))
+    n = len(contrib)
     rows = np.arange(n)
+    sums = np.zeros((n, len(names)))
     for j in range(len(features)):
         sums[rows, codes[:, j]] += contrib[:, j]
-    # per (row, signal): its most telling feature, the largest contribution in the signal's direction
-    pushing = contrib * np.sign(np.take_along_axis(sums, codes, axis=1))
-    keys = (rows[:, None] * n_signals + codes).ravel()
-    order = np.lexsort((-pushing.ravel(), keys))
-    first = np.ones(order.size, dtype=bool)
-    first[1:] = keys[order][1:] != keys[order][:-1]
-    best = np.zeros(n * n_signals, dtype="int64")
-    best[keys[order][first]] = order[first] % len(features)
-    best = best.reshape(n, n_signals)
-    # every feature of a signal: its own, and the "latest" recencies that joined it in that row
+    kk = min(k, len(names))
+    ranked = {}
+    for side, order in (("up", np.argsort(-sums, axis=1, kind="stable")),
+                        ("down", np.argsort(sums, axis=1, kind="stable"))):
+        signals = order[:, :kk]
+        s = np.take_along_axis(sums, signals, axis=1)
+        shown = (s >= min_contribution) & (s > 0) if side == "up" else (s <= -min_contribution) & (s < 0)
+        best = np.zeros(signals.shape, dtype="int64")
+        for r in range(kk):   # the signal's feature pushing hardest its way (the first of equals)
+            pushing = np.where(codes == signals[:, r:r + 1], contrib * np.sign(s[:, r:r + 1]), -np.inf)
+            best[:, r] = np.argmax(pushing, axis=1)
+        ranked[side] = (np.where(shown, signals, -1), s, best)
+    (up, up_sum, up_best), (down, down_sum, down_best) = ranked["up"], ranked["down"]
+    up_text, down_text = _texts(values, names, codes, declared, [(up, up_best), (down, down_best)])
+    return Ranked(features, names, codes, up, up_sum, up_best, up_text, down, down_sum, down_best, down_text)
+
+
+def _texts(values: pd.DataFrame, names: list[str], codes: np.ndarray, declared: Mapping | None,
+           chosen: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+    """The text of each chosen (row, feature) (``chosen``: pairs of signal and feature-index
+    arrays, a signal of -1 not shown), each distinct text written once: per feature and value
+    for a phrase of the value alone; for a phrase that reads the row (which activity was the
+    latest), per feature, value and what the row's "latest" recencies say - their values and
+    the kind each names (``codes`` into ``names``), which is all such a phrase reads."""
+    features = list(values.columns)
     latest = [j for j, f in enumerate(features) if f in _LATEST]
-    own = {g: [] for g in range(n_signals)}
-    for j, f in enumerate(features):
-        if f not in _LATEST:
-            own[names.index(signal_of(f))].append(f)
-    kk = min(k, n_signals)
-    up = np.argsort(-sums, axis=1, kind="stable")[:, :kk]
-    down = np.argsort(sums, axis=1, kind="stable")[:, :kk]
     columns = {f: values[f].to_numpy() for f in features}
-    phrases = {f: _phrase(f, declared) for f in features}
-    texts: dict[tuple[str, object], str] = {}   # a phrase of the value alone: each text made once
+    factorised: dict[int, tuple[np.ndarray, object]] = {}
 
-    def text(f: str, i: int, value) -> str:
-        phrase = phrases[f]
-        if phrase is not None and phrase_reads_row(phrase):
-            return describe(f, value, _Row(columns, i), phrase=phrase)
-        key = (f, value)
-        if key not in texts:
-            texts[key] = describe(f, value, phrase=phrase)
-        return texts[key]
+    def factor(j: int) -> np.ndarray:
+        if j not in factorised:
+            factorised[j] = pd.factorize(values.iloc[:, j], use_na_sentinel=True)
+        return factorised[j][0]
 
-    positives, negatives = [], []
-    for i in range(n):
-        def reason(g: int) -> dict:
-            f = features[best[i, g]]
-            value = _plain(columns[f][i])
-            members = own[g] + [features[j] for j in latest if codes[i, j] == g]
-            return {"signal": names[g], "contribution": float(sums[i, g]), "feature": f, "value": value,
-                    "text": text(f, i, value), "features": members}
+    def row_of(i: int) -> dict:
+        """What a row-reading phrase reads of row ``i``: the "latest" recencies and the recency
+        of the kind each names."""
+        row = {}
+        for lj in latest:
+            row[features[lj]] = columns[features[lj]][i]
+            named = f"days_since_{names[codes[i, lj]]}"
+            if named in columns:
+                row[named] = columns[named][i]
+        return row
 
-        positives.append([reason(g) for g in up[i] if sums[i, g] >= min_contribution and sums[i, g] > 0])
-        negatives.append([reason(g) for g in down[i] if sums[i, g] <= -min_contribution and sums[i, g] < 0])
-    return positives, negatives
+    out = []
+    for signals, best in chosen:
+        text = np.full(signals.shape, None, dtype=object)
+        i_of, r_of = np.nonzero(signals >= 0)
+        j_of = best[i_of, r_of]
+        for j in np.unique(j_of):
+            at = j_of == j
+            i = i_of[at]
+            f = features[j]
+            phrase = _phrase(f, declared)
+            reads_row = phrase is not None and phrase_reads_row(phrase)
+            key = factor(j)[i][:, None]
+            if reads_row:
+                key = np.column_stack([key, *(codes[i, lj] for lj in latest), *(factor(lj)[i] for lj in latest)])
+            _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+            uniques = np.asarray(factorised[j][1], dtype=object)
+            said = [describe(f, None if key[n, 0] < 0 else uniques[key[n, 0]],
+                             row_of(int(i[n])) if reads_row else None, phrase=phrase) for n in first]
+            text[i, r_of[at]] = np.asarray(said, dtype=object)[inverse.reshape(-1)]
+        out.append(text)
+    return out
+
+
+def top_reasons(contrib: np.ndarray, values: pd.DataFrame, k: int, declared: Mapping | None = None,
+                min_contribution: float = MIN_CONTRIBUTION, kinds=tuple(DID),
+                raisers=HAND_RAISER_TYPES) -> tuple[list[list[dict]], list[list[dict]]]:
+    """Per row, the ``k`` signals that raise the odds most and the ``k`` that lower them most
+    (:func:`rank_reasons`), in words: each ``{"signal", "contribution"`` (the signal's features
+    summed)``, "feature", "value", "text"`` (its most telling feature)``, "features"}`` (every
+    feature of the signal in that row)."""
+    ranked = rank_reasons(contrib, values, k, declared, min_contribution, kinds, raisers)
+    return ranked.reasons(values, contrib)
 
 
 REASONS_NOTE = ("Each reason's number is its effect on the model's log-odds of conversion: +0.69 doubles the "
@@ -458,11 +556,10 @@ def _vocabulary(scorer) -> tuple[dict, tuple[str, ...], tuple[str, ...]]:
             tuple(config.hand_raisers))
 
 
-def explain_rows(scorer, frame: pd.DataFrame, k: int = 3,
-                 min_contribution: float = MIN_CONTRIBUTION) -> tuple[pd.DataFrame, Contributions]:
-    """One row per input row: lead_id, as_of, p_sql, p_won, tier, margin, base, p_uncalibrated,
-    fit_score, engagement_score, grid, decision, positive and negative reasons (lists of dicts),
-    all of the primary label's model. Returns it with that model's :class:`Contributions`."""
+def _explained(scorer, frame: pd.DataFrame, k: int, min_contribution: float) -> tuple[pd.DataFrame, Contributions,
+                                                                                     Ranked, pd.DataFrame]:
+    """The scored rows with margin, base, p_uncalibrated, fit/engagement scores and grid; the
+    primary model's contributions; the reasons ranked; the rows as prepared."""
     if k < 1:
         raise ValueError(f"k (reasons per direction) must be >= 1, got {k}")
     frame = scorer.prepare(frame)
@@ -480,8 +577,18 @@ def explain_rows(scorer, frame: pd.DataFrame, k: int = 3,
     grid = getattr(scorer, "grid", None)
     out["grid"] = grid.cells(out["fit_score"], out["engagement_score"]) if grid is not None else None
     phrases, kinds, raisers = _vocabulary(scorer)
-    positives, negatives = top_reasons(contrib.values.to_numpy(), frame[model.features], k, phrases,
-                                       min_contribution, kinds, raisers)
+    ranked = rank_reasons(contrib.values.to_numpy(), frame[model.features], k, phrases, min_contribution,
+                          kinds, raisers)
+    return out, contrib, ranked, frame
+
+
+def explain_rows(scorer, frame: pd.DataFrame, k: int = 3,
+                 min_contribution: float = MIN_CONTRIBUTION) -> tuple[pd.DataFrame, Contributions]:
+    """One row per input row: lead_id, as_of, p_sql, p_won, tier, margin, base, p_uncalibrated,
+    fit_score, engagement_score, grid, decision, positive and negative reasons (lists of dicts),
+    all of the primary label's model. Returns it with that model's :class:`Contributions`."""
+    out, contrib, ranked, frame = _explained(scorer, frame, k, min_contribution)
+    positives, negatives = ranked.reasons(frame[scorer.primary_model.features], contrib.values.to_numpy())
     decisions = [decision_sentence(p, t, scorer.cutoffs.mql, scorer.cutoffs.sql, pos, neg, scorer.probability)
                  for p, t, pos, neg in zip(out[scorer.probability].to_numpy(dtype=float), out["tier"].astype(str),
                                            positives, negatives)]
@@ -489,6 +596,16 @@ def explain_rows(scorer, frame: pd.DataFrame, k: int = 3,
     out["reasons_positive"] = positives
     out["reasons_negative"] = negatives
     return out, contrib
+
+
+def explain_lines(scorer, frame: pd.DataFrame, k: int = 3,
+                  min_contribution: float = MIN_CONTRIBUTION) -> pd.DataFrame:
+    """:func:`explain_rows` with the reasons as one line of text per row (``reasons``: what
+    :func:`reasons_line` makes of the reasons), without the decision sentence or a dict per
+    reason: what batch scoring and the served model write."""
+    out, _, ranked, _ = _explained(scorer, frame, k, min_contribution)
+    out["reasons"] = ranked.lines()
+    return out
 
 
 def reasons_line(positive: list[dict], negative: list[dict]) -> str:

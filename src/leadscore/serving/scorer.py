@@ -234,14 +234,13 @@ class Scorer:
         """:meth:`predict` plus fit_score, engagement_score, grid and ``reasons`` (the top
         reasons for and against in words, one text cell): the columns of
         :data:`leadscore.serving.columns.EXPLAINED_COLUMNS`, then baseline_points / baseline_tier when the rows carry them."""
-        from leadscore.serving.explain import explain_rows, reasons_line
+        from leadscore.serving.explain import explain_lines
 
-        rows, _ = explain_rows(self, frame, top_reasons)
+        rows = explain_lines(self, frame, top_reasons)
         out = rows[list(self.output_columns[:-1])].copy()
         out["grid"] = out["grid"].astype("str") if self.grid is not None else pd.Series(pd.NA, index=out.index,
                                                                                          dtype="str")
-        out["reasons"] = pd.array([reasons_line(p, n) for p, n in zip(rows["reasons_positive"],
-                                                                       rows["reasons_negative"])], dtype="str")
+        out["reasons"] = pd.array(rows["reasons"], dtype="str")
         for col in BASELINE_COLUMNS:
             if col in frame.columns:
                 out[col] = frame[col].to_numpy()
