@@ -29,10 +29,11 @@ def _data(rng, n: int, n_num: int, n_cat: int, levels: int, nan_share: float, ze
        levels=st.integers(2, 12), nan_share=st.sampled_from([0.0, 0.1, 0.4]), zero_share=st.sampled_from([0.0, 0.3]),
        num_leaves=st.integers(2, 40), max_depth=st.sampled_from([-1, 3, 12]),
        zero_as_missing=st.sampled_from([False, False, True]), use_missing=st.sampled_from([True, True, False]),
-       rounds=st.integers(1, 12), table_depth=st.sampled_from([0, 3, 10]), parallel=st.booleans())
+       rounds=st.integers(1, 12), table_depth=st.sampled_from([0, 3, 10]), parallel=st.booleans(),
+       block_rows=st.sampled_from([1, 7, 256]))
 def test_contributions_equal_lightgbm_pred_contrib(seed, n_num, n_cat, levels, nan_share, zero_share, num_leaves,
                                                    max_depth, zero_as_missing, use_missing, rounds, table_depth,
-                                                   parallel):
+                                                   parallel, block_rows):
     rng = np.random.default_rng(seed)
     X = _data(rng, 400, n_num, n_cat, levels, nan_share, zero_share)
     signal = np.nan_to_num(X[:, 0]) + (X[:, -1] % 3 == 0 if n_cat else 0) + rng.normal(0, 0.5, len(X))
@@ -47,7 +48,8 @@ def test_contributions_equal_lightgbm_pred_contrib(seed, n_num, n_cat, levels, n
     Z = _data(rng, 120, n_num, n_cat, levels + 3, max(nan_share, 0.15), zero_share) * rng.choice([1.0, 3.0], size=(120, 1))
     if n_cat:
         Z[:3, n_num] = [-1.0, 2.0**40, 0.5]
-    ours = TreeExplainer(booster, table_depth=table_depth).contributions(Z, parallel_rows=1 if parallel else 10**9)
+    ours = TreeExplainer(booster, table_depth=table_depth).contributions(Z, parallel_rows=1 if parallel else 10**9,
+                                                                         block_rows=block_rows)
     theirs = booster.predict(Z, pred_contrib=True)
     assert ours.shape == theirs.shape
     assert np.max(np.abs(ours - theirs)) <= 1e-9
