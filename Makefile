@@ -40,9 +40,10 @@ demo: install  ## generate synthetic data and run every stage that exists, end t
 		--out $(DEMO_OUT)/baseline.parquet
 	$(BIN)/leadscore train --config pipelines/train.yaml --data $(DEMO_DIR)
 	$(BIN)/leadscore score --model models:/leadscore@champion --data $(DEMO_DIR) --as-of 2025-09-24 \
-		--out $(DEMO_OUT)/scores/2025-09-24.parquet
+		--out $(DEMO_OUT)/scores/2025-09-24.parquet --history $(DEMO_OUT)/history
 	$(BIN)/leadscore score --model models:/leadscore@champion --data $(DEMO_DIR) --as-of 2025-10-01 \
-		--out $(DEMO_OUT)/scores/2025-10-01.parquet --previous $(DEMO_OUT)/scores/2025-09-24.parquet
+		--out $(DEMO_OUT)/scores/2025-10-01.parquet --previous $(DEMO_OUT)/scores/2025-09-24.parquet \
+		--history $(DEMO_OUT)/history
 	for d in 2025-07-01 2025-08-01; do $(BIN)/leadscore score --model models:/leadscore@champion --data $(DEMO_DIR) \
 		--as-of $$d --out $(DEMO_OUT)/scores/$$d.parquet --no-progress > /dev/null || exit 1; done
 	$(BIN)/leadscore monitor --model models:/leadscore@champion --data $(DEMO_DIR) --scores $(DEMO_OUT)/scores \
@@ -64,8 +65,9 @@ demo: install  ## generate synthetic data and run every stage that exists, end t
 	@echo "  MLflow runs + registry mlflow.db, mlartifacts/ (mlflow ui --backend-store-uri sqlite:///mlflow.db)"
 	@echo "  nightly scores         $(DEMO_OUT)/scores/2025-10-01.parquet (and 2025-09-24.parquet)"
 	@echo "  stage transitions      $(DEMO_OUT)/scores/2025-10-01.transitions.parquet"
+	@echo "  score history          $(DEMO_OUT)/history/ (one compact file per run)"
 	@echo "  monitoring report      $(DEMO_OUT)/monitor.html (+ monitor.json)"
-	@echo "  explain one lead       $(BIN)/leadscore explain --model models:/leadscore@champion --data $(DEMO_DIR) --as-of 2025-10-01 --lead-id ID"
+	@echo "  explain one lead       $(BIN)/leadscore explain --model models:/leadscore@champion --data $(DEMO_DIR) --as-of 2025-10-01 --lead-id ID --history $(DEMO_OUT)/history"
 	@echo "  sparse CRM export      $(SPARSE_DIR)/ (mapped by pipelines/sources/sparse.yaml), model models/leadscore-sparse/,"
 	@echo "                         scores $(DEMO_OUT)/sparse/scores/2025-10-01.parquet"
 

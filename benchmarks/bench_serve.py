@@ -9,7 +9,7 @@ memory, and that every request gets the status it should.
    LEADSCORE_API_KEY, with --max-rows/--max-bytes; the script waits until GET /ping answers.
 3. The load, bounded: first 1 client (the reference), then --clients concurrent clients, each
    sending --requests requests one after another (or for --duration seconds), on keep-alive
-   connections. A good request carries 1-20 (random, seeded) feature rows of leads open at --as-of,
+   connections. A good request carries --rows (default 1-20; random, seeded) feature rows of leads open at --as-of,
    as dataframe_split or dataframe_records, with the key as Bearer or X-API-Key. A fixed share
    (--bad-share, 10 %) is deliberately bad, spread in: no key and a wrong key (401), too many rows
    and too many bytes, the latter with Content-Length and chunked (413), an empty batch, a body
@@ -470,6 +470,17 @@ def compare(served: list, local) -> str:
     return ""
 
 
+def _rows_per_request(text: str) -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    try:
+        rows = (int(low), int(high or low))
+    except ValueError:
+        sys.exit(f"--rows {text!r}: give LO-HI or one number of rows per request")
+    if not 1 <= rows[0] <= rows[1]:
+        sys.exit(f"--rows {text!r}: need 1 <= LO <= HI")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=4, help="Concurrent clients (1 client runs first as the "
@@ -481,6 +492,9 @@ def main() -> None:
     parser.add_argument("--max-rows", type=int, default=50, help="The server's --max-rows. Default: 50.")
     parser.add_argument("--max-bytes", type=int, default=262_144, help="The server's --max-bytes. Default: 262144.")
     parser.add_argument("--timeout", type=float, default=30.0, help="Per-request read timeout (s). Default: 30.")
+    parser.add_argument("--rows", default="1-20", help="Feature rows per good request, LO-HI (drawn uniformly) or "
+                        "one number: --rows 1 for single-lead requests, what a CRM form-submit webhook sends. "
+                        "Default: 1-20.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the requests (batch sizes, rows, kinds).")
     parser.add_argument("--check", type=int, default=50, help="Good answers of the concurrent clients whose "
                         "predictions are compared with the in-process scorer (the single client's all are). "
@@ -498,6 +512,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.clients < 1 or (args.duration is None and args.requests < 1) or not 0 <= args.bad_share < 1:
         parser.error("--clients and --requests must be >= 1, --bad-share in [0, 1)")
+    if _rows_per_request(args.rows)[1] > args.max_rows:
+        parser.error(f"--rows {args.rows}: more than --max-rows {args.max_rows} rows would be refused with 413")
     if args.max_rows < 20:
         parser.error("--max-rows must be at least 20: a good request carries up to 20 leads")
 
@@ -551,7 +567,7 @@ def bench(args, work: Path, server: list) -> list[str]:
                 numeric=[i for i, c in enumerate(columns) if c in scorer.features and c not in categorical],
                 categorical=[i for i, c in enumerate(columns) if c in categorical],
                 key=secrets.token_urlsafe(24), max_rows=args.max_rows, max_bytes=args.max_bytes,
-                bad_share=args.bad_share, seed=args.seed)
+                bad_share=args.bad_share, seed=args.seed, batch=_rows_per_request(args.rows))
     if len(table) < load.batch[1] or len(table) <= args.max_rows + 10:
         sys.exit(f"only {len(table)} leads open at {args.as_of}: too few to sample batches from")
     scorer.score(table.head(load.batch[1]))   # warm up
@@ -649,7 +665,7 @@ def bench(args, work: Path, server: list) -> list[str]:
     else:
         print("  unexpected statuses: 0, connection errors: 0")
 
-    print("\nthroughput and latency of the good requests (200, 1-20 leads each):")
+    print(f"\nthroughput and latency of the good requests (200, {args.rows} lead(s) each):")
     print(f"  {'clients':>7} {'requests':>9} {'req/s':>8} {'leads/s':>9}   {'p50':>11} {'p90':>11} {'p99':>11} "
           f"{'max':>11}   /ping p50, max during the load")
     p50 = {}

@@ -25,6 +25,7 @@ from leadscore.features.builder import connect, features_as_of
 from leadscore.serving.batch import read_scores
 from leadscore.serving.columns import OUTPUT_COLUMNS
 from leadscore.serving.explain import change_reasons
+from leadscore.serving.history import HISTORY_COLUMNS, lead_trend, trend_line
 from leadscore.serving.registry import load_scorer
 from leadscore.training.config import load_pipeline
 
@@ -275,6 +276,45 @@ def test_a_second_run_writes_transitions_and_posts_them(registry, train_dir, tmp
     assert (moved.set_index("lead_id")["change_reasons"].fillna("x") ==
             scores2["change_reasons"].reindex(moved["lead_id"]).fillna("x").to_numpy()).all()
     assert all("change_reasons" in t for body in handler.received for t in body["transitions"])
+
+
+def test_the_score_history_keeps_every_run_compact_shows_a_trend_and_feeds_monitor(registry, train_dir, tmp_path):
+    history = tmp_path / "history"
+    runs = {}
+    for day in ("2025-06-01", "2025-06-08", "2025-06-08"):   # the second 06-08 run replaces the first
+        runs[day] = tmp_path / f"{day}.parquet"
+        result = _score(registry, train_dir, runs[day], "--history", str(history), as_of=day)
+        assert result.exit_code == 0, result.output
+    assert "(replaced the earlier run at this moment)" in result.output
+    files = sorted(history.glob("*.parquet"))
+    assert [f.name for f in files] == ["scores-20250601T000000Z.parquet", "scores-20250608T000000Z.parquet"]
+    for f, day in zip(files, ("2025-06-01", "2025-06-08")):   # each run's scores, every lead, without the reasons
+        pd.testing.assert_frame_equal(pd.read_parquet(f), read_scores(runs[day])[list(HISTORY_COLUMNS)])
+    assert sum(f.stat().st_size for f in files) < sum(p.stat().st_size for p in runs.values()) / 2
+    # one lead's trend: its score and tier at each run up to --as-of, the same as the runs wrote
+    first, second = (read_scores(runs[d]).set_index("lead_id") for d in ("2025-06-01", "2025-06-08"))
+    both = first.index.intersection(second.index)
+    lead = (second.loc[both, "score"] - first.loc[both, "score"]).abs().idxmax()
+    trend = lead_trend(history, lead)
+    assert trend["score"].tolist() == [first.at[lead, "score"], second.at[lead, "score"]]
+    assert trend["tier"].tolist() == [first.at[lead, "tier"], second.at[lead, "tier"]]
+    uri, bundle = registry
+    out = tmp_path / "explain.json"
+    result = runner.invoke(app, ["explain", "--model", str(bundle), "--data", str(train_dir), "--lead-id", lead,
+                                 "--as-of", "2025-06-08", "--history", str(history), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(out.read_text())["history"]
+    assert [r["score"] for r in shown["runs"]] == trend["score"].tolist() and shown["trend"] == trend_line(trend)
+    assert f"score {first.at[lead, 'score']} -> {second.at[lead, 'score']} over 2 runs" in shown["trend"]
+    result = runner.invoke(app, ["explain", "--model", str(bundle), "--data", str(train_dir), "--lead-id", lead,
+                                 "--as-of", "2025-06-05", "--history", str(history)])   # runs after --as-of: not shown
+    assert result.exit_code == 0 and "history: score" in result.output and "over 1 run," in result.output
+    # the history is what monitor reads
+    result = runner.invoke(app, ["monitor", "--model", str(bundle), "--data", str(train_dir), "--scores", str(history),
+                                 "--out", str(tmp_path / "monitor.html"), "--no-tracking"])
+    assert "from 2 file(s)" in result.output and result.exit_code in (0, 4, 5), result.output
+    result = _score(registry, train_dir, tmp_path / "x.parquet", "--history", str(runs["2025-06-01"]))
+    assert result.exit_code == 2 and "not a directory" in result.output
 
 
 def test_a_previous_run_later_than_this_one_is_refused_before_scoring(registry, train_dir, tmp_path, first_run):

@@ -817,6 +817,9 @@ def explain(
     since: Path | None = typer.Option(None, "--since", metavar="FILE", help="An earlier scoring run's output "
                                       "(leadscore score --out): also show the lead's score at that run's as_of and "
                                       "what changed since, in words, the changes adding up to the margin's move."),
+    history: Path | None = typer.Option(None, "--history", metavar="DIR", help="A score history (leadscore score "
+                                        "--history): also show the lead's score and tier at every run up to "
+                                        "--as-of, as a trend line."),
     json_out: str | None = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP.format(
         what="the explanation, with every contribution, the base value and the margin,")),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI for models:/ URIs "
@@ -838,6 +841,10 @@ def explain(
     scorer, _ = _load_model(model, tracking_uri)
     if flat is None and ts is None:
         raise typer.BadParameter("give the moment to explain at, e.g. --as-of 2025-10-01", param_hint="--as-of")
+    if history is not None and not history.is_dir():
+        raise typer.BadParameter(f"{history}: no such directory", param_hint="--history")
+    if history is not None and flat is not None:
+        raise typer.BadParameter("a flat export is scored as one snapshot, without a history", param_hint="--history")
     since_as_of = None
     if since is not None:
         if flat is not None:
@@ -857,6 +864,15 @@ def explain(
         _err(f"error: {exc}")
         raise typer.Exit(EXIT_VIOLATIONS) from exc
     result["model"] = model
+    if history is not None:
+        from leadscore.serving.history import lead_trend, trend_line
+
+        trend = lead_trend(history, lead_id)
+        trend = trend[pd.to_datetime(trend["as_of"], utc=True) <= ts]
+        result["history"] = {"trend": trend_line(trend), "runs": [
+            {"as_of": pd.Timestamp(r.as_of).isoformat(), "score": int(r.score), "tier": str(r.tier),
+             scorer.probability: None if pd.isna(getattr(r, scorer.probability)) else float(getattr(r, scorer.probability)),
+             "model_version": r.model_version} for r in trend.itertuples()]}
     _emit(result, explanation_text(result), json_out)
 
 
@@ -940,6 +956,11 @@ def score(
                                                 "OUT's name + .transitions)."),
     quarantine_out: Path | None = typer.Option(None, "--quarantine", help="Quarantine file for rows that break "
                                                "the contract (default: OUT's name + .quarantine)."),
+    history: Path | None = typer.Option(None, "--history", help="Score history directory: add this run's scores "
+                                        "there, compact (keys, probabilities, score, tiers, model version; no "
+                                        "reasons), one file per --as-of (scoring a moment again replaces it). "
+                                        "`leadscore explain --history` shows a lead's trend from it; `leadscore "
+                                        "monitor --scores` reads it."),
     config: Path | None = typer.Option(None, "--config", help="Scoring YAML (see pipelines/score.yaml)."),
     chunk_size: int | None = typer.Option(None, "--chunk-size", min=1, help="Leads per chunk (overrides config)."),
     top: int | None = typer.Option(None, "--top", min=1, help="Reasons per direction (overrides config)."),
@@ -973,7 +994,13 @@ def score(
 
     _stop_on_sigterm()
     ts = _parse_timestamp(as_of, "--as-of")
+    if history is not None and history.exists() and not history.is_dir():
+        _err(f"error: --history {history}: not a directory")
+        raise typer.Exit(EXIT_UNUSABLE)
     if flat is not None:
+        if history is not None:
+            raise typer.BadParameter("a flat export is scored as one snapshot: keep its outputs instead of a "
+                                     "history", param_hint="--history")
         return _score_flat(model, flat, data, ts, out, quarantine_out, top, tracking_uri)
     if ts is None:
         raise typer.BadParameter("give the run time, e.g. --as-of 2025-10-01", param_hint="--as-of")
@@ -997,7 +1024,7 @@ def score(
             report = run_scoring_job(scorer, manifest, src, ts, out, settings=settings, version=version,
                                      run_id=run_id, say=typer.echo, warn=_err, hook=hook, previous=previous,
                                      transitions_out=transitions_out, quarantine_out=quarantine_out,
-                                     progress=progress)
+                                     history=history, progress=progress)
     except (contract.ContractError, PreviousRunError) as exc:
         _err(f"error: {exc}")
         raise typer.Exit(EXIT_UNUSABLE) from exc

@@ -684,7 +684,10 @@ def _order_violations(frame: pd.DataFrame) -> list[Violation]:
 
 
 def _arrow_ids(ids: pd.Series) -> pa_types.Array:
-    return pa_types.array(ids.to_numpy(dtype=object), type=pa_types.string(), from_pandas=True)
+    """The ids as an Arrow string array: straight from an Arrow-backed column (no Python string
+    per value: tens of millions of activity rows), through objects otherwise."""
+    array = pa_types.array(ids.array, type=pa_types.string(), from_pandas=True)
+    return array.combine_chunks() if isinstance(array, pa_types.ChunkedArray) else array
 
 
 def _naive_utc(times: pd.Series) -> np.ndarray:

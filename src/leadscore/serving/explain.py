@@ -905,6 +905,8 @@ def explanation_text(e: dict) -> str:
             lines += [f"  {reason_text(r)}" for r in s["change_reasons"]] or [
                 f"  (no signal moved by {MIN_CONTRIBUTION} log-odds or more)"]
             lines += [CHANGE_NOTE]
+    if "history" in e:
+        lines += ["", f"history: {e['history']['trend']}"]
     if "baseline" in e:
         b = e["baseline"]
         lines += ["", f"rule baseline: {b['points']:.0f} points -> {b['tier']}, grid {b['grid']}",

@@ -35,6 +35,7 @@ from leadscore.serving.batch import (
     read_scores,
     score_open_leads,
 )
+from leadscore.serving.history import record_run
 
 Say = Callable[[str], None]
 
@@ -94,12 +95,14 @@ class JobReport:
     scores: Path
     transitions: Path | None = None
     delivery: alerts.DeliveryReport | None = None
+    history: Path | None = None
 
 
 def run_scoring_job(scorer, manifest: dict, src, as_of: pd.Timestamp, out: Path, *, settings: ScoringConfig,
                     version: str, run_id: str, say: Say, warn: Say, hook: alerts.WebhookConfig | None = None,
                     previous: Path | None = None, transitions_out: Path | None = None,
-                    quarantine_out: Path | None = None, progress: bool = True) -> JobReport:
+                    quarantine_out: Path | None = None, history: Path | None = None,
+                    progress: bool = True) -> JobReport:
     """Score every lead of ``src`` open at ``as_of`` into ``out``.
 
     The clean rows are staged as Parquet beside the output (activities checked a batch at a
@@ -108,7 +111,8 @@ def run_scoring_job(scorer, manifest: dict, src, as_of: pd.Timestamp, out: Path,
     :class:`PreviousRunError` when ``previous`` is not a run to compare with, and
     :class:`~leadscore.serving.batch.QuarantineLimitExceeded` when too much of a table breaks
     the contract (nothing is scored then). With ``previous``, the leads whose score moved by
-    ``settings.change_threshold`` points or more get ``change_reasons``.
+    ``settings.change_threshold`` points or more get ``change_reasons``. With ``history``, the
+    scores are added to that score history directory (:mod:`leadscore.serving.history`).
     """
     prior = None if previous is None else read_previous(previous, as_of, version, settings.change_threshold, warn)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -157,6 +161,9 @@ def run_scoring_job(scorer, manifest: dict, src, as_of: pd.Timestamp, out: Path,
         say(f"{tier:<6}{counts.tiers[tier]:>11,}{counts.baseline_tiers[tier]:>10,}")
     say(f"scores: {out}")
     report = JobReport(counts, out)
+    if history is not None:
+        report.history, replaced = record_run(out, history, as_of)
+        say(f"history: {report.history}" + (" (replaced the earlier run at this moment)" if replaced else ""))
 
     path = transitions_out or sibling_path(out, "transitions")
     if previous is None:
