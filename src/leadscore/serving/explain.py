@@ -368,16 +368,16 @@ class Ranked:
         parts = []
         for signals, sums, texts, verb in ((self.up, self.up_sum, self.up_text, "raises"),
                                            (self.down, self.down_sum, self.down_text, "lowers")):
-            shown = signals >= 0
-            cell = np.full(signals.shape, None, dtype=object)
-            cell[shown] = [f"{t}: {verb} ({c:+.2f})" for t, c in zip(texts[shown], sums[shown])]
-            parts.append(cell.tolist())
+            shown = signals >= 0   # row by row, rank by rank: as np.nonzero orders them
+            per_row: list[list[str]] = [[] for _ in range(len(signals))]
+            for i, t, c in zip(np.nonzero(shown)[0].tolist(), texts[shown].tolist(), sums[shown].tolist()):
+                per_row[i].append(f"{t}: {verb} ({c:+.2f})")
+            parts.append(per_row)
         out = []
         for up, down in zip(*parts):
-            text = "; ".join(p for p in up if p is not None)
-            against = [p for p in down if p is not None]
-            if against:
-                text += (" | " if text else "") + "against: " + "; ".join(against)
+            text = "; ".join(up)
+            if down:
+                text += (" | " if text else "") + "against: " + "; ".join(down)
             out.append(text)
         return out
 
@@ -424,8 +424,20 @@ def rank_reasons(contrib: np.ndarray, values: pd.DataFrame, k: int, declared: Ma
     names, codes = _signal_codes(values, list(kinds), raisers)
     n = len(contrib)
     rows = np.arange(n)
+    # a signal's sum: its own features' (the same in every row), then the "latest" recencies
+    # added to the signal they name in each row
+    latest = [j for j, f in enumerate(features) if f in _LATEST]
+    own = {g: [] for g in range(len(names))}
+    for j, f in enumerate(features):
+        if f not in _LATEST:
+            own[names.index(signal_of(f))].append(j)
+    by_signal = [j for g in own for j in own[g]]
+    starts = np.cumsum([0] + [len(own[g]) for g in own])[:-1]
     sums = np.zeros((n, len(names)))
-    for j in range(len(features)):
+    with_own = [g for g in own if own[g]]
+    if by_signal:
+        sums[:, with_own] = np.add.reduceat(contrib[:, by_signal], starts[with_own], axis=1)
+    for j in latest:
         sums[rows, codes[:, j]] += contrib[:, j]
     kk = min(k, len(names))
     ranked = {}
@@ -434,10 +446,17 @@ def rank_reasons(contrib: np.ndarray, values: pd.DataFrame, k: int, declared: Ma
         signals = order[:, :kk]
         s = np.take_along_axis(sums, signals, axis=1)
         shown = (s >= min_contribution) & (s > 0) if side == "up" else (s <= -min_contribution) & (s < 0)
+        pushing = contrib if side == "up" else -contrib
         best = np.zeros(signals.shape, dtype="int64")
         for r in range(kk):   # the signal's feature pushing hardest its way (the first of equals)
-            pushing = np.where(codes == signals[:, r:r + 1], contrib * np.sign(s[:, r:r + 1]), -np.inf)
-            best[:, r] = np.argmax(pushing, axis=1)
+            for g in np.unique(signals[shown[:, r], r]):
+                at = np.flatnonzero(shown[:, r] & (signals[:, r] == g))
+                columns = np.array(sorted(own[g] + latest), dtype="int64")
+                block = pushing[np.ix_(at, columns)]
+                for position, j in enumerate(columns):
+                    if j in latest:   # a "latest" recency is the signal's only where it names it
+                        block[codes[at, j] != g, position] = -np.inf
+                best[at, r] = columns[np.argmax(block, axis=1)]
         ranked[side] = (np.where(shown, signals, -1), s, best)
     (up, up_sum, up_best), (down, down_sum, down_best) = ranked["up"], ranked["down"]
     up_text, down_text = _texts(values, names, codes, declared, [(up, up_best), (down, down_best)])
