@@ -85,11 +85,12 @@ def contributions(model: ConversionModel, frame: pd.DataFrame, matrix: pd.DataFr
 
 def group_scores(contrib: pd.DataFrame, catalogue: pd.DataFrame) -> pd.DataFrame:
     """``fit_score`` and ``engagement_score``: contributions summed over the catalogue's groups."""
-    group = catalogue.set_index("name")["group"]
+    group = dict(zip(catalogue["name"], catalogue["group"]))
+    values = contrib.to_numpy()
     out = pd.DataFrame(index=contrib.index)
     for name in ("fit", "engagement"):
-        cols = [c for c in contrib.columns if group.get(c) == name]
-        out[f"{name}_score"] = contrib[cols].sum(axis=1) if cols else 0.0
+        cols = [j for j, c in enumerate(contrib.columns) if group.get(c) == name]
+        out[f"{name}_score"] = values[:, cols].sum(axis=1) if cols else 0.0
     return out
 
 
@@ -472,7 +473,7 @@ def _texts(values: pd.DataFrame, names: list[str], codes: np.ndarray, declared: 
     the kind each names (``codes`` into ``names``), which is all such a phrase reads."""
     features = list(values.columns)
     latest = [j for j, f in enumerate(features) if f in _LATEST]
-    columns = {f: values[f].to_numpy() for f in features}
+    columns = {f: values[f].to_numpy() for f in features if f in _LATEST or f.startswith("days_since_")}
     factorised: dict[int, tuple[np.ndarray, object]] = {}
 
     def factor(j: int) -> np.ndarray:
