@@ -350,11 +350,13 @@ class Ranked:
     the last one shown), their signal sums ``up_sum`` / ``down_sum``, their most telling
     feature ``up_best`` / ``down_best`` (column index) and its text ``up_text`` / ``down_text``
     (None past the last one). ``names``: the signals; ``codes``: rows x features, each
-    feature's signal in that row; ``features``: the column names."""
+    feature's signal in that row; ``own``: per signal, the columns that are its in every row
+    (the "latest" recencies join a signal row by row); ``features``: the column names."""
 
     features: list[str]
     names: list[str]
     codes: np.ndarray
+    own: dict[int, list[int]]
     up: np.ndarray
     up_sum: np.ndarray
     up_best: np.ndarray
@@ -382,13 +384,10 @@ class Ranked:
             out.append(text)
         return out
 
-    def reasons(self, values: pd.DataFrame, contrib: np.ndarray) -> tuple[list[list[dict]], list[list[dict]]]:
+    def reasons(self, values: pd.DataFrame) -> tuple[list[list[dict]], list[list[dict]]]:
         """Per row, the reasons for and against as dicts (:func:`top_reasons`)."""
+        own = {g: [self.features[j] for j in columns] for g, columns in self.own.items()}
         latest = [j for j, f in enumerate(self.features) if f in _LATEST]
-        own = {g: [] for g in range(len(self.names))}
-        for f in self.features:
-            if f not in _LATEST:
-                own[self.names.index(signal_of(f))].append(f)
         columns = {f: values[f].to_numpy() for f in self.features}
         out = []
         for signals, sums, best, texts in ((self.up, self.up_sum, self.up_best, self.up_text),
@@ -461,7 +460,7 @@ def rank_reasons(contrib: np.ndarray, values: pd.DataFrame, k: int, declared: Ma
         ranked[side] = (np.where(shown, signals, -1), s, best)
     (up, up_sum, up_best), (down, down_sum, down_best) = ranked["up"], ranked["down"]
     up_text, down_text = _texts(values, names, codes, declared, [(up, up_best), (down, down_best)])
-    return Ranked(features, names, codes, up, up_sum, up_best, up_text, down, down_sum, down_best, down_text)
+    return Ranked(features, names, codes, own, up, up_sum, up_best, up_text, down, down_sum, down_best, down_text)
 
 
 def _texts(values: pd.DataFrame, names: list[str], codes: np.ndarray, declared: Mapping | None,
@@ -523,7 +522,7 @@ def top_reasons(contrib: np.ndarray, values: pd.DataFrame, k: int, declared: Map
     summed)``, "feature", "value", "text"`` (its most telling feature)``, "features"}`` (every
     feature of the signal in that row)."""
     ranked = rank_reasons(contrib, values, k, declared, min_contribution, kinds, raisers)
-    return ranked.reasons(values, contrib)
+    return ranked.reasons(values)
 
 
 REASONS_NOTE = ("Each reason's number is its effect on the model's log-odds of conversion: +0.69 doubles the "
@@ -608,7 +607,7 @@ def explain_rows(scorer, frame: pd.DataFrame, k: int = 3,
     fit_score, engagement_score, grid, decision, positive and negative reasons (lists of dicts),
     all of the primary label's model. Returns it with that model's :class:`Contributions`."""
     out, contrib, ranked, frame = _explained(scorer, frame, k, min_contribution)
-    positives, negatives = ranked.reasons(frame[scorer.primary_model.features], contrib.values.to_numpy())
+    positives, negatives = ranked.reasons(frame[scorer.primary_model.features])
     decisions = [decision_sentence(p, t, scorer.cutoffs.mql, scorer.cutoffs.sql, pos, neg, scorer.probability)
                  for p, t, pos, neg in zip(out[scorer.probability].to_numpy(dtype=float), out["tier"].astype(str),
                                            positives, negatives)]
