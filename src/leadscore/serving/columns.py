@@ -60,6 +60,8 @@ SCORE_COLUMNS = names(KEYS, PROBABILITIES, SCORE)
 EXPLAINED_COLUMNS = names(KEYS, PROBABILITIES, SCORE, EXPLANATION)
 BATCH = (*KEYS, *PROBABILITIES, *SCORE, *EXPLANATION, *BATCH_ONLY, *BASELINE, *PROVENANCE)
 OUTPUT_COLUMNS = names(BATCH)
+# What a score history keeps of each run (leadscore.serving.history): no reasons.
+HISTORY_COLUMNS = (*names(KEYS, PROBABILITIES, SCORE), "baseline_tier", *names(PROVENANCE))
 OUTPUT_SCHEMA = pa.schema([(c.name, c.arrow) for c in BATCH])
 # The Spark UDF returns the scorer's columns after the keys (the input DataFrame keeps its own).
 SPARK_FIELDS = tuple((c.name, c.spark) for c in (*PROBABILITIES, *SCORE, *EXPLANATION))

@@ -2,7 +2,7 @@
 
 ``leadscore score --history DIR`` adds the run to ``DIR`` as ``scores-<as_of>.parquet`` with
 :data:`HISTORY_COLUMNS` - the keys, probabilities, score, tiers, model version and run, without
-the reasons (about 12 bytes a lead once compressed). Scoring the same moment again replaces
+the reasons (about 10 bytes a lead once compressed). Scoring the same moment again replaces
 that moment's file. The directory is what ``leadscore monitor --scores`` reads (every file is
 a scoring output with the columns monitoring needs), and ``leadscore explain --history DIR``
 shows one lead's trend: its score and tier at every run.
@@ -16,8 +16,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from leadscore.io import write_parquet
+from leadscore.serving.columns import HISTORY_COLUMNS
 
-HISTORY_COLUMNS = ("lead_id", "as_of", "p_sql", "p_won", "score", "tier", "baseline_tier", "model_version", "run_id")
+__all__ = ["HISTORY_COLUMNS", "history_file", "lead_trend", "record_run", "trend_line"]
 BARS = "▁▂▃▄▅▆▇█"
 
 
