@@ -2,8 +2,9 @@
 
 On the feature rows of leads open at --as-of, each of --requests single-row frames scored by
 ``Scorer.predict`` (probabilities, score, tier) and ``Scorer.score`` (plus exact contributions and
-the reasons in words), p50 and p99 per call; then one batch of --batch rows with reasons for
-comparison. Run it at two commits (``PYTHONPATH=<checkout>/src``) to compare them.
+the reasons in words), and each lead's JSON request read and scored as ``leadscore serve`` does
+(``RequestPlan.read`` + ``RequestPlan.score``: the same answer, on arrays), p50 and p99 per call;
+then one batch of --batch rows with reasons for comparison. Run it at two commits (``PYTHONPATH=<checkout>/src``) to compare them.
 
     python benchmarks/bench_one_lead.py [--data DIR | --leads 50000] [--as-of 2025-09-01]
                                         [--requests 200] [--batch 20000] [--workdir /tmp/leadscore-bench-score]
@@ -11,6 +12,7 @@ comparison. Run it at two commits (``PYTHONPATH=<checkout>/src``) to compare the
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -32,6 +34,7 @@ def main() -> None:
     import leadscore
     from leadscore.features.builder import connect, features_as_of
     from leadscore.serving.registry import load_scorer
+    from leadscore.serving.request import RequestPlan
 
     scorer, _ = load_scorer(str(bundle))
     con = connect({n: str(data / f"{n}.parquet") for n in TABLES})
@@ -53,6 +56,13 @@ def main() -> None:
     print(f"leadscore from {Path(leadscore.__file__).parent}; {len(singles)} single-lead calls; {load_average()}")
     print(f"  Scorer.predict, one lead               {per_call(scorer.predict)}")
     print(f"  Scorer.score (with reasons), one lead  {per_call(scorer.score)}")
+    plan = RequestPlan(scorer)
+    bodies = {id(s): json.dumps({"dataframe_split": {
+        "columns": list(s.columns),
+        "data": [[None if pd.isna(v) else v.isoformat() if isinstance(v, pd.Timestamp) else
+                  v.item() if isinstance(v, np.generic) else v for v in s.iloc[0].tolist()]]}}).encode()
+        for s in singles}
+    print(f"  served path (JSON request -> answer)   {per_call(lambda s: plan.score(plan.read(bodies[id(s)], 1)))}")
     batch = rows.iloc[:args.batch]
     t = time.perf_counter()
     scorer.score(batch)

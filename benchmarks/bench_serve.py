@@ -29,7 +29,7 @@ memory, and that every request gets the status it should.
 
 The client threads and the server share the machine's cores: on 2 cores the figures are a floor.
 
-    python benchmarks/bench_serve.py [--clients 4] [--requests 100 | --duration 30] [--seed 0]
+    python benchmarks/bench_serve.py [--clients 4] [--requests 100 | --duration 30] [--seed 0] [--workers 1]
                                      [--model models:/leadscore@champion --tracking-uri URI --data DIR]
                                      [--workdir DIR]
 """
@@ -289,7 +289,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str, tracking_uri: str, key: str, max_rows: int, max_bytes: int, log: Path):
+def start_server(model: str, tracking_uri: str, key: str, max_rows: int, max_bytes: int, log: Path,
+                 workers: int = 1):
     import requests
 
     port = free_port()
@@ -297,7 +298,8 @@ def start_server(model: str, tracking_uri: str, key: str, max_rows: int, max_byt
     with open(log, "w") as sink:
         proc = subprocess.Popen([*LEADSCORE, "serve", "--model", model,
                                  *(["--tracking-uri", tracking_uri] if tracking_uri else []),
-                                 "--port", str(port), "--max-rows", str(max_rows), "--max-bytes", str(max_bytes)],
+                                 "--port", str(port), "--max-rows", str(max_rows), "--max-bytes", str(max_bytes),
+                                 "--workers", str(workers)],
                                 env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     start = time.perf_counter()
@@ -328,24 +330,31 @@ def stop_server(proc) -> tuple[int | None, float]:
 
 
 class Memory:
-    """The server's memory: peak RSS from /proc (VmHWM), RSS sampled while the load runs."""
+    """The server's memory - its process and, with --workers, its worker processes together:
+    peak RSS from /proc (VmHWM, summed over the processes), RSS sampled while the load runs."""
 
     def __init__(self, pid: int):
         self.pid, self.sampled, self._stop = pid, 0.0, threading.Event()
-        try:
-            import psutil
-            self._proc = psutil.Process(pid)
-        except ImportError:
-            self._proc = None
+
+    def _pids(self) -> list[int]:
+        pids, todo = [], [self.pid]
+        while todo:   # the process and its descendants, from /proc/<pid>/task/*/children
+            pid = todo.pop()
+            pids.append(pid)
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                try:
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+                except OSError:
+                    pass
+        return pids
 
     def rss_mb(self) -> float:
-        if self._proc is not None:
-            return self._proc.memory_info().rss / 2**20
-        return self._status("VmRSS") or 0.0
+        return sum(self._status(pid, "VmRSS") or 0.0 for pid in self._pids())
 
-    def _status(self, field_name: str) -> float | None:
+    @staticmethod
+    def _status(pid: int, field_name: str) -> float | None:
         try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith(field_name + ":"):
                     return int(line.split()[1]) / 1024
         except OSError:
@@ -353,8 +362,11 @@ class Memory:
         return None
 
     def peak_mb(self) -> tuple[float, str]:
-        hwm = self._status("VmHWM")
-        return (hwm, "VmHWM") if hwm is not None else (self.sampled, "max sampled every 0.1 s")
+        pids = self._pids()
+        peaks = [self._status(pid, "VmHWM") for pid in pids]
+        if any(p is None for p in peaks):
+            return self.sampled, "max sampled every 0.1 s"
+        return sum(peaks), "VmHWM" + (f", summed over {len(pids)} processes" if len(pids) > 1 else "")
 
     def __enter__(self):
         def sample():
@@ -489,6 +501,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, help="Seconds per phase instead of --requests.")
     parser.add_argument("--bad-share", type=float, default=0.1, help="Share of deliberately bad requests "
                         "(one in every 1/share, spread in). Default: 0.1.")
+    parser.add_argument("--workers", type=int, default=1, help="The server's --workers (processes). Default: 1.")
     parser.add_argument("--max-rows", type=int, default=50, help="The server's --max-rows. Default: 50.")
     parser.add_argument("--max-bytes", type=int, default=262_144, help="The server's --max-bytes. Default: 262144.")
     parser.add_argument("--timeout", type=float, default=30.0, help="Per-request read timeout (s). Default: 30.")
@@ -574,7 +587,8 @@ def bench(args, work: Path, server: list) -> list[str]:
 
     log = work / "server.log"
     progress("starting leadscore serve ...")
-    proc, base, t_start = start_server(model, tracking_uri, load.key, args.max_rows, args.max_bytes, log)
+    proc, base, t_start = start_server(model, tracking_uri, load.key, args.max_rows, args.max_bytes, log,
+                                       args.workers)
     server.append(proc)
     load.url = f"{base}/invocations"
     memory = Memory(proc.pid)
@@ -634,7 +648,8 @@ def bench(args, work: Path, server: list) -> list[str]:
     # --- figures ---
     failures: list[str] = []
     print(f"\n`leadscore serve` {model}: {len(table):,} leads open at {args.as_of} to send, "
-          f"{len(scorer.features)} features; --max-rows {args.max_rows} --max-bytes {args.max_bytes:,}; "
+          f"{len(scorer.features)} features; --workers {args.workers} --max-rows {args.max_rows} "
+          f"--max-bytes {args.max_bytes:,}; "
           "the clients and the server share the cores")
     print(f"  {load_at_start} at the start; the server's OMP_WAIT_POLICY: "
           f"{SERVER_ENV.get('OMP_WAIT_POLICY') or 'PASSIVE (leadscore serve sets it when unset)'}")

@@ -38,6 +38,7 @@ class Deployed:
     probability: str
     column: str          # a feature column the model reads, to drop
     numeric: str         # a numeric feature, to send as text
+    workers: int = 1     # leadscore serve --workers
 
 
 @pytest.fixture(scope="module", params=["events", "flat"])
@@ -55,7 +56,7 @@ def deployed(request, train_dir) -> Deployed:
     rows = scoring_rows(load_flat(dataset, scoring=True), pd.Timestamp("2025-06-01", tz="UTC"))
     return Deployed(dataset.tracking_config.tracking_uri, dataset.bundle_name,
                     Path(dataset.models_dir) / dataset.bundle_name, rows.sample(5, random_state=0).reset_index(drop=True),
-                    "p_converted", "Lead Source", "Total Time Spent on Website")
+                    "p_converted", "Lead Source", "Total Time Spent on Website", workers=2)
 
 
 def _free_port() -> int:
@@ -286,13 +287,16 @@ API_KEY = "test-key-123"
 
 @pytest.fixture(scope="module")
 def guarded(deployed, tmp_path_factory):
+    """`leadscore serve` of the champion: one process for the events model, two worker
+    processes for the flat export's (every test below then runs against each)."""
     port = _free_port()
     env = {**os.environ, "LEADSCORE_API_KEY": API_KEY}
     log = tmp_path_factory.mktemp("guarded") / "server.log"
     with open(log, "w") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "leadscore.cli", "serve", "--model",
                                  f"models:/{deployed.name}@champion", "--tracking-uri", deployed.tracking_uri,
-                                 "--port", str(port), "--max-rows", "50", "--max-bytes", "200000"],
+                                 "--port", str(port), "--max-rows", "50", "--max-bytes", "200000",
+                                 "--workers", str(deployed.workers)],
                                 env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     _wait_for_ping(proc, base, log, "leadscore serve", 120)

@@ -722,10 +722,17 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 def _load_model(model: str, tracking_uri: str | None):
     """(scorer, manifest) from a bundle directory or an MLflow model URI; exit 2 with the reason."""
+    scorer, manifest, _ = _load_model_bundle(model, tracking_uri)
+    return scorer, manifest
+
+
+def _load_model_bundle(model: str, tracking_uri: str | None, read: bool = True):
+    """(scorer, manifest, the verified bundle directory it was read from) of :func:`_load_model`;
+    ``read=False``: the bundle verified, its objects not read (no scorer)."""
     import os
 
     from leadscore.serving import registry as T
-    from leadscore.serving.bundle import BundleError
+    from leadscore.serving.bundle import BundleError, load_bundle, verify_bundle
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     if ":/" not in model and not Path(model).is_dir():
@@ -733,7 +740,11 @@ def _load_model(model: str, tracking_uri: str | None):
              "models:/NAME/VERSION, runs:/ID/scorer)")
         raise typer.Exit(EXIT_UNUSABLE)
     try:
-        return T.load_scorer(model, tracking_uri=uri)
+        bundle = T.bundle_of(model, tracking_uri=uri)
+        if not read:
+            return None, verify_bundle(bundle), bundle
+        manifest, objects = load_bundle(bundle)
+        return objects[T.SCORER_FILE], manifest, bundle
     except BundleError as exc:
         _err(f"error: {exc}")
         raise typer.Exit(EXIT_UNUSABLE) from exc
@@ -754,6 +765,8 @@ def serve(
                                                help="Serve on a non-loopback address without LEADSCORE_API_KEY "
                                                     "(only behind a gateway that authenticates)."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI for models:/ URIs."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes, each with its own copy of the model "
+                                "(memory: one per worker) scoring its own requests; up to one per core."),
 ) -> None:
     """Serve the model over HTTP with an API key and request limits (MLflow's protocol).
 
@@ -763,14 +776,17 @@ def serve(
     <key>` or `X-API-Key` (401 otherwise). A batch over --max-rows or a body over --max-bytes
     gets 413; bad input 400 naming the problem; never a stack trace. The model is verified and
     read by leadscore (no code from the registry copy runs) - unlike `mlflow models serve`.
-    One batch is scored at a time, in a worker thread: /ping answers meanwhile.
+    Each worker process scores one batch at a time, in a thread: /ping answers meanwhile.
     """
     from leadscore.serving.server import serve as run_server
 
-    scorer, manifest = _load_model(model, tracking_uri)
-    typer.echo(f"serving {model} ({manifest.get('name', '')}) on http://{host}:{port}/invocations")
+    # with several workers, each worker process reads its own copy of the verified bundle
+    scorer, manifest, bundle = _load_model_bundle(model, tracking_uri, read=workers == 1)
+    typer.echo(f"serving {model} ({manifest.get('name', '')}) on http://{host}:{port}/invocations"
+               + (f" with {workers} worker processes" if workers > 1 else ""))
     try:
-        run_server(scorer, host, port, max_rows, max_bytes, allow_unauthenticated)
+        run_server(scorer, host, port, max_rows, max_bytes, allow_unauthenticated,
+                   workers=workers, bundle=str(bundle))
     except ValueError as exc:
         _err(f"error: {exc}")
         raise typer.Exit(EXIT_UNUSABLE) from exc

@@ -169,9 +169,13 @@ class ConversionModel:
 
     def predict_proba(self, frame: pd.DataFrame, matrix: pd.DataFrame | None = None) -> np.ndarray:
         """Calibrated P(label)."""
+        return self.probability(self.margin(frame, matrix))
+
+    def probability(self, margin: np.ndarray) -> np.ndarray:
+        """Calibrated P(label) of raw margins (:meth:`margin`)."""
         if self.calibrator is None:
             raise RuntimeError("the model is not calibrated yet")
-        return self.calibrator.predict(self.margin(frame, matrix))
+        return self.calibrator.predict(margin)
 
 
 def _require_positives(y: np.ndarray, label: str, config: ModelConfig, where: str) -> None:

@@ -47,6 +47,7 @@ from leadscore.features import registry as R
 from leadscore.features.kinds import HAND_RAISER_TYPES
 from leadscore.features.phrases import DID, lower_first, missing, num, phrase_reads_row
 from leadscore.modeling.model import ConversionModel, as_model_frame
+from leadscore.serving.scorer import as_of_utc
 
 GRID_LETTERS, GRID_DIGITS = ("A", "B", "C"), ("1", "2", "3")
 
@@ -85,13 +86,20 @@ def contributions(model: ConversionModel, frame: pd.DataFrame, matrix: pd.DataFr
 
 def group_scores(contrib: pd.DataFrame, catalogue: pd.DataFrame) -> pd.DataFrame:
     """``fit_score`` and ``engagement_score``: contributions summed over the catalogue's groups."""
+    fit, engagement = _group_sums(contrib.to_numpy(), _group_columns(list(contrib.columns), catalogue))
+    return pd.DataFrame({"fit_score": fit, "engagement_score": engagement}, index=contrib.index)
+
+
+def _group_columns(features: list[str], catalogue: pd.DataFrame) -> dict[str, list[int]]:
+    """The columns of ``features`` in the catalogue's fit and engagement groups."""
     group = dict(zip(catalogue["name"], catalogue["group"]))
-    values = contrib.to_numpy()
-    out = pd.DataFrame(index=contrib.index)
-    for name in ("fit", "engagement"):
-        cols = [j for j, c in enumerate(contrib.columns) if group.get(c) == name]
-        out[f"{name}_score"] = values[:, cols].sum(axis=1) if cols else 0.0
-    return out
+    return {name: [j for j, f in enumerate(features) if group.get(f) == name] for name in ("fit", "engagement")}
+
+
+def _group_sums(contrib: np.ndarray, columns: dict[str, list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(fit sums, engagement sums) of ``contrib`` over the groups' columns (:func:`_group_columns`)."""
+    return tuple(contrib[:, columns[name]].sum(axis=1) if columns[name] else np.zeros(len(contrib))
+                 for name in ("fit", "engagement"))
 
 
 # ---------------------------------------------------------------------------
@@ -319,29 +327,63 @@ def signal_of(feature: str) -> str:
     return R.signal_of(feature)
 
 
-def _signal_codes(values: pd.DataFrame, kinds, raisers) -> tuple[list[str], np.ndarray]:
-    """Signal names and, per row and feature, the signal index. The "latest activity" recencies
-    join the signal of the kind they name in that row (as their phrase does: :func:`_latest_kind`)."""
-    features = list(values.columns)
-    static = [signal_of(f) for f in features]
-    names = list(dict.fromkeys(static))
-    index = {name: i for i, name in enumerate(names)}
-    codes = np.broadcast_to(np.array([index[x] for x in static], dtype="int64"), values.shape).copy()
+def _signal_codes(values, n: int, kinds, raisers) -> tuple[list[str], np.ndarray]:
+    """Signal names and, per row and feature, the signal index (``values``: a frame or a mapping
+    of ``n`` values per feature). The "latest activity" recencies join the signal of the kind
+    they name in that row (as their phrase does: :func:`_latest_kind`)."""
+    features = list(values.keys())
+    layout = _layout(tuple(features))
+    names, index = list(layout.names), layout.index
+    codes = np.broadcast_to(layout.codes, (n, len(features))).copy()
     for j, f in enumerate(features):
         if f not in _LATEST:
             continue
-        days = pd.to_numeric(values[f], errors="coerce").to_numpy(dtype="float64")
+        days = _numbers(values[f])
         unset = ~np.isnan(days)
         for kind in (kinds if _LATEST[f] == "kinds" else [k for k in raisers if k in kinds]):
             col = f"days_since_{kind}"
             if kind not in index or col not in values:
                 continue
-            other = pd.to_numeric(values[col], errors="coerce").to_numpy(dtype="float64")
+            other = _numbers(values[col])
             with np.errstate(invalid="ignore"):
                 hit = unset & (np.abs(other - days) <= 1e-9 * np.maximum(1.0, np.abs(days)))
             codes[hit, j] = index[kind]
             unset &= ~hit
     return names, codes
+
+
+def _numbers(values) -> np.ndarray:
+    """float64 values of a column (text that is no number: NaN)."""
+    if isinstance(values, np.ndarray) and values.dtype == np.float64:
+        return values
+    return np.asarray(pd.to_numeric(values, errors="coerce"), dtype="float64")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The signals of a list of features, the same for every row: ``names`` (in first-feature
+    order), ``index`` (name -> position), ``codes`` (each feature's signal), ``own`` (per signal,
+    its columns but the "latest" recencies) and ``latest`` (the "latest" recencies' columns)."""
+
+    names: tuple[str, ...]
+    index: dict[str, int]
+    codes: np.ndarray
+    own: dict[int, list[int]]
+    latest: list[int]
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(features: tuple[str, ...]) -> _Layout:
+    static = [signal_of(f) for f in features]
+    names = tuple(dict.fromkeys(static))
+    index = {name: i for i, name in enumerate(names)}
+    own = {g: [] for g in range(len(names))}
+    for j, f in enumerate(features):
+        if f not in _LATEST:
+            own[index[static[j]]].append(j)
+    codes = np.array([index[x] for x in static], dtype="int64")
+    codes.flags.writeable = False
+    return _Layout(names, index, codes, own, [j for j, f in enumerate(features) if f in _LATEST])
 
 
 @dataclass
@@ -388,7 +430,7 @@ class Ranked:
         """Per row, the reasons for and against as dicts (:func:`top_reasons`)."""
         own = {g: [self.features[j] for j in columns] for g, columns in self.own.items()}
         latest = [j for j, f in enumerate(self.features) if f in _LATEST]
-        columns = {f: values[f].to_numpy() for f in self.features}
+        columns = {f: np.asarray(values[f]) for f in self.features}
         out = []
         for signals, sums, best, texts in ((self.up, self.up_sum, self.up_best, self.up_text),
                                            (self.down, self.down_sum, self.down_best, self.down_text)):
@@ -414,23 +456,21 @@ def rank_reasons(contrib: np.ndarray, values: pd.DataFrame, k: int, declared: Ma
     """Per row, the ``k`` signals that raise the odds most and the ``k`` that lower them most,
     each at least ``min_contribution`` (log-odds) either way, with the text of each one's most
     telling feature (the largest contribution in the signal's direction). ``contrib`` is rows x
-    features in the column order of ``values``; ``declared``: phrases of a source's attributes
-    and kinds; ``kinds`` / ``raisers``: the activity kinds and hand-raiser kinds, in the order
-    phrases name them. Vectorised over rows; each distinct text is written once."""
+    features in the column order of ``values`` (a frame, or a mapping of one array per feature);
+    ``declared``: phrases of a source's attributes and kinds; ``kinds`` / ``raisers``: the
+    activity kinds and hand-raiser kinds, in the order phrases name them. Vectorised over rows;
+    each distinct text is written once."""
     if min_contribution < 0:
         raise ValueError(f"min_contribution must be >= 0 (log-odds), got {min_contribution!r}")
-    features = list(values.columns)
+    features = list(values.keys())
     contrib = np.asarray(contrib, dtype="float64")
-    names, codes = _signal_codes(values, list(kinds), raisers)
     n = len(contrib)
+    names, codes = _signal_codes(values, n, list(kinds), raisers)
     rows = np.arange(n)
     # a signal's sum: its own features' (the same in every row), then the "latest" recencies
     # added to the signal they name in each row
-    latest = [j for j, f in enumerate(features) if f in _LATEST]
-    own = {g: [] for g in range(len(names))}
-    for j, f in enumerate(features):
-        if f not in _LATEST:
-            own[names.index(signal_of(f))].append(j)
+    layout = _layout(tuple(features))
+    latest, own = layout.latest, layout.own
     by_signal = [j for g in own for j in own[g]]
     starts = np.cumsum([0] + [len(own[g]) for g in own])[:-1]
     sums = np.zeros((n, len(names)))
@@ -463,21 +503,26 @@ def rank_reasons(contrib: np.ndarray, values: pd.DataFrame, k: int, declared: Ma
     return Ranked(features, names, codes, own, up, up_sum, up_best, up_text, down, down_sum, down_best, down_text)
 
 
-def _texts(values: pd.DataFrame, names: list[str], codes: np.ndarray, declared: Mapping | None,
+def _texts(values, names: list[str], codes: np.ndarray, declared: Mapping | None,
            chosen: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
     """The text of each chosen (row, feature) (``chosen``: pairs of signal and feature-index
     arrays, a signal of -1 not shown), each distinct text written once: per feature and value
     for a phrase of the value alone; for a phrase that reads the row (which activity was the
     latest), per feature, value and what the row's "latest" recencies say - their values and
     the kind each names (``codes`` into ``names``), which is all such a phrase reads."""
-    features = list(values.columns)
+    features = list(values.keys())
     latest = [j for j, f in enumerate(features) if f in _LATEST]
-    columns = {f: values[f].to_numpy() for f in features if f in _LATEST or f.startswith("days_since_")}
+    columns = {f: np.asarray(values[f]) for f in features if f in _LATEST or f.startswith("days_since_")}
     factorised: dict[int, tuple[np.ndarray, object]] = {}
+
+    def column(f: str) -> np.ndarray:
+        if f not in columns:
+            columns[f] = np.asarray(values[f])
+        return columns[f]
 
     def factor(j: int) -> np.ndarray:
         if j not in factorised:
-            factorised[j] = pd.factorize(values.iloc[:, j], use_na_sentinel=True)
+            factorised[j] = pd.factorize(values[features[j]], use_na_sentinel=True)
         return factorised[j][0]
 
     def row_of(i: int) -> dict:
@@ -502,6 +547,11 @@ def _texts(values: pd.DataFrame, names: list[str], codes: np.ndarray, declared: 
             f = features[j]
             phrase = _phrase(f, declared)
             reads_row = phrase is not None and phrase_reads_row(phrase)
+            if len(i) == 1:   # one row says it: its value as it is (what factorising would give back)
+                value = column(f)[i[0]]
+                text[i[0], r_of[at][0]] = describe(f, None if pd.isna(value) else value,
+                                                   row_of(int(i[0])) if reads_row else None, phrase=phrase)
+                continue
             key = factor(j)[i][:, None]
             if reads_row:
                 key = np.column_stack([key, *(codes[i, lj] for lj in latest), *(factor(lj)[i] for lj in latest)])
@@ -565,7 +615,7 @@ def decision_sentence(p: float, tier: str, mql_cutoff: float, sql_cutoff: float,
     return f"{tier}: {rule}; {word}: " + "; ".join(reason_text(r) for r in lead_with)
 
 
-def _vocabulary(scorer) -> tuple[dict, tuple[str, ...], tuple[str, ...]]:
+def scorer_vocabulary(scorer) -> tuple[dict, tuple[str, ...], tuple[str, ...]]:
     """(phrases, activity kinds, hand-raiser kinds) the scorer's reasons are worded with: its
     source's declared phrases and kinds (in the order phrases name them), or a flat export's."""
     if scorer.flat:
@@ -575,30 +625,83 @@ def _vocabulary(scorer) -> tuple[dict, tuple[str, ...], tuple[str, ...]]:
             tuple(config.hand_raisers))
 
 
+@dataclass
+class Explained:
+    """Scored rows as arrays, of the primary label's model where not said otherwise: each
+    probability column (``probabilities``), the 1-99 ``score`` and ``tier``, the exact
+    contributions (rows x the model's features), ``base`` and ``margin``, ``fit_score`` /
+    ``engagement_score``, the ``grid`` cell (None without a grid) and the reasons ranked."""
+
+    probabilities: dict[str, np.ndarray]
+    score: np.ndarray
+    tier: np.ndarray
+    contrib: np.ndarray
+    base: np.ndarray
+    margin: np.ndarray
+    fit_score: np.ndarray
+    engagement_score: np.ndarray
+    grid: np.ndarray | None
+    ranked: Ranked
+
+
+@dataclass(frozen=True)
+class ExplainTables:
+    """What explaining a scorer's rows reads besides the rows, the same on every call: the
+    phrases and kinds the reasons are worded with (:func:`scorer_vocabulary`) and the primary
+    model's columns summed into fit_score and engagement_score."""
+
+    phrases: dict
+    kinds: tuple[str, ...]
+    raisers: tuple[str, ...]
+    groups: dict[str, list[int]]
+
+    @classmethod
+    def of(cls, scorer) -> ExplainTables:
+        return cls(*scorer_vocabulary(scorer), _group_columns(list(scorer.primary_model.features), scorer.catalogue))
+
+
+def explain_matrices(scorer, matrices: dict, values, k: int, min_contribution: float = MIN_CONTRIBUTION,
+                     tables: ExplainTables | None = None) -> Explained:
+    """Score and explain rows from their model matrices (``Scorer.matrices``, by label) and the
+    primary model's feature values (a frame, or a mapping of one array per feature): each
+    model's margin computed once - the primary's with its contributions - then the calibrated
+    probabilities, score, tier, fit x engagement and the reasons (``tables``: the scorer's
+    :class:`ExplainTables`, made here when not given). What batch scoring, ``explain`` and the
+    served requests all go through."""
+    if k < 1:
+        raise ValueError(f"k (reasons per direction) must be >= 1, got {k}")
+    model = scorer.primary_model
+    contrib, base, margin = model.core.explain(matrices[scorer.primary])
+    contrib, base, margin = (np.asarray(contrib, dtype="float64"), np.asarray(base, dtype="float64"),
+                             np.asarray(margin, dtype="float64"))
+    margins = {name: margin if name == scorer.primary else other.core.decision_function(matrices[name])
+               for name, other in scorer.models.items()}
+    probabilities = scorer.probabilities_of(margins, len(margin))
+    p = probabilities[scorer.probability]
+    tables = ExplainTables.of(scorer) if tables is None else tables
+    fit_score, engagement_score = _group_sums(contrib, tables.groups)
+    grid = getattr(scorer, "grid", None)
+    return Explained(probabilities, scorer.score_points(p), scorer.cutoffs.tier(p), contrib, base, margin,
+                     fit_score, engagement_score, None if grid is None else grid.cells(fit_score, engagement_score),
+                     rank_reasons(contrib, values, k, tables.phrases, min_contribution, tables.kinds, tables.raisers))
+
+
 def _explained(scorer, frame: pd.DataFrame, k: int, min_contribution: float) -> tuple[pd.DataFrame, Contributions,
                                                                                      Ranked, pd.DataFrame]:
     """The scored rows with margin, base, p_uncalibrated, fit/engagement scores and grid; the
     primary model's contributions; the reasons ranked; the rows as prepared."""
-    if k < 1:
-        raise ValueError(f"k (reasons per direction) must be >= 1, got {k}")
     frame = scorer.prepare(frame)
-    matrices = scorer.matrices(frame)
-    scored = scorer.predict_prepared(frame, matrices)
     model = scorer.primary_model
-    contrib = contributions(model, frame, matrices[scorer.primary])
-    groups = group_scores(contrib.values, scorer.catalogue)
-    out = scored[["lead_id", "as_of", *scorer.probability_columns.values(), "score", "tier"]].copy()
-    out["margin"] = contrib.margin
-    out["base"] = contrib.base
-    out["p_uncalibrated"] = 1.0 / (1.0 + np.exp(-contrib.margin))
-    out["fit_score"] = groups["fit_score"].to_numpy()
-    out["engagement_score"] = groups["engagement_score"].to_numpy()
-    grid = getattr(scorer, "grid", None)
-    out["grid"] = grid.cells(out["fit_score"], out["engagement_score"]) if grid is not None else None
-    phrases, kinds, raisers = _vocabulary(scorer)
-    ranked = rank_reasons(contrib.values.to_numpy(), frame[model.features], k, phrases, min_contribution,
-                          kinds, raisers)
-    return out, contrib, ranked, frame
+    e = explain_matrices(scorer, scorer.matrices(frame), frame[model.features], k, min_contribution)
+    out = pd.DataFrame({"lead_id": frame["lead_id"].astype("str").to_numpy(),
+                        "as_of": as_of_utc(frame["as_of"]).array, **e.probabilities,
+                        "score": e.score, "tier": pd.array(e.tier, dtype="str"),
+                        "margin": e.margin, "base": e.base, "p_uncalibrated": 1.0 / (1.0 + np.exp(-e.margin)),
+                        "fit_score": e.fit_score, "engagement_score": e.engagement_score,
+                        "grid": e.grid if e.grid is not None else None})
+    contrib = Contributions(values=pd.DataFrame(e.contrib, columns=model.features, index=frame.index),
+                            base=e.base, margin=e.margin)
+    return out, contrib, e.ranked, frame
 
 
 def explain_rows(scorer, frame: pd.DataFrame, k: int = 3,
@@ -669,7 +772,7 @@ def change_reasons(scorer, before: pd.DataFrame, after: pd.DataFrame, k: int = 3
     sums = np.zeros((len(delta), len(names)))
     for j in range(len(features)):
         sums[:, code[j]] += delta[:, j]
-    phrases, _, _ = _vocabulary(scorer)
+    phrases, _, _ = scorer_vocabulary(scorer)
     then = {f: before[f].to_numpy() for f in features}
     now = {f: after[f].to_numpy() for f in features}
     columns_of = {g: np.flatnonzero(code == g) for g in range(len(names))}

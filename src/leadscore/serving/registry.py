@@ -337,14 +337,16 @@ def verify_registered(uri: str, tracking_uri: str | None = None) -> tuple[Path, 
     return bundles[0], manifest
 
 
+def bundle_of(uri: str, tracking_uri: str | None = None) -> Path:
+    """The bundle directory of a bundle directory or an MLflow model URI (``models:/leadscore@champion``:
+    downloaded and verified first, :func:`verify_registered`)."""
+    return Path(uri) if os.path.isdir(uri) else verify_registered(uri, tracking_uri)[0]
+
+
 def load_scorer(uri: str, tracking_uri: str | None = None):
-    """A Scorer from a bundle directory or an MLflow model URI (``models:/leadscore@champion``),
-    verified first (:func:`verify_registered`); no code from the registry copy runs."""
-    if os.path.isdir(uri):
-        manifest, objects = load_bundle(uri)
-        return objects[SCORER_FILE], manifest
-    bundle_dir, _ = verify_registered(uri, tracking_uri)
-    manifest, objects = load_bundle(bundle_dir)
+    """A Scorer from a bundle directory or an MLflow model URI (:func:`bundle_of`); no code from
+    the registry copy runs."""
+    manifest, objects = load_bundle(bundle_of(uri, tracking_uri))
     return objects[SCORER_FILE], manifest
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 from leadscore.features.builder import FeatureConfig, with_ratios
 from leadscore.labels.examples import LABEL_SPECS, label_spec
 from leadscore.modeling.cutoffs import Cutoffs
+from leadscore.modeling.families import TreeMargin, lightgbm_matrix
 from leadscore.modeling.model import ConversionModel
 from leadscore.serving.columns import (
     BASELINE_COLUMNS,
@@ -190,25 +191,33 @@ class Scorer:
         """1-99, monotone in the primary probability (a percentile of the reference open leads)."""
         return self.scale.points(p)
 
-    def matrices(self, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        """Each model's input matrix of the rows, by label; models that read the same features
-        share one."""
-        out: dict[str, pd.DataFrame] = {}
+    def matrices(self, frame: pd.DataFrame) -> dict[str, pd.DataFrame | np.ndarray]:
+        """Each model's input matrix of the rows, by label - for LightGBM trees already the
+        array LightGBM reads (:func:`leadscore.modeling.families.lightgbm_matrix`), made once
+        for the margin and the contributions; models that read the same features share one."""
+        out: dict[str, pd.DataFrame | np.ndarray] = {}
         for name, model in self.models.items():
-            out[name] = next((out[o] for o in out if self.models[o].reads_like(model)), None)
+            out[name] = next((out[o] for o in out if self.models[o].reads_like(model)
+                              and isinstance(self.models[o].core, TreeMargin) == isinstance(model.core, TreeMargin)),
+                             None)
             if out[name] is None:
                 out[name] = model.matrix(frame)
+                if isinstance(model.core, TreeMargin):
+                    out[name] = lightgbm_matrix(out[name], model.booster)
         return out
 
     def probabilities(self, frame: pd.DataFrame, matrices: dict | None = None) -> dict[str, np.ndarray]:
         """``p_sql`` and ``p_won`` of the rows (NaN for a label without a model); ``matrices``:
         the rows already prepared by :meth:`matrices`."""
         matrices = self.matrices(frame) if matrices is None else matrices
-        out = {}
-        for name, column in self.probability_columns.items():
-            model = self.models.get(name)
-            out[column] = np.full(len(frame), np.nan) if model is None else model.predict_proba(frame, matrices[name])
-        return out
+        return self.probabilities_of({name: model.core.decision_function(matrices[name])
+                                      for name, model in self.models.items()}, len(frame))
+
+    def probabilities_of(self, margins: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+        """output column -> calibrated probability, from each model's raw margins (by label);
+        NaN for a label without a model."""
+        return {column: self.models[name].probability(margins[name]) if name in self.models else np.full(n, np.nan)
+                for name, column in self.probability_columns.items()}
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """lead_id, as_of, p_sql, p_won, score, tier (+ baseline_points / baseline_tier when the
