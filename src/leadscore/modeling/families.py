@@ -204,7 +204,15 @@ class LinearMargin(ClassifierMixin, BaseEstimator):
         return self
 
     def decision_function(self, X: pd.DataFrame) -> np.ndarray:
-        return self._design(X) @ self.coef_ + self.intercept_
+        return self._margin(self._design(X))
+
+    def _margin(self, design: np.ndarray) -> np.ndarray:
+        """``design @ coef + intercept``, added term after term: a row's margin is the same scored
+        alone or among any number of rows (a matrix product orders its additions by the shape)."""
+        margin = np.zeros(len(design))
+        for j, c in enumerate(self.coef_):
+            margin += design[:, j] * c
+        return margin + self.intercept_
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         p = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
@@ -217,7 +225,7 @@ class LinearMargin(ClassifierMixin, BaseEstimator):
         """(contributions, base, margin) from one design matrix; the margin is the model's own
         ``design @ coef + intercept``."""
         design = self._design(X)
-        margin = design @ self.coef_ + self.intercept_
+        margin = self._margin(design)
         # The design is centred on the training mean: each column's term is its SHAP value.
         terms = design * self.coef_
         ends = np.array([self.slices_[c].stop for c in self.features_])

@@ -97,9 +97,16 @@ def _group_columns(features: list[str], catalogue: pd.DataFrame) -> dict[str, li
 
 
 def _group_sums(contrib: np.ndarray, columns: dict[str, list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """(fit sums, engagement sums) of ``contrib`` over the groups' columns (:func:`_group_columns`)."""
-    return tuple(contrib[:, columns[name]].sum(axis=1) if columns[name] else np.zeros(len(contrib))
-                 for name in ("fit", "engagement"))
+    """(fit sums, engagement sums) of ``contrib`` over the groups' columns (:func:`_group_columns`),
+    added column after column: a row's sum is the same alone or among any number of rows
+    (``sum(axis=1)`` orders its additions by the array's shape)."""
+    out = []
+    for name in ("fit", "engagement"):
+        total = np.zeros(len(contrib))
+        for j in columns[name]:
+            total += contrib[:, j]
+        out.append(total)
+    return tuple(out)
 
 
 # ---------------------------------------------------------------------------

@@ -221,7 +221,9 @@ class RequestPlan:
             shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
             raise ScoringInputError(f"feature rows lack column(s) {shown}; give the columns `leadscore features` "
                                     "writes (lead_id, as_of and the feature catalogue)")
-        for col in self.numeric:
+        if not np.isinf(np.concatenate([features[col] for col in self.numeric] or [np.zeros(0)])).any():
+            return
+        for col in self.numeric:   # the first column with an infinity, named
             infinite = np.isinf(features[col])
             if infinite.any():
                 raise ScoringInputError(f"feature {col!r} must be a finite number, got "
