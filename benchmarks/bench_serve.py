@@ -706,8 +706,8 @@ def bench(args, work: Path, server: list) -> list[str]:
     print(f"\nsingle client p50 {ms(p50[1]).strip()} vs in-process Scorer.score of the same {len(ref)} batches "
           f"(each timed just before it was sent) p50 {ms(local_p50).strip()}: {p50[1] / local_p50:.2f}x; "
           "batch by batch "
-          f"median {per_batch:.2f}x (what serving adds: HTTP, JSON both ways, typing; on few shared cores also "
-          "LightGBM's OpenMP threads spinning in the server unless OMP_WAIT_POLICY=PASSIVE)")
+          f"median {per_batch:.2f}x (the server reads a request into arrays and scores them without the frame "
+          "Scorer.score takes, then adds HTTP and JSON both ways; bench_one_lead.py times that path in process)")
     print(f"\nserver memory: peak RSS {peak:,.0f} MB ({peak_how}), max sampled during the load "
           f"{memory.sampled:,.0f} MB, {rss_now:,.0f} MB after it")
 
