@@ -141,6 +141,22 @@ def test_as_of_in_any_iso_form_reads_as_pandas_reads_it(served, form):
     assert [a["as_of"] for a in answer] == want.tolist()
 
 
+def test_numeric_lead_ids_and_listed_baseline_values_come_back_as_a_frame_gives_them(served):
+    """JSON's 1 beside a 2.5 or a null reads as a frame reads it (1.0 - lead_id is text: "1.0"),
+    and a value passed through (baseline) that is a list stays a list."""
+    scorer, plan, rows = served
+    frame = rows.head(3).assign(lead_id=[1.0, np.nan, 2.5], baseline_tier=["lead", "MQL", "SQL"])
+    sent = _split(frame)
+    sent["data"][0][sent["columns"].index("lead_id")] = 1   # an int, as a CRM's JSON has it
+    answer = plan.score(plan.read(json.dumps({"dataframe_split": sent}).encode(), max_rows=5))
+    _same(answer, _batch_answer(scorer, frame))
+    assert [a["lead_id"] for a in answer] == ["1.0", None, "2.5"]
+    records = [dict(zip(sent["columns"], row)) for row in sent["data"]]
+    records[1]["baseline_points"] = [1, 2]
+    answer = plan.score(plan.read(json.dumps({"dataframe_records": records}).encode(), max_rows=5))
+    assert answer[1]["baseline_points"] == [1, 2] and answer[0]["baseline_points"] is None
+
+
 def _edited(rows: pd.DataFrame, edit) -> bytes:
     sent = _split(rows.head(5))
     edit(sent["columns"], sent["data"])
@@ -166,6 +182,8 @@ def test_bad_requests_are_refused_naming_what_and_where(served):
         (_edited(rows, _set(category, 0, 5)), 400, f"feature {category!r} is a category: give text or null, got 5 in row(s) [0]"),
         (_edited(rows, lambda c, d: c.__setitem__(c.index(number), category)), 400, f"column(s) {category} given more than once"),
         (_edited(rows, _set("as_of", 3, "yesterday")), 400, "got 'yesterday' in row(s) [3]"),
+        (_edited(rows, _set("as_of", 1, "2025-01-01+05:00")), 400, "got '2025-01-01+05:00' in row(s) [1]"),
+        (_edited(rows, _set("as_of", 2, "2025-01-01X05:00")), 400, "got '2025-01-01X05:00' in row(s) [2]"),
         (_edited(rows, lambda c, d: d[2].pop()), 400, "row(s) [2] do not have one value for each of the"),
         (_edited(rows, lambda c, d: [r.pop(c.index("lead_id")) for r in d] and c.remove("lead_id")), 400,
          "feature rows lack column(s) lead_id;"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -414,3 +415,44 @@ def test_leadscore_serve_will_not_listen_beyond_loopback_without_a_key(deployed,
     monkeypatch.delenv("LEADSCORE_API_KEY", raising=False)
     result = runner.invoke(app, ["serve", "--model", str(deployed.bundle), "--host", "0.0.0.0"])
     assert result.exit_code == 2 and "without an API key" in result.output
+
+
+def _workers(pid: int) -> list[int]:
+    """The worker processes of `leadscore serve --workers` (uvicorn spawns them)."""
+    children = [int(c) for task in Path(f"/proc/{pid}/task").glob("*") for c in (task / "children").read_text().split()]
+    return [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def test_restarted_workers_serve_the_same_model_after_its_bundle_is_gone(deployed, rows, tmp_path):
+    """With --workers, each worker reads a private copy of the verified bundle: workers that die
+    and are restarted serve the very model the server started with, though a retraining or a
+    clean-up removed the bundle directory meanwhile."""
+    if deployed.workers < 2:
+        pytest.skip("the events model is served by one process")
+    bundle = shutil.copytree(deployed.bundle, tmp_path / "bundle")
+    port, log = _free_port(), tmp_path / "server.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "leadscore.cli", "serve", "--model", str(bundle),
+                                 "--port", str(port), "--workers", "2"],
+                                stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for_ping(proc, base, log, "leadscore serve --workers 2", 120)
+        status, before = _post(f"{base}/invocations", _payload(rows))
+        assert status == 200, before
+        shutil.rmtree(bundle)
+        deadline = time.monotonic() + 60
+        while len(_workers(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        killed = _workers(proc.pid)
+        assert len(killed) == 2
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        _wait_for_ping(proc, base, log, "the restarted workers", 120)
+        assert not set(_workers(proc.pid)) & set(killed)
+        for _ in range(6):
+            status, after = _post(f"{base}/invocations", _payload(rows))
+            assert status == 200 and after == before, after
+    finally:
+        _stop(proc)
+    assert proc.returncode is not None

@@ -726,13 +726,12 @@ def _load_model(model: str, tracking_uri: str | None):
     return scorer, manifest
 
 
-def _load_model_bundle(model: str, tracking_uri: str | None, read: bool = True):
-    """(scorer, manifest, the verified bundle directory it was read from) of :func:`_load_model`;
-    ``read=False``: the bundle verified, its objects not read (no scorer)."""
+def _load_model_bundle(model: str, tracking_uri: str | None):
+    """(scorer, manifest, the verified bundle directory it was read from) of :func:`_load_model`."""
     import os
 
     from leadscore.serving import registry as T
-    from leadscore.serving.bundle import BundleError, load_bundle, verify_bundle
+    from leadscore.serving.bundle import BundleError, load_bundle
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     if ":/" not in model and not Path(model).is_dir():
@@ -741,8 +740,6 @@ def _load_model_bundle(model: str, tracking_uri: str | None, read: bool = True):
         raise typer.Exit(EXIT_UNUSABLE)
     try:
         bundle = T.bundle_of(model, tracking_uri=uri)
-        if not read:
-            return None, verify_bundle(bundle), bundle
         manifest, objects = load_bundle(bundle)
         return objects[T.SCORER_FILE], manifest, bundle
     except BundleError as exc:
@@ -780,13 +777,14 @@ def serve(
     """
     from leadscore.serving.server import serve as run_server
 
-    # with several workers, each worker process reads its own copy of the verified bundle
-    scorer, manifest, bundle = _load_model_bundle(model, tracking_uri, read=workers == 1)
+    scorer, manifest, bundle = _load_model_bundle(model, tracking_uri)   # read here: a bad model fails here
     typer.echo(f"serving {model} ({manifest.get('name', '')}) on http://{host}:{port}/invocations"
                + (f" with {workers} worker processes" if workers > 1 else ""))
+    if workers > 1:
+        scorer = None   # each worker process reads its own copy
     try:
         run_server(scorer, host, port, max_rows, max_bytes, allow_unauthenticated,
-                   workers=workers, bundle=str(bundle))
+                   workers=workers, bundle=str(bundle), manifest=manifest)
     except ValueError as exc:
         _err(f"error: {exc}")
         raise typer.Exit(EXIT_UNUSABLE) from exc

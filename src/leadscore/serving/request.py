@@ -30,7 +30,7 @@ import pandas as pd
 
 from leadscore.modeling.families import TreeMargin
 from leadscore.modeling.model import OTHER
-from leadscore.serving.columns import BASELINE_COLUMNS, KEY_COLUMNS
+from leadscore.serving.columns import BASELINE_COLUMNS
 from leadscore.serving.explain import ExplainTables, explain_matrices
 from leadscore.serving.scorer import ScoringInputError, as_of_utc, rows_named
 
@@ -79,9 +79,7 @@ def read_columns(body: bytes, max_rows: int) -> tuple[int, dict[str, list]]:
         if not isinstance(rows, list) or not isinstance(names, list):
             raise _bad_request("cannot read the rows: dataframe_split's columns and data must be lists")
         _at_most(len(rows), max_rows)
-        if not all(isinstance(c, str) for c in names):
-            raise _bad_request("cannot read the rows: every column name must be text")
-        twice = list(dict.fromkeys(c for i, c in enumerate(names) if c in names[:i]))
+        twice = list(dict.fromkeys(str(c) for i, c in enumerate(names) if c in names[:i]))
         if twice:
             raise _bad_request(f"column(s) {', '.join(twice)} given more than once")
         short = [i for i, row in enumerate(rows) if not isinstance(row, list) or len(row) != len(names)]
@@ -133,7 +131,7 @@ class RequestPlan:
     def __init__(self, scorer):
         self.scorer = scorer
         self.features = list(scorer.features)
-        self.categorical = {c for m in scorer.models.values() for c in m.levels}
+        self.categorical = scorer.categorical
         self.numeric = [f for f in self.features if f not in self.categorical]
         self.codes = {name: self._coder(model) for name, model in scorer.models.items()}
         self.tables = ExplainTables.of(scorer)
@@ -185,11 +183,10 @@ class RequestPlan:
         try:
             if "as_of" in raw:
                 as_of = as_of_texts(raw["as_of"])
-            for ratio in self.scorer.ratios:   # derived columns the rows lack, as Scorer.prepare adds them
-                if ratio.name not in raw and {ratio.numerator, ratio.denominator} <= set(raw):
-                    parts = {c: pd.Series(features.get(c, raw[c])) for c in (ratio.numerator, ratio.denominator)}
-                    features[ratio.name] = ratio.compute(parts).to_numpy(dtype="float64")
-                    raw[ratio.name] = features[ratio.name].tolist()
+            for ratio in self.scorer.derivable_ratios(raw):   # as Scorer.prepare adds them to a frame
+                parts = {c: pd.Series(features.get(c, raw[c])) for c in (ratio.numerator, ratio.denominator)}
+                features[ratio.name] = ratio.compute(parts).to_numpy(dtype="float64")
+                raw[ratio.name] = features[ratio.name].tolist()
             self._check(n, raw, features)
         except ScoringInputError as exc:
             raise _invalid(str(exc)) from None
@@ -214,20 +211,13 @@ class RequestPlan:
 
     def _check(self, n: int, raw: dict, features: dict) -> None:
         """What :meth:`leadscore.serving.scorer.Scorer.check_input` refuses in a frame."""
-        if n == 0:
-            raise ScoringInputError("no rows to score: send at least one feature row")
-        missing = [c for c in (*KEY_COLUMNS, *self.features) if c not in raw]
-        if missing:
-            shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-            raise ScoringInputError(f"feature rows lack column(s) {shown}; give the columns `leadscore features` "
-                                    "writes (lead_id, as_of and the feature catalogue)")
+        self.scorer.check_columns(n, raw)
         if not np.isinf(np.concatenate([features[col] for col in self.numeric] or [np.zeros(0)])).any():
             return
         for col in self.numeric:   # the first column with an infinity, named
             infinite = np.isinf(features[col])
             if infinite.any():
-                raise ScoringInputError(f"feature {col!r} must be a finite number, got "
-                                        f"{float(features[col][infinite][0])!r} in {rows_named(infinite)}")
+                raise self.scorer.not_finite(col, float(features[col][infinite][0]), infinite)
 
     def matrices(self, rows: RequestRows) -> dict[str, np.ndarray | pd.DataFrame]:
         """Each model's input matrix of the rows, by label (:meth:`Scorer.matrices` of a frame)."""
@@ -266,15 +256,17 @@ class RequestPlan:
             "grid": [None] * rows.n if e.grid is None else e.grid.tolist(),
             "reasons": e.ranked.lines(),
         }
-        for col in BASELINE_COLUMNS:
-            if col in rows.raw:
-                columns[col] = _plain(pd.Series(rows.raw[col]).to_numpy())
-        return [dict(zip(columns, values)) for values in zip(*columns.values())]
+        order = [*scorer.output_columns, *(c for c in BASELINE_COLUMNS if c in rows.raw)]
+        for col in order[len(scorer.output_columns):]:
+            columns[col] = _plain(pd.Series(rows.raw[col]).to_numpy())
+        return [dict(zip(order, values)) for values in zip(*(columns[c] for c in order))]
 
 
-# The ISO 8601 forms read without pandas (years 1900-2199, whole seconds to microseconds, Z or
-# an offset): Python's datetime reads them as pandas does; any other text goes through pandas.
-_PLAIN_ISO = re.compile(r"(?:19|20|21)\d\d-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:\.\d{1,6})?)?)?(?:Z|[+-]\d\d:\d\d)?")
+# The ISO 8601 forms read without pandas: a date (years 1900-2199), or a date, "T" or a space and
+# a time to the minute, second or microsecond, with Z or an offset or neither - which Python's
+# datetime reads as pandas does (tested); any other text goes through pandas, which names the
+# rows it cannot read.
+_PLAIN_ISO = re.compile(r"(?:19|20|21)\d\d-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:\.\d{1,6})?)?(?:Z|[+-]\d\d:\d\d)?)?")
 AS_OF_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 
 
@@ -294,10 +286,11 @@ def as_of_texts(values: list) -> list[str]:
 
 
 def _ids(values: list) -> list:
-    """lead_id as text, as a frame's ``astype("str")`` makes it (missing stays missing)."""
+    """lead_id as text, as a frame's ``astype("str")`` makes it (numbers as the column's dtype
+    reads them: 1 beside a 2.5 or a null is "1.0"; missing stays missing)."""
     if all(isinstance(v, str) for v in values):
         return list(values)
-    return _plain(pd.Series(values, dtype=object).astype("str").to_numpy())
+    return _plain(pd.Series(values).astype("str").to_numpy())
 
 
 def _floats(values: np.ndarray) -> list:
@@ -305,5 +298,6 @@ def _floats(values: np.ndarray) -> list:
 
 
 def _plain(values: np.ndarray) -> list:
-    """JSON's values: Python scalars, null for a missing one."""
-    return [None if pd.isna(v) else (v.item() if isinstance(v, np.generic) else v) for v in values]
+    """JSON's values: Python scalars, null for a missing one (a list stays a list)."""
+    return [None if pd.api.types.is_scalar(v) and pd.isna(v) else (v.item() if isinstance(v, np.generic) else v)
+            for v in values]

@@ -153,25 +153,44 @@ class Scorer:
         used = {f for m in self.models.values() for f in m.features}
         return [f for f in self.catalogue["name"] if f in used]
 
+    @property
+    def categorical(self) -> set[str]:
+        """The features any model reads as categories (the others are numbers)."""
+        return {c for m in self.models.values() for c in m.levels}
+
+    def derivable_ratios(self, columns) -> list:
+        """The derived ratio columns rows with ``columns`` lack but can have computed (both parts given)."""
+        return [r for r in self.ratios if r.name not in columns and {r.numerator, r.denominator} <= set(columns)]
+
     def prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The rows, checked (:meth:`check_input`), with the derived ratio columns they lack."""
         if not isinstance(frame, pd.DataFrame):
             raise ScoringInputError(f"expected a table of feature rows, got {type(frame).__name__}")
-        frame = with_ratios(frame, [r for r in self.ratios if {r.numerator, r.denominator} <= set(frame.columns)])
+        frame = with_ratios(frame, self.derivable_ratios(frame.columns))
         self.check_input(frame)
         return frame
 
-    def check_input(self, frame: pd.DataFrame) -> None:
-        if not isinstance(frame, pd.DataFrame):
-            raise ScoringInputError(f"expected a table of feature rows, got {type(frame).__name__}")
-        if len(frame) == 0:
+    def check_columns(self, n: int, columns) -> None:
+        """:class:`ScoringInputError` for no rows, or for missing columns (named)."""
+        if n == 0:
             raise ScoringInputError("no rows to score: send at least one feature row")
-        missing = [c for c in (*KEY_COLUMNS, *self.features) if c not in frame.columns]
+        missing = [c for c in (*KEY_COLUMNS, *self.features) if c not in columns]
         if missing:
             shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
             raise ScoringInputError(f"feature rows lack column(s) {shown}; give the columns `leadscore features` "
                                     "writes (lead_id, as_of and the feature catalogue)")
-        categorical = {c for m in self.models.values() for c in m.levels}
+
+    @staticmethod
+    def not_finite(feature: str, value: float, rows: np.ndarray) -> ScoringInputError:
+        """The error of an infinity in a numeric feature (no count, age or amount is infinite,
+        and it would overflow the reasons)."""
+        return ScoringInputError(f"feature {feature!r} must be a finite number, got {value!r} in {rows_named(rows)}")
+
+    def check_input(self, frame: pd.DataFrame) -> None:
+        if not isinstance(frame, pd.DataFrame):
+            raise ScoringInputError(f"expected a table of feature rows, got {type(frame).__name__}")
+        self.check_columns(len(frame), frame.columns)
+        categorical = self.categorical
         numeric = [f for f in self.features if f not in categorical]
         dtypes = frame.dtypes
         bad = [c for c in numeric if not (pd.api.types.is_numeric_dtype(dtypes[c]) or pd.api.types.is_bool_dtype(dtypes[c]))]
@@ -179,13 +198,12 @@ class Scorer:
             raise ScoringInputError(f"feature column(s) {', '.join(bad[:10])} must be numeric, "
                                     f"got {', '.join(str(dtypes[c]) for c in bad[:10])}")
         floats = [c for c in numeric if pd.api.types.is_float_dtype(dtypes[c])]
-        if floats:  # an infinity is no count, age or amount (and would overflow the reasons)
+        if floats:
             infinite = np.isinf(frame[floats].to_numpy(dtype="float64", na_value=np.nan))
             if infinite.any():
                 column = int(np.flatnonzero(infinite.any(axis=0))[0])
                 rows = infinite[:, column]
-                raise ScoringInputError(f"feature {floats[column]!r} must be a finite number, got "
-                                        f"{float(frame[floats[column]][rows].iloc[0])!r} in {rows_named(rows)}")
+                raise self.not_finite(floats[column], float(frame[floats[column]][rows].iloc[0]), rows)
 
     def score_points(self, p: np.ndarray) -> np.ndarray:
         """1-99, monotone in the primary probability (a percentile of the reference open leads)."""

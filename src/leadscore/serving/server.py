@@ -24,7 +24,10 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import shutil
+import tempfile
 import threading
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -95,11 +98,12 @@ LIMITS = "LEADSCORE_SERVE_LIMITS"
 
 
 def serve(scorer, host: str, port: int, max_rows: int, max_bytes: int, allow_unauthenticated: bool,
-          workers: int = 1, bundle: str | None = None) -> None:
+          workers: int = 1, bundle: str | None = None, manifest: dict | None = None) -> None:
     """Serve ``scorer`` in this process; with ``workers`` > 1, in that many worker processes
-    (uvicorn's), each loading the verified bundle directory ``bundle`` - the same model version
-    in every one - and scoring its own requests: on a machine with as many cores, that many
-    requests are scored at once."""
+    (uvicorn's), each scoring its own requests - on a machine with as many cores, that many are
+    scored at once. The workers read a private copy of the bundle directory ``bundle`` (whose
+    ``manifest`` the scorer was read with), made here and removed at exit: every worker, one
+    restarted too, serves that very model even if a retraining rewrites the bundle meanwhile."""
     import uvicorn
 
     key = os.environ.get(API_KEY) or None
@@ -111,10 +115,16 @@ def serve(scorer, host: str, port: int, max_rows: int, max_bytes: int, allow_una
     if workers <= 1:
         uvicorn.run(create_app(scorer, max_rows, max_bytes, key), **options)
         return
-    if bundle is None:
-        raise ValueError("serving with several workers needs the model's bundle directory")
-    os.environ[BUNDLE], os.environ[LIMITS] = str(bundle), f"{max_rows} {max_bytes}"
-    uvicorn.run("leadscore.serving.server:worker_app", factory=True, workers=workers, **options)
+    if bundle is None or manifest is None:
+        raise ValueError("serving with several workers needs the model's bundle directory and manifest")
+    from leadscore.serving.bundle import verify_bundle
+
+    with tempfile.TemporaryDirectory(prefix="leadscore-serve-") as private:
+        copy = shutil.copytree(bundle, Path(private) / "bundle")
+        if verify_bundle(copy) != manifest:
+            raise ValueError(f"the bundle {bundle} changed while it was being loaded; start again")
+        os.environ[BUNDLE], os.environ[LIMITS] = str(copy), f"{max_rows} {max_bytes}"
+        uvicorn.run("leadscore.serving.server:worker_app", factory=True, workers=workers, **options)
 
 
 def worker_app():
