@@ -47,7 +47,6 @@ from leadscore.features import registry as R
 from leadscore.features.kinds import HAND_RAISER_TYPES
 from leadscore.features.phrases import DID, lower_first, missing, num, phrase_reads_row
 from leadscore.modeling.model import ConversionModel, as_model_frame
-from leadscore.serving.scorer import as_of_utc
 
 GRID_LETTERS, GRID_DIGITS = ("A", "B", "C"), ("1", "2", "3")
 
@@ -518,7 +517,7 @@ def _texts(values, names: list[str], codes: np.ndarray, declared: Mapping | None
     latest), per feature, value and what the row's "latest" recencies say - their values and
     the kind each names (``codes`` into ``names``), which is all such a phrase reads."""
     features = list(values.keys())
-    latest = [j for j, f in enumerate(features) if f in _LATEST]
+    latest = _layout(tuple(features)).latest
     columns = {f: np.asarray(values[f]) for f in features if f in _LATEST or f.startswith("days_since_")}
     factorised: dict[int, tuple[np.ndarray, object]] = {}
 
@@ -700,8 +699,7 @@ def _explained(scorer, frame: pd.DataFrame, k: int, min_contribution: float) -> 
     frame = scorer.prepare(frame)
     model = scorer.primary_model
     e = explain_matrices(scorer, scorer.matrices(frame), frame[model.features], k, min_contribution)
-    out = pd.DataFrame({"lead_id": frame["lead_id"].astype("str").to_numpy(),
-                        "as_of": as_of_utc(frame["as_of"]).array, **e.probabilities,
+    out = pd.DataFrame({**scorer.keys(frame), **e.probabilities,
                         "score": e.score, "tier": pd.array(e.tier, dtype="str"),
                         "margin": e.margin, "base": e.base, "p_uncalibrated": 1.0 / (1.0 + np.exp(-e.margin)),
                         "fit_score": e.fit_score, "engagement_score": e.engagement_score,

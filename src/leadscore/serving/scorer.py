@@ -243,10 +243,14 @@ class Scorer:
         is read as UTC (MLflow's pyfunc schema only takes zone-naive timestamps)."""
         return self.predict_prepared(self.prepare(frame))
 
+    @staticmethod
+    def keys(frame: pd.DataFrame) -> dict[str, object]:
+        """The output's key columns of the rows: lead_id as text, as_of in UTC (:func:`as_of_utc`)."""
+        return {"lead_id": frame["lead_id"].astype("str").to_numpy(), "as_of": as_of_utc(frame["as_of"]).array}
+
     def predict_prepared(self, frame: pd.DataFrame, matrices: dict | None = None) -> pd.DataFrame:
         """:meth:`predict` of rows :meth:`prepare` has checked (``matrices``: their model inputs)."""
-        as_of = as_of_utc(frame["as_of"])
-        out = pd.DataFrame({"lead_id": frame["lead_id"].astype("str").to_numpy(), "as_of": as_of.array})
+        out = pd.DataFrame(self.keys(frame))
         for column, p in self.probabilities(frame, matrices).items():
             out[column] = p
         p = out[self.probability].to_numpy()
