@@ -348,3 +348,21 @@ def test_a_number_too_large_for_its_integer_column_is_a_violation_naming_the_row
     assert "whole number" in v.message
     clean, quarantined = report.split()
     assert len(clean["leads"]) + len(quarantined["leads"]) == 3
+
+
+@settings(max_examples=60, deadline=None)
+@given(keys=st.lists(st.text(max_size=4), unique=True, max_size=30),
+       picks=st.lists(st.one_of(st.none(), st.integers(0, 40), st.text(max_size=4)), max_size=80))
+def test_a_lead_id_is_found_where_arrow_finds_it(keys, picks):
+    """LeadKeys.positions (one hash table for all batches) answers what pyarrow's index_in
+    answers for every id: known, unknown ("") and missing, with repeats."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ids = [keys[p] if isinstance(p, int) and p < len(keys) else (f"x{p}" if isinstance(p, int) else p) for p in picks]
+    lead_keys = contract.LeadKeys(ids=pa.array(keys, type=pa.string()), quarantined=np.zeros(len(keys) + 1, bool),
+                                  created=np.full(len(keys) + 1, np.datetime64("NaT", "us")))
+    batch = pa.array(ids, type=pa.string())
+    expected = pc.index_in(batch, value_set=lead_keys.ids).fill_null(-1).to_numpy(zero_copy_only=False)
+    for _ in range(2):  # the table is built once and asked again
+        assert lead_keys.positions(batch).tolist() == expected.tolist()
