@@ -322,12 +322,16 @@ def features(
                               + AS_OF_FORMAT + "."),
     out: Path = typer.Option(..., "--out", help="Output file (.parquet or .csv)."),
     config: Path | None = typer.Option(None, "--config", help="Pipeline YAML whose `features` section to use."),
+    engine: str = typer.Option("duckdb", "--engine", help="duckdb (one machine, the default) or spark: the same "
+                               "features computed by Spark (pip install 'leadscore[spark]', Java 17+), written as a "
+                               "Parquet dataset directory. Spark's master is spark-submit's, else local[*]."),
 ) -> None:
     """Write the feature rows of every lead open at --as-of (the scoring-time table).
 
     One row per lead that exists and is not yet SQL or closed at that moment, with the
     columns of the feature catalogue (written next to the output as NAME.catalogue.csv),
-    including the attributes and activity kinds a source YAML declares.
+    including the attributes and activity kinds a source YAML declares. The data is checked
+    against the contract and staged first, whichever the engine.
     """
 
     from leadscore.features.builder import (
@@ -340,12 +344,20 @@ def features(
     from leadscore.training.config import load_pipeline
 
     ts = _parse_timestamp(as_of, "--as-of")
+    if engine not in ("duckdb", "spark"):
+        raise _config_error(ValueError(f"--engine must be duckdb or spark, got {engine!r}"))
+    if engine == "spark" and out.suffix != ".parquet":
+        raise _config_error(ValueError(f"--engine spark writes a Parquet dataset directory: give --out a path "
+                                       f"ending in .parquet, not {out}"))
     src = _source(data, source)
     try:
         feature_config = load_pipeline(config).features if config else FeatureConfig()
         feature_config = feature_config.replace(contract=src.contract)
     except (ConfigError, ValueError) as exc:
         raise _config_error(exc) from exc
+    if engine == "spark":
+        _spark_features(ctx, src, ts, out, feature_config)
+        return
     con = _connect_clean(ctx, src)
     t0 = time.perf_counter()
     rows = features_as_of(con, as_of=ts, config=feature_config)
@@ -355,6 +367,28 @@ def features(
     typer.echo(f"{len(rows):,} open leads as of {ts:%Y-%m-%d %H:%M} (of {n_leads:,} leads), "
                f"{rows.shape[1] - 2} features, in {time.perf_counter() - t0:.1f} s")
     typer.echo(f"wrote {out} and {_catalogue_path(out)}")
+
+
+def _spark_features(ctx: typer.Context, src, ts, out: Path, feature_config) -> None:
+    """``features --engine spark``: the staged clean tables through
+    :func:`leadscore.features.spark.features_spark`, written by Spark into ``out``."""
+    from leadscore.features.builder import feature_catalogue
+    from leadscore.features.spark import spark_session, write_features
+    from leadscore.io import write_table
+
+    staged = ctx.with_resource(_staged(src, prefix="leadscore-stage-"))
+    _note_quarantined(staged.counts)
+    t0 = time.perf_counter()
+    try:
+        spark = spark_session("leadscore features")
+    except ImportError as exc:
+        raise _config_error(exc) from exc
+    n_rows = write_features(spark, staged.paths, ts, out, feature_config)
+    write_table(feature_catalogue(feature_config), _catalogue_path(out))
+    typer.echo(f"{n_rows:,} open leads as of {ts:%Y-%m-%d %H:%M} (of {staged.counts['leads']['clean']:,} leads), "
+               f"{len(feature_catalogue(feature_config))} features, on Spark ({spark.sparkContext.master}) in "
+               f"{time.perf_counter() - t0:.1f} s")
+    typer.echo(f"wrote {out} (a Parquet dataset directory) and {_catalogue_path(out)}")
 
 
 @app.command()

@@ -240,19 +240,24 @@ def connect(tables: Mapping[str, TableSource], contract: Contract | None = None)
         else:
             relation = "read_parquet('" + str(src).replace("'", "''") + "')"
         present = {d[0] for d in con.execute(f"SELECT * FROM {relation} LIMIT 0").description}
-        # Typed view of the contract columns: empty or object-typed inputs behave like typed ones,
-        # and an absent optional column reads as NULL.
-        cols = []
-        for spec in contract.columns(name):
-            sql_type = _SQL_TYPES[spec.kind]
-            if spec.name in present:
-                cols.append(f"CAST({_quote(spec.name)} AS {sql_type}) AS {spec.name}")
-            elif spec.required:
-                raise KeyError(f"{name}: missing required column {spec.name!r}")
-            else:
-                cols.append(f"CAST(NULL AS {sql_type}) AS {spec.name}")
-        con.execute(f"CREATE VIEW {name} AS SELECT {', '.join(cols)} FROM {relation}")
+        con.execute(f"CREATE VIEW {name} AS {typed_table_sql(name, relation, present, contract)}")
     return con
+
+
+def typed_table_sql(name: str, relation: str, present, contract: Contract) -> str:
+    """The contract's columns of table ``name`` read from ``relation`` (whose columns are
+    ``present``), typed: empty or object-typed inputs behave like typed ones, and an absent
+    optional column reads as NULL."""
+    cols = []
+    for spec in contract.columns(name):
+        sql_type = _SQL_TYPES[spec.kind]
+        if spec.name in present:
+            cols.append(f"CAST({_quote(spec.name)} AS {sql_type}) AS {spec.name}")
+        elif spec.required:
+            raise KeyError(f"{name}: missing required column {spec.name!r}")
+        else:
+            cols.append(f"CAST(NULL AS {sql_type}) AS {spec.name}")
+    return f"SELECT {', '.join(cols)} FROM {relation}"
 
 
 def check_source(config: FeatureConfig, contract: Contract) -> None:
@@ -316,7 +321,7 @@ def open_leads(tables: Mapping[str, TableSource] | duckdb.DuckDBPyConnection, as
     con = tables if isinstance(tables, duckdb.DuckDBPyConnection) else connect(tables)
     con.register("_dates", _dates_frame(as_of_dates))
     try:
-        out = con.execute(_open_leads_sql() + "ORDER BY d.as_of_us, l.lead_id").df()
+        out = con.execute(open_leads_sql() + "ORDER BY d.as_of_us, l.lead_id").df()
     finally:
         con.unregister("_dates")
     return _with_as_of(out)
@@ -327,7 +332,7 @@ def _dates_frame(as_of_dates) -> pd.DataFrame:
                                               dtype="int64")})
 
 
-def _open_leads_sql() -> str:
+def open_leads_sql() -> str:
     """(lead_id, as_of_us) of the leads open at each date of ``_dates``, in no particular order."""
     return f"""
         WITH closed AS (
@@ -430,7 +435,7 @@ def _pairs_table(con: duckdb.DuckDBPyConnection, pairs: pd.DataFrame | None, as_
     if pairs is None:
         con.register("_dates", _dates_frame([as_of]))
         try:
-            table = con.sql(_open_leads_sql()).to_arrow_table()
+            table = con.sql(open_leads_sql()).to_arrow_table()
         finally:
             con.unregister("_dates")
     else:
@@ -460,7 +465,7 @@ def _history_sql(table: str, columns: str, single_as_of: int | None) -> str:
             WHERE epoch_us(h.occurred_at) < {before}"""
 
 
-class _Plan:
+class Plan:
     """What one feature build computes: the registry's engagement features for ``config`` and
     the distinct blocks they need, each with the SQL column alias it is computed as."""
 
@@ -477,7 +482,7 @@ class _Plan:
         return self.kind_alias[R.resolve_sql(block.sql, self.config)]
 
 
-def _per_kind_sql(plan: _Plan, single_as_of: int | None, details: list[str] | None) -> str:
+def per_kind_sql(plan: Plan, single_as_of: int | None, details: list[str] | None) -> str:
     """One row per (pair, activity kind) with every per-kind aggregate the features need and,
     given the detail codes, its distinct details (a bitmap of codes, counted)."""
     aggs = [f"{sql} AS {alias}" for sql, alias in plan.kind_alias.items()]
@@ -498,7 +503,7 @@ def _per_kind_sql(plan: _Plan, single_as_of: int | None, details: list[str] | No
     """
 
 
-def _per_lead_sql(plan: _Plan, single_as_of: int | None, distinct_assets: bool) -> str:
+def per_lead_sql(plan: Plan, single_as_of: int | None, distinct_assets: bool) -> str:
     """One row per pair whose lead existed at as_of: fit attributes, lead age and the lifecycle
     aggregates; with ``distinct_assets`` also the distinct (kind, detail) items, in a pass of
     their own (count(DISTINCT ...) per (pair, kind) costs more)."""
@@ -524,7 +529,7 @@ def _per_lead_sql(plan: _Plan, single_as_of: int | None, distinct_assets: bool) 
             {_fit_sql(contract)},
             (p.as_of_us - epoch_us(l.created_at)) / 86400000000.0 AS lead_age_days,
             {"s.n_distinct_assets," if distinct_assets else ""}
-            c.* EXCLUDE (pair)
+            {", ".join(f"c.{alias}" for alias in plan.lifecycle_alias.values())}
         FROM _pairs p
         JOIN leads l ON l.lead_id = p.lead_id AND epoch_us(l.created_at) < p.as_of_us
         {"LEFT JOIN assets s ON s.pair = p.pair" if distinct_assets else ""}
@@ -533,7 +538,7 @@ def _per_lead_sql(plan: _Plan, single_as_of: int | None, distinct_assets: bool) 
     """
 
 
-def _pivot_kinds(per_kind: pa.Table, row_of_pair: np.ndarray, n_rows: int, plan: _Plan) -> dict:
+def _pivot_kinds(per_kind: pa.Table, row_of_pair: np.ndarray, n_rows: int, plan: Plan) -> dict:
     """Each :class:`~leadscore.features.registry.PerKind` block's values per output row (and
     ``"assets"``, the distinct content items, when the bitmaps counted them), from the
     (pair, kind) rows.
@@ -613,7 +618,7 @@ def features_as_of(
     sorted by (as_of, lead_id).
     """
     config = config or FeatureConfig()
-    plan = _Plan(config)
+    plan = Plan(config)
     con = tables if isinstance(tables, duckdb.DuckDBPyConnection) else connect(tables, config.contract)
     table = _pairs_table(con, pairs, as_of)
     as_of_us = table["as_of_us"]
@@ -621,18 +626,25 @@ def features_as_of(
     con.register("_pairs", table)
     try:
         details = _detail_codes(con)
-        per_kind = con.sql(_per_kind_sql(plan, single, details)).to_arrow_table()
-        per_lead = con.sql(_per_lead_sql(plan, single, distinct_assets=details is None)).to_arrow_table()
+        per_kind = con.sql(per_kind_sql(plan, single, details)).to_arrow_table()
+        per_lead = con.sql(per_lead_sql(plan, single, distinct_assets=details is None)).to_arrow_table()
     finally:
         con.unregister("_pairs")
+    return assemble(per_lead, per_kind, len(table), plan)
+
+
+def assemble(per_lead: pa.Table, per_kind: pa.Table, n_pairs: int, plan: Plan) -> pd.DataFrame:
+    """The feature rows from the two aggregates of :func:`per_lead_sql` and
+    :func:`per_kind_sql` (pair ids in ``range(n_pairs)``, numbered in output order), whichever
+    engine computed them."""
     per_lead = per_lead.take(np.argsort(per_lead["pair"].to_numpy()))  # output order
-    row_of_pair = np.full(len(table), -1, dtype=np.int64)
+    row_of_pair = np.full(n_pairs, -1, dtype=np.int64)
     row_of_pair[per_lead["pair"].to_numpy()] = np.arange(len(per_lead))
     activity = _pivot_kinds(per_kind, row_of_pair, len(per_lead), plan)
     return _finish(per_lead.drop_columns(["pair"]).to_pandas(), activity, plan)
 
 
-def _finish(raw: pd.DataFrame, activity: dict, plan: _Plan) -> pd.DataFrame:
+def _finish(raw: pd.DataFrame, activity: dict, plan: Plan) -> pd.DataFrame:
     """Each feature's values (derived ones computed), in the catalogue's column order and dtypes.
     ``raw``: the per-lead columns; ``activity``: the per-kind blocks' values, aligned with its rows."""
     def value(block) -> pd.Series:
