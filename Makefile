@@ -98,6 +98,7 @@ bench: install-test  ## run the benchmarks on 1M synthetic leads (big data; minu
 	$(BIN)/python benchmarks/bench_features.py --data $(BENCH_DIR)
 	$(BIN)/python benchmarks/bench_score.py --data $(BENCH_DIR)
 	$(BIN)/python benchmarks/bench_explain.py --data $(BENCH_DIR)
+	$(BIN)/python benchmarks/bench_spark.py --data $(BENCH_DIR)
 
 lock:  ## re-resolve the lock file from pyproject.toml lower bounds (newest allowed versions)
 	rm -rf .venv-lock

@@ -15,10 +15,15 @@ pytestmark = [  # raised inside pyspark 4.3 under pandas 3, not by leadscore
     pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
 ]
 
+from leadscore.cli.app import app
 from leadscore.features.builder import features_as_of
+from leadscore.serving import spark_job
+from leadscore.serving.batch import read_scores
 from leadscore.serving.registry import load_scorer
 from leadscore.serving.spark import score_spark, utc_wall_clock
 from leadscore.training.config import load_pipeline
+
+from .conftest import runner
 
 MODEL = "models:/leadscore@champion"
 # Not UTC on purpose: Spark hands pandas UDFs naive times in the session time zone, and the
@@ -134,3 +139,33 @@ def test_without_pyspark_the_error_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyspark", None)  # `import pyspark` raises ImportError
     with pytest.raises(ImportError, match=r"leadscore\[spark\]"):
         module.result_type()
+
+
+@pytest.mark.slow
+def test_the_spark_job_scores_the_open_leads_as_the_batch_job_does(spark, train_dir, tracking_uri, tmp_path, capsys):
+    """features -> rule baseline -> registered model on Spark (the spark-submit job) gives
+    `leadscore score`'s output for the same data: probabilities, score, tier, grid, reasons and
+    the baseline's points and tier of every open lead."""
+    batch = tmp_path / "batch.parquet"
+    result = runner.invoke(app, ["score", "--model", MODEL, "--tracking-uri", tracking_uri, "--data", str(train_dir),
+                                 "--as-of", "2025-06-01", "--out", str(batch), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "scores"
+    code = spark_job.main(["--tables", str(train_dir), "--as-of", "2025-06-01", "--model", MODEL,
+                           "--tracking-uri", tracking_uri, "--out", str(out)], spark=spark)
+    assert code == 0
+    expected = read_scores(batch).sort_values(["as_of", "lead_id"]).reset_index(drop=True)
+    got = pd.read_parquet(out)
+    assert got["lead_id"].tolist() == expected["lead_id"].tolist()   # every open lead, sorted
+    assert (got["as_of"] == expected["as_of"]).all()
+    for col in ("p_sql", "p_won", "fit_score", "engagement_score", "baseline_points"):
+        np.testing.assert_allclose(got[col].to_numpy(float), expected[col].to_numpy(float), rtol=1e-9, atol=1e-12,
+                                   err_msg=col)
+    for col in ("score", "tier", "grid", "reasons", "baseline_tier"):
+        assert got[col].astype(str).tolist() == expected[col].astype(str).tolist(), col
+    assert expected["baseline_tier"].nunique() > 1 and expected["tier"].nunique() > 1
+    capsys.readouterr()
+    again = spark_job.main(["--tables", str(train_dir), "--as-of", "2025-06-01", "--model", MODEL,
+                            "--tracking-uri", tracking_uri, "--out", str(out)], spark=spark)
+    assert again == 2 and "--mode overwrite" in capsys.readouterr().err   # an existing output is kept
+    assert pd.read_parquet(out)["lead_id"].tolist() == got["lead_id"].tolist()

@@ -110,8 +110,28 @@ def _pairs(spark: SparkSession, pairs: pd.DataFrame | None, as_of) -> tuple[Data
     return frame.select("lead_id", "as_of_us", key.alias("pair")), single
 
 
+def register_views(spark: SparkSession, tables: Mapping[str, object], contract: Contract,
+                   pairs: pd.DataFrame | None = None, as_of=None) -> int | None:
+    """What the builder's SQL reads, as Spark temporary views: the contract tables, typed
+    (``tables``: Spark DataFrames or Parquet paths by name), and ``_pairs`` - the given pairs or
+    every lead open at ``as_of`` - with their exact key ``pair``. Returns the single as_of in
+    microseconds when there is one (the scoring case), else None."""
+    _register(spark, tables, contract)
+    pairs_df, single = _pairs(spark, pairs, as_of)
+    pairs_df.createOrReplaceTempView("_pairs")
+    return single
+
+
 def _schema(plan: B.Plan):
-    from pyspark.sql.types import ByteType, DoubleType, IntegerType, LongType, StringType, StructField, StructType
+    from pyspark.sql.types import (
+        ByteType,
+        DoubleType,
+        IntegerType,
+        LongType,
+        StringType,
+        StructField,
+        StructType,
+    )
 
     types = {"str": StringType(), "int32": IntegerType(), "int8": ByteType(), "float64": DoubleType()}
     return StructType([StructField("lead_id", StringType()), StructField("as_of_us", LongType())]
@@ -152,9 +172,7 @@ def features_spark(spark: SparkSession, tables: Mapping[str, object], pairs: pd.
 
     config = config or B.FeatureConfig()
     plan = B.Plan(config)
-    _register(spark, tables, config.contract)
-    pairs_df, single = _pairs(spark, pairs, as_of)
-    pairs_df.createOrReplaceTempView("_pairs")
+    single = register_views(spark, tables, config.contract, pairs, as_of)
     per_kind = spark.sql(spark_sql(B.per_kind_sql(plan, single, details=None)))
     per_lead = spark.sql(spark_sql(B.per_lead_sql(plan, single, distinct_assets=True)))
     n = int(buckets or spark.conf.get("spark.sql.shuffle.partitions"))

@@ -337,24 +337,39 @@ def score_baseline(
     data source's; attributes its attribute history covers are read as they were at as_of.
     """
     con, frame = _resolve_pairs(tables, pairs, as_of, contract)
+    attributes_sql, engagement_sql = baseline_sql(rules, contract)
     con.register("_pairs", frame)
     try:
-        used = list(dict.fromkeys(r.attribute for r in rules.fit_rules))
-        attrs = "".join(f", {attribute_sql(contract, a)} AS {_quote(a)}" for a in used)
-        history_cte, history_join = history_sql(contract)
-        base = con.execute(f"""
-            WITH {history_cte.strip().rstrip(",") or "_none AS (SELECT 1)"}
-            SELECT p.lead_id, p.as_of_us{attrs}
-            FROM _pairs p JOIN leads l ON l.lead_id = p.lead_id AND epoch_us(l.created_at) < p.as_of_us
-            {history_join}
-        """).df()
-        eng = con.execute(_engagement_sql(rules)).df()
+        base = con.execute(attributes_sql).df()
+        eng = con.execute(engagement_sql).df()
     finally:
         con.unregister("_pairs")
     base = base.merge(eng, on=["lead_id", "as_of_us"], how="left", validate="one_to_one")
-    base = base.sort_values(["as_of_us", "lead_id"], kind="stable").reset_index(drop=True)
-    n = len(base)
+    return points_of(base.sort_values(["as_of_us", "lead_id"], kind="stable").reset_index(drop=True), rules,
+                     explain, rule_points)
 
+
+def baseline_sql(rules: RuleSet, contract: Contract = DEFAULT_CONTRACT) -> tuple[str, str]:
+    """The two queries the points are computed from, per (lead_id, as_of_us) of ``_pairs``:
+    the attributes the fit rules read (as of as_of), and each engagement rule's points ``e<i>``
+    and count ``c<i>`` (a pair without activities has no row)."""
+    used = list(dict.fromkeys(r.attribute for r in rules.fit_rules))
+    attrs = "".join(f", {attribute_sql(contract, a)} AS {_quote(a)}" for a in used)
+    history_cte, history_join = history_sql(contract)
+    attributes = f"""
+        WITH {history_cte.strip().rstrip(",") or "_none AS (SELECT 1)"}
+        SELECT p.lead_id, p.as_of_us{attrs}
+        FROM _pairs p JOIN leads l ON l.lead_id = p.lead_id AND epoch_us(l.created_at) < p.as_of_us
+        {history_join}
+    """
+    return attributes, _engagement_sql(rules)
+
+
+def points_of(base: pd.DataFrame, rules: RuleSet, explain: bool = True, rule_points: bool = False) -> pd.DataFrame:
+    """The points table (:func:`score_baseline`'s columns) of the rows of the two
+    :func:`baseline_sql` queries joined on (lead_id, as_of_us), in their order; row by row, so
+    any slice of the rows gives its part of the whole."""
+    n = len(base)
     per_rule: dict[str, np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}
     _column_points(rules.fit_rules, base, per_rule, counts)

@@ -149,3 +149,64 @@ def score_spark(features_df: DataFrame, model_uri: str, spark: SparkSession | No
         "lead_id", "as_of", *[f"{_RESULT}.{name}" for name, _ in RESULT_FIELDS],
         *[c for c in PASSTHROUGH if c in columns],
     )
+
+
+def baseline_spark(spark: SparkSession, tables, rules, pairs=None, *, as_of=None, contract=None) -> DataFrame:
+    """The rule baseline's points on Spark (:func:`leadscore.modeling.baseline.score_baseline`
+    without ``fired_rules``): lead_id, as_of, fit_points, engagement_points, total_points,
+    baseline_tier and grid of the pairs, or of every lead open at ``as_of``. The same two
+    queries, translated by SQLGlot, and the same row-by-row points
+    (:func:`~leadscore.modeling.baseline.points_of`) in a pandas UDF."""
+    _require_pyspark()
+    import pandas as pd
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
+
+    from leadscore.data.contract import DEFAULT_CONTRACT
+    from leadscore.features.spark import register_views, spark_sql
+    from leadscore.modeling.baseline import baseline_sql, points_of
+
+    contract = contract or DEFAULT_CONTRACT
+    register_views(spark, tables, contract, pairs, as_of)
+    attributes, engagement = (spark.sql(spark_sql(sql)) for sql in baseline_sql(rules, contract))
+    rows = attributes.join(engagement, ["lead_id", "as_of_us"], "left")
+    points = ("fit_points", "engagement_points", "total_points", "baseline_tier", "grid")
+    schema = StructType([StructField("lead_id", StringType()), StructField("as_of_us", LongType())]
+                        + [StructField(c, DoubleType() if c.endswith("points") else StringType()) for c in points])
+
+    def per_batch(batches):
+        for batch in batches:
+            out = points_of(batch.reset_index(drop=True), rules, explain=False)
+            yield pd.DataFrame({"lead_id": batch["lead_id"].to_numpy(), "as_of_us": batch["as_of_us"].to_numpy(),
+                                **{c: out[c].to_numpy() for c in points}})
+
+    return rows.mapInPandas(per_batch, schema).select(
+        "lead_id", F.timestamp_micros("as_of_us").alias("as_of"), *points)
+
+
+def score_leads_spark(spark: SparkSession, tables, as_of, model_uri: str, env_manager: str = "local",
+                      tracking_uri: str | None = None) -> DataFrame:
+    """Every lead open at ``as_of`` scored on Spark, end to end: its features
+    (:func:`leadscore.features.spark.features_spark`, with the model's feature settings and its
+    source's attributes and kinds), the rule baseline's points beside them
+    (:func:`baseline_spark`, the model's rules), then the registered model (:func:`score_spark`).
+    ``tables``: the clean contract tables (Spark DataFrames or Parquet paths) by name. Returns
+    :func:`score_spark`'s columns with baseline_points and baseline_tier."""
+    _require_pyspark()
+    import mlflow
+
+    from leadscore.features.spark import features_spark
+    from leadscore.serving.registry import load_scorer
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    scorer, _ = load_scorer(model_uri)
+    if scorer.flat:
+        raise ValueError(f"{model_uri} was trained on a flat export (one row per lead): score the export's rows as "
+                         "they are with score_spark")
+    rows = features_spark(spark, tables, as_of=as_of, config=scorer.feature_config)
+    if scorer.rules is not None:
+        points = baseline_spark(spark, tables, scorer.rules, as_of=as_of, contract=scorer.feature_config.contract)
+        rows = rows.join(points.selectExpr("lead_id", "as_of", "total_points AS baseline_points", "baseline_tier"),
+                         ["lead_id", "as_of"], "left")
+    return score_spark(rows, model_uri, spark=spark, env_manager=env_manager).orderBy("as_of", "lead_id")
