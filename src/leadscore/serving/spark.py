@@ -160,7 +160,13 @@ def baseline_spark(spark: SparkSession, tables, rules, pairs=None, *, as_of=None
     _require_pyspark()
     import pandas as pd
     from pyspark.sql import functions as F
-    from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
+    from pyspark.sql.types import (
+        DoubleType,
+        LongType,
+        StringType,
+        StructField,
+        StructType,
+    )
 
     from leadscore.data.contract import DEFAULT_CONTRACT
     from leadscore.features.spark import register_views, spark_sql
