@@ -21,10 +21,12 @@ pytestmark = [  # raised inside pyspark 4.3 under pandas 3, not by leadscore
 from leadscore.cli.app import app
 from leadscore.features.builder import FeatureConfig, feature_catalogue, features_as_of
 from leadscore.features.spark import features_spark, spark_sql
+from leadscore.labels.examples import LABELS, ExampleConfig, build_examples
+from leadscore.labels.spark import examples_spark
 from leadscore.synthetic.generate import SynthConfig, generate
 from leadscore.synthetic.sparse import SOURCE_YAML, SparseConfig, generate_sparse
 
-from .conftest import runner
+from .conftest import runner, write_config
 
 TABLES = ("leads", "activities", "lifecycle")
 AS_OF = pd.Timestamp("2025-06-01", tz="UTC")
@@ -103,6 +105,22 @@ def test_spark_features_of_training_pairs_equal_duckdbs(spark, crm, tmp_path):
     assert expected["as_of"].nunique() == 3
 
 
+@pytest.mark.slow
+def test_spark_training_examples_equal_duckdbs(spark, crm, tmp_path):
+    """build_examples on Spark: the same as-of dates, pairs, features, labels (immature ones
+    null) and report."""
+    config = ExampleConfig(start="2025-04-15", max_lead_age_days=200, label_latency_days=3)
+    expected, report = build_examples(crm, config)
+    frame, got_report = examples_spark(spark, {n: spark.createDataFrame(crm[n]) for n in TABLES}, config)
+    got = collected(frame, tmp_path)
+    assert_same_features(got.drop(columns=list(LABELS)), expected.drop(columns=list(LABELS)))
+    for label in LABELS:
+        assert got[label].astype("boolean").tolist() == expected[label].tolist(), label
+        assert expected[label].isna().any() and expected[label].fillna(False).any(), label  # immature and positive
+    assert got_report == report
+    assert report.as_of_dates[0] < report.as_of_dates[-1] and expected["lead_age_days"].max() <= 200
+
+
 def test_events_from_as_of_on_change_no_spark_feature(spark, crm, tmp_path):
     """Point in time: activities and stage events at as_of and after it are invisible."""
     before = features_spark(spark, {n: spark.createDataFrame(crm[n]) for n in TABLES}, as_of=AS_OF).toPandas()
@@ -142,6 +160,22 @@ def test_cli_features_engine_spark_on_a_vendor_export_equals_duckdb(spark, tmp_p
     assert catalogue["name"].tolist() == expected.columns[2:].tolist()
     declared = set(catalogue["name"]) - set(feature_catalogue(FeatureConfig())["name"])
     assert declared, "the sparse export declares attributes and kinds"
+
+    # the training table too: the attribute history read as of each of many as_of dates
+    config = write_config(tmp_path / "sparse.yaml", export, base="sparse.yaml")
+    args = ["examples", "--config", str(config), "--data", str(export)]
+    duck = runner.invoke(app, [*args, "--out", str(tmp_path / "duck-examples.parquet")])
+    assert duck.exit_code == 0, duck.output
+    on_spark = runner.invoke(app, [*args, "--engine", "spark", "--out", str(tmp_path / "spark-examples.parquet")])
+    assert on_spark.exit_code == 0, on_spark.output
+    expected = pd.read_parquet(tmp_path / "duck-examples.parquet")
+    got = pd.read_parquet(tmp_path / "spark-examples.parquet")
+    assert_same_features(got.drop(columns=list(LABELS)), expected.drop(columns=list(LABELS)))
+    for label in LABELS:
+        assert got[label].astype("boolean").tolist() == expected[label].astype("boolean").tolist(), label
+    report = [line for line in duck.output.splitlines() if "matured" in line or "examples of" in line]
+    assert report and all(line in on_spark.output for line in report)   # the same counts
+    assert "won:" in on_spark.output and "leakage audit" in on_spark.output
 
 
 def test_cli_features_engine_spark_needs_a_parquet_output(tmp_path):

@@ -344,11 +344,7 @@ def features(
     from leadscore.training.config import load_pipeline
 
     ts = _parse_timestamp(as_of, "--as-of")
-    if engine not in ("duckdb", "spark"):
-        raise _config_error(ValueError(f"--engine must be duckdb or spark, got {engine!r}"))
-    if engine == "spark" and out.suffix != ".parquet":
-        raise _config_error(ValueError(f"--engine spark writes a Parquet dataset directory: give --out a path "
-                                       f"ending in .parquet, not {out}"))
+    _check_engine(engine, out)
     src = _source(data, source)
     try:
         feature_config = load_pipeline(config).features if config else FeatureConfig()
@@ -393,10 +389,14 @@ def _spark_features(ctx: typer.Context, src, ts, out: Path, feature_config) -> N
 
 @app.command()
 def examples(
+    ctx: typer.Context,
     config: Path = typer.Option(Path("pipelines/train.yaml"), "--config", help="Pipeline YAML (examples, features, leakage)."),
     data: Path | None = typer.Option(None, "--data", help=DATA_HELP + " Overrides `data` in the config."),
     source: Path | None = typer.Option(None, "--source", help=SOURCE_HELP + " Overrides `source` in the config."),
     out: Path = typer.Option(..., "--out", help="Output file (.parquet or .csv)."),
+    engine: str = typer.Option("duckdb", "--engine", help="duckdb (one machine, the default) or spark: the same "
+                               "examples built by Spark, written as a Parquet dataset directory; the leakage audit "
+                               "then reads a uniform sample of 100,000 matured examples per label."),
 ) -> None:
     """Build the training table: (lead, as_of) examples with features and matured labels.
 
@@ -415,26 +415,33 @@ def examples(
     from leadscore.labels.examples import LABEL_SPECS, build_examples, matured
     from leadscore.labels.leakage import AuditSkipped, format_audit, leakage_audit
 
+    _check_engine(engine, out)
     pipeline, src = _pipeline_and_data(config, data, source)
     feature_config = pipeline.features.replace(contract=src.contract)
-    tables = _load_clean(src)
-    t0 = time.perf_counter()
-    try:
-        table, report = build_examples(connect(tables, src.contract), pipeline.examples, feature_config)
-    except ValueError as exc:
-        raise _config_error(exc) from exc
-    write_table(table, out)
-    write_table(feature_catalogue(feature_config), _catalogue_path(out))
-    for line in report.lines():
-        typer.echo(line)
-    typer.echo(f"built in {time.perf_counter() - t0:.1f} s; wrote {out} and {_catalogue_path(out)}")
-    recorded = set(tables["lifecycle"]["stage"])
+    if engine == "spark":
+        labelled_rows, recorded = _spark_examples(ctx, pipeline, src, out, feature_config)
+    else:
+        tables = _load_clean(src)
+        t0 = time.perf_counter()
+        try:
+            table, report = build_examples(connect(tables, src.contract), pipeline.examples, feature_config)
+        except ValueError as exc:
+            raise _config_error(exc) from exc
+        write_table(table, out)
+        write_table(feature_catalogue(feature_config), _catalogue_path(out))
+        for line in report.lines():
+            typer.echo(line)
+        typer.echo(f"built in {time.perf_counter() - t0:.1f} s; wrote {out} and {_catalogue_path(out)}")
+        recorded = set(tables["lifecycle"]["stage"])
+
+        def labelled_rows(name: str):
+            return matured(table, name)
     lk = pipeline.leakage
     for label in LABEL_SPECS.values():
         if label.stage not in recorded:
             typer.echo(f"{label.name}: the data records no `{label.stage}` stage; no leakage audit")
             continue
-        labelled = matured(table, label.name)
+        labelled = labelled_rows(label.name)
         typer.echo(f"{label.name}:")
         try:
             audit = leakage_audit(labelled[feature_names(feature_config)], labelled[label.name].astype(bool),
@@ -444,6 +451,53 @@ def examples(
             typer.echo(str(exc))
             continue
         typer.echo(format_audit(audit, threshold=lk.threshold))
+
+
+def _spark_examples(ctx: typer.Context, pipeline, src, out: Path, feature_config):
+    """``examples --engine spark``: the staged clean tables through
+    :func:`leadscore.labels.spark.examples_spark`, written by Spark into ``out``. Returns (a
+    function giving a label's matured examples as pandas - a uniform sample of at most
+    100,000 - and the stages the data records)."""
+    from pyspark.sql import functions as F
+
+    from leadscore.features.builder import feature_catalogue
+    from leadscore.features.spark import SparkQueries, spark_session, write_dataset
+    from leadscore.io import write_table
+    from leadscore.labels.examples import stage_counts
+    from leadscore.labels.spark import examples_spark
+    from leadscore.training.pipeline import AUDIT_SAMPLE
+
+    staged = ctx.with_resource(_staged(src, prefix="leadscore-stage-"))
+    _note_quarantined(staged.counts)
+    t0 = time.perf_counter()
+    try:
+        spark = spark_session("leadscore examples")
+        frame, report = examples_spark(spark, staged.paths, pipeline.examples, feature_config)
+    except (ImportError, ValueError) as exc:
+        raise _config_error(exc) from exc
+    write_dataset(frame, out)
+    write_table(feature_catalogue(feature_config), _catalogue_path(out))
+    for line in report.lines():
+        typer.echo(line)
+    typer.echo(f"built on Spark ({spark.sparkContext.master}) in {time.perf_counter() - t0:.1f} s; wrote {out} "
+               f"(a Parquet dataset directory) and {_catalogue_path(out)}")
+    written = spark.read.parquet(str(out))
+
+    def sample(label: str):
+        n = report.examples - report.immature[label]
+        rows = written.where(F.col(label).isNotNull())
+        return (rows.sample(fraction=min(1.0, 1.2 * AUDIT_SAMPLE / n), seed=0) if n > AUDIT_SAMPLE else rows
+                ).toPandas().head(AUDIT_SAMPLE)
+
+    return sample, set(stage_counts(SparkQueries(spark)))
+
+
+def _check_engine(engine: str, out: Path) -> None:
+    if engine not in ("duckdb", "spark"):
+        raise _config_error(ValueError(f"--engine must be duckdb or spark, got {engine!r}"))
+    if engine == "spark" and out.suffix != ".parquet":
+        raise _config_error(ValueError(f"--engine spark writes a Parquet dataset directory: give --out a path "
+                                       f"ending in .parquet, not {out}"))
 
 
 @app.command()

@@ -76,7 +76,7 @@ def spark_sql(duckdb_sql: str) -> str:
     return tree.sql(dialect="spark")
 
 
-def _register(spark: SparkSession, tables: Mapping[str, object], contract: Contract) -> None:
+def register_tables(spark: SparkSession, tables: Mapping[str, object], contract: Contract) -> None:
     """Temporary views ``leads``, ``activities``, ``lifecycle`` (and ``attribute_history``) with
     the contract's typed columns, like :func:`leadscore.features.builder.connect`'s. A table is
     a Spark DataFrame or a Parquet path."""
@@ -99,8 +99,9 @@ def _pairs(spark: SparkSession, pairs: pd.DataFrame | None, as_of) -> tuple[Data
         raise ValueError("give exactly one of pairs= or as_of=")
     if pairs is None:
         single = B._as_of_us(as_of)
-        spark.createDataFrame(pd.DataFrame({"as_of_us": [single]}), "as_of_us long").createOrReplaceTempView("_dates")
-        frame = spark.sql(spark_sql(B.open_leads_sql()))
+        frame = open_leads_spark(spark, [as_of])
+    elif hasattr(pairs, "createOrReplaceTempView"):   # a Spark DataFrame of lead_id, as_of_us
+        single, frame = None, pairs
     else:
         given = B._pairs_frame(pairs)
         single = int(given["as_of_us"].iloc[0]) if len(given) and given["as_of_us"].nunique() == 1 else None
@@ -110,13 +111,42 @@ def _pairs(spark: SparkSession, pairs: pd.DataFrame | None, as_of) -> tuple[Data
     return frame.select("lead_id", "as_of_us", key.alias("pair")), single
 
 
+def open_leads_spark(spark: SparkSession, as_of_dates) -> DataFrame:
+    """(lead_id, as_of_us) of every lead open at each date (:func:`leadscore.features.builder.open_leads`),
+    from the registered views."""
+    dates = B._dates_frame(as_of_dates)
+    spark.createDataFrame(dates, "as_of_us long").createOrReplaceTempView("_dates")
+    return spark.sql(spark_sql(B.open_leads_sql()))
+
+
+class SparkQueries:
+    """A DuckDB connection's ``execute(sql).fetchall()`` / ``.df()`` on Spark, the SQL translated
+    (:func:`spark_sql`): the helpers written for a DuckDB connection that read a few aggregates
+    (the data's bounds, the newest outcome) run on Spark unchanged."""
+
+    def __init__(self, spark: SparkSession):
+        self.spark = spark
+        self._frame = None
+
+    def execute(self, sql: str) -> SparkQueries:
+        self._frame = self.spark.sql(spark_sql(sql))
+        return self
+
+    def fetchall(self) -> list[tuple]:
+        return [tuple(row) for row in self._frame.collect()]
+
+    def df(self) -> pd.DataFrame:
+        return self._frame.toPandas()
+
+
 def register_views(spark: SparkSession, tables: Mapping[str, object], contract: Contract,
                    pairs: pd.DataFrame | None = None, as_of=None) -> int | None:
     """What the builder's SQL reads, as Spark temporary views: the contract tables, typed
-    (``tables``: Spark DataFrames or Parquet paths by name), and ``_pairs`` - the given pairs or
-    every lead open at ``as_of`` - with their exact key ``pair``. Returns the single as_of in
-    microseconds when there is one (the scoring case), else None."""
-    _register(spark, tables, contract)
+    (``tables``: Spark DataFrames or Parquet paths by name), and ``_pairs`` - the given pairs (a
+    pandas frame of lead_id, as_of, or a Spark DataFrame of lead_id, as_of_us) or every lead open
+    at ``as_of`` - with their exact key ``pair``. Returns the single as_of in microseconds when
+    there is one (the scoring case), else None."""
+    register_tables(spark, tables, contract)
     pairs_df, single = _pairs(spark, pairs, as_of)
     pairs_df.createOrReplaceTempView("_pairs")
     return single
@@ -165,7 +195,7 @@ def features_spark(spark: SparkSession, tables: Mapping[str, object], pairs: pd.
 
     ``tables``: the clean contract tables (Spark DataFrames or Parquet paths) by name; give
     either ``pairs`` (a pandas frame of lead_id, as_of; training) or ``as_of`` (every lead open
-    then; scoring). ``buckets``: how many groups of leads the rows are assembled in (default:
+    then; scoring); ``pairs`` may also be a Spark DataFrame of lead_id, as_of_us. ``buckets``: how many groups of leads the rows are assembled in (default:
     Spark's ``spark.sql.shuffle.partitions``). Lazy, like any Spark transformation."""
     _require_pyspark()
     from pyspark.sql import functions as F
@@ -205,20 +235,20 @@ def spark_session(app_name: str) -> SparkSession:
     return session
 
 
-def write_features(spark: SparkSession, tables: Mapping[str, object], as_of, out, config: B.FeatureConfig) -> int:
-    """The features of every lead open at ``as_of`` (:func:`features_spark`) written by Spark as
-    a Parquet dataset directory at ``out`` (a local path), which replaces what was there only
-    once it is complete; timestamps as microseconds in UTC, as pandas and DuckDB read them.
-    Returns the number of rows."""
+def write_dataset(frame: DataFrame, out) -> int:
+    """``frame`` written by Spark as a Parquet dataset directory at ``out`` (a local path), which
+    replaces what was there only once it is complete; timestamps as microseconds in UTC, as
+    pandas and DuckDB read them. Returns the number of rows written."""
     import tempfile
     from pathlib import Path
 
+    spark = frame.sparkSession
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as work:
         written = Path(work) / "rows"
-        features_spark(spark, tables, as_of=as_of, config=config).write.parquet(str(written))
+        frame.write.parquet(str(written))
         n = spark.read.parquet(str(written)).count()
         if out.is_dir():
             out.rename(Path(work) / "previous")   # removed with the work directory
@@ -226,3 +256,9 @@ def write_features(spark: SparkSession, tables: Mapping[str, object], as_of, out
             out.unlink()
         written.rename(out)
     return n
+
+
+def write_features(spark: SparkSession, tables: Mapping[str, object], as_of, out, config: B.FeatureConfig) -> int:
+    """The features of every lead open at ``as_of`` (:func:`features_spark`) written as a Parquet
+    dataset directory at ``out`` (:func:`write_dataset`). Returns the number of rows."""
+    return write_dataset(features_spark(spark, tables, as_of=as_of, config=config), out)

@@ -161,6 +161,17 @@ def as_of_dates(config: ExampleConfig, first_created: pd.Timestamp, observed_unt
     return list(pd.date_range(start, end, freq=f"{int(config.cadence_days)}D"))
 
 
+LABEL_SQL = """
+    SELECT p.lead_id, p.as_of_us,
+           min(epoch_us(e.occurred_at)) FILTER (WHERE e.stage = 'sql') AS next_sql_us,
+           min(epoch_us(e.occurred_at)) FILTER (WHERE e.stage = 'won') AS next_won_us
+    FROM _label_pairs p
+    LEFT JOIN lifecycle e ON e.lead_id = p.lead_id AND epoch_us(e.occurred_at) >= p.as_of_us
+                          AND e.stage IN ('sql', 'won')
+    GROUP BY p.lead_id, p.as_of_us
+"""  # per pair of ``_label_pairs`` (lead_id, as_of_us): its first SQL and won event from as_of on
+
+
 def label_examples(con: duckdb.DuckDBPyConnection, pairs: pd.DataFrame, config: ExampleConfig,
                    observed_until: pd.Timestamp) -> pd.DataFrame:
     """``became_sql`` and ``won`` for each pair - an event in [as_of, as_of + horizon] - pd.NA
@@ -168,26 +179,25 @@ def label_examples(con: duckdb.DuckDBPyConnection, pairs: pd.DataFrame, config: 
     frame = _pairs_frame(pairs)
     con.register("_label_pairs", frame)
     try:
-        first = con.execute("""
-            SELECT p.lead_id, p.as_of_us,
-                   min(epoch_us(e.occurred_at)) FILTER (WHERE e.stage = 'sql') AS next_sql_us,
-                   min(epoch_us(e.occurred_at)) FILTER (WHERE e.stage = 'won') AS next_won_us
-            FROM _label_pairs p
-            LEFT JOIN lifecycle e ON e.lead_id = p.lead_id AND epoch_us(e.occurred_at) >= p.as_of_us
-                                  AND e.stage IN ('sql', 'won')
-            GROUP BY p.lead_id, p.as_of_us
-        """).df()
+        first = con.execute(LABEL_SQL).df()
     finally:
         con.unregister("_label_pairs")
     labels = frame.merge(first, on=["lead_id", "as_of_us"], how="left", validate="one_to_one")
+    return labels_of(labels, config, observed_until).set_axis(pairs.index)
+
+
+def labels_of(first: pd.DataFrame, config: ExampleConfig, observed_until: pd.Timestamp) -> pd.DataFrame:
+    """``became_sql`` and ``won`` (nullable booleans) of rows of :data:`LABEL_SQL`'s columns
+    (as_of_us, next_sql_us, next_won_us), row by row."""
     end_us = _as_of_us(observed_until)
-    out = pd.DataFrame(index=pairs.index)
+    out = pd.DataFrame(index=first.index)
     for label, col, horizon in (("became_sql", "next_sql_us", config.horizon_days),
                                 ("won", "next_won_us", config.won_horizon_days)):
         h_us = int(horizon) * 86_400_000_000
-        hit = labels[col].notna().to_numpy() & (labels[col].to_numpy(dtype="float64", na_value=np.inf)
-                                                <= labels["as_of_us"].to_numpy() + h_us)
-        matured = labels["as_of_us"].to_numpy() + h_us <= end_us
+        as_of_us = first["as_of_us"].to_numpy(dtype="int64")
+        hit = first[col].notna().to_numpy() & (first[col].to_numpy(dtype="float64", na_value=np.inf)
+                                               <= as_of_us + h_us)
+        matured = as_of_us + h_us <= end_us
         values = pd.array(hit, dtype="boolean")
         values[~matured] = pd.NA
         out[label] = values
