@@ -7,6 +7,8 @@ import os
 # second training it starts share 2 cores
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import contextlib  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pandas as pd
@@ -167,3 +169,44 @@ def tables():
         "amount": [None, None, None],
     })
     return {"leads": leads, "activities": activities, "lifecycle": lifecycle}
+
+
+SPARK_LOG4J = """\
+rootLogger.level = error
+rootLogger.appenderRef.stderr.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n
+"""
+
+
+@contextlib.contextmanager
+def local_spark(app_name: str, time_zone: str, workdir: Path, env: dict[str, str] | None = None):
+    """A local[2] SparkSession in ``time_zone`` (UI, console progress and logs below errors
+    off), whose Python workers run this interpreter, with ``env`` set before the JVM starts (the
+    driver and the workers inherit it); stopped at the end."""
+    from pyspark.sql import SparkSession
+
+    log4j = workdir / "log4j2.properties"
+    log4j.write_text(SPARK_LOG4J)
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in {**(env or {}), "PYSPARK_PYTHON": sys.executable,
+                            "PYSPARK_DRIVER_PYTHON": sys.executable}.items():
+            mp.setenv(name, value)
+        session = (SparkSession.builder.master("local[2]").appName(app_name)
+                   .config("spark.ui.enabled", "false")
+                   .config("spark.ui.showConsoleProgress", "false")
+                   .config("spark.sql.shuffle.partitions", "3")
+                   .config("spark.default.parallelism", "2")
+                   .config("spark.sql.session.timeZone", time_zone)
+                   .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+                   .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+                   .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{log4j}")
+                   .getOrCreate())
+        session.sparkContext.setLogLevel("ERROR")
+        try:
+            yield session
+        finally:
+            session.stop()

@@ -23,22 +23,13 @@ from leadscore.serving.registry import load_scorer
 from leadscore.serving.spark import score_spark, utc_wall_clock
 from leadscore.training.config import load_pipeline
 
-from .conftest import runner
+from .conftest import local_spark, runner
 
 MODEL = "models:/leadscore@champion"
 # Not UTC on purpose: Spark hands pandas UDFs naive times in the session time zone, and the
 # scores must not depend on it.
 SESSION_TZ = "America/New_York"
 
-LOG4J = """\
-rootLogger.level = error
-rootLogger.appenderRef.stderr.ref = console
-appender.console.type = Console
-appender.console.name = console
-appender.console.target = SYSTEM_ERR
-appender.console.layout.type = PatternLayout
-appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n
-"""
 
 
 @pytest.fixture(scope="module")
@@ -50,30 +41,9 @@ def tracking_uri(trained):
 @pytest.fixture(scope="module")
 def spark(tracking_uri, tmp_path_factory):
     """A local[2] SparkSession whose Python workers use this interpreter and the test's MLflow store."""
-    from pyspark.sql import SparkSession
-
-    log4j = tmp_path_factory.mktemp("spark") / "log4j2.properties"
-    log4j.write_text(LOG4J)
-    with pytest.MonkeyPatch.context() as mp:
-        # set before the JVM starts so that the driver and the Python workers inherit them
-        mp.setenv("MLFLOW_TRACKING_URI", tracking_uri)
-        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        mp.setenv("PYSPARK_PYTHON", sys.executable)
-        mp.setenv("PYSPARK_DRIVER_PYTHON", sys.executable)
-        session = (SparkSession.builder.master("local[2]").appName("leadscore-test")
-                   .config("spark.ui.enabled", "false")
-                   .config("spark.ui.showConsoleProgress", "false")
-                   .config("spark.sql.shuffle.partitions", "2")
-                   .config("spark.default.parallelism", "2")
-                   .config("spark.sql.session.timeZone", SESSION_TZ)
-                   .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-                   .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{log4j}")
-                   .getOrCreate())
-        session.sparkContext.setLogLevel("ERROR")
-        try:
-            yield session
-        finally:
-            session.stop()
+    env = {"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    with local_spark("leadscore-test", SESSION_TZ, tmp_path_factory.mktemp("spark"), env) as session:
+        yield session
 
 
 @pytest.fixture(scope="module")

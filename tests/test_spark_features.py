@@ -6,8 +6,6 @@ declared attributes, kinds and an attribute history (the sparse export), and poi
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -26,7 +24,7 @@ from leadscore.labels.spark import examples_spark
 from leadscore.synthetic.generate import SynthConfig, generate
 from leadscore.synthetic.sparse import SOURCE_YAML, SparseConfig, generate_sparse
 
-from .conftest import runner, write_config
+from .conftest import local_spark, runner, write_config
 
 TABLES = ("leads", "activities", "lifecycle")
 AS_OF = pd.Timestamp("2025-06-01", tz="UTC")
@@ -35,22 +33,8 @@ AS_OF = pd.Timestamp("2025-06-01", tz="UTC")
 @pytest.fixture(scope="module")
 def spark(tmp_path_factory):
     """A local[2] SparkSession in a time zone other than UTC (the features must not depend on it)."""
-    from pyspark.sql import SparkSession
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PYSPARK_PYTHON", sys.executable)
-        session = (SparkSession.builder.master("local[2]").appName("leadscore-test-features")
-                   .config("spark.ui.enabled", "false")
-                   .config("spark.ui.showConsoleProgress", "false")
-                   .config("spark.sql.shuffle.partitions", "3")
-                   .config("spark.sql.session.timeZone", "Asia/Kolkata")
-                   .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-                   .getOrCreate())
-        session.sparkContext.setLogLevel("ERROR")
-        try:
-            yield session
-        finally:
-            session.stop()
+    with local_spark("leadscore-test-features", "Asia/Kolkata", tmp_path_factory.mktemp("spark")) as session:
+        yield session
 
 
 @pytest.fixture(scope="module")
