@@ -71,8 +71,12 @@ def main() -> None:
     spark.stop()
 
     print("\nequality, Spark against DuckDB:")
-    print(f"  rows {len(got):,} vs {len(duck):,}; columns {'equal' if list(got.columns) == list(duck.columns) else 'DIFFER'}"
-          f"; dtypes {'equal' if (got.dtypes == duck.dtypes).all() else 'DIFFER'}")
+    same_columns = list(got.columns) == list(duck.columns)
+    same_dtypes = same_columns and (got.dtypes == duck.dtypes).all()
+    print(f"  rows {len(got):,} vs {len(duck):,}; columns {'equal' if same_columns else 'DIFFER'}"
+          f"; dtypes {'equal' if same_dtypes else 'DIFFER'}")
+    if not same_columns or len(got) != len(duck):
+        sys.exit("Spark's rows differ from DuckDB's")
     worst, differing = 0.0, {}
     for col in duck.columns:
         a, b = got[col], duck[col]
@@ -90,6 +94,8 @@ def main() -> None:
     print(f"  other columns and missing values: {sum(differing.values()):,} differing values"
           + (f" in {', '.join(differing)}" if differing else ""))
     print(load_average())
+    if worst > 1e-9 or differing or not same_dtypes:
+        sys.exit("Spark's features differ from DuckDB's")
 
 
 if __name__ == "__main__":

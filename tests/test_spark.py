@@ -139,3 +139,21 @@ def test_the_spark_job_scores_the_open_leads_as_the_batch_job_does(spark, train_
                             "--tracking-uri", tracking_uri, "--out", str(out)], spark=spark)
     assert again == 2 and "--mode overwrite" in capsys.readouterr().err   # an existing output is kept
     assert pd.read_parquet(out)["lead_id"].tolist() == got["lead_id"].tolist()
+
+
+def test_the_spark_job_says_what_is_wrong_and_exits_2(spark, tracking_uri, train_dir, tmp_path, capsys):
+    def run(*changed: str) -> tuple[int, str]:
+        args = {"--tables": str(train_dir), "--as-of": "2025-06-01", "--model": MODEL, "--tracking-uri": tracking_uri,
+                "--out": str(tmp_path / "scores")}
+        args.update(dict(zip(changed[::2], changed[1::2])))
+        capsys.readouterr()
+        code = spark_job.main([part for pair in args.items() for part in pair], spark=spark)
+        return code, capsys.readouterr().err
+
+    code, err = run("--tables", str(tmp_path / "nowhere"))
+    assert code == 2 and f"table leads: cannot read {tmp_path / 'nowhere'}/leads.parquet" in err
+    code, err = run("--as-of", "next tuesday")
+    assert code == 2 and "--as-of 'next tuesday' is not a date or time" in err
+    code, err = run("--model", "models:/no-such-model@champion")
+    assert code == 2 and "cannot load the model models:/no-such-model@champion" in err
+    assert not (tmp_path / "scores").exists()

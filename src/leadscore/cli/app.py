@@ -322,9 +322,10 @@ def features(
                               + AS_OF_FORMAT + "."),
     out: Path = typer.Option(..., "--out", help="Output file (.parquet or .csv)."),
     config: Path | None = typer.Option(None, "--config", help="Pipeline YAML whose `features` section to use."),
-    engine: str = typer.Option("duckdb", "--engine", help="duckdb (one machine, the default) or spark: the same "
-                               "features computed by Spark (pip install 'leadscore[spark]', Java 17+), written as a "
-                               "Parquet dataset directory. Spark's master is spark-submit's, else local[*]."),
+    engine: str = typer.Option("duckdb", "--engine", help="duckdb (the default) or spark: the same features "
+                               "computed by Spark in local mode on this machine (pip install 'leadscore[spark]', "
+                               "Java 17+), written as a Parquet dataset directory. On a cluster, run the Spark job "
+                               "(README: Scale-out on Spark)."),
 ) -> None:
     """Write the feature rows of every lead open at --as-of (the scoring-time table).
 
@@ -369,16 +370,13 @@ def _spark_features(ctx: typer.Context, src, ts, out: Path, feature_config) -> N
     """``features --engine spark``: the staged clean tables through
     :func:`leadscore.features.spark.features_spark`, written by Spark into ``out``."""
     from leadscore.features.builder import feature_catalogue
-    from leadscore.features.spark import spark_session, write_features
+    from leadscore.features.spark import write_features
     from leadscore.io import write_table
 
+    spark = _local_spark("leadscore features")   # before staging: say at once when Spark cannot run
     staged = ctx.with_resource(_staged(src, prefix="leadscore-stage-"))
     _note_quarantined(staged.counts)
     t0 = time.perf_counter()
-    try:
-        spark = spark_session("leadscore features")
-    except ImportError as exc:
-        raise _config_error(exc) from exc
     n_rows = write_features(spark, staged.paths, ts, out, feature_config)
     write_table(feature_catalogue(feature_config), _catalogue_path(out))
     typer.echo(f"{n_rows:,} open leads as of {ts:%Y-%m-%d %H:%M} (of {staged.counts['leads']['clean']:,} leads), "
@@ -394,9 +392,9 @@ def examples(
     data: Path | None = typer.Option(None, "--data", help=DATA_HELP + " Overrides `data` in the config."),
     source: Path | None = typer.Option(None, "--source", help=SOURCE_HELP + " Overrides `source` in the config."),
     out: Path = typer.Option(..., "--out", help="Output file (.parquet or .csv)."),
-    engine: str = typer.Option("duckdb", "--engine", help="duckdb (one machine, the default) or spark: the same "
-                               "examples built by Spark, written as a Parquet dataset directory; the leakage audit "
-                               "then reads a uniform sample of 100,000 matured examples per label."),
+    engine: str = typer.Option("duckdb", "--engine", help="duckdb (the default) or spark: the same examples built "
+                               "by Spark in local mode on this machine, written as a Parquet dataset directory; the "
+                               "leakage audit then reads a uniform sample of 100,000 matured examples per label."),
 ) -> None:
     """Build the training table: (lead, as_of) examples with features and matured labels.
 
@@ -458,22 +456,22 @@ def _spark_examples(ctx: typer.Context, pipeline, src, out: Path, feature_config
     :func:`leadscore.labels.spark.examples_spark`, written by Spark into ``out``. Returns (a
     function giving a label's matured examples as pandas - a uniform sample of at most
     100,000 - and the stages the data records)."""
-    from pyspark.sql import functions as F
-
     from leadscore.features.builder import feature_catalogue
-    from leadscore.features.spark import SparkQueries, spark_session, write_dataset
+    from leadscore.features.spark import SparkQueries, write_dataset
     from leadscore.io import write_table
     from leadscore.labels.examples import stage_counts
     from leadscore.labels.spark import examples_spark
     from leadscore.training.pipeline import AUDIT_SAMPLE
 
+    spark = _local_spark("leadscore examples")
+    from pyspark.sql import functions as F
+
     staged = ctx.with_resource(_staged(src, prefix="leadscore-stage-"))
     _note_quarantined(staged.counts)
     t0 = time.perf_counter()
     try:
-        spark = spark_session("leadscore examples")
         frame, report = examples_spark(spark, staged.paths, pipeline.examples, feature_config)
-    except (ImportError, ValueError) as exc:
+    except ValueError as exc:
         raise _config_error(exc) from exc
     write_dataset(frame, out)
     write_table(feature_catalogue(feature_config), _catalogue_path(out))
@@ -486,10 +484,22 @@ def _spark_examples(ctx: typer.Context, pipeline, src, out: Path, feature_config
     def sample(label: str):
         n = report.examples - report.immature[label]
         rows = written.where(F.col(label).isNotNull())
-        return (rows.sample(fraction=min(1.0, 1.2 * AUDIT_SAMPLE / n), seed=0) if n > AUDIT_SAMPLE else rows
-                ).toPandas().head(AUDIT_SAMPLE)
+        if n <= AUDIT_SAMPLE:
+            return rows.toPandas()
+        some = rows.sample(fraction=min(1.0, 1.2 * AUDIT_SAMPLE / n), seed=0).toPandas()
+        return some.sample(n=min(AUDIT_SAMPLE, len(some)), random_state=0)   # uniform over every as_of
 
     return sample, set(stage_counts(SparkQueries(spark)))
+
+
+def _local_spark(app_name: str):
+    """A Spark session in local mode on this machine, or exit 2 saying what is missing."""
+    from leadscore.features.spark import spark_session
+
+    try:
+        return spark_session(app_name, master="local[*]")
+    except (ImportError, RuntimeError) as exc:
+        raise _config_error(exc) from exc
 
 
 def _check_engine(engine: str, out: Path) -> None:

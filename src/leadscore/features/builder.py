@@ -384,7 +384,10 @@ def attribute_sql(contract: Contract, name: str) -> str:
         return f"l.{_quote(name)}"
     value = f"hv.{_quote(name)}"
     if name in contract.numeric_attributes:
-        return f"TRY_CAST({value} AS {'BIGINT' if name == 'company_size' else 'DOUBLE'})"
+        number = f"TRY_CAST({value} AS DOUBLE)"   # "250.0", "1e3": numbers, as the contract reads them
+        # A whole number of employees: rounded half away from zero (as DuckDB casts "10.5"), the
+        # same in every engine (Spark's ANSI cast of "250.0" to BIGINT gives NULL).
+        return f"TRY_CAST(ROUND({number}) AS BIGINT)" if name == "company_size" else number
     return value
 
 

@@ -48,11 +48,12 @@ _BUCKET = "_bucket"
 _FUNCTIONS = {"EPOCH_US": "UNIX_MICROS", "ARG_MAX_NULL": "MAX_BY"}
 
 
-def _require_pyspark():
+def require_pyspark(what: str = "features on Spark") -> None:
+    """ImportError saying how to install the extra when pyspark is missing (``what`` needs it)."""
     try:
         import pyspark  # noqa: F401
     except ImportError as exc:
-        raise ImportError(f"features on Spark need pyspark: {INSTALL_HINT} (pyspark 4.x needs Java 17+)") from exc
+        raise ImportError(f"{what} needs pyspark: {INSTALL_HINT} (pyspark 4.x needs Java 17+)") from exc
 
 
 @functools.lru_cache(maxsize=256)
@@ -84,10 +85,24 @@ def register_tables(spark: SparkSession, tables: Mapping[str, object], contract:
         if name not in tables:
             raise KeyError(f"missing table {name!r}")
         src = tables[name]
-        frame = src if hasattr(src, "createOrReplaceTempView") else spark.read.parquet(str(src))
+        frame = _utc(spark, src if hasattr(src, "createOrReplaceTempView") else spark.read.parquet(str(src)))
         frame.createOrReplaceTempView(f"_{name}_src")
         spark.sql(spark_sql(B.typed_table_sql(name, f"_{name}_src", set(frame.columns), contract))
                   ).createOrReplaceTempView(name)
+
+
+def _utc(spark: SparkSession, frame: DataFrame) -> DataFrame:
+    """``frame`` with its timestamps without a time zone (TIMESTAMP_NTZ, what Spark reads of a
+    naive Parquet timestamp) read as UTC, the contract's rule and DuckDB's - not in the
+    session's time zone, as a cast would."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import TimestampNTZType
+
+    zone = F.lit(spark.conf.get("spark.sql.session.timeZone"))
+    naive = [f.name for f in frame.schema.fields if isinstance(f.dataType, TimestampNTZType)]
+    for name in naive:
+        frame = frame.withColumn(name, F.convert_timezone(F.lit("UTC"), zone, F.col(name)).cast("timestamp"))
+    return frame
 
 
 def _pairs(spark: SparkSession, pairs: pd.DataFrame | None, as_of) -> tuple[DataFrame, int | None]:
@@ -104,6 +119,13 @@ def _pairs(spark: SparkSession, pairs: pd.DataFrame | None, as_of) -> tuple[Data
         single, frame = None, pairs
     else:
         given = B._pairs_frame(pairs)
+        repeated = given.duplicated()
+        if repeated.any():
+            first = given[repeated].iloc[0]
+            raise ValueError(f"pairs: {int(repeated.sum()):,} (lead_id, as_of) pairs are given more than once, e.g. "
+                             f"lead {first['lead_id']!r} at {pd.Timestamp(int(first['as_of_us']), unit='us', tz='UTC')} "
+                             f"(rows {', '.join(map(str, np.flatnonzero(given.duplicated(keep=False))[:5]))}); "
+                             "give each pair once")
         single = int(given["as_of_us"].iloc[0]) if len(given) and given["as_of_us"].nunique() == 1 else None
         frame = spark.createDataFrame(given, "lead_id string, as_of_us long")
     # The lead id, then the as_of's digits: the last "@" splits them, so no two pairs share a key.
@@ -197,7 +219,7 @@ def features_spark(spark: SparkSession, tables: Mapping[str, object], pairs: pd.
     either ``pairs`` (a pandas frame of lead_id, as_of; training) or ``as_of`` (every lead open
     then; scoring); ``pairs`` may also be a Spark DataFrame of lead_id, as_of_us. ``buckets``: how many groups of leads the rows are assembled in (default:
     Spark's ``spark.sql.shuffle.partitions``). Lazy, like any Spark transformation."""
-    _require_pyspark()
+    require_pyspark()
     from pyspark.sql import functions as F
 
     config = config or B.FeatureConfig()
@@ -205,9 +227,10 @@ def features_spark(spark: SparkSession, tables: Mapping[str, object], pairs: pd.
     single = register_views(spark, tables, config.contract, pairs, as_of)
     per_kind = spark.sql(spark_sql(B.per_kind_sql(plan, single, details=None)))
     per_lead = spark.sql(spark_sql(B.per_lead_sql(plan, single, distinct_assets=True)))
-    n = int(buckets or spark.conf.get("spark.sql.shuffle.partitions"))
-    if n < 1:
-        raise ValueError(f"buckets must be >= 1, got {n}")
+    if buckets is not None and buckets < 1:
+        raise ValueError(f"buckets must be >= 1, got {buckets}")
+    partitions = spark.conf.get("spark.sql.shuffle.partitions")   # a number, or e.g. "auto" on Databricks
+    n = buckets or (int(partitions) if partitions.isdigit() else spark.sparkContext.defaultParallelism)
     bucket = F.pmod(F.xxhash64("pair"), F.lit(n)).alias(_BUCKET)
     rows = (per_lead.select(bucket, "*").groupBy(_BUCKET)
             .cogroup(per_kind.select(bucket, "*").groupBy(_BUCKET))
@@ -217,11 +240,12 @@ def features_spark(spark: SparkSession, tables: Mapping[str, object], pairs: pd.
             .orderBy("as_of", "lead_id"))
 
 
-def spark_session(app_name: str) -> SparkSession:
-    """The active SparkSession, or a new one: on the master spark-submit gives, else
-    ``local[*]``; Python workers run this interpreter (where leadscore is installed) unless
-    ``PYSPARK_PYTHON`` says otherwise."""
-    _require_pyspark()
+def spark_session(app_name: str, master: str | None = None) -> SparkSession:
+    """The active SparkSession, or a new one on ``master`` (None: the one spark-submit gives,
+    else ``local[*]``); Python workers run this interpreter (where leadscore is installed)
+    unless ``PYSPARK_PYTHON`` says otherwise. Raises RuntimeError, saying why, when Spark
+    cannot start (no Java 17+)."""
+    require_pyspark()
     import os
     import sys
 
@@ -230,7 +254,13 @@ def spark_session(app_name: str) -> SparkSession:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     session = SparkSession.getActiveSession()
     if session is None:
-        session = SparkSession.builder.appName(app_name).getOrCreate()
+        builder = SparkSession.builder.appName(app_name)
+        try:
+            session = (builder.master(master) if master else builder).getOrCreate()
+        except Exception as exc:  # pyspark raises its own errors when the JVM cannot start
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise RuntimeError(f"could not start Spark ({first}); Spark needs Java 17 or newer on the PATH or in "
+                               "JAVA_HOME") from exc
         session.sparkContext.setLogLevel("ERROR")
     return session
 

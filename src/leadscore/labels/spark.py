@@ -34,7 +34,10 @@ def examples_spark(spark: SparkSession, tables: Mapping[str, object], config: Ex
     """(examples, report): the feature rows with ``became_sql`` and ``won`` (null where immature)
     of every lead open at every as-of date of the window, sorted by (as_of, lead_id), as a Spark
     DataFrame - and the report :func:`~leadscore.labels.examples.build_examples` gives, counted
-    on Spark. ``tables``: the clean contract tables (Spark DataFrames or Parquet paths)."""
+    on Spark. ``tables``: the clean contract tables (Spark DataFrames or Parquet paths). The
+    feature rows are persisted (memory, then disk) for the actions on the result; they are
+    released with the session, or by ``spark.catalog.clearCache()``."""
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
     from pyspark.sql.types import (
         BooleanType,
@@ -63,6 +66,8 @@ def examples_spark(spark: SparkSession, tables: Mapping[str, object], config: Ex
     features = features_spark(spark, tables, pairs, config=feature_config)
     if config.max_lead_age_days is not None:
         features = features.where(F.col("lead_age_days") <= config.max_lead_age_days)
+    # read twice below (the labels' keys, the join) and again by every action on the result
+    features = features.persist(StorageLevel.MEMORY_AND_DISK)
     keys = features.select("lead_id", F.unix_micros("as_of").alias("as_of_us"))
     keys.createOrReplaceTempView("_label_pairs")
     first = spark.sql(spark_sql(LABEL_SQL))

@@ -31,12 +31,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from leadscore.features.spark import require_pyspark
 from leadscore.serving.columns import BASELINE_COLUMNS, SPARK_FIELDS
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from pyspark.sql import DataFrame, SparkSession
 
-INSTALL_HINT = "pip install 'leadscore[spark]'"
 # The pyfunc's scoring columns after the keys, with their Spark types. lead_id and as_of are
 # taken from the input rather than from the model's output (spark_udf result types allow only
 # int/long/float/double/string/boolean, no timestamps); rows stay aligned because a pandas UDF
@@ -46,11 +46,8 @@ PASSTHROUGH = BASELINE_COLUMNS  # copied from the input when present, as the sco
 _RESULT = "_leadscore"
 
 
-def _require_pyspark():
-    try:
-        import pyspark  # noqa: F401
-    except ImportError as exc:
-        raise ImportError(f"Spark scoring needs pyspark: {INSTALL_HINT} (pyspark 4.x needs Java 17+)") from exc
+def _require_pyspark() -> None:
+    require_pyspark("Spark scoring")
 
 
 def result_type():
@@ -191,13 +188,14 @@ def baseline_spark(spark: SparkSession, tables, rules, pairs=None, *, as_of=None
 
 
 def score_leads_spark(spark: SparkSession, tables, as_of, model_uri: str, env_manager: str = "local",
-                      tracking_uri: str | None = None) -> DataFrame:
+                      tracking_uri: str | None = None, scorer=None) -> DataFrame:
     """Every lead open at ``as_of`` scored on Spark, end to end: its features
     (:func:`leadscore.features.spark.features_spark`, with the model's feature settings and its
     source's attributes and kinds), the rule baseline's points beside them
     (:func:`baseline_spark`, the model's rules), then the registered model (:func:`score_spark`).
     ``tables``: the clean contract tables (Spark DataFrames or Parquet paths) by name. Returns
-    :func:`score_spark`'s columns with baseline_points and baseline_tier."""
+    :func:`score_spark`'s columns with baseline_points and baseline_tier. ``scorer``: the model
+    already read (:func:`leadscore.serving.registry.load_scorer`), else it is read here."""
     _require_pyspark()
     import mlflow
 
@@ -206,7 +204,8 @@ def score_leads_spark(spark: SparkSession, tables, as_of, model_uri: str, env_ma
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
-    scorer, _ = load_scorer(model_uri)
+    if scorer is None:
+        scorer, _ = load_scorer(model_uri)
     if scorer.flat:
         raise ValueError(f"{model_uri} was trained on a flat export (one row per lead): score the export's rows as "
                          "they are with score_spark")

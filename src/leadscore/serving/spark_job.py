@@ -59,30 +59,53 @@ def main(argv: list[str] | None = None, spark=None) -> int:
     try:
         as_of = utc_timestamp(args.as_of)
     except (ValueError, TypeError) as exc:
-        print(f"error: --as-of {args.as_of!r} is not a date or time ({exc})", file=sys.stderr)
-        return 2
+        return _error(f"--as-of {args.as_of!r} is not a date or time ({exc})")
     spark = spark or spark_session("leadscore scoring job")
-    scorer, _ = load_scorer(args.model, args.tracking_uri)
-    names = TABLES + ((HISTORY,) if scorer.feature_config.contract.history_attributes else ())
+    try:
+        scorer, _ = load_scorer(args.model, args.tracking_uri)
+    except Exception as exc:  # MLflow's and the bundle's own errors: an unknown model, a tampered copy
+        return _error(f"cannot load the model {args.model}: {exc}")
+    contract = scorer.feature_config.contract
+    names = TABLES + ((HISTORY,) if contract.history_attributes else ())
     base = args.tables.rstrip("/")
-    tables = {name: f"{base}/{name}.parquet" for name in names}
+    tables = {}
+    for name in names:
+        path = f"{base}/{name}.parquet"
+        try:
+            tables[name] = spark.read.parquet(path)
+        except AnalysisException as exc:
+            return _error(f"table {name}: cannot read {path} ({_first_line(exc)})")
+    absent = [a.name for a in contract.attributes if a.name not in tables["leads"].columns]
+    if absent:
+        return _error(f"{base}/leads.parquet lacks the attribute column(s) the model reads: {', '.join(absent)}")
     start = time.perf_counter()
-    scores = score_leads_spark(spark, tables, as_of, args.model, env_manager=args.env_manager,
-                               tracking_uri=args.tracking_uri)
+    try:
+        scores = score_leads_spark(spark, tables, as_of, args.model, env_manager=args.env_manager,
+                                   tracking_uri=args.tracking_uri, scorer=scorer)
+    except (KeyError, ValueError) as exc:   # a required column missing, a flat export's model
+        return _error(str(exc).strip("'\""))
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
     try:
         scores.write.mode(args.mode).parquet(args.out)
     except AnalysisException as exc:
         if "already exists" not in str(exc).lower():
             raise
-        print(f"error: {args.out} already exists; nothing was written (--mode overwrite replaces it)", file=sys.stderr)
-        return 2
+        return _error(f"{args.out} already exists; nothing was written (--mode overwrite replaces it)")
     written = spark.read.parquet(args.out)
     tiers = written.groupBy("tier").count().toPandas().set_index("tier")["count"]
     print(f"scored {int(tiers.sum()):,} leads open at {pd.Timestamp(as_of):%Y-%m-%d %H:%M} with {args.model} in "
           f"{time.perf_counter() - start:.1f} s: " + ", ".join(f"{t} {int(n):,}" for t, n in tiers.items()))
     print(f"wrote {args.out}")
     return 0
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
