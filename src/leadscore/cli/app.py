@@ -405,7 +405,6 @@ def examples(
 
     from leadscore.features.builder import (
         connect,
-        feature_catalogue,
         feature_names,
         point_in_time_features,
     )
@@ -426,10 +425,7 @@ def examples(
         except ValueError as exc:
             raise _config_error(exc) from exc
         write_table(table, out)
-        write_table(feature_catalogue(feature_config), _catalogue_path(out))
-        for line in report.lines():
-            typer.echo(line)
-        typer.echo(f"built in {time.perf_counter() - t0:.1f} s; wrote {out} and {_catalogue_path(out)}")
+        _built(report, f"in {time.perf_counter() - t0:.1f} s; wrote {out}", out, feature_config)
         recorded = set(tables["lifecycle"]["stage"])
 
         def labelled_rows(name: str):
@@ -456,9 +452,7 @@ def _spark_examples(ctx: typer.Context, pipeline, src, out: Path, feature_config
     :func:`leadscore.labels.spark.examples_spark`, written by Spark into ``out``. Returns (a
     function giving a label's matured examples as pandas - a uniform sample of at most
     100,000 - and the stages the data records)."""
-    from leadscore.features.builder import feature_catalogue
     from leadscore.features.spark import SparkQueries, write_dataset
-    from leadscore.io import write_table
     from leadscore.labels.examples import stage_counts
     from leadscore.labels.spark import examples_spark
     from leadscore.training.pipeline import AUDIT_SAMPLE
@@ -474,11 +468,8 @@ def _spark_examples(ctx: typer.Context, pipeline, src, out: Path, feature_config
     except ValueError as exc:
         raise _config_error(exc) from exc
     write_dataset(frame, out)
-    write_table(feature_catalogue(feature_config), _catalogue_path(out))
-    for line in report.lines():
-        typer.echo(line)
-    typer.echo(f"built on Spark ({spark.sparkContext.master}) in {time.perf_counter() - t0:.1f} s; wrote {out} "
-               f"(a Parquet dataset directory) and {_catalogue_path(out)}")
+    _built(report, f"on Spark ({spark.sparkContext.master}) in {time.perf_counter() - t0:.1f} s; wrote {out} "
+                   "(a Parquet dataset directory)", out, feature_config)
     written = spark.read.parquet(str(out))
 
     def sample(label: str):
@@ -490,6 +481,17 @@ def _spark_examples(ctx: typer.Context, pipeline, src, out: Path, feature_config
         return some.sample(n=min(AUDIT_SAMPLE, len(some)), random_state=0)   # uniform over every as_of
 
     return sample, set(stage_counts(SparkQueries(spark)))
+
+
+def _built(report, how: str, out: Path, feature_config) -> None:
+    """After the examples are written: the catalogue beside them, the report, how they were built."""
+    from leadscore.features.builder import feature_catalogue
+    from leadscore.io import write_table
+
+    write_table(feature_catalogue(feature_config), _catalogue_path(out))
+    for line in report.lines():
+        typer.echo(line)
+    typer.echo(f"built {how} and {_catalogue_path(out)}")
 
 
 def _local_spark(app_name: str):

@@ -216,9 +216,10 @@ def features_spark(spark: SparkSession, tables: Mapping[str, object], pairs: pd.
     dtypes, as a Spark DataFrame sorted by (as_of, lead_id).
 
     ``tables``: the clean contract tables (Spark DataFrames or Parquet paths) by name; give
-    either ``pairs`` (a pandas frame of lead_id, as_of; training) or ``as_of`` (every lead open
-    then; scoring); ``pairs`` may also be a Spark DataFrame of lead_id, as_of_us. ``buckets``: how many groups of leads the rows are assembled in (default:
-    Spark's ``spark.sql.shuffle.partitions``). Lazy, like any Spark transformation."""
+    either ``pairs`` (a pandas frame of lead_id, as_of, or a Spark DataFrame of lead_id,
+    as_of_us; training) or ``as_of`` (every lead open then; scoring). ``buckets``: how many
+    groups of leads the rows are assembled in (default: Spark's ``spark.sql.shuffle.partitions``).
+    Lazy, like any Spark transformation."""
     require_pyspark()
     from pyspark.sql import functions as F
 
@@ -265,17 +266,23 @@ def spark_session(app_name: str, master: str | None = None) -> SparkSession:
     return session
 
 
+def timestamps_in_micros(spark: SparkSession) -> None:
+    """Spark writes Parquet timestamps as microseconds in UTC from now on - what pandas and DuckDB
+    read as UTC instants (Spark's default, INT96, reads back without a time zone)."""
+    spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+
+
 def write_dataset(frame: DataFrame, out) -> int:
     """``frame`` written by Spark as a Parquet dataset directory at ``out`` (a local path), which
-    replaces what was there only once it is complete; timestamps as microseconds in UTC, as
-    pandas and DuckDB read them. Returns the number of rows written."""
+    replaces what was there only once it is complete (timestamps: :func:`timestamps_in_micros`).
+    Returns the number of rows written."""
     import tempfile
     from pathlib import Path
 
     spark = frame.sparkSession
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    timestamps_in_micros(spark)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as work:
         written = Path(work) / "rows"
         frame.write.parquet(str(written))

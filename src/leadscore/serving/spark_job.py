@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None, spark=None) -> int:
     from pyspark.errors import AnalysisException
 
     from leadscore.data.contract import HISTORY, utc_timestamp
-    from leadscore.features.spark import spark_session
+    from leadscore.features.spark import spark_session, timestamps_in_micros
     from leadscore.serving.registry import load_scorer
     from leadscore.serving.spark import score_leads_spark
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None, spark=None) -> int:
                                    tracking_uri=args.tracking_uri, scorer=scorer)
     except (KeyError, ValueError) as exc:   # a required column missing, a flat export's model
         return _error(str(exc).strip("'\""))
-    spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    timestamps_in_micros(spark)
     try:
         scores.write.mode(args.mode).parquet(args.out)
     except AnalysisException as exc:
