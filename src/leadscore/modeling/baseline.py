@@ -37,6 +37,7 @@ from leadscore.features.builder import (
     attribute_sql,
     history_sql,
 )
+from leadscore.modeling.metrics import sample_weights
 from leadscore.settings import (
     ConfigError,
     Positive,
@@ -472,7 +473,8 @@ class RuleBaselineClassifier(ClassifierMixin, BaseEstimator):
     so the baseline is evaluated on exactly the rows, split and metrics of the model.
     ``fit`` learns a monotone (isotonic) map from points to the observed rate, so that
     ``predict_proba`` is comparable in log loss and Brier score; ``decision_function`` is the
-    raw points.
+    raw points. ``fit``'s ``sample_weight`` (1 / each row's inclusion probability, when the rows
+    are a sample of leads) weights that map, so it estimates the full population's rate.
     """
 
     def __init__(self, points_column: str = "baseline_points"):
@@ -483,10 +485,12 @@ class RuleBaselineClassifier(ClassifierMixin, BaseEstimator):
             raise KeyError(f"X has no column {self.points_column!r} (add baseline points with score_baseline)")
         return np.asarray(X[self.points_column], dtype="float64")
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         y = np.asarray(y).astype(int)
+        w = sample_weights(sample_weight, len(y), "sample_weight")
         self.classes_ = np.array([0, 1])
-        self.isotonic_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(self._points(X), y)
+        self.isotonic_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(
+            self._points(X), y, sample_weight=w)
         return self
 
     def decision_function(self, X) -> np.ndarray:

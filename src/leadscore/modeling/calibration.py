@@ -4,6 +4,10 @@ Both are fitted on the calibration slice (newer than the training data, other le
 choice between them is made by grouped cross-validation *inside* that slice, so isotonic's
 flexibility is not rewarded for fitting the very rows it is judged on; the winner is then
 refitted on the whole slice. Both maps are monotone, so ranking (AUC, lift) is unchanged.
+
+When the slice is a sample of leads, ``fit``'s ``sample_weight`` (1 / each row's inclusion
+probability) weights the choice's log loss and both fits, so that the map estimates the full
+population's conversion rate at each margin rather than the (positive-enriched) sample's.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from sklearn.base import BaseEstimator
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
+
+from leadscore.modeling.metrics import sample_weights
 
 EPS = 1e-6
 METHODS = ("isotonic", "sigmoid")
@@ -46,11 +52,11 @@ class MarginCalibrator(BaseEstimator):
         self.n_splits = n_splits
 
     @staticmethod
-    def _fit_one(method: str, margin: np.ndarray, y: np.ndarray):
+    def _fit_one(method: str, margin: np.ndarray, y: np.ndarray, w: np.ndarray | None = None):
         if method == "isotonic":
-            return IsotonicRegression(out_of_bounds="clip", y_min=EPS, y_max=1 - EPS).fit(margin, y)
+            return IsotonicRegression(out_of_bounds="clip", y_min=EPS, y_max=1 - EPS).fit(margin, y, sample_weight=w)
         if method == "sigmoid":
-            return LogisticRegression(C=1e6, max_iter=1000).fit(margin.reshape(-1, 1), y)
+            return LogisticRegression(C=1e6, max_iter=1000).fit(margin.reshape(-1, 1), y, sample_weight=w)
         raise ValueError(f"unknown calibration method {method!r}; use one of {METHODS} or auto")
 
     @staticmethod
@@ -65,8 +71,15 @@ class MarginCalibrator(BaseEstimator):
             p = expit(margin.reshape(-1, 1) @ model.coef_.T + model.intercept_).reshape(-1)
         return np.clip(p, EPS, 1 - EPS)
 
-    def fit(self, margin, y, groups=None):
+    def fit(self, margin, y, groups=None, sample_weight=None):
+        """Fit the map (choosing the method by grouped cross-validated log loss for ``auto``).
+
+        ``groups``: each row's lead, kept within one fold. ``sample_weight``: each row's
+        sampling weight (1 / its inclusion probability) when the rows are a sample of leads;
+        it weights the cross-validated log loss and every fit. Folds are dealt by rows, unweighted.
+        """
         margin, y = np.asarray(margin, dtype="float64"), np.asarray(y).astype(int)
+        w = sample_weights(sample_weight, len(y), "sample_weight")
         self.cv_logloss_ = {}
         if self.method == "auto":
             groups = np.arange(len(y)) if groups is None else np.asarray(groups)
@@ -75,15 +88,16 @@ class MarginCalibrator(BaseEstimator):
             for method in METHODS:
                 pred = np.empty(len(y))
                 for tr, te in folds:
+                    w_tr = None if w is None else w[tr]
                     if len(np.unique(y[tr])) < 2:  # too few positives for this fold: its base rate
-                        pred[te] = np.clip(y[tr].mean(), EPS, 1 - EPS)
+                        pred[te] = np.clip(np.average(y[tr], weights=w_tr), EPS, 1 - EPS)
                         continue
-                    pred[te] = self._apply(self._fit_one(method, margin[tr], y[tr]), margin[te])
-                self.cv_logloss_[method] = float(log_loss(y, pred, labels=[0, 1]))
+                    pred[te] = self._apply(self._fit_one(method, margin[tr], y[tr], w_tr), margin[te])
+                self.cv_logloss_[method] = float(log_loss(y, pred, labels=[0, 1], sample_weight=w))
             self.method_ = min(self.cv_logloss_, key=self.cv_logloss_.get)
         else:
             self.method_ = self.method
-        self.model_ = self._fit_one(self.method_, margin, y)
+        self.model_ = self._fit_one(self.method_, margin, y, w)
         return self
 
     def predict(self, margin) -> np.ndarray:
