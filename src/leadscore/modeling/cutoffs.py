@@ -22,6 +22,16 @@ Two loads are reported for a threshold ``t``, both for the whole lead base (x ``
 * **open leads** (stock): the mean over as-of dates of the examples at or above ``t`` - the
   queue of open leads above the cutoff on an average day, not a weekly figure.
 
+**Sampling weights.** Training may build its examples on a sample of leads (every lead with a
+positive outcome kept, the others kept with probability ``r``); ``weight`` then gives each example
+its lead's inverse inclusion probability (1 for the leads always kept, ``1 / r`` for the others:
+how many leads of the full population it stands for, Horvitz-Thompson). Every count below -
+examples, positives, arrivals, the bootstrap's per-lead sums - is then the sum of the weights of
+the examples counted, so the cutoffs and figures estimate those of the full population: a lead of
+weight 3 counts as three copies of itself (``min_rows`` and capacity shares included), and
+``population_scale`` multiplies on top. Without weights every example counts once (the figures
+are then exactly those of the unweighted arithmetic, with whole-number example counts).
+
 Whatever the policy, the MQL cutoff must not exceed the SQL cutoff; targets that would put it
 above are refused (:class:`CutoffError`). Comparisons are exact (``rate >= target`` with the
 rate computed as positives / examples), so a target met exactly counts as met.
@@ -41,7 +51,11 @@ from pydantic import Field, model_validator
 
 from leadscore.modeling import cutoff_policies
 from leadscore.modeling.cutoff_policies import Choice, CutoffError
-from leadscore.modeling.metrics import lead_bootstrap_sums, percentile_interval
+from leadscore.modeling.metrics import (
+    lead_bootstrap_sums,
+    percentile_interval,
+    sample_weights,
+)
 from leadscore.settings import Section, Whole
 
 POLICIES = cutoff_policies.names()
@@ -67,9 +81,10 @@ class CutoffPolicy(Section):
     ``>= 1``, share of examples if ``< 1``) or a recall; ``conversion_rate`` without either
     target uses the default targets (4 % and 13 %). ``expected_value`` takes ``value_per_sql`` (value of
     one SQL: deal value x win rate), ``mql_cost`` (one nurture touch) and ``sql_cost`` (one
-    sales touch) instead, in one currency. ``min_rows``: fewest examples at or above a
-    ``conversion_rate`` candidate for its rate to count. ``bootstrap``: resamples of leads
-    for the reported intervals, 0 for none, else at least :data:`MIN_BOOTSTRAP`;
+    sales touch) instead, in one currency. ``min_rows``: fewest examples (their summed weight,
+    with sampling weights) at or above a ``conversion_rate`` candidate for its rate to count.
+    ``bootstrap``: resamples of leads for the reported intervals, 0 for none, else at least
+    :data:`MIN_BOOTSTRAP`;
     ``confidence``: their coverage; ``seed`` makes them reproducible.
     """
 
@@ -213,6 +228,13 @@ def _lead_codes(lead_id, n: int) -> tuple[np.ndarray, int]:
     return codes, len(uniques)
 
 
+def _weights(weight, n: int) -> np.ndarray | None:
+    """Sampling weights: None (every example counts once) or one positive finite float per example."""
+    if weight is not None:
+        _length(weight, "weight", n)
+    return sample_weights(weight, n)
+
+
 def _scale(population_scale) -> float:
     try:
         value = _number("population_scale", population_scale)
@@ -223,11 +245,27 @@ def _scale(population_scale) -> float:
     return value
 
 
-def _inputs(p, y, as_of, population_scale):
+def _inputs(p, y, as_of, population_scale, weight=None):
     p = _probabilities(p)
     if len(p) == 0:
         raise ValueError("p is empty; cutoffs need at least one example")
-    return p, _labels(y, len(p)), _n_dates(as_of, len(p)), _scale(population_scale)
+    return p, _labels(y, len(p)), _n_dates(as_of, len(p)), _scale(population_scale), _weights(weight, len(p))
+
+
+def _suffix_sums(x: np.ndarray) -> np.ndarray:
+    """``out[i] = x[i:].sum()``, ``out[len(x)] = 0``: with ``x`` in ascending order of ``p``, the
+    weight at or above sorted row ``i`` (a count, exact, when ``x`` is integer ones)."""
+    out = np.zeros(len(x) + 1, dtype=x.dtype)
+    out[:-1] = np.cumsum(x[::-1])[::-1]
+    return out
+
+
+def _ranked(values: np.ndarray, w: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` ascending and, per position, the weight at or above it (:func:`_suffix_sums`);
+    without weights every value weighs 1, so the sums are counts."""
+    order = np.argsort(values, kind="stable")
+    weights = np.ones(len(values), dtype="int64") if w is None else w[order]
+    return values[order], _suffix_sums(weights)
 
 
 @dataclass(frozen=True)
@@ -236,17 +274,19 @@ class _Arrivals:
 
     An example arrives at ``t`` when it counts (``counts``: not on the first as-of date) and
     ``previous < t <= p``; ``previous`` is the lead's ``p`` at the previous as-of date, -inf
-    where it was not an example then."""
+    where it was not an example then. An arrival counts its weight ``w`` (1 without weights).
+    :meth:`count` bisects two ranked arrays: the weight of counting examples with ``p >= t``
+    less that of those with ``min(p, previous) >= t`` (already at or above the date before)."""
 
     p: np.ndarray
     previous: np.ndarray
     counts: np.ndarray
     weeks: float  # 0 when there is no interval to measure a flow over
-    _now: np.ndarray = dataclasses.field(repr=False, default=None)
-    _both: np.ndarray = dataclasses.field(repr=False, default=None)
+    _now: tuple = dataclasses.field(repr=False, default=None)  # (sorted p, weight at or above) of counting rows
+    _both: tuple = dataclasses.field(repr=False, default=None)  # the same for min(p, previous)
 
     @classmethod
-    def of(cls, p: np.ndarray, as_of, lead_id=None) -> _Arrivals:
+    def of(cls, p: np.ndarray, as_of, lead_id=None, w: np.ndarray | None = None) -> _Arrivals:
         if lead_id is None:
             dates = _dates(as_of)
             previous, counts, weeks = np.full(len(p), -np.inf), np.ones(len(p), bool), float(dates.nunique())
@@ -260,19 +300,20 @@ class _Arrivals:
             previous = np.where(np.isnan(previous), -np.inf, previous)
             counts = k > 0
             weeks = float((days[-1] - days[0]) / pd.Timedelta(days=7))
+        w_counts = None if w is None else w[counts]
         both = np.minimum(p, previous)[counts]
-        return cls(p, previous, counts, weeks, np.sort(p[counts]), np.sort(both))
+        return cls(p, previous, counts, weeks, _ranked(p[counts], w_counts), _ranked(both, w_counts))
 
     def arriving(self, threshold: float) -> np.ndarray:
         """Per example: does it arrive at or above ``threshold``?"""
         return self.counts & (self.p >= threshold) & (self.previous < threshold)
 
     def count(self, thresholds) -> np.ndarray:
-        """Arrivals at or above each threshold (all as-of dates together)."""
+        """Arrivals at or above each threshold (all as-of dates together; their weight, with weights)."""
         t = np.asarray(thresholds, dtype="float64")
-        now = len(self._now) - np.searchsorted(self._now, t, side="left")
-        both = len(self._both) - np.searchsorted(self._both, t, side="left")
-        return now - both
+        (now, now_from), (both, both_from) = self._now, self._both
+        arrived = now_from[np.searchsorted(now, t, side="left")] - both_from[np.searchsorted(both, t, side="left")]
+        return np.maximum(arrived, 0)  # a no-op on counts; keeps float weights' rounding from going below 0
 
     def per_week(self, count, scale: float):
         count = np.asarray(count, dtype="float64")
@@ -290,30 +331,38 @@ def _dates(as_of) -> pd.Series:
 
 @dataclass(frozen=True)
 class _Sorted:
-    """``p`` sorted ascending with suffix sums of ``y``: counts at or above any threshold by bisection."""
+    """``p`` sorted ascending with suffix sums of ``w`` and ``w * y``: examples and positives at or
+    above any threshold by bisection - counts (int64) without weights, summed weights with them."""
 
     p: np.ndarray
+    n_from: np.ndarray  # n_from[i]: examples among sorted rows i..n-1 (n_from[n] = 0)
     pos_from: np.ndarray  # pos_from[i]: positives among sorted rows i..n-1 (pos_from[n] = 0)
 
     @classmethod
-    def of(cls, p: np.ndarray, y: np.ndarray) -> _Sorted:
+    def of(cls, p: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> _Sorted:
         order = np.argsort(p, kind="stable")
-        pos_from = np.zeros(len(p) + 1, dtype="int64")
-        pos_from[:-1] = np.cumsum(y[order][::-1])[::-1]
-        return cls(p[order], pos_from)
+        weights = np.ones(len(p), dtype="int64") if w is None else w[order]
+        return cls(p[order], _suffix_sums(weights), _suffix_sums(y[order] * weights))
 
     @property
-    def n(self) -> int:
-        return len(self.p)
+    def n(self) -> int | float:
+        return self.n_from[0].item()
 
     @property
-    def positives(self) -> int:
-        return int(self.pos_from[0])
+    def positives(self) -> int | float:
+        return self.pos_from[0].item()
 
     def at_or_above(self, thresholds) -> tuple[np.ndarray, np.ndarray]:
         """(examples, positives) with ``p >= t`` for each threshold ``t``."""
         i = np.searchsorted(self.p, np.asarray(thresholds, dtype="float64"), side="left")
-        return self.n - i, self.pos_from[i]
+        return self.n_from[i], self.pos_from[i]
+
+    def quantiles(self, levels) -> np.ndarray:
+        """The ``p`` of the example at each (weighted) rank ``levels`` from the bottom, 0-based: the
+        sorted row whose examples, stacked in order (a weight-w row as w copies), cover that rank."""
+        below_or_at = self.n_from[0] - self.n_from[1:]  # examples in sorted rows 0..i
+        rows = np.searchsorted(below_or_at, np.asarray(levels), side="right")
+        return self.p[np.minimum(rows, len(self.p) - 1)]
 
     def candidates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Distinct ``p`` values ascending, with (examples, positives) at or above each."""
@@ -336,24 +385,25 @@ def _ratio(num, den):
 # ---------------------------------------------------------------------------
 
 def choose_cutoffs(p, y, as_of, policy: CutoffPolicy, population_scale: float = 1.0,
-                   probability: str = "p_sql", lead_id=None) -> Cutoffs:
+                   probability: str = "p_sql", lead_id=None, *, weight=None) -> Cutoffs:
     """Choose the MQL and SQL cutoffs on ``p`` by ``policy`` (semantics: module docstring).
 
     ``p``: calibrated ``p_sql`` per example; ``y``: 0/1 or bool outcomes; ``as_of``: each
     example's as-of timestamp; ``lead_id``: each example's lead (new leads per week follow a
     lead from one as-of date to the next; None: each example is a lead seen once);
-    ``population_scale``: leads each example stands for (1 / the sampled share of leads).
+    ``population_scale``: leads each example stands for (1 / the sampled share of leads);
+    ``weight``: per example, its sampling weight (module docstring; None: 1 each).
     ``probability``: the name of ``p`` in messages (``p_sql``, ``p_won``). Raises
     :class:`CutoffError` when a target cannot be met (with ``unreachable: refuse``) or the two
     cutoffs conflict; with ``unreachable: best`` a fallback is described in ``Cutoffs.notes``.
     """
     if not isinstance(policy, CutoffPolicy):
         raise TypeError(f"policy must be a CutoffPolicy, got {type(policy).__name__}")
-    p, y, n_dates, scale = _inputs(p, y, as_of, population_scale)
+    p, y, n_dates, scale, w = _inputs(p, y, as_of, population_scale, weight)
     rule = cutoff_policies.policy_named(policy.policy)
     if not rule.needs_data:
         return Cutoffs(policy=policy, **rule.choose(policy, None))
-    choice = Choice(_Sorted.of(p, y), lambda: _Arrivals.of(p, as_of, lead_id), scale, probability)
+    choice = Choice(_Sorted.of(p, y, w), lambda: _Arrivals.of(p, as_of, lead_id, w), scale, probability)
     chosen = rule.choose(policy, choice)
     notes, fell_back = choice.notes, choice.fell_back
     if chosen["mql"] > chosen["sql"] and notes:  # a fallback moved the SQL cutoff below the MQL one
@@ -372,7 +422,8 @@ def choose_cutoffs(p, y, as_of, policy: CutoffPolicy, population_scale: float = 
 # Reporting
 # ---------------------------------------------------------------------------
 
-def cutoff_report(cutoffs: Cutoffs, p, y, as_of, lead_id, population_scale: float = 1.0) -> pd.DataFrame:
+def cutoff_report(cutoffs: Cutoffs, p, y, as_of, lead_id, population_scale: float = 1.0, *,
+                  weight=None) -> pd.DataFrame:
     """The cutoffs on a frame (the test slice): one row per cutoff, ``MQL`` then ``SQL``.
 
     Columns: ``cutoff``, ``policy``, ``threshold`` (the cutoff on p), ``target`` (the policy's
@@ -390,20 +441,24 @@ def cutoff_report(cutoffs: Cutoffs, p, y, as_of, lead_id, population_scale: floa
     lead's examples are correlated, so they move together), seeded by ``policy.seed``; the
     as-of dates stay fixed. NaN without resamples, where a rate has no examples (or no
     positives) to divide by, and for new leads per week on a frame of one as-of date.
+    ``weight``: sampling weights (module docstring): every count, and every lead's sums in the
+    bootstrap, is then a sum of weights, and ``examples`` a float.
     """
     if not isinstance(cutoffs, Cutoffs):
         raise TypeError(f"cutoffs must be Cutoffs, got {type(cutoffs).__name__}")
-    p, y, n_dates, scale = _inputs(p, y, as_of, population_scale)
+    p, y, n_dates, scale, w = _inputs(p, y, as_of, population_scale, weight)
     codes, n_leads = _lead_codes(lead_id, len(p))
-    arrivals = _Arrivals.of(p, as_of, lead_id)
+    arrivals = _Arrivals.of(p, as_of, lead_id)  # only its per-example arrivals are used; the columns carry w
     policy = cutoffs.policy
-    n = len(p)
+    n = len(p) if w is None else float(w.sum())
 
     at_mql, at_sql = p >= cutoffs.mql, p >= cutoffs.sql
     new_mql, new_sql = arrivals.arriving(cutoffs.mql), arrivals.arriving(cutoffs.sql)
     # columns summed per example, per cutoff: at or above, positives there, arrivals (and into the band); all positives
     columns = np.column_stack([at_mql, y * at_mql, new_mql, new_mql & ~at_sql,
                                at_sql, y * at_sql, new_sql, new_sql, y]).astype("float64")
+    if w is not None:
+        columns *= w[:, None]
     point = columns.sum(axis=0)[None, :]
     boot = (lead_bootstrap_sums(codes, n_leads, columns, policy.bootstrap, policy.seed)
             if policy.bootstrap else np.full((0, columns.shape[1]), np.nan))
@@ -423,7 +478,8 @@ def cutoff_report(cutoffs: Cutoffs, p, y, as_of, lead_id, population_scale: floa
         is_band = name == "MQL"
         est, band = stats(point, k), stats(point, k, band=is_band)
         row = {"cutoff": name, "policy": policy.policy, "threshold": threshold,
-               "target": policy.target(name.lower()), "examples": int(est["examples"][0])}
+               "target": policy.target(name.lower()),
+               "examples": int(est["examples"][0]) if w is None else float(est["examples"][0])}
         for key in ("new_leads_per_week", "open_leads", "share_of_examples", "conversion_rate", "recall"):
             row[key] = float(est["examples"][0] / n) if key == "share_of_examples" else float(est[key][0])
             if key != "share_of_examples":
@@ -438,24 +494,24 @@ def cutoff_report(cutoffs: Cutoffs, p, y, as_of, lead_id, population_scale: floa
     return pd.DataFrame(rows)
 
 
-def tradeoff_curve(p, y, as_of, population_scale: float = 1.0, n_points: int = 50, lead_id=None) -> pd.DataFrame:
+def tradeoff_curve(p, y, as_of, population_scale: float = 1.0, n_points: int = 50, lead_id=None, *,
+                   weight=None) -> pd.DataFrame:
     """What each threshold would give on a frame: the data of the report's cutoff trade-off plot.
 
     Thresholds are ``p`` values at the quantile levels 0, 1/n_points, ..., 1 - 1/n_points (the
     threshold that keeps about the top 100 %, ..., the top 1/n_points of examples), duplicates
     dropped, ascending. Columns: ``threshold``, ``examples``, ``new_leads_per_week``,
     ``open_leads``, ``share_of_examples``, ``conversion_rate``, ``recall`` - all for the
-    examples at or above the threshold, as in :func:`cutoff_report` (``lead_id``: as in
-    :func:`choose_cutoffs`).
+    examples at or above the threshold, as in :func:`cutoff_report` (``lead_id``, ``weight``: as
+    in :func:`choose_cutoffs`; with weights the quantiles, too, are of the weighted examples).
     """
     if isinstance(n_points, bool) or not isinstance(n_points, numbers.Integral) or n_points < 2:
         raise ValueError(f"n_points must be a whole number >= 2, got {n_points!r}")
-    p, y, n_dates, scale = _inputs(p, y, as_of, population_scale)
-    s = _Sorted.of(p, y)
-    index = np.minimum((np.arange(n_points) * s.n) // n_points, s.n - 1)
-    thresholds = np.unique(s.p[index])
+    p, y, n_dates, scale, w = _inputs(p, y, as_of, population_scale, weight)
+    s = _Sorted.of(p, y, w)
+    thresholds = np.unique(s.quantiles((np.arange(n_points) * s.n) // n_points))
     n_ge, pos_ge = s.at_or_above(thresholds)
-    arrivals = _Arrivals.of(p, as_of, lead_id)
+    arrivals = _Arrivals.of(p, as_of, lead_id, w)
     return pd.DataFrame({
         "threshold": thresholds,
         "examples": n_ge,

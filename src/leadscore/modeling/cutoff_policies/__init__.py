@@ -29,7 +29,9 @@ class Choice:
     ``sorted``: the examples by ``p`` (``candidates()`` gives the distinct values of p and,
     for each, the examples and positives at or above it; ``n``, ``positives``);
     ``arrivals()``: the new-leads-per-week counter (built on first use); ``scale``: leads per
-    example; ``probability``: the name of p in messages; ``notes`` / ``fell_back``: where a
+    example. With sampling weights every one of these counts is a sum of weights (a float), so a
+    policy that works from them alone chooses as on the full population without knowing of
+    weights; ``probability``: the name of p in messages; ``notes`` / ``fell_back``: where a
     target could not be met and what was chosen instead.
     """
 

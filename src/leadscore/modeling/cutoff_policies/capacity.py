@@ -4,9 +4,9 @@ A target ``>= 1`` is a number of *new leads per week*: the leads that cross the 
 week and reach sales or nurture (a flow, the unit capacity is planned in). The cutoff is the
 lowest candidate ``t`` such that it, and every stricter candidate, send at most that many new
 leads per week (the flow is not monotone in ``t``: at a low cutoff most leads are already above
-it when they appear). A target ``< 1`` is a share of examples: the lowest candidate with at
-most that share at or above it. Ties at a candidate move together, so the realised load can be
-below the target.
+it when they appear). A target ``< 1`` is a share of examples (of their summed sampling weight,
+when weighted): the lowest candidate with at most that share at or above it. Ties at a
+candidate move together, so the realised load can be below the target.
 """
 
 from __future__ import annotations
@@ -56,6 +56,6 @@ def cutoff(choice: Choice, target: float, name: str) -> float:
         top_load = f"{load[-1]:.2%} of examples"
     over = np.flatnonzero(load > target)  # the cutoff must keep to the target, and so must every stricter one
     if over.size and over[-1] == len(values) - 1:
-        raise CutoffError(f"no p_sql cutoff keeps to {what} ({name} target): the {int(n_ge[-1]):,} examples tied at "
+        raise CutoffError(f"no p_sql cutoff keeps to {what} ({name} target): the {n_ge[-1]:,.0f} examples tied at "
                           f"the highest p_sql ({values[-1]:.4g}) already make {top_load}; raise the {name} target")
     return float(values[over[-1] + 1 if over.size else 0])

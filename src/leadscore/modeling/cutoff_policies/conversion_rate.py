@@ -1,7 +1,8 @@
 """``conversion_rate``: the leads handed over convert at the target rate.
 
 The target is a rate in (0, 1]. Candidate thresholds are the distinct ``p`` values; a
-candidate is *supported* when at least ``min_rows`` examples are at or above it. The cutoff is
+candidate is *supported* when at least ``min_rows`` examples (their summed sampling weight, when
+weighted) are at or above it. The cutoff is
 the smallest supported candidate ``t`` such that the examples at or above every supported
 candidate ``t' >= t`` (``t`` included) convert at >= the target. So the leads handed over
 convert at the target, and so would any stricter cut with enough rows; the few highest-scored
@@ -63,7 +64,7 @@ def cutoff(choice: Choice, target: float, name: str, min_rows: int, fallback: bo
     values, n_ge, pos_ge = s.candidates()
     supported = np.flatnonzero(n_ge >= min_rows)  # a prefix: n_ge falls as the threshold rises
     if supported.size == 0:
-        raise CutoffError(f"the frame has {s.n:,} examples; policy conversion_rate needs at least min_rows="
+        raise CutoffError(f"the frame has {s.n:,.0f} examples; policy conversion_rate needs at least min_rows="
                           f"{min_rows} at or above a cutoff")
     top = supported[-1]
     rate = pos_ge[: top + 1] / n_ge[: top + 1]
@@ -73,7 +74,7 @@ def cutoff(choice: Choice, target: float, name: str, min_rows: int, fallback: bo
         if rate[best] < target:
             problem = (f"no {p_name} cutoff converts at >= {target:.1%} ({name} target): the best rate with at least "
                        f"{min_rows} examples at or above is {rate[best]:.1%} ({p_name} >= {values[best]:.4g}, "
-                       f"{int(n_ge[best]):,} examples)")
+                       f"{n_ge[best]:,.0f} examples)")
             if not fallback:
                 raise CutoffError(f"{problem}; lower the {name} target or choose on more data "
                                   "(or set cutoffs.unreachable: best)")
@@ -82,7 +83,7 @@ def cutoff(choice: Choice, target: float, name: str, min_rows: int, fallback: bo
             return float(values[best])
         problem = (f"no {p_name} cutoff keeps the conversion rate at >= {target:.1%} ({name} target) for every "
                    f"stricter cut: {p_name} >= {values[best]:.4g} reaches {rate[best]:.1%}, but the top "
-                   f"{int(n_ge[top]):,} examples ({p_name} >= {values[top]:.4g}) convert at only {rate[top]:.1%}; "
+                   f"{n_ge[top]:,.0f} examples ({p_name} >= {values[top]:.4g}) convert at only {rate[top]:.1%}; "
                    "the scores are poorly ranked at the top")
         if not fallback:
             raise CutoffError(f"{problem} - lower the {name} target, raise min_rows or choose on more data "
