@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 from leadscore.cli.app import app
 from leadscore.features.builder import connect, open_leads
 from leadscore.labels.examples import (
+    LABELS,
+    WEIGHT,
     ExampleConfig,
     build_examples,
     history_weeks_needed,
@@ -22,6 +24,7 @@ from leadscore.labels.examples import (
     matured,
     observed_end,
     parts_at,
+    sample_leads,
     walk_forward,
 )
 from leadscore.labels.leakage import leakage_audit
@@ -91,6 +94,66 @@ def test_examples_cover_open_leads_at_every_date(synthetic_dir):
     first_sql = lc[lc["stage"] == "sql"].groupby("lead_id")["occurred_at"].min()
     joined = ex.join(first_sql.rename("sql_at"), on="lead_id")
     assert (joined["sql_at"].isna() | (joined["sql_at"] >= joined["as_of"])).all()
+
+
+def test_sampled_examples_are_the_full_rows_of_every_positive_lead_and_a_weighted_share_of_the_others(
+        synthetic_dir):
+    """max_examples: the same report as every example; each kept lead's rows exactly as in the
+    full build (features and labels); every lead with a matured positive kept at weight 1, the
+    others at 1/r; the weighted examples stand for the whole window."""
+    tables = {n: synthetic_dir / f"{n}.parquet" for n in ("leads", "activities", "lifecycle")}
+    cfg = dict(start="2024-10-07", end="2025-09-01", cadence_days=14, max_lead_age_days=365)
+    full, full_report = build_examples(tables, ExampleConfig(**cfg))
+    sampled, report = build_examples(tables, ExampleConfig(**cfg, max_examples=len(full) // 3))
+    assert WEIGHT not in full
+    assert (report.examples, report.leads, report.immature, report.positives) == \
+        (full_report.examples, full_report.leads, full_report.immature, full_report.positives)
+    s = report.sample
+    assert s is not None and 0 < s.rate < 1 and s.examples == len(sampled) and s.leads == sampled["lead_id"].nunique()
+    assert abs(len(sampled) - len(full) // 3) < 0.1 * len(full)  # about max_examples
+    positive = set(full.loc[full[list(LABELS)].fillna(False).any(axis=1), "lead_id"])
+    assert s.positive_leads == len(positive)
+    kept = set(sampled["lead_id"])
+    assert positive <= kept
+    expected = full[full["lead_id"].isin(kept)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(sampled.drop(columns=WEIGHT), expected)
+    weight = sampled[WEIGHT].to_numpy()
+    assert (weight[sampled["lead_id"].isin(positive).to_numpy()] == 1).all()
+    assert np.allclose(weight[~sampled["lead_id"].isin(positive).to_numpy()], 1 / s.rate)
+    # the weighted sample estimates the window: examples and the matured negatives
+    assert abs(weight.sum() / len(full) - 1) < 0.1
+    negatives = full["became_sql"].eq(False).sum()
+    assert abs((weight * sampled["became_sql"].eq(False)).sum() / negatives - 1) < 0.1
+    assert "sampled (examples.max_examples" in "\n".join(report.lines())
+    # a budget the window fits in keeps every example, unweighted
+    again, report = build_examples(tables, ExampleConfig(**cfg, max_examples=len(full)))
+    assert report.sample is None and WEIGHT not in again and len(again) == len(full)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(1, 30), min_size=5, max_size=300), st.data())
+def test_property_lead_sampling_keeps_positives_and_a_larger_budget_keeps_a_superset(sizes, data):
+    """Every lead with an outcome while their examples fill at most half the budget (else those
+    leads at the rate that fills half); the others at the rate that fills the rest; each kept
+    lead weighs 1 / its group's rate; a larger budget keeps a superset."""
+    per_lead = pd.Series(sizes, index=[f"L{i:05d}" for i in range(len(sizes))])
+    positive = per_lead.index[data.draw(st.lists(st.booleans(), min_size=len(sizes), max_size=len(sizes)))]
+    small_budget = data.draw(st.integers(1000, 4000))
+    small, s1 = sample_leads(per_lead, positive, small_budget)
+    large, s2 = sample_leads(per_lead, positive, small_budget + data.draw(st.integers(0, 4000)))
+    n_pos, n_other = int(per_lead[positive].sum()), int(per_lead.sum()) - int(per_lead[positive].sum())
+    if n_pos <= max(small_budget / 2, small_budget - n_other):
+        assert s1.positive_rate == 1 and set(positive) <= set(small.index)
+    else:
+        assert s1.positive_rate * n_pos == pytest.approx(max(small_budget / 2, small_budget - n_other))
+    assert np.allclose(small[small.index.isin(positive)], 1 / s1.positive_rate)
+    assert np.allclose(small[~small.index.isin(positive)], 1 / s1.rate) and 0 < s1.rate <= 1
+    if n_other:
+        assert s1.rate * n_other == pytest.approx(min(n_other, small_budget - s1.positive_rate * n_pos))
+    assert set(small.index) <= set(large.index) and s1.rate <= s2.rate and s1.positive_rate <= s2.positive_rate
+    assert s1.examples == per_lead[small.index].sum() and s1.leads == len(small)
+    again, _ = sample_leads(per_lead.sample(frac=1, random_state=1), positive, small_budget)  # order-free
+    assert set(again.index) == set(small.index)
 
 
 def test_a_fit_at_a_cutoff_sees_only_closed_label_windows_and_holds_out_leads(synthetic_dir):

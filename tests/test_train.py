@@ -47,6 +47,15 @@ def test_property_negative_sampling_keeps_every_positive_and_weights_the_negativ
     assert np.allclose(again.loc[~again["y"], WEIGHT], 1.0 / (rate * rate2))
 
 
+def test_negative_sampling_keeps_negatives_when_positives_alone_exceed_the_budget():
+    """A large lead base can have more positives than ``max_rows`` (the logistic reference's
+    50,000): half the budget still goes to negatives, or the fit would see one class."""
+    frame = pd.DataFrame({"lead_id": [f"L{i}" for i in range(11_000)], "y": [True] * 1000 + [False] * 10_000})
+    out, rate = sample_negatives(frame, "y", 500, seed=0)
+    assert rate == 250 / 10_000 and int(out["y"].sum()) == 1000
+    assert 150 < int((~out["y"]).sum()) < 350 and np.allclose(out.loc[~out["y"], WEIGHT], 40.0)
+
+
 def test_a_fit_with_fixed_trees_has_exactly_that_many():
     rows = _rows()
     model = fit_lightgbm(rows, "y", ["x", "noise"], [], SMALL, trees=7)

@@ -68,7 +68,11 @@ def test_reliability_table_weights_are_repeated_rows(rows, n_bins):
     weighted = reliability_table(y, p, n_bins, weight=w)
     repeated = reliability_table(*repeat(w, y, p), n_bins)
     assert weighted["rows"].dtype == "float64" and repeated["rows"].dtype.kind == "i"
-    pd.testing.assert_frame_equal(weighted, repeated, check_dtype=False, rtol=1e-9)
+    pd.testing.assert_frame_equal(weighted.drop(columns="effective_rows"), repeated, check_dtype=False, rtol=1e-9)
+    # what an interval rests on: the bin's rows when every weight is alike, fewer when they differ
+    n = pd.Series(w).groupby(np.minimum((np.asarray(p) * n_bins).astype(int), n_bins - 1)).agg(["size", "nunique"])
+    eff = weighted.set_index("bin")["effective_rows"]
+    assert (eff <= n["size"] + 1e-9).all() and np.allclose(eff[n["nunique"] == 1], n.loc[n["nunique"] == 1, "size"])
     assert expected_calibration_error(y, p, n_bins, weight=w) == pytest.approx(
         expected_calibration_error(*repeat(w, y, p), n_bins), rel=1e-9, abs=1e-12)
 
@@ -177,7 +181,9 @@ def test_unit_weights_are_no_weights_exactly(rows):
     for fraction in (0.05, 0.1, 0.37, 1.0):
         assert lift_top_fraction(y, p, fraction, weight=ones) == lift_top_fraction(y, p, fraction)
     pd.testing.assert_frame_equal(gains_curve(y, p, weight=ones), gains_curve(y, p), check_exact=True)
-    pd.testing.assert_frame_equal(reliability_table(y, p, weight=ones), reliability_table(y, p),
+    unit = reliability_table(y, p, weight=ones)
+    assert (unit["effective_rows"] == unit["rows"]).all()
+    pd.testing.assert_frame_equal(unit.drop(columns="effective_rows"), reliability_table(y, p),
                                   check_exact=True, check_dtype=False)
     assert reliability_table(y, p)["rows"].dtype.kind == "i"  # still counts without weights
 
@@ -258,3 +264,16 @@ def test_no_weights_stay_none_and_good_ones_become_float64():
     assert sample_weights(None, 3) is None
     w = sample_weights(pd.Series([1, 2, 4]), 3)
     assert w.dtype == np.float64 and w.tolist() == [1.0, 2.0, 4.0]
+
+
+@FAST
+@given(weighted_rows())
+def test_the_score_scale_of_a_weighted_reference_is_that_of_repeated_rows(rows):
+    """The 1-99 score ranks a lead against the whole lead base: a reference row of weight w
+    counts as w leads (the calibration slice of a sample of leads)."""
+    from leadscore.serving.scorer import ScoreScale
+
+    _, p, w = rows
+    grid = np.r_[np.unique(p), np.linspace(0, 1, 11)]
+    assert np.array_equal(ScoreScale.of(p, w).points(grid), ScoreScale.of(repeat(w, p)[0]).points(grid))
+    assert np.array_equal(ScoreScale.of(p, np.ones(len(p))).points(grid), ScoreScale.of(p).points(grid))

@@ -404,13 +404,18 @@ def examples(
     """
 
     from leadscore.features.builder import (
-        connect,
         feature_names,
         point_in_time_features,
     )
     from leadscore.io import write_table
-    from leadscore.labels.examples import LABEL_SPECS, build_examples, matured
+    from leadscore.labels.examples import (
+        LABEL_SPECS,
+        build_examples,
+        matured,
+        stage_counts,
+    )
     from leadscore.labels.leakage import AuditSkipped, format_audit, leakage_audit
+    from leadscore.modeling.model import weights_of
 
     _check_engine(engine, out)
     pipeline, src = _pipeline_and_data(config, data, source)
@@ -418,15 +423,15 @@ def examples(
     if engine == "spark":
         labelled_rows, recorded = _spark_examples(ctx, pipeline, src, out, feature_config)
     else:
-        tables = _load_clean(src)
+        con = _connect_clean(ctx, src)
         t0 = time.perf_counter()
         try:
-            table, report = build_examples(connect(tables, src.contract), pipeline.examples, feature_config)
+            table, report = build_examples(con, pipeline.examples, feature_config)
         except ValueError as exc:
             raise _config_error(exc) from exc
         write_table(table, out)
         _built(report, f"in {time.perf_counter() - t0:.1f} s; wrote {out}", out, feature_config)
-        recorded = set(tables["lifecycle"]["stage"])
+        recorded = set(stage_counts(con))
 
         def labelled_rows(name: str):
             return matured(table, name)
@@ -440,7 +445,7 @@ def examples(
         try:
             audit = leakage_audit(labelled[feature_names(feature_config)], labelled[label.name].astype(bool),
                                   lk.threshold, lk.min_support, lk.n_bins, lk.min_positives,
-                                  point_in_time_features(feature_config))
+                                  point_in_time_features(feature_config), weights_of(labelled))
         except AuditSkipped as exc:
             typer.echo(str(exc))
             continue
@@ -459,6 +464,10 @@ def _spark_examples(ctx: typer.Context, pipeline, src, out: Path, feature_config
 
     spark = _local_spark("leadscore examples")
     from pyspark.sql import functions as F
+
+    if pipeline.examples.max_examples is not None:
+        typer.echo(f"note: examples.max_examples ({pipeline.examples.max_examples:,}) samples leads for training on "
+                   "one machine; on Spark every example of the window is built")
 
     staged = ctx.with_resource(_staged(src, prefix="leadscore-stage-"))
     _note_quarantined(staged.counts)
@@ -661,11 +670,11 @@ def _with_tracking_uri(settings, tracking_uri: str | None):
     return settings if tracking_uri is None else settings.replace(tracking_uri=tracking_uri)
 
 
-def _train_pipeline_run(config: Path, data: Path | None, models_dir: Path | None, source: Path | None = None,
-                        progress: bool = True, tracking_uri: str | None = None):
-    """Load the pipeline config and data, train; returns (pipeline, run, connection, bundle dir)."""
+def _train_pipeline_run(ctx: typer.Context, config: Path, data: Path | None, models_dir: Path | None,
+                        source: Path | None = None, progress: bool = True, tracking_uri: str | None = None):
+    """Load the pipeline config, stage the data (:func:`_connect_clean`: the connection lives as
+    long as the command), train; returns (pipeline, run, connection, bundle dir)."""
 
-    from leadscore.features.builder import connect
     from leadscore.modeling.cutoffs import CutoffError
     from leadscore.modeling.model import InsufficientData
     from leadscore.progress import Heartbeat
@@ -674,7 +683,7 @@ def _train_pipeline_run(config: Path, data: Path | None, models_dir: Path | None
 
     pipeline, src = _pipeline_and_data(config, data, source)
     pipeline = pipeline.replace(tracking=_with_tracking_uri(pipeline.tracking, tracking_uri))
-    con = connect(_load_clean(src), src.contract)
+    con = _connect_clean(ctx, src)
     base = getattr(src, "base", getattr(src, "path", None))
     try:
         with _summarised_warnings("training"), Heartbeat("training", enabled=progress) as beat:
@@ -742,6 +751,7 @@ TRAIN_PROGRESS_HELP = "Every 30 s, print the elapsed time and the stage running 
 
 @app.command()
 def train(
+    ctx: typer.Context,
     config: Path = typer.Option(Path("pipelines/train.yaml"), "--config",
                                 help="Pipeline YAML (pipelines/train.yaml), or a flat-export dataset YAML "
                                      "(pipelines/xeducation.yaml: out-of-time and k-fold evaluation)."),
@@ -773,7 +783,7 @@ def train(
         return _train_flat(config, data, models_dir, tracking, tracking_uri, progress)
     from leadscore.training.pipeline import write_outputs
 
-    pipeline, run, _, bundle_dir = _train_pipeline_run(config, data, models_dir, source, progress, tracking_uri)
+    pipeline, run, _, bundle_dir = _train_pipeline_run(ctx, config, data, models_dir, source, progress, tracking_uri)
     _print_run(run)
     if not tracking or not pipeline.tracking.enabled:
         report, _ = write_outputs(run, bundle_dir)
@@ -789,6 +799,7 @@ def train(
 
 @app.command()
 def retrain(
+    ctx: typer.Context,
     config: Path = typer.Option(Path("pipelines/train.yaml"), "--config", help="Pipeline YAML."),
     data: Path | None = typer.Option(None, "--data", help=DATA_HELP + " With the newest outcomes."),
     source: Path | None = typer.Option(None, "--source", help=SOURCE_HELP + " Overrides `source` in the config."),
@@ -810,7 +821,7 @@ def retrain(
     """
     from leadscore.training.publish import retrain_and_promote
 
-    pipeline, run, con, bundle_dir = _train_pipeline_run(config, data, models_dir, source, progress, tracking_uri)
+    pipeline, run, con, bundle_dir = _train_pipeline_run(ctx, config, data, models_dir, source, progress, tracking_uri)
     _print_run(run)
     decision = retrain_and_promote(pipeline, run, con, bundle_dir, typer.echo)
     typer.echo(f"\nreport: {decision.report}")

@@ -332,6 +332,9 @@ def _dates_frame(as_of_dates) -> pd.DataFrame:
                                               dtype="int64")})
 
 
+LEAD_AGE_SQL = "(p.as_of_us - epoch_us(l.created_at)) / 86400000000.0"  # days, of pair p's lead l
+
+
 def open_leads_sql() -> str:
     """(lead_id, as_of_us) of the leads open at each date of ``_dates``, in no particular order."""
     return f"""
@@ -530,7 +533,7 @@ def per_lead_sql(plan: Plan, single_as_of: int | None, distinct_assets: bool) ->
         )
         SELECT p.pair, p.lead_id, p.as_of_us,
             {_fit_sql(contract)},
-            (p.as_of_us - epoch_us(l.created_at)) / 86400000000.0 AS lead_age_days,
+            {LEAD_AGE_SQL} AS lead_age_days,
             {"s.n_distinct_assets," if distinct_assets else ""}
             {", ".join(f"c.{alias}" for alias in plan.lifecycle_alias.values())}
         FROM _pairs p

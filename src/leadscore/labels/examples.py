@@ -18,6 +18,17 @@ lifecycle event (or an explicit export time) minus ``label_latency_days``: web a
 arriving in real time while sales keys stages in days late, so the newest days of the
 lifecycle table are not yet complete.
 
+**Sampled examples** (``max_examples``, for lead bases whose examples do not fit in memory):
+every lead with a matured positive outcome in the window keeps all its examples (while they
+fill at most half of ``max_examples``; beyond that these leads are sampled too); the other
+leads are kept with one rate r, chosen so about ``max_examples`` remain, by a hash of the lead
+id (the same leads on every run and machine; a larger r keeps a superset), and their examples
+carry the weight 1/r in :data:`WEIGHT`. Sampling whole leads keeps each lead's weeks together
+(the cutoffs read how a lead's probability moves from week to week), and the weights - the
+inverse of each example's chance to be kept - make every count, rate, metric and calibration
+map computed with them an unbiased estimate of the full population's. The report still counts
+every example of the window.
+
 Why 42 and 120 days by default: sales works an MQL about six weeks before giving up, so an
 SQL that has not happened six weeks after as_of rarely comes from today's signals; B2B deals
 take about four months from SQL to close.
@@ -36,13 +47,17 @@ from pydantic import Field
 
 from leadscore.data.contract import utc_timestamp
 from leadscore.features.builder import (
+    LEAD_AGE_SQL,
     FeatureConfig,
     TableSource,
     _as_of_us,
+    _dates_frame,
     _pairs_frame,
+    _with_as_of,
     connect,
     features_as_of,
     open_leads,
+    open_leads_sql,
 )
 from leadscore.settings import Section, Whole
 
@@ -87,7 +102,10 @@ class ExampleConfig(Section):
     as-of dates. ``observed_until``: when the export was taken (default: the newest lifecycle
     event); ``label_latency_days``: how late sales records stages - outcomes are taken as
     complete only up to ``observed_until`` minus this. ``max_lead_age_days``: leave out leads
-    older than this at as_of (None keeps every open lead).
+    older than this at as_of (None keeps every open lead). ``max_examples``: build features
+    for about this many examples at most - every lead with a matured positive outcome and a
+    weighted, hash-stable sample of the other leads (module docstring); None builds every
+    example. (``--engine spark`` builds every example: the cluster holds them.)
     """
 
     start: str | None = None
@@ -99,6 +117,41 @@ class ExampleConfig(Section):
     label_latency_days: Annotated[float, Field(ge=0)] = 0
     max_lead_age_days: Whole | None = None
     warmup_days: Annotated[int, Field(ge=0)] = 90
+    max_examples: Annotated[int, Field(ge=1000)] | None = None
+
+
+WEIGHT = "_weight"  # an example's weight: the inverse of its chance to be kept in a sample
+SAMPLE_SALT = "example-sample"  # the lead hash that samples examples (apart from every integer salt and seed)
+DATE_CHUNK = 8      # as-of dates labelled at once while counting the window for a sample
+
+
+@dataclass(frozen=True)
+class ExampleSample:
+    """How a window's examples were sampled (``max_examples``): the ``positive_leads`` (with
+    ``positive_examples``) at ``positive_rate`` (1 unless they alone would fill more than half
+    of it), the other leads at ``rate``; each kept lead weighs 1 / its group's rate."""
+
+    max_examples: int
+    rate: float
+    positive_rate: float
+    positive_leads: int
+    positive_examples: int
+    leads: int        # leads kept
+    examples: int     # examples kept
+
+    def as_dict(self) -> dict:
+        return dict(vars(self))
+
+    def lines(self) -> list[str]:
+        positives = (f"all {self.positive_examples:,} examples of the {self.positive_leads:,} leads with a positive "
+                     "outcome" if self.positive_rate == 1 else
+                     f"{self.positive_rate:.2%} of the {self.positive_leads:,} leads with a positive outcome (their "
+                     f"{self.positive_examples:,} examples would fill over half of it), weighted "
+                     f"{1 / self.positive_rate:,.2f}")
+        return [f"  sampled (examples.max_examples {self.max_examples:,}): {self.examples:,} examples of "
+                f"{self.leads:,} leads - {positives}, and {self.rate:.2%} of the other leads, weighted "
+                f"{1 / self.rate:,.2f} (leads chosen by a hash of their id); the metrics, calibration, cutoffs and "
+                "score scale below are weighted back to the whole window, the example counts are the sample's"]
 
 
 @dataclass
@@ -109,6 +162,7 @@ class ExampleReport:
     leads: int
     immature: dict[str, int] = field(default_factory=dict)  # label -> examples left unlabelled
     positives: dict[str, int] = field(default_factory=dict)  # label -> matured positives
+    sample: ExampleSample | None = None  # how the examples were sampled (None: every example)
 
     def lines(self) -> list[str]:
         first, last = self.as_of_dates[0], self.as_of_dates[-1]
@@ -119,7 +173,7 @@ class ExampleReport:
             rate = self.positives[label] / matured if matured else float("nan")
             out.append(f"  {label:<11} {matured:,} matured ({self.positives[label]:,} positive, {rate:.2%}); "
                        f"{self.immature[label]:,} immature, left out of training and evaluation")
-        return out
+        return out + (self.sample.lines() if self.sample else [])
 
 
 def stage_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
@@ -209,7 +263,8 @@ def build_examples(
     config: ExampleConfig | None = None,
     feature_config: FeatureConfig | None = None,
 ) -> tuple[pd.DataFrame, ExampleReport]:
-    """Feature rows with labels for every open lead at every as-of date of the window.
+    """Feature rows with labels for every open lead at every as-of date of the window - or,
+    beyond ``config.max_examples``, for a weighted sample of its leads (module docstring).
     (:func:`leadscore.modeling.baseline.with_baseline_points` adds the rule baseline's points
     to them, so the baseline is evaluated on exactly the model's rows.)"""
     config = config or ExampleConfig()
@@ -218,19 +273,83 @@ def build_examples(
     first_created, _ = data_bounds(con)
     observed_until = observed_end(con, config)
     dates = as_of_dates(config, first_created, observed_until)
-    pairs = open_leads(con, dates)
+    report, kept = None, None
+    if config.max_examples is not None:
+        report, kept = _sample_window(con, dates, config, observed_until)
+    pairs = open_leads(con, dates) if kept is None else \
+        pd.concat([p[p["lead_id"].isin(kept.index)] for p in _window_pairs(con, dates, config)], ignore_index=True)
     features = features_as_of(con, pairs, config=feature_config)
     if config.max_lead_age_days is not None:
         features = features[features["lead_age_days"] <= config.max_lead_age_days].reset_index(drop=True)
     labels = label_examples(con, features[["lead_id", "as_of"]], config, observed_until)
     examples = pd.concat([features, labels], axis=1)
-    report = ExampleReport(
-        as_of_dates=dates, observed_until=observed_until, examples=len(examples),
-        leads=int(examples["lead_id"].nunique()),
-        immature={label: int(examples[label].isna().sum()) for label in LABELS},
-        positives={label: int(examples[label].fillna(False).sum()) for label in LABELS},
-    )
+    if kept is not None:
+        examples[WEIGHT] = kept.reindex(examples["lead_id"]).to_numpy(dtype="float64")
+    if report is None:
+        report = ExampleReport(
+            as_of_dates=dates, observed_until=observed_until, examples=len(examples),
+            leads=int(examples["lead_id"].nunique()),
+            immature={label: int(examples[label].isna().sum()) for label in LABELS},
+            positives={label: int(examples[label].fillna(False).sum()) for label in LABELS},
+        )
     return examples, report
+
+
+def _window_pairs(con: duckdb.DuckDBPyConnection, dates, config: ExampleConfig):
+    """(lead_id, as_of) of the window's examples, :data:`DATE_CHUNK` as-of dates at a time: the
+    leads open at each date and at most ``max_lead_age_days`` old."""
+    age = "" if config.max_lead_age_days is None else f"WHERE {LEAD_AGE_SQL} <= {int(config.max_lead_age_days)}"
+    for i in range(0, len(dates), DATE_CHUNK):
+        con.register("_dates", _dates_frame(dates[i:i + DATE_CHUNK]))
+        try:
+            yield _with_as_of(con.execute(f"""
+                SELECT p.lead_id, p.as_of_us FROM ({open_leads_sql()}) p JOIN leads l ON l.lead_id = p.lead_id
+                {age} ORDER BY p.as_of_us, p.lead_id""").df())
+        finally:
+            con.unregister("_dates")
+
+
+def _sample_window(con: duckdb.DuckDBPyConnection, dates, config: ExampleConfig, observed_until: pd.Timestamp):
+    """Count and label every example of the window, chunk by chunk, and choose the leads to
+    keep: (the report, the kept leads' weight by lead id - or None when every example fits)."""
+    per_lead, positive = [], []
+    immature, positives, n = dict.fromkeys(LABELS, 0), dict.fromkeys(LABELS, 0), 0
+    for pairs in _window_pairs(con, dates, config):
+        labels = label_examples(con, pairs, config, observed_until)
+        hit = np.zeros(len(pairs), dtype=bool)
+        for label in LABELS:
+            immature[label] += int(labels[label].isna().sum())
+            known = labels[label].fillna(False).to_numpy(dtype=bool)
+            positives[label] += int(known.sum())
+            hit |= known
+        per_lead.append(pairs["lead_id"].value_counts())
+        positive.append(pairs.loc[hit, "lead_id"].unique())
+        n += len(pairs)
+    counts = pd.concat(per_lead).groupby(level=0).sum() if per_lead else pd.Series(dtype="int64")
+    report = ExampleReport(as_of_dates=dates, observed_until=observed_until, examples=n, leads=len(counts),
+                           immature=immature, positives=positives)
+    if n <= config.max_examples:
+        return report, None
+    kept, report.sample = sample_leads(counts, np.unique(np.concatenate(positive)), config.max_examples)
+    return report, kept
+
+
+def sample_leads(examples_per_lead: pd.Series, positive_leads, max_examples: int) -> tuple[pd.Series, ExampleSample]:
+    """About ``max_examples`` examples: every example of the ``positive_leads`` while they fill at
+    most half of it (beyond that, those leads at the rate that fills half), and the other leads
+    at the rate that fills the rest. A lead is kept when :func:`lead_hash` < its group's rate and
+    weighs 1 / that rate. Returns (kept lead id -> weight, the sample)."""
+    is_positive = examples_per_lead.index.isin(positive_leads)
+    n_pos, n_other = int(examples_per_lead[is_positive].sum()), int(examples_per_lead[~is_positive].sum())
+    rate_pos = min(1.0, max(max_examples / 2, max_examples - n_other) / n_pos) if n_pos else 1.0
+    rate = min(1.0, (max_examples - rate_pos * n_pos) / n_other) if n_other else 1.0
+    keep_below = np.where(is_positive, rate_pos, rate)
+    keep = lead_hash(examples_per_lead.index.to_series(), SAMPLE_SALT) < keep_below
+    kept = pd.Series(1.0 / keep_below, index=examples_per_lead.index)[keep]
+    sample = ExampleSample(max_examples=max_examples, rate=rate, positive_rate=rate_pos,
+                           positive_leads=int(is_positive.sum()), positive_examples=n_pos,
+                           leads=int(keep.sum()), examples=int(examples_per_lead[keep].sum()))
+    return kept, sample
 
 
 def matured(examples: pd.DataFrame, label: str) -> pd.DataFrame:
@@ -242,7 +361,7 @@ def matured(examples: pd.DataFrame, label: str) -> pd.DataFrame:
 # Walk-forward: what a fit at a cut-off may see, and the folds of the backtest
 # ---------------------------------------------------------------------------
 
-def lead_hash(lead_ids: pd.Series, salt: int = 0) -> np.ndarray:
+def lead_hash(lead_ids: pd.Series, salt: int | str = 0) -> np.ndarray:
     """A uniform number in [0, 1) per lead, from a SHA-256 of its id and ``salt``: the same lead
     gets the same number on every run, on every machine and in every library version."""
     codes, uniques = pd.factorize(lead_ids.astype(str))

@@ -52,20 +52,27 @@ def _binned(values: pd.Series, min_support: int, n_bins: int) -> pd.Series:
     return keys.where(counts >= min_support, RARE)
 
 
-def single_feature_auc(values: pd.Series, y: np.ndarray, min_support: int = 30, n_bins: int = 20) -> float:
-    """ROC AUC of the feature's per-value positive rate as a score (0.5 = no signal)."""
+def single_feature_auc(values: pd.Series, y: np.ndarray, min_support: int = 30, n_bins: int = 20,
+                       weight: np.ndarray | None = None) -> float:
+    """ROC AUC of the feature's per-value positive rate as a score (0.5 = no signal); with
+    ``weight`` (a sample's example weights) both the rates and the AUC are weighted."""
     keys = _binned(values.reset_index(drop=True), min_support, n_bins)
     y = pd.Series(np.asarray(y, dtype="float64"))
-    score = keys.map(y.groupby(keys).mean())
-    auc = roc_auc_score(y, score)
+    if weight is None:
+        score = keys.map(y.groupby(keys).mean())
+    else:
+        w = pd.Series(np.asarray(weight, dtype="float64"))
+        score = keys.map((y * w).groupby(keys).sum() / w.groupby(keys).sum())
+    auc = roc_auc_score(y, score, sample_weight=weight)
     return float(max(auc, 1.0 - auc))
 
 
 def leakage_audit(features: pd.DataFrame, y, threshold: float = 0.9, min_support: int = 30,
-                  n_bins: int = 20, min_positives: int = 10, point_in_time=()) -> pd.DataFrame:
+                  n_bins: int = 20, min_positives: int = 10, point_in_time=(), weight=None) -> pd.DataFrame:
     """feature, auc, point_in_time, suspected (auc >= threshold and not point in time) - sorted
     by AUC, highest first; constant features left out. Raises :class:`AuditSkipped` with fewer
-    than ``min_positives`` positive or negative labels."""
+    than ``min_positives`` positive or negative labels. ``weight``: the rows' example weights
+    (a sample of leads, :data:`leadscore.labels.examples.WEIGHT`)."""
     y = np.asarray(y).astype(bool)
     if len(y) != len(features):
         raise ValueError(f"{len(features)} feature rows but {len(y)} labels")
@@ -74,7 +81,7 @@ def leakage_audit(features: pd.DataFrame, y, threshold: float = 0.9, min_support
         raise AuditSkipped(f"leakage audit skipped: {n_pos:,} positive and {n_neg:,} negative labels; at least "
                            f"{min_positives} of each are needed to tell leakage from chance (leakage.min_positives)")
     audited = [col for col in features.columns if features[col].nunique(dropna=False) > 1]
-    rows = [{"feature": col, "auc": single_feature_auc(features[col], y, min_support, n_bins)} for col in audited]
+    rows = [{"feature": col, "auc": single_feature_auc(features[col], y, min_support, n_bins, weight)} for col in audited]
     if not rows:
         return empty_audit()
     out = pd.DataFrame(rows).sort_values("auc", ascending=False, kind="stable").reset_index(drop=True)

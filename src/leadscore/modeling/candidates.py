@@ -48,6 +48,7 @@ from leadscore.modeling.model import (
     fit_lightgbm,
     informative_features,
     sample_negatives,
+    weights_of,
 )
 
 GRID = ({}, {"num_leaves": 31, "min_child_samples": 50, "reg_lambda": 1.0},
@@ -147,16 +148,18 @@ class Entrant:
 def _calibrated(model: ConversionModel, cal: pd.DataFrame, margin: np.ndarray, method: str) -> np.ndarray:
     model = calibrate(model, cal, method, margin=margin)
     p = model.calibrator.predict(margin)
-    model.info["calibration_oof_logloss"] = float(log_loss(cal[model.label].astype(int), p, labels=[0, 1]))
+    model.info["calibration_oof_logloss"] = float(log_loss(cal[model.label].astype(int), p, labels=[0, 1],
+                                                           sample_weight=weights_of(cal)))
     return p
 
 
-def blend_weight(tree_margin: np.ndarray, linear_margin: np.ndarray, y: np.ndarray) -> float:
+def blend_weight(tree_margin: np.ndarray, linear_margin: np.ndarray, y: np.ndarray,
+                 sample_weight: np.ndarray | None = None) -> float:
     """The trees' share in :data:`BLEND_WEIGHTS` whose blended margin a sigmoid calibrates best."""
     def loss(w: float) -> float:
         m = w * tree_margin + (1 - w) * linear_margin
-        cal = MarginCalibrator(method="sigmoid").fit(m, y)
-        return float(log_loss(y, cal.predict(m), labels=[0, 1]))
+        cal = MarginCalibrator(method="sigmoid").fit(m, y, sample_weight=sample_weight)
+        return float(log_loss(y, cal.predict(m), labels=[0, 1], sample_weight=sample_weight))
 
     return min(BLEND_WEIGHTS, key=loss)
 
@@ -188,7 +191,7 @@ def fit_entrants(candidates: list[Candidate], train: pd.DataFrame, cal: pd.DataF
         want = fixed.get(cand.name, {}).get("partner")
         tree = out[want] if want in out else min(trees, key=lambda e: e.calibration_logloss)
         t0 = time.perf_counter()
-        w = blend_weight(tree.calibration_margin, linear.calibration_margin, y_cal)
+        w = blend_weight(tree.calibration_margin, linear.calibration_margin, y_cal, weights_of(cal))
         core = BlendMargin([(w, tree.model.core), (1 - w, linear.model.core)])
         model = ConversionModel(label=label, features=tree.model.features, levels=tree.model.levels, core=core,
                                 info={**tree.model.info, "C": linear.model.info["C"], "blend_weight": w,

@@ -64,7 +64,8 @@ def expected_calibration_error(y, p, n_bins: int = 10, weight=None) -> float:
 def reliability_table(y, p, n_bins: int = 10, weight=None) -> pd.DataFrame:
     """Per equal-width bin: rows, mean predicted, observed rate - the reliability diagram's data.
     With ``weight`` (sampling weights) ``rows`` is the bin's total weight (an estimate of the
-    population's rows) and the means are weighted."""
+    population's rows), the means are weighted, and ``effective_rows`` (Kish's (sum w)^2 / sum w^2)
+    is the number of unweighted rows as precise as the bin's - what an interval rests on."""
     y, p = np.asarray(y, dtype="float64"), np.asarray(p, dtype="float64")
     w = sample_weights(weight, len(y))
     bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
@@ -72,9 +73,10 @@ def reliability_table(y, p, n_bins: int = 10, weight=None) -> pd.DataFrame:
         frame = pd.DataFrame({"bin": bins, "p": p, "y": y})
         out = frame.groupby("bin").agg(rows=("y", "size"), predicted=("p", "mean"), observed=("y", "mean")).reset_index()
     else:
-        sums = pd.DataFrame({"bin": bins, "w": w, "wp": w * p, "wy": w * y}).groupby("bin").sum()
+        sums = pd.DataFrame({"bin": bins, "w": w, "wp": w * p, "wy": w * y, "w2": w * w}).groupby("bin").sum()
         out = pd.DataFrame({"rows": sums["w"], "predicted": sums["wp"] / sums["w"],
-                            "observed": sums["wy"] / sums["w"]}).reset_index()
+                            "observed": sums["wy"] / sums["w"],
+                            "effective_rows": sums["w"] ** 2 / sums["w2"]}).reset_index()
     out["bin_low"] = out["bin"] / n_bins
     return out
 

@@ -30,7 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-from leadscore.labels.examples import lead_parts
+from leadscore.labels.examples import WEIGHT, lead_parts
 from leadscore.modeling.calibration import MarginCalibrator
 from leadscore.modeling.families import BlendMargin, LinearMargin, TreeMargin
 from leadscore.settings import Section, Whole
@@ -193,20 +193,24 @@ def informative_features(frame: pd.DataFrame, features: list[str]) -> tuple[list
     return [f for f in features if f not in dropped], dropped
 
 
-WEIGHT = "_weight"  # the example weight a negative sample carries
+def weights_of(frame: pd.DataFrame) -> np.ndarray | None:
+    """The rows' example weights (:data:`WEIGHT`: a sample's inverse inclusion chance), None when unweighted."""
+    return frame[WEIGHT].to_numpy(dtype="float64") if WEIGHT in frame else None
 
 
 def sample_negatives(frame: pd.DataFrame, label: str, max_rows: int | None, seed: int = 0) -> tuple[pd.DataFrame, float]:
-    """At most ``max_rows`` examples: every positive and a uniform random sample of the
+    """About ``max_rows`` examples: every positive and a uniform random sample of the
     negatives, with a ``_weight`` column (the rows' weights - 1 unless ``frame`` has them -
     divided, for the sampled negatives, by the sampling rate); returns (rows, the negatives'
-    sampling rate)."""
+    sampling rate). Half the budget at least goes to negatives, so with over ``max_rows / 2``
+    positives the rows exceed ``max_rows``: a fit needs both classes."""
     y = frame[label].astype(bool).to_numpy()
-    weight = frame[WEIGHT].to_numpy(dtype="float64") if WEIGHT in frame else np.ones(len(frame))
+    weight = weights_of(frame)
+    weight = np.ones(len(frame)) if weight is None else weight
     n_neg = int((~y).sum())
     if max_rows is None or len(frame) <= max_rows or n_neg == 0:
         return frame.assign(**{WEIGHT: weight}), 1.0
-    rate = max(1.0, max_rows - float(y.sum())) / n_neg
+    rate = min(1.0, max(max_rows - float(y.sum()), max_rows // 2, 1.0) / n_neg)  # half the budget at least
     keep = y | (np.random.default_rng(seed).random(len(frame)) < rate)
     out = frame[keep].reset_index(drop=True)
     out[WEIGHT] = np.where(y[keep], weight[keep], weight[keep] / rate)
@@ -224,7 +228,8 @@ def fit_lightgbm(train: pd.DataFrame, label: str, features: list[str], categoric
     """Fit on the training part; early stopping on a held-out group of training leads. With
     ``trees`` (chosen beforehand, by the backtest) every row fits that many trees instead."""
     y = train[label].astype(bool).to_numpy()
-    w = train[WEIGHT].to_numpy(dtype="float64") if WEIGHT in train else np.ones(len(train))
+    w = weights_of(train)
+    w = np.ones(len(train)) if w is None else w
     _require_positives(y, label, config, "training part")
     features, constant = informative_features(train, features)
     if not features:
@@ -267,7 +272,8 @@ def calibrate(model: ConversionModel, calibration: pd.DataFrame, method: str = "
         raise InsufficientData(f"{model.label}: the calibration slice has no positives or no negatives "
                                f"({len(y):,} examples); widen split.holdout_weeks")
     margin = model.margin(calibration) if margin is None else margin
-    model.calibrator = MarginCalibrator(method=method).fit(margin, y, groups=calibration["lead_id"])
+    model.calibrator = MarginCalibrator(method=method).fit(margin, y, groups=calibration["lead_id"],
+                                                           sample_weight=weights_of(calibration))
     model.info["calibration"] = model.calibrator.method_
     model.info["calibration_cv_logloss"] = model.calibrator.cv_logloss_
     return model
@@ -322,7 +328,7 @@ def fit_logistic(train: pd.DataFrame, label: str, features: list[str], categoric
             StandardScaler()), numeric),
     ])
     pipe = Pipeline([("prepare", pre), ("model", LogisticRegression(C=0.1, max_iter=2000, random_state=seed))])
-    weights = train[WEIGHT].to_numpy(dtype="float64") if WEIGHT in train else None
+    weights = weights_of(train)
     pipe.fit(_logistic_frame(train, features, categorical), train[label].astype(bool).to_numpy(),
              model__sample_weight=weights)
     pipe.features_, pipe.categorical_ = features, categorical

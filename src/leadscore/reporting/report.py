@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter
 
 from leadscore.io import atomic_path
+from leadscore.labels.examples import WEIGHT
 from leadscore.modeling.metrics import gains_curve, reliability_table
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -347,20 +348,25 @@ def _reliability(inputs: TrainingReportInputs) -> Figure:
     them)."""
     fig = new_figure(12, 5.2)
     ax1, ax2 = fig.subplots(1, 2)
-    y = inputs.scores["y"].to_numpy(dtype="float64")
+    y, w = inputs.scores["y"].to_numpy(dtype="float64"), inputs.scores.get(WEIGHT)  # w: a sample's weights
     deciles, hidden_bins, hidden_rows, top = [], 0, 0, 0.0
     for label, col, style in _curves(inputs):
         p = inputs.scores[col].to_numpy(dtype="float64")
-        t = reliability_table(y, p, 10)
-        low, high = wilson(t["observed"] * t["rows"], t["rows"])
-        bins, rows = reliability_points(ax1, t["predicted"], t["observed"], low, high, t["rows"], label=label, **style)
+        t = reliability_table(y, p, 10, weight=w)
+        n = t["effective_rows"] if "effective_rows" in t else t["rows"]  # a weighted bin: Kish's effective rows
+        low, high = wilson(t["observed"] * n, n)
+        bins, rows = reliability_points(ax1, t["predicted"], t["observed"], low, high, n, label=label, **style)
         hidden_bins, hidden_rows = hidden_bins + bins, hidden_rows + rows
-        shown = (t["rows"] >= MIN_BIN_ROWS).to_numpy()
+        shown = (n >= MIN_BIN_ROWS).to_numpy()
         top = max(top, float(np.nanmax(np.r_[t["predicted"].to_numpy()[shown], high[shown], 0.0])))
         if col in (inputs.main_model, inputs.uncalibrated, "oracle"):
             decile = pd.qcut(pd.Series(p).rank(method="first"), 10, labels=False)
-            g = pd.DataFrame({"p": p, "y": y, "bin": decile}).groupby("bin").agg(
-                predicted=("p", "mean"), observed=("y", "mean"), positives=("y", "sum"), rows=("y", "size"))
+            weight = np.ones(len(p)) if w is None else np.asarray(w, dtype="float64")  # deciles of the sample's rows
+            g = pd.DataFrame({"p": p * weight, "y": y * weight, "w": weight, "w2": weight ** 2,
+                              "bin": decile}).groupby("bin").sum()
+            n = g["w"] ** 2 / g["w2"]  # Kish's effective rows (the rows, unweighted)
+            g = pd.DataFrame({"predicted": g["p"] / g["w"], "observed": g["y"] / g["w"],
+                              "positives": g["y"] / g["w"] * n, "rows": n})
             deciles.append((label, col, style, g))
     top = min(1.0, math.ceil(max(top, 0.01) * 1.08 * 50) / 50)
     ax1.plot([0, top], [0, top], color="grey", lw=1, ls="-.", label="perfectly calibrated")
@@ -397,10 +403,10 @@ def _reliability(inputs: TrainingReportInputs) -> Figure:
 def _gains(inputs: TrainingReportInputs) -> Figure:
     fig = new_figure(12, 4.5)
     ax1, ax2 = fig.subplots(1, 2)
-    y = inputs.scores["y"].to_numpy()
+    y, w = inputs.scores["y"].to_numpy(), inputs.scores.get(WEIGHT)
     for name, m in _distinct(inputs, lambda m: inputs.ranking.get(m, m)):
         col = inputs.ranking.get(m, m)
-        g = gains_curve(y, inputs.scores[col].to_numpy(), points=40)
+        g = gains_curve(y, inputs.scores[col].to_numpy(), points=40, weight=w)
         label = name if col == m else f"{name} (ranked by {col})"
         ax1.plot(g["top_fraction"], g["capture"], label=label, **_style(m))
         ax2.plot(g["top_fraction"], g["lift"], label=label, **_style(m))
@@ -424,11 +430,13 @@ def _cutoff_rows(inputs: TrainingReportInputs) -> list[tuple[str, float, str]]:
             for _, r in inputs.cutoffs.iterrows()]
 
 
-def at_or_above_shares(p, y, threshold: float) -> tuple[float, float]:
-    """(share of converters, share of non-converters) with ``p >= threshold``."""
+def at_or_above_shares(p, y, threshold: float, weight=None) -> tuple[float, float]:
+    """(share of converters, share of non-converters) with ``p >= threshold`` (shares of the
+    rows' sampling ``weight``, when given)."""
     p, y = np.asarray(p, dtype="float64"), np.asarray(y).astype(bool)
+    w = np.ones(len(p)) if weight is None else np.asarray(weight, dtype="float64")
     above = p >= threshold
-    share = (lambda m: float(above[m].mean()) if m.any() else math.nan)
+    share = (lambda m: float(w[m & above].sum() / w[m].sum()) if m.any() else math.nan)
     return share(y), share(~y)
 
 
@@ -440,6 +448,8 @@ def _distribution(inputs: TrainingReportInputs) -> Figure:
     ax_neg, ax_pos = fig.subplots(2, 1, sharex=True)
     name = inputs.main_model
     p, y = inputs.scores[name].to_numpy(dtype="float64"), inputs.scores["y"].to_numpy().astype(bool)
+    w = inputs.scores[WEIGHT].to_numpy(dtype="float64") if WEIGHT in inputs.scores else np.ones(len(p))
+    counts = "examples (count)" if WEIGHT not in inputs.scores else "examples (estimated: the sample weighted)"
     pc = np.clip(p, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
     z = np.log(pc / (1 - pc))
     z_lo, z_hi = float(z.min()), float(z.max())
@@ -450,13 +460,14 @@ def _distribution(inputs: TrainingReportInputs) -> Figure:
     for ax, positive, label, colour in ((ax_neg, False, "did not convert", "tab:blue"),
                                         (ax_pos, True, "converted", "tab:green")):
         sel = y == positive
-        ax.hist(pc[sel], bins=edges, color=colour, alpha=0.75, label=f"{label} ({int(sel.sum()):,} examples)")
-        ax.set_ylabel("examples (count)")
+        ax.hist(pc[sel], bins=edges, weights=w[sel], color=colour, alpha=0.75,
+                label=f"{label} ({w[sel].sum():,.0f} examples)")
+        ax.set_ylabel(counts)
         ax.set_xscale("logit")
         lines = []
         for cut, threshold, c in cutoffs:
             ax.axvline(threshold, ls="--", color=c, lw=1.5)
-            share = at_or_above_shares(p, y, threshold)[0 if positive else 1]
+            share = at_or_above_shares(p, y, threshold, w)[0 if positive else 1]
             lines.append(f"{cut} cutoff {threshold:.3g}: {share:.1%} of {'converters' if positive else 'the others'}"
                          " at or above")
         ax.legend(loc="upper left", fontsize=9, title="\n".join(lines) or None, title_fontsize=9,
@@ -604,7 +615,10 @@ def training_summary(inputs: TrainingReportInputs) -> list[dict]:
         cards.append(card("Calibration error (ECE)", f"{ece:.4f}",
                           f"log loss {loss:.4f}" if math.isfinite(loss) else ""))
     y = inputs.scores["y"]
-    cards.append(card("Examples evaluated", f"{len(y):,}", f"{int(y.sum()):,} converted ({y.mean():.1%})"))
+    w = inputs.scores[WEIGHT] if WEIGHT in inputs.scores else pd.Series(1.0, index=y.index)
+    cards.append(card("Examples evaluated", f"{len(y):,}" + (f" (a sample of {w.sum():,.0f})" if WEIGHT in inputs.scores
+                                                              else ""),
+                      f"{int(y.sum()):,} converted ({(y * w).sum() / w.sum():.1%})"))
     if inputs.cutoffs is not None:
         for _, r in inputs.cutoffs.iterrows():
             parts = []

@@ -66,13 +66,17 @@ class ScoreScale:
     reference lead) to 99 (above every one)."""
 
     values: np.ndarray      # distinct reference probabilities, ascending
-    cumulative: np.ndarray  # reference leads at or below each value
+    cumulative: np.ndarray  # reference leads at or below each value (their summed weights, when weighted)
 
     @classmethod
-    def of(cls, p) -> ScoreScale:
-        values, counts = np.unique(np.asarray(p, dtype="float64"), return_counts=True)
+    def of(cls, p, weight=None) -> ScoreScale:
+        """``weight``: the reference rows' sampling weights (a sample of leads), so the scale
+        ranks against the whole lead base; None counts each row once."""
+        values, where = np.unique(np.asarray(p, dtype="float64"), return_inverse=True)
         if not len(values):
             raise ValueError("the score scale needs reference probabilities")
+        counts = np.bincount(where, minlength=len(values)) if weight is None else \
+            np.bincount(where, weights=np.asarray(weight, dtype="float64"), minlength=len(values))
         return cls(values=values, cumulative=np.cumsum(counts))
 
     def points(self, p) -> np.ndarray:
@@ -90,9 +94,10 @@ def probability_column(label: str) -> str:
     return label_spec(label).probability
 
 
-def score_scale(p: np.ndarray) -> ScoreScale:
-    """The 1-99 score of reference probabilities ``p`` (the calibration slice): :class:`ScoreScale`."""
-    return ScoreScale.of(p)
+def score_scale(p: np.ndarray, weight: np.ndarray | None = None) -> ScoreScale:
+    """The 1-99 score of reference probabilities ``p`` (the calibration slice, weighted when
+    it is a sample of leads): :class:`ScoreScale`."""
+    return ScoreScale.of(p, weight)
 
 
 @dataclass

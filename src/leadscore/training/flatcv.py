@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
+from leadscore.labels.examples import WEIGHT
 from leadscore.modeling.baseline import RuleBaselineClassifier
 from leadscore.modeling.candidates import (
     Candidate,
@@ -88,7 +89,8 @@ def model_frame(data: FlatData) -> tuple[pd.DataFrame, list[str], list[str]]:
     column names."""
     features = list(data.features.columns)
     label = data.label
-    for reserved, what in ((ID, "id"), (label, "label"), (DATE, "lead date"), (POINTS, "rule baseline's points")):
+    for reserved, what in ((ID, "id"), (label, "label"), (DATE, "lead date"), (POINTS, "rule baseline's points"),
+                           (WEIGHT, "example weights")):
         if reserved in features:
             raise ValueError(f"feature column {reserved!r} clashes with the name used for the {what}; rename it "
                              "in the export" + (" or set `label:` in the config" if what == "label" else ""))

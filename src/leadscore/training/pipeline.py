@@ -54,12 +54,13 @@ from leadscore.features.builder import (
 )
 from leadscore.labels.examples import (
     LABEL_SPECS,
+    WEIGHT,
     CutoffParts,
+    ExampleSample,
     Fold,
     Label,
     build_examples,
     history_weeks_needed,
-    matured,
     parts_at,
     stage_counts,
     walk_forward,
@@ -91,6 +92,7 @@ from leadscore.modeling.model import (
     fit_logistic,
     logistic_proba,
     sample_negatives,
+    weights_of,
 )
 from leadscore.serving.scorer import Scorer, score_scale
 from leadscore.training.config import PipelineConfig
@@ -151,6 +153,7 @@ class TrainingRun:
     skipped: dict[str, str] = field(default_factory=dict)       # label -> why it was not trained
     lines: list[str] = field(default_factory=list)   # what happened, for the console and the report
     params: dict = field(default_factory=dict)
+    sample: ExampleSample | None = None       # how the examples were sampled (None: every example)
 
     @property
     def primary(self) -> Label:
@@ -224,7 +227,8 @@ def _race_at(label: Label, rows: pd.DataFrame, cutoff, pipeline: PipelineConfig,
     if n_pos < pipeline.model.min_positives:
         raise InsufficientData(
             f"{label.name}: only {n_pos} positive outcomes known by {parts.cutoff:%Y-%m-%d} ({len(parts.fit):,} "
-            f"examples to fit on; {int(rows[label.name].sum()):,} among all {len(rows):,} matured examples); at "
+            f"examples to fit on; {int(rows[label.name].sum()):,} among all {int(rows[label.name].notna().sum()):,} "
+            "matured examples); at "
             f"least {pipeline.model.min_positives} are needed to learn a model (model.min_positives)")
     cal = parts.calibration
     if cal[label.name].nunique() < 2:
@@ -249,11 +253,13 @@ def _evaluate(label: Label, fold: Fold, entrants: dict[str, Entrant], parts: Cut
     the rule baseline (mapped on the same calibration leads) and the oracle on the fold's test
     dates; a reason string when it cannot be tested. The fold's ``model`` is set once the
     candidates are chosen (:func:`_settle`)."""
-    test = rows[rows["as_of"].isin(fold.test_dates)].reset_index(drop=True)
+    test = rows[rows["as_of"].isin(fold.test_dates) & rows[label.name].notna()].reset_index(drop=True)
     if test[label.name].nunique() < 2:
         return f"{len(test):,} test examples with {int(test[label.name].sum())} positives"
-    y = test[label.name].astype(int).to_numpy()
+    y, w = test[label.name].astype(int).to_numpy(), weights_of(test)
     scores = pd.DataFrame({"lead_id": test["lead_id"], "as_of": test["as_of"], "y": y})
+    if w is not None:
+        scores[WEIGHT] = w
     comparison = {}
     some = next(iter(entrants.values())).model
     matrix = some.matrix(test)
@@ -261,20 +267,21 @@ def _evaluate(label: Label, fold: Fold, entrants: dict[str, Entrant], parts: Cut
         margin = e.model.margin(test, matrix if e.model.reads_like(some) else None)
         scores[name] = e.model.calibrator.predict(margin)
         scores[f"{name}_uncalibrated"] = 1.0 / (1.0 + np.exp(-margin))
-        comparison[name] = classification_metrics(y, scores[name])
+        comparison[name] = classification_metrics(y, scores[name], weight=w)
     logreg = fit_logistic(sample, label.name, some.features, [c for c in categorical if c in some.features],
                           seed=pipeline.model.seed)
     scores["logreg"] = logistic_proba(logreg, test)
-    baseline = RuleBaselineClassifier().fit(parts.calibration, parts.calibration[label.name].astype(int))
+    baseline = RuleBaselineClassifier().fit(parts.calibration, parts.calibration[label.name].astype(int),
+                                            sample_weight=weights_of(parts.calibration))
     scores["baseline"] = baseline.predict_proba(test)[:, 1]
     scores["baseline_points"] = test["baseline_points"].to_numpy()
-    comparison["logreg"] = classification_metrics(y, scores["logreg"])
-    comparison["baseline"] = classification_metrics(y, scores["baseline"], score=scores["baseline_points"])
+    comparison["logreg"] = classification_metrics(y, scores["logreg"], weight=w)
+    comparison["baseline"] = classification_metrics(y, scores["baseline"], score=scores["baseline_points"], weight=w)
     ex = pipeline.examples
     oracle = _oracle(latent, test, ex.horizon_days, ex.won_horizon_days)
     if oracle is not None and oracle[label.probability].notna().all():
         scores["oracle"] = oracle[label.probability].to_numpy()
-        comparison["oracle"] = classification_metrics(y, scores["oracle"])
+        comparison["oracle"] = classification_metrics(y, scores["oracle"], weight=w)
     return FoldRun(fold=fold, parts=parts, model=None, test=test, scores=scores,
                    comparison=pd.DataFrame(comparison).T, calibration=pd.DataFrame(), calibration_p=np.empty(0),
                    entrants=entrants)
@@ -289,9 +296,9 @@ def _settle(run: FoldRun, winner: str) -> None:
     run.scores["model_uncalibrated"] = run.scores[f"{winner}_uncalibrated"]
     run.scores = run.scores.drop(columns=[c for c in run.scores if c.endswith("_uncalibrated") and c != "model_uncalibrated"])
     run.comparison = pd.concat([run.comparison.loc[[winner]].rename(index={winner: "model"}), run.comparison])
-    y = run.scores["y"].to_numpy()
+    y, w = run.scores["y"].to_numpy(), weights_of(run.scores)
     run.calibration = pd.DataFrame({
-        name: {k: classification_metrics(y, run.scores[col])[k] for k in ("logloss", "brier", "ece")}
+        name: {k: classification_metrics(y, run.scores[col], weight=w)[k] for k in ("logloss", "brier", "ece")}
         for name, col in (("before", "model_uncalibrated"), ("after", "model"))}).T
     run.entrants = {winner: e}
 
@@ -325,13 +332,14 @@ def _fit_label(label: Label, examples: pd.DataFrame, observed_until: pd.Timestam
     label cannot be trained - and, for the primary label, when no fold can evaluate it."""
     sp, ex = pipeline.split, pipeline.examples
     horizon = label.horizon(ex)
-    rows = matured(examples, label.name)
+    rows = examples  # immature examples included: every step below reads only the matured ones (not copied: memory)
     n_pos = int(rows[label.name].sum())
     if n_pos < pipeline.model.min_positives:
         raise InsufficientData(
-            f"{label.name}: only {n_pos} positive outcomes among all {len(rows):,} matured examples; at least "
+            f"{label.name}: only {n_pos} positive outcomes among all {int(rows[label.name].notna().sum()):,} matured "
+            "examples; at least "
             f"{pipeline.model.min_positives} are needed to learn a model (model.min_positives)")
-    folds = walk_forward(rows["as_of"], horizon, observed_until, sp.folds, sp.test_weeks, sp.step_weeks,
+    folds = walk_forward(rows.loc[rows[label.name].notna(), "as_of"], horizon, observed_until, sp.folds, sp.test_weeks, sp.step_weeks,
                          ex.cadence_days, sp.cutoffs)
     if not primary:  # the other label: its newest fold tells its trees and how it does
         folds = folds[-1:]
@@ -532,7 +540,8 @@ def train_pipeline(pipeline: PipelineConfig, tables, data_dir: Path | None = Non
     audited = fit.sample(n=AUDIT_SAMPLE, random_state=pipeline.model.seed) if len(fit) > AUDIT_SAMPLE else fit
     try:
         audit = leakage_audit(audited[model.features], audited[label.name].astype(bool), lk.threshold,
-                              lk.min_support, lk.n_bins, lk.min_positives, point_in_time_features(feature_config))
+                              lk.min_support, lk.n_bins, lk.min_positives, point_in_time_features(feature_config),
+                              weights_of(audited))
     except AuditSkipped as exc:
         say(str(exc))
         audit = empty_audit()
@@ -550,11 +559,13 @@ def train_pipeline(pipeline: PipelineConfig, tables, data_dir: Path | None = Non
     fold_cal = newest.parts.calibration
     fold_cutoffs = choose_cutoffs(newest.calibration_p, fold_cal[label.name].astype(int).to_numpy(),
                                   fold_cal["as_of"], pipeline.cutoffs, population_scale=cal_scale,
-                                  probability=label.probability, lead_id=fold_cal["lead_id"])
+                                  probability=label.probability, lead_id=fold_cal["lead_id"],
+                                  weight=weights_of(fold_cal))
     scores, test = newest.scores, newest.test
     cut_table = cutoff_report(fold_cutoffs, scores["model"].to_numpy(), scores["y"].to_numpy(), test["as_of"],
-                              test["lead_id"])
-    tradeoff = tradeoff_curve(scores["model"].to_numpy(), scores["y"].to_numpy(), test["as_of"], lead_id=test["lead_id"])
+                              test["lead_id"], weight=weights_of(test))
+    tradeoff = tradeoff_curve(scores["model"].to_numpy(), scores["y"].to_numpy(), test["as_of"], lead_id=test["lead_id"],
+                              weight=weights_of(test))
     say(f"cutoffs ({pipeline.cutoffs.policy}) of the shipped model: MQL {label.probability} >= {cutoffs.mql:.4f}, "
         f"SQL {label.probability} >= {cutoffs.sql:.4f}")
 
@@ -563,7 +574,7 @@ def train_pipeline(pipeline: PipelineConfig, tables, data_dir: Path | None = Non
               "train_until": f"{fit['as_of'].max():%Y-%m-%d}",
               "calibration_from": f"{cal['as_of'].min():%Y-%m-%d}", "calibration_until": f"{cal['as_of'].max():%Y-%m-%d}"}
     scorer = Scorer(models={name: r.model for name, r in runs.items()}, primary=label.name, cutoffs=cutoffs,
-                    scale=score_scale(p_cal), catalogue=catalogue, feature_config=feature_config, rules=rules,
+                    scale=score_scale(p_cal, weights_of(cal)), catalogue=catalogue, feature_config=feature_config, rules=rules,
                     grid=grid, info={"name": pipeline.name, **window})
     ex_cfg, model_cfg = pipeline.examples, pipeline.model
     params = {**window, "primary_label": label.name, "labels_trained": ", ".join(runs),
@@ -581,18 +592,21 @@ def train_pipeline(pipeline: PipelineConfig, tables, data_dir: Path | None = Non
               **{f"model_{k}": v for k, v in vars(model_cfg).items()},
               **{f"split_{k}": v for k, v in vars(sp).items() if k not in ("calibration_start", "test_start")},
               "rows_fit": len(fit), "rows_calibration": len(cal), "rows_promotion": len(parts.promotion),
-              "rows_test": len(test),
+              "rows_test": len(test), "examples_max_examples": ex_cfg.max_examples,
+              "examples_sample_rate": report.sample.rate if report.sample else 1.0,
               **{f"{r.label.short}_{k}": r.model.info[k] for r in runs.values() if r is not primary
                  for k in ("train_from", "train_until", "calibration_from", "calibration_until", "calibration_rows")}}
     return TrainingRun(config=pipeline, scorer=scorer, metrics=metrics, comparison=newest.comparison,
                        calibration=newest.calibration, cutoffs=cut_table, tradeoff=tradeoff, test_scores=scores,
                        test_frame=test, leakage=audit, fingerprint=fingerprint, backtest=backtest_table(primary),
-                       promotion=parts.promotion, labels=runs, skipped=skipped, lines=lines, params=params)
+                       promotion=parts.promotion, labels=runs, skipped=skipped, lines=lines, params=params,
+                       sample=report.sample)
 
 
 def _cutoffs(pipeline: PipelineConfig, label: Label, p, frame: pd.DataFrame, scale: float, say):
     cutoffs = choose_cutoffs(p, frame[label.name].astype(int).to_numpy(), frame["as_of"], pipeline.cutoffs,
-                             population_scale=scale, probability=label.probability, lead_id=frame["lead_id"])
+                             population_scale=scale, probability=label.probability, lead_id=frame["lead_id"],
+                             weight=weights_of(frame))
     for note in cutoffs.notes:
         say(f"WARNING cutoffs: {note}")
     return cutoffs
@@ -601,12 +615,21 @@ def _cutoffs(pipeline: PipelineConfig, label: Label, p, frame: pd.DataFrame, sca
 GRID_SAMPLE = 20_000
 
 
+def representative_sample(rows: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """At most ``n`` of ``rows``, drawn uniformly; when they are a weighted sample of leads, drawn
+    with replacement in proportion to their weights (the only draw that is), so the rows stand
+    for the whole lead base."""
+    if WEIGHT in rows:
+        return rows.sample(n=min(len(rows), n), replace=True, random_state=seed, weights=rows[WEIGHT])
+    return rows if len(rows) <= n else rows.sample(n=n, random_state=seed)
+
+
 def learn_model_grid(model, train: pd.DataFrame, catalogue: pd.DataFrame, seed: int = 0):
     """Fit x engagement grid thresholds from the training part (a sample of it): the same
     share per letter and digit as the rule baseline's grid on those examples."""
     from leadscore.serving.explain import contributions, group_scores, learn_grid
 
-    sample = train.sample(n=min(len(train), GRID_SAMPLE), random_state=seed) if len(train) > GRID_SAMPLE else train
+    sample = representative_sample(train, GRID_SAMPLE, seed)
     scores = group_scores(contributions(model, sample).values, catalogue)
     baseline = sample["baseline_grid"] if "baseline_grid" in sample else None
     return learn_grid(scores["fit_score"], scores["engagement_score"], baseline)
@@ -638,6 +661,8 @@ def report_inputs(run: TrainingRun, facts: list[tuple[str, str]] | None = None):
         ("cutoffs", f"{run.config.cutoffs.policy}: MQL {run.primary.probability} >= {s.cutoffs.mql:.4f}, "
                     f"SQL {run.primary.probability} >= {s.cutoffs.sql:.4f}"),
     ]
+    if run.sample:
+        base_facts.append(("examples sampled", " ".join(run.sample.lines()).strip()))
     base_facts += [(f"{name} (not trained)", why) for name, why in run.skipped.items()]
     extra = [("Candidates, mean over the backtest folds (the lowest log loss wins; ties go to the simpler)",
               run.labels[run.primary.name].candidates),
@@ -670,6 +695,7 @@ def manifest_for(run: TrainingRun, mlflow_run_id: str | None = None) -> dict:
         "feature_config": run.scorer.feature_config.as_dict(),
         "primary_label": run.scorer.primary,
         "skipped_labels": run.skipped,
+        "example_sampling": run.sample.as_dict() if run.sample else None,
         "data_fingerprint": run.fingerprint,
         "params": run.params,
         "suspected_leakage": run.suspected_leakage,
@@ -690,7 +716,7 @@ def explanation_outputs(run: TrainingRun) -> tuple[dict[str, bytes], pd.DataFram
     )
 
     test = run.test_frame
-    sample = test.sample(n=EXPLAIN_SAMPLE, random_state=0) if len(test) > EXPLAIN_SAMPLE else test
+    sample = representative_sample(test, EXPLAIN_SAMPLE, 0)
     model = run.scorer.primary_model
     figures = global_figures(model, sample, run.scorer.catalogue)
     return figures, importance_table(contributions(model, sample).values, run.scorer.catalogue)
@@ -767,9 +793,9 @@ def compare_champion(run: TrainingRun, champion: Scorer, champion_manifest: dict
 
         champ_rows = features_as_of(con, rows[["lead_id", "as_of"]], config=champion.feature_config)
         champ_rows = rows[["lead_id", "as_of"]].merge(champ_rows, on=["lead_id", "as_of"], how="left")
-    y = rows[label.name].astype(int).to_numpy()
-    return Comparison(len(rows), int(y.sum()), since, classification_metrics(y, model.predict_proba(champ_rows)),
-                      classification_metrics(y, run.scorer.primary_model.predict_proba(rows)))
+    y, w = rows[label.name].astype(int).to_numpy(), weights_of(rows)
+    return Comparison(len(rows), int(y.sum()), since, classification_metrics(y, model.predict_proba(champ_rows), weight=w),
+                      classification_metrics(y, run.scorer.primary_model.predict_proba(rows), weight=w))
 
 
 def promotion_decision(champion: dict[str, float], challenger: dict[str, float], cfg) -> tuple[bool, str]:
