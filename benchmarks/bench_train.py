@@ -46,8 +46,8 @@ def train(data: Path, work: Path, name: str, max_examples: int | None) -> tuple[
 
 def describe(wall: float, rss: float, manifest: dict) -> str:
     s = manifest.get("example_sampling")
-    drawn = (f"{s['examples']:,} examples sampled ({s['positive_leads']:,} leads with an outcome, {s['rate']:.2%} "
-             f"of the others)" if s else "every example")
+    drawn = (f"{s['examples']:,} examples sampled ({s['positive_rate']:.1%} of the {s['positive_leads']:,} leads with "
+             f"an outcome, {s['rate']:.2%} of the others)" if s else "every example")
     return f"{wall / 60:.1f} min, peak RSS {rss:,.0f} MB; {drawn}"
 
 

@@ -152,6 +152,8 @@ def test_property_lead_sampling_keeps_positives_and_a_larger_budget_keeps_a_supe
         assert s1.rate * n_other == pytest.approx(min(n_other, small_budget - s1.positive_rate * n_pos))
     assert set(small.index) <= set(large.index) and s1.rate <= s2.rate and s1.positive_rate <= s2.positive_rate
     assert s1.examples == per_lead[small.index].sum() and s1.leads == len(small)
+    assert s1.other_leads == (~small.index.isin(positive)).sum()
+    assert ("WARNING only" in "\n".join(s1.lines())) == (s1.other_leads < 10_000)  # always few here
     again, _ = sample_leads(per_lead.sample(frac=1, random_state=1), positive, small_budget)  # order-free
     assert set(again.index) == set(small.index)
 

@@ -123,6 +123,9 @@ class ExampleConfig(Section):
 WEIGHT = "_weight"  # an example's weight: the inverse of its chance to be kept in a sample
 SAMPLE_SALT = "example-sample"  # the lead hash that samples examples (apart from every integer salt and seed)
 DATE_CHUNK = 8      # as-of dates labelled at once while counting the window for a sample
+# Fewer leads without an outcome than this in a sample and it is too thin: on 100,000 synthetic
+# leads, 1,500 of them cost 0.016 of backtest AUC against every example, 26,000 cost 0.0014.
+FEW_OTHER_LEADS = 10_000
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,7 @@ class ExampleSample:
     positive_examples: int
     leads: int        # leads kept
     examples: int     # examples kept
+    other_leads: int  # leads kept without a positive outcome
 
     def as_dict(self) -> dict:
         return dict(vars(self))
@@ -151,7 +155,10 @@ class ExampleSample:
         return [f"  sampled (examples.max_examples {self.max_examples:,}): {self.examples:,} examples of "
                 f"{self.leads:,} leads - {positives}, and {self.rate:.2%} of the other leads, weighted "
                 f"{1 / self.rate:,.2f} (leads chosen by a hash of their id); the metrics, calibration, cutoffs and "
-                "score scale below are weighted back to the whole window, the example counts are the sample's"]
+                "score scale below are weighted back to the whole window, the example counts are the sample's"] + (
+            [f"  WARNING only {self.other_leads:,} leads without an outcome kept (fewer than {FEW_OTHER_LEADS:,}): the "
+             "fit and every estimate rest on them; raise examples.max_examples"]
+            if self.other_leads < FEW_OTHER_LEADS else [])
 
 
 @dataclass
@@ -348,7 +355,8 @@ def sample_leads(examples_per_lead: pd.Series, positive_leads, max_examples: int
     kept = pd.Series(1.0 / keep_below, index=examples_per_lead.index)[keep]
     sample = ExampleSample(max_examples=max_examples, rate=rate, positive_rate=rate_pos,
                            positive_leads=int(is_positive.sum()), positive_examples=n_pos,
-                           leads=int(keep.sum()), examples=int(examples_per_lead[keep].sum()))
+                           leads=int(keep.sum()), examples=int(examples_per_lead[keep].sum()),
+                           other_leads=int((keep & ~is_positive).sum()))
     return kept, sample
 
 
