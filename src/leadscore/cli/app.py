@@ -413,9 +413,9 @@ def examples(
         build_examples,
         matured,
         stage_counts,
+        weights_of,
     )
     from leadscore.labels.leakage import AuditSkipped, format_audit, leakage_audit
-    from leadscore.modeling.model import weights_of
 
     _check_engine(engine, out)
     pipeline, src = _pipeline_and_data(config, data, source)

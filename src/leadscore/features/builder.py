@@ -316,12 +316,17 @@ def _resolve_pairs(tables, pairs: pd.DataFrame | None, as_of,
 # Open leads
 # ---------------------------------------------------------------------------
 
-def open_leads(tables: Mapping[str, TableSource] | duckdb.DuckDBPyConnection, as_of_dates) -> pd.DataFrame:
-    """(lead_id, as_of) for every lead open at each date: created before it, not yet SQL/closed."""
+def open_leads(tables: Mapping[str, TableSource] | duckdb.DuckDBPyConnection, as_of_dates,
+               max_age_days: int | None = None) -> pd.DataFrame:
+    """(lead_id, as_of) for every lead open at each date: created before it, not yet SQL/closed
+    - and, with ``max_age_days``, at most that old then (``lead_age_days``)."""
     con = tables if isinstance(tables, duckdb.DuckDBPyConnection) else connect(tables)
+    age = "" if max_age_days is None else \
+        f"JOIN leads l ON l.lead_id = p.lead_id WHERE {LEAD_AGE_SQL} <= {int(max_age_days)}"
     con.register("_dates", _dates_frame(as_of_dates))
     try:
-        out = con.execute(open_leads_sql() + "ORDER BY d.as_of_us, l.lead_id").df()
+        out = con.execute(f"SELECT p.lead_id, p.as_of_us FROM ({open_leads_sql()}) p {age} "
+                          "ORDER BY p.as_of_us, p.lead_id").df()
     finally:
         con.unregister("_dates")
     return _with_as_of(out)

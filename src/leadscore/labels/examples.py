@@ -47,17 +47,13 @@ from pydantic import Field
 
 from leadscore.data.contract import utc_timestamp
 from leadscore.features.builder import (
-    LEAD_AGE_SQL,
     FeatureConfig,
     TableSource,
     _as_of_us,
-    _dates_frame,
     _pairs_frame,
-    _with_as_of,
     connect,
     features_as_of,
     open_leads,
-    open_leads_sql,
 )
 from leadscore.settings import Section, Whole
 
@@ -121,6 +117,15 @@ class ExampleConfig(Section):
 
 
 WEIGHT = "_weight"  # an example's weight: the inverse of its chance to be kept in a sample
+
+
+def weights_of(frame: pd.DataFrame, ones: bool = False) -> np.ndarray | None:
+    """The rows' example weights (:data:`WEIGHT`); when the rows are not a weighted sample, None
+    - or, with ``ones``, 1 for every row."""
+    if WEIGHT in frame:
+        return frame[WEIGHT].to_numpy(dtype="float64")
+    return np.ones(len(frame)) if ones else None
+
 SAMPLE_SALT = "example-sample"  # the lead hash that samples examples (apart from every integer salt and seed)
 DATE_CHUNK = 8      # as-of dates labelled at once while counting the window for a sample
 # Fewer leads without an outcome than this in a sample and it is too thin: on 100,000 synthetic
@@ -305,15 +310,8 @@ def build_examples(
 def _window_pairs(con: duckdb.DuckDBPyConnection, dates, config: ExampleConfig):
     """(lead_id, as_of) of the window's examples, :data:`DATE_CHUNK` as-of dates at a time: the
     leads open at each date and at most ``max_lead_age_days`` old."""
-    age = "" if config.max_lead_age_days is None else f"WHERE {LEAD_AGE_SQL} <= {int(config.max_lead_age_days)}"
     for i in range(0, len(dates), DATE_CHUNK):
-        con.register("_dates", _dates_frame(dates[i:i + DATE_CHUNK]))
-        try:
-            yield _with_as_of(con.execute(f"""
-                SELECT p.lead_id, p.as_of_us FROM ({open_leads_sql()}) p JOIN leads l ON l.lead_id = p.lead_id
-                {age} ORDER BY p.as_of_us, p.lead_id""").df())
-        finally:
-            con.unregister("_dates")
+        yield open_leads(con, dates[i:i + DATE_CHUNK], config.max_lead_age_days)
 
 
 def _sample_window(con: duckdb.DuckDBPyConnection, dates, config: ExampleConfig, observed_until: pd.Timestamp):

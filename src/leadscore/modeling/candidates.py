@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import log_loss
 
+from leadscore.labels.examples import weights_of
 from leadscore.modeling.calibration import MarginCalibrator
 from leadscore.modeling.families import BlendMargin, LinearMargin
 from leadscore.modeling.model import (
@@ -48,7 +49,6 @@ from leadscore.modeling.model import (
     fit_lightgbm,
     informative_features,
     sample_negatives,
-    weights_of,
 )
 
 GRID = ({}, {"num_leaves": 31, "min_child_samples": 50, "reg_lambda": 1.0},

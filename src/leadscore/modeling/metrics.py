@@ -73,12 +73,18 @@ def reliability_table(y, p, n_bins: int = 10, weight=None) -> pd.DataFrame:
         frame = pd.DataFrame({"bin": bins, "p": p, "y": y})
         out = frame.groupby("bin").agg(rows=("y", "size"), predicted=("p", "mean"), observed=("y", "mean")).reset_index()
     else:
-        sums = pd.DataFrame({"bin": bins, "w": w, "wp": w * p, "wy": w * y, "w2": w * w}).groupby("bin").sum()
-        out = pd.DataFrame({"rows": sums["w"], "predicted": sums["wp"] / sums["w"],
-                            "observed": sums["wy"] / sums["w"],
-                            "effective_rows": sums["w"] ** 2 / sums["w2"]}).reset_index()
+        out = binned_rates(bins, y, p, w)
     out["bin_low"] = out["bin"] / n_bins
     return out
+
+
+def binned_rates(bins: np.ndarray, y: np.ndarray, p: np.ndarray, w: np.ndarray) -> pd.DataFrame:
+    """Per bin (ascending): ``rows`` (the summed weight), the weighted mean ``predicted`` and
+    ``observed`` rate, and ``effective_rows``, Kish's (sum w)^2 / sum w^2 - the number of
+    unweighted rows as precise as the bin's, what an interval rests on."""
+    sums = pd.DataFrame({"bin": bins, "w": w, "wp": w * p, "wy": w * y, "w2": w * w}).groupby("bin").sum()
+    return pd.DataFrame({"rows": sums["w"], "predicted": sums["wp"] / sums["w"], "observed": sums["wy"] / sums["w"],
+                         "effective_rows": sums["w"] ** 2 / sums["w2"]}).reset_index()
 
 
 def lift_top_fraction(y, score, fraction: float = 0.1, weight=None) -> tuple[float, float]:

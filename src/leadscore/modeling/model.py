@@ -30,7 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-from leadscore.labels.examples import WEIGHT, lead_parts
+from leadscore.labels.examples import WEIGHT, lead_parts, weights_of
 from leadscore.modeling.calibration import MarginCalibrator
 from leadscore.modeling.families import BlendMargin, LinearMargin, TreeMargin
 from leadscore.settings import Section, Whole
@@ -193,11 +193,6 @@ def informative_features(frame: pd.DataFrame, features: list[str]) -> tuple[list
     return [f for f in features if f not in dropped], dropped
 
 
-def weights_of(frame: pd.DataFrame) -> np.ndarray | None:
-    """The rows' example weights (:data:`WEIGHT`: a sample's inverse inclusion chance), None when unweighted."""
-    return frame[WEIGHT].to_numpy(dtype="float64") if WEIGHT in frame else None
-
-
 def sample_negatives(frame: pd.DataFrame, label: str, max_rows: int | None, seed: int = 0) -> tuple[pd.DataFrame, float]:
     """About ``max_rows`` examples: every positive and a uniform random sample of the
     negatives, with a ``_weight`` column (the rows' weights - 1 unless ``frame`` has them -
@@ -205,8 +200,7 @@ def sample_negatives(frame: pd.DataFrame, label: str, max_rows: int | None, seed
     sampling rate). Half the budget at least goes to negatives, so with over ``max_rows / 2``
     positives the rows exceed ``max_rows``: a fit needs both classes."""
     y = frame[label].astype(bool).to_numpy()
-    weight = weights_of(frame)
-    weight = np.ones(len(frame)) if weight is None else weight
+    weight = weights_of(frame, ones=True)
     n_neg = int((~y).sum())
     if max_rows is None or len(frame) <= max_rows or n_neg == 0:
         return frame.assign(**{WEIGHT: weight}), 1.0
@@ -228,8 +222,7 @@ def fit_lightgbm(train: pd.DataFrame, label: str, features: list[str], categoric
     """Fit on the training part; early stopping on a held-out group of training leads. With
     ``trees`` (chosen beforehand, by the backtest) every row fits that many trees instead."""
     y = train[label].astype(bool).to_numpy()
-    w = weights_of(train)
-    w = np.ones(len(train)) if w is None else w
+    w = weights_of(train, ones=True)
     _require_positives(y, label, config, "training part")
     features, constant = informative_features(train, features)
     if not features:

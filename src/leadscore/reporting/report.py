@@ -31,8 +31,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter
 
 from leadscore.io import atomic_path
-from leadscore.labels.examples import WEIGHT
-from leadscore.modeling.metrics import gains_curve, reliability_table
+from leadscore.labels.examples import WEIGHT, weights_of
+from leadscore.modeling.metrics import binned_rates, gains_curve, reliability_table
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MIN_BIN_ROWS = 30      # a reliability bin with fewer rows is noise: not drawn as a point
@@ -348,7 +348,7 @@ def _reliability(inputs: TrainingReportInputs) -> Figure:
     them)."""
     fig = new_figure(12, 5.2)
     ax1, ax2 = fig.subplots(1, 2)
-    y, w = inputs.scores["y"].to_numpy(dtype="float64"), inputs.scores.get(WEIGHT)  # w: a sample's weights
+    y, w = inputs.scores["y"].to_numpy(dtype="float64"), weights_of(inputs.scores)  # w: a sample's weights
     deciles, hidden_bins, hidden_rows, top = [], 0, 0, 0.0
     for label, col, style in _curves(inputs):
         p = inputs.scores[col].to_numpy(dtype="float64")
@@ -360,13 +360,9 @@ def _reliability(inputs: TrainingReportInputs) -> Figure:
         shown = (n >= MIN_BIN_ROWS).to_numpy()
         top = max(top, float(np.nanmax(np.r_[t["predicted"].to_numpy()[shown], high[shown], 0.0])))
         if col in (inputs.main_model, inputs.uncalibrated, "oracle"):
-            decile = pd.qcut(pd.Series(p).rank(method="first"), 10, labels=False)
-            weight = np.ones(len(p)) if w is None else np.asarray(w, dtype="float64")  # deciles of the sample's rows
-            g = pd.DataFrame({"p": p * weight, "y": y * weight, "w": weight, "w2": weight ** 2,
-                              "bin": decile}).groupby("bin").sum()
-            n = g["w"] ** 2 / g["w2"]  # Kish's effective rows (the rows, unweighted)
-            g = pd.DataFrame({"predicted": g["p"] / g["w"], "observed": g["y"] / g["w"],
-                              "positives": g["y"] / g["w"] * n, "rows": n})
+            decile = pd.qcut(pd.Series(p).rank(method="first"), 10, labels=False).to_numpy()  # of the sample's rows
+            g = binned_rates(decile, y, p, weights_of(inputs.scores, ones=True)).set_index("bin")
+            g = g.assign(rows=g["effective_rows"], positives=g["observed"] * g["effective_rows"])
             deciles.append((label, col, style, g))
     top = min(1.0, math.ceil(max(top, 0.01) * 1.08 * 50) / 50)
     ax1.plot([0, top], [0, top], color="grey", lw=1, ls="-.", label="perfectly calibrated")
@@ -403,7 +399,7 @@ def _reliability(inputs: TrainingReportInputs) -> Figure:
 def _gains(inputs: TrainingReportInputs) -> Figure:
     fig = new_figure(12, 4.5)
     ax1, ax2 = fig.subplots(1, 2)
-    y, w = inputs.scores["y"].to_numpy(), inputs.scores.get(WEIGHT)
+    y, w = inputs.scores["y"].to_numpy(), weights_of(inputs.scores)
     for name, m in _distinct(inputs, lambda m: inputs.ranking.get(m, m)):
         col = inputs.ranking.get(m, m)
         g = gains_curve(y, inputs.scores[col].to_numpy(), points=40, weight=w)
@@ -448,7 +444,7 @@ def _distribution(inputs: TrainingReportInputs) -> Figure:
     ax_neg, ax_pos = fig.subplots(2, 1, sharex=True)
     name = inputs.main_model
     p, y = inputs.scores[name].to_numpy(dtype="float64"), inputs.scores["y"].to_numpy().astype(bool)
-    w = inputs.scores[WEIGHT].to_numpy(dtype="float64") if WEIGHT in inputs.scores else np.ones(len(p))
+    w = weights_of(inputs.scores, ones=True)
     counts = "examples (count)" if WEIGHT not in inputs.scores else "examples (estimated: the sample weighted)"
     pc = np.clip(p, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
     z = np.log(pc / (1 - pc))
@@ -615,10 +611,10 @@ def training_summary(inputs: TrainingReportInputs) -> list[dict]:
         cards.append(card("Calibration error (ECE)", f"{ece:.4f}",
                           f"log loss {loss:.4f}" if math.isfinite(loss) else ""))
     y = inputs.scores["y"]
-    w = inputs.scores[WEIGHT] if WEIGHT in inputs.scores else pd.Series(1.0, index=y.index)
+    w = weights_of(inputs.scores, ones=True)
     cards.append(card("Examples evaluated", f"{len(y):,}" + (f" (a sample of {w.sum():,.0f})" if WEIGHT in inputs.scores
                                                               else ""),
-                      f"{int(y.sum()):,} converted ({(y * w).sum() / w.sum():.1%})"))
+                      f"{int(y.sum()):,} converted ({(y.to_numpy() * w).sum() / w.sum():.1%})"))
     if inputs.cutoffs is not None:
         for _, r in inputs.cutoffs.iterrows():
             parts = []

@@ -64,6 +64,7 @@ from leadscore.labels.examples import (
     parts_at,
     stage_counts,
     walk_forward,
+    weights_of,
 )
 from leadscore.labels.leakage import AuditSkipped, empty_audit, leakage_audit
 from leadscore.modeling.baseline import (
@@ -92,7 +93,6 @@ from leadscore.modeling.model import (
     fit_logistic,
     logistic_proba,
     sample_negatives,
-    weights_of,
 )
 from leadscore.serving.scorer import Scorer, score_scale
 from leadscore.training.config import PipelineConfig
@@ -333,13 +333,13 @@ def _fit_label(label: Label, examples: pd.DataFrame, observed_until: pd.Timestam
     sp, ex = pipeline.split, pipeline.examples
     horizon = label.horizon(ex)
     rows = examples  # immature examples included: every step below reads only the matured ones (not copied: memory)
+    matured_as_of = rows.loc[rows[label.name].notna(), "as_of"]
     n_pos = int(rows[label.name].sum())
     if n_pos < pipeline.model.min_positives:
         raise InsufficientData(
-            f"{label.name}: only {n_pos} positive outcomes among all {int(rows[label.name].notna().sum()):,} matured "
-            "examples; at least "
-            f"{pipeline.model.min_positives} are needed to learn a model (model.min_positives)")
-    folds = walk_forward(rows.loc[rows[label.name].notna(), "as_of"], horizon, observed_until, sp.folds, sp.test_weeks, sp.step_weeks,
+            f"{label.name}: only {n_pos} positive outcomes among all {len(matured_as_of):,} matured examples; at "
+            f"least {pipeline.model.min_positives} are needed to learn a model (model.min_positives)")
+    folds = walk_forward(matured_as_of, horizon, observed_until, sp.folds, sp.test_weeks, sp.step_weeks,
                          ex.cadence_days, sp.cutoffs)
     if not primary:  # the other label: its newest fold tells its trees and how it does
         folds = folds[-1:]
